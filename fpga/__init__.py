@@ -1,0 +1,1 @@
+"""FPGA board builds with the open yosys/nextpnr flow (to come)."""

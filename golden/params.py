@@ -1,0 +1,66 @@
+"""The one parameter object shared by golden, rtl, verif, fpga and the CLI.
+
+Every layer of nibble takes a :class:`NibbleParams` instead of inventing its own
+defaults, so a design generated for ``tile=8, acc_bits=32`` is checked against a golden
+model with exactly those numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["NibbleParams", "check_tile", "TILE_MIN", "TILE_MAX", "ACC_BITS_MAX",
+           "EXP_MIN", "EXP_MAX", "ELEMENT_MAX", "psum_bits"]
+
+#: Smallest and largest tile edge T (powers of two).
+TILE_MIN, TILE_MAX = 2, 64
+#: Tile exponents are signed 8-bit numbers.
+EXP_MIN, EXP_MAX = -128, 127
+#: Widest accumulator the golden model supports: sums of two terms stay inside int64.
+ACC_BITS_MAX = 62
+#: Largest integer element magnitude of each kind (fp4: 4**6; fp4r2: 2**6, study only).
+ELEMENT_MAX = {"int4": 8, "uint4": 15, "fp4": 4096, "fp4r2": 64}
+
+
+def check_tile(tile) -> int:
+    """Return ``tile`` as an int, or raise ``ValueError`` unless it is a power of two in 2..64."""
+    if isinstance(tile, bool) or not isinstance(tile, (int,)) and not hasattr(tile, "__index__"):
+        raise ValueError(f"tile must be an integer power of two in {TILE_MIN}..{TILE_MAX}, got {tile!r}")
+    tile = int(tile)
+    if not (TILE_MIN <= tile <= TILE_MAX) or tile & (tile - 1):
+        raise ValueError(f"tile must be a power of two in {TILE_MIN}..{TILE_MAX}, got {tile}")
+    return tile
+
+
+def psum_bits(tile: int) -> int:
+    """Width in bits (with sign) of one exact tile partial sum for the widest operand pair
+    the three training GEMMs use (uint4 x fp4: T * 15 * 4096)."""
+    return (check_tile(tile) * ELEMENT_MAX["uint4"] * ELEMENT_MAX["fp4"]).bit_length() + 1
+
+
+@dataclass(frozen=True)
+class NibbleParams:
+    """Parameters of one nibble instance.
+
+    Parameters
+    ----------
+    tile : int
+        T, the edge of the square tile and of the T x T systolic array; a power of two
+        from 2 to 64. Every T x T operand tile carries one power-of-two exponent.
+    acc_bits : int
+        Width of the two's-complement output accumulators, in bits. It must hold one exact
+        tile partial sum (:func:`psum_bits`) and be at most 62.
+    """
+
+    tile: int = 8
+    acc_bits: int = 32
+
+    def __post_init__(self):
+        object.__setattr__(self, "tile", check_tile(self.tile))
+        if isinstance(self.acc_bits, bool) or not isinstance(self.acc_bits, int):
+            raise ValueError(f"acc_bits must be an integer, got {self.acc_bits!r}")
+        need = psum_bits(self.tile)
+        if not (need <= self.acc_bits <= ACC_BITS_MAX):
+            raise ValueError(
+                f"acc_bits must be in {need}..{ACC_BITS_MAX} for tile {self.tile} "
+                f"(one exact tile partial sum needs {need} bits), got {self.acc_bits}")

@@ -1,0 +1,1 @@
+"""nibble RTL in Amaranth HDL (the accelerator core lands here next)."""

@@ -1,0 +1,1 @@
+"""cocotb + Verilator regressions against the golden model (to come)."""
