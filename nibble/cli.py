@@ -1,0 +1,108 @@
+"""The ``nibble`` command line.
+
+Subcommands are added as they work; each takes its numbers through the one
+:class:`golden.params.NibbleParams` object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["main", "build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _add_params(parser) -> None:
+    parser.add_argument("--tile", "--size", dest="tile", type=int, default=8, metavar="T",
+                        help="tile edge T = array size, a power of two 2..64 (default 8)")
+    parser.add_argument("--acc-bits", type=int, default=32, metavar="N",
+                        help="accumulator width in bits (default 32)")
+
+
+def _cmd_train(args) -> int:
+    from golden import NibbleParams
+
+    from .study import STUDY_CONFIGS, format_table, run_study, write_json
+    from .training import TrainConfig
+
+    params = NibbleParams(tile=args.tile, acc_bits=args.acc_bits)
+    config = TrainConfig(epochs=args.epochs, batch=args.batch, lr=args.lr,
+                         hidden=tuple(args.hidden), params=params)
+    names = [c.name for c in STUDY_CONFIGS]
+    wanted = args.configs or names
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        raise ValueError(f"unknown config {', '.join(unknown)}; choose from {', '.join(names)}")
+    configs = [c for c in STUDY_CONFIGS if c.name in wanted]
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    print(f"nibble train: digits MLP 64-{'-'.join(map(str, config.hidden))}-10, "
+          f"{config.epochs} epochs, batch {config.batch}, seeds {seeds[0]}..{seeds[-1]}, "
+          f"backend {args.backend}, T={params.tile}, acc_bits={params.acc_bits}", flush=True)
+    results = run_study(config, seeds, configs, progress=not args.quiet)
+    print()
+    print(format_table(results))
+    if args.json:
+        write_json(args.json, results, config, seeds, args.backend)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="nibble", description="nibble: an open 4-bit training accelerator")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train the digits MLP in FP32 and in nibble 4-bit",
+                           description="Train an MLP on scikit-learn's digits in FP32 and with "
+                                       "nibble's 4-bit GEMMs (plus ablations); print a table "
+                                       "of test accuracy over seeds.")
+    train.add_argument("--backend", choices=["golden"], default="golden",
+                       help="where the 4-bit GEMMs run (golden: the NumPy golden model)")
+    train.add_argument("--epochs", type=_positive_int, default=20, help="epochs per run (default 20)")
+    train.add_argument("--seeds", type=_positive_int, default=3,
+                       help="number of seeds per configuration (default 3)")
+    train.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    train.add_argument("--batch", type=_positive_int, default=32, help="batch size (default 32)")
+    train.add_argument("--lr", type=float, default=0.05, help="peak learning rate (default 0.05)")
+    train.add_argument("--hidden", type=_positive_int, nargs="+", default=[64, 64], metavar="H",
+                       help="hidden layer sizes (default 64 64)")
+    train.add_argument("--configs", nargs="+", metavar="NAME",
+                       help="only these rows: fp32 nibble no_tpr radix2 gradscale linear")
+    train.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_params(train)
+    train.set_defaults(func=_cmd_train)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as exc:
+        print(f"nibble {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

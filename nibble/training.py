@@ -1,0 +1,278 @@
+"""Training an MLP on digits in FP32 or with nibble's 4-bit GEMMs.
+
+The 4-bit path follows Sun et al. (NeurIPS 2020) with nibble's numeric contract:
+
+* forward Y = X . W: X uint4 (input pixels, then PACT-clipped activations), W int4
+  after SAWB clipping; every GEMM is ``quantize`` + ``tiled_gemm`` on a backend;
+* backward dX = dY . W^T: dY fp4 at phase 0, W^T the transposed int4 weights (square
+  tiles share one exponent, so no re-quantization);
+* weight gradient dW = X^T . dY: X^T the forward's uint4 activations, dY fp4 at phase 1
+  (two-phase rounding);
+* bias adds, PACT, softmax cross-entropy and the SGD update stay in float on the host.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from golden import NibbleParams, QTensor, quantize, tiled_gemm
+from golden.gemm import GemmResult
+from golden.scaling import GradScale, pact, pact_backward, sawb_clip
+
+from .digits import Digits
+
+__all__ = ["QuantConfig", "TrainConfig", "GoldenBackend", "RunResult", "train_run"]
+
+GEMM_ROLES = ("forward", "backward", "weight_grad")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How gradients are quantized in the 4-bit path.
+
+    Parameters
+    ----------
+    tpr : bool
+        Two-phase rounding: dY at phase 0 for dX, phase 1 for dW. False: both phase 0.
+    grad_kind : {"fp4", "fp4r2"}
+        Radix-4 FP4 (the hardware's) or the radix-2 study ablation.
+    rounding : {"log", "linear"}
+        FP4 rounding mode.
+    gradscale : bool
+        Per-layer GradScale exponent instead of per-tile exponents for dY.
+    """
+
+    tpr: bool = True
+    grad_kind: str = "fp4"
+    rounding: str = "log"
+    gradscale: bool = False
+
+    def __post_init__(self):
+        if self.grad_kind not in ("fp4", "fp4r2"):
+            raise ValueError(f"grad_kind must be fp4 or fp4r2, got {self.grad_kind!r}")
+        if self.rounding not in ("log", "linear"):
+            raise ValueError(f"rounding must be log or linear, got {self.rounding!r}")
+
+    @property
+    def phases(self) -> tuple[int, int]:
+        """(phase of dY in dX = dY.W^T, phase of dY in dW = X^T.dY)."""
+        two_phase = self.tpr and self.grad_kind == "fp4"
+        return 0, (1 if two_phase else 0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Network and optimiser of the digits study (shared by every backend)."""
+
+    hidden: tuple[int, ...] = (64, 64)
+    epochs: int = 20
+    batch: int = 32
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    pact_alpha: float = 4.0
+    pact_decay: float = 1e-3
+    params: NibbleParams = field(default_factory=NibbleParams)
+
+    def __post_init__(self):
+        for name in ("epochs", "batch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.hidden or any(int(h) < 1 for h in self.hidden):
+            raise ValueError(f"hidden sizes must be positive, got {self.hidden!r}")
+        for name in ("lr", "pact_alpha"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
+
+class GoldenBackend:
+    """Runs each GEMM with the golden model and counts the work."""
+
+    name = "golden"
+
+    def __init__(self, params: NibbleParams):
+        self.params = params
+        self.gemms = 0
+        self.macs = 0
+
+    def gemm(self, a: QTensor, b: QTensor, role: str) -> GemmResult:
+        """One accelerator GEMM; ``role`` is one of :data:`GEMM_ROLES`."""
+        assert role in GEMM_ROLES, role
+        self.gemms += 1
+        self.macs += a.shape[0] * a.shape[1] * b.shape[1]
+        return tiled_gemm(a, b, acc_bits=self.params.acc_bits)
+
+
+@dataclass
+class RunResult:
+    """Outcome of one training run."""
+
+    test_acc: float                         # percent
+    train_loss: list = field(default_factory=list)    # mean loss per epoch
+    test_curve: list = field(default_factory=list)    # test accuracy per epoch, percent
+    steps: int = 0
+    gemms: int = 0
+    macs: int = 0
+    seconds: float = 0.0
+
+
+def _softmax_xent(logits: np.ndarray, labels: np.ndarray):
+    """Mean cross-entropy and its gradient with respect to the logits."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    n = len(labels)
+    loss = -np.mean(np.log(p[np.arange(n), labels] + 1e-300))
+    grad = p
+    grad[np.arange(n), labels] -= 1.0
+    return float(loss), grad / n
+
+
+class MLP:
+    """A ReLU (FP32) or PACT (4-bit) multilayer perceptron with float master weights."""
+
+    def __init__(self, sizes, config: TrainConfig, rng: np.random.Generator):
+        self.config = config
+        self.w = [rng.normal(0.0, np.sqrt(2.0 / fan_in), size=(fan_in, fan_out))
+                  for fan_in, fan_out in zip(sizes[:-1], sizes[1:])]
+        self.b = [np.zeros(n) for n in sizes[1:]]
+        self.alpha = [config.pact_alpha] * (len(sizes) - 2)
+        self._vel = {}
+
+    def step(self, grads: dict, lr: float) -> None:
+        """SGD with momentum; ``grads`` maps ('w'|'b'|'alpha', layer) to gradients."""
+        c = self.config
+        for key, g in grads.items():
+            kind, l = key
+            param = getattr(self, kind)[l]
+            decay = c.weight_decay if kind == "w" else c.pact_decay if kind == "alpha" else 0.0
+            v = c.momentum * self._vel.get(key, 0.0) + g + decay * param
+            self._vel[key] = v
+            new = param - lr * v
+            if kind == "alpha":
+                new = max(float(new), 1e-3)         # PACT alpha stays positive
+            getattr(self, kind)[l] = new
+
+    # -- FP32 -------------------------------------------------------------------------
+    def fp32_forward(self, x):
+        acts = [x]
+        for l, (w, b) in enumerate(zip(self.w, self.b)):
+            y = acts[-1] @ w + b
+            acts.append(np.maximum(y, 0.0) if l < len(self.w) - 1 else y)
+        return acts
+
+    def fp32_grads(self, x, labels):
+        acts = self.fp32_forward(x)
+        loss, g = _softmax_xent(acts[-1], labels)
+        grads = {}
+        for l in reversed(range(len(self.w))):
+            grads["w", l] = acts[l].T @ g
+            grads["b", l] = g.sum(axis=0)
+            if l:
+                g = (g @ self.w[l].T) * (acts[l] > 0)
+        return loss, grads
+
+    # -- nibble 4-bit -----------------------------------------------------------------
+    def quant_forward(self, x, backend):
+        """Forward pass with every GEMM on ``backend``; returns (logits, per-layer cache)."""
+        tile = backend.params.tile
+        a_q = quantize(x, "uint4", tile=tile)
+        cache = []
+        for l, (w, b) in enumerate(zip(self.w, self.b)):
+            w_q = quantize(sawb_clip(w), "int4", tile=tile)
+            y = backend.gemm(a_q, w_q, "forward").value() + b
+            cache.append((a_q, w_q, y))
+            if l < len(self.w) - 1:
+                a_q = quantize(pact(y, self.alpha[l]), "uint4", tile=tile)
+        return y, cache
+
+    def quant_grads(self, x, labels, backend, quant: QuantConfig, scales):
+        tile = backend.params.tile
+        logits, cache = self.quant_forward(x, backend)
+        loss, g = _softmax_xent(logits, labels)
+        p_dx, p_dw = quant.phases
+        grads = {}
+
+        def grad_q(g, phase, l):
+            exps = scales[l].exponent(g) if quant.gradscale else None
+            return quantize(g, quant.grad_kind, tile=tile, phase=phase,
+                            rounding=quant.rounding, exps=exps)
+
+        for l in reversed(range(len(self.w))):
+            a_q, w_q, _ = cache[l]
+            grads["w", l] = backend.gemm(a_q.T, grad_q(g, p_dw, l), "weight_grad").value()
+            grads["b", l] = g.sum(axis=0)
+            if l:
+                dx = backend.gemm(grad_q(g, p_dx, l), w_q.T, "backward").value()
+                y_prev = cache[l - 1][2]
+                g_prev, grads["alpha", l - 1] = pact_backward(y_prev, self.alpha[l - 1], dx)
+            if quant.gradscale:
+                scales[l].update(g)
+            if l:
+                g = g_prev
+        return loss, grads
+
+    def predict(self, x, backend=None):
+        if backend is None:
+            return self.fp32_forward(x)[-1].argmax(axis=1)
+        return self.quant_forward(x, backend)[0].argmax(axis=1)
+
+
+def train_run(data: Digits, config: TrainConfig, seed: int, quant: QuantConfig | None,
+              backend=None, progress=None) -> RunResult:
+    """Train one network from scratch.
+
+    Parameters
+    ----------
+    data : Digits
+    config : TrainConfig
+    seed : int
+        Seeds weight initialisation and batch order.
+    quant : QuantConfig or None
+        None trains in FP32; otherwise every GEMM runs in 4 bits on ``backend``.
+    backend : object, optional
+        A GEMM backend (default :class:`GoldenBackend` for ``config.params``).
+    progress : callable, optional
+        Called after every epoch as ``progress(epoch, result)``.
+    """
+    rng = np.random.default_rng(seed)
+    sizes = [data.x_train.shape[1], *config.hidden, data.n_classes]
+    model = MLP(sizes, config, rng)
+    if quant is not None and backend is None:
+        backend = GoldenBackend(config.params)
+    scales = [GradScale() for _ in model.w]
+    result = RunResult(test_acc=0.0)
+    n = len(data.y_train)
+    steps_per_epoch = -(-n // config.batch)
+    total_steps = config.epochs * steps_per_epoch
+    start = time.perf_counter()
+    for epoch in range(config.epochs):
+        order = rng.permutation(n)
+        losses = []
+        for i in range(steps_per_epoch):
+            # cosine learning-rate decay over the whole run
+            lr = 0.5 * config.lr * (1.0 + np.cos(np.pi * result.steps / total_steps))
+            idx = order[i * config.batch:(i + 1) * config.batch]
+            x, y = data.x_train[idx], data.y_train[idx]
+            if quant is None:
+                loss, grads = model.fp32_grads(x, y)
+            else:
+                loss, grads = model.quant_grads(x, y, backend, quant, scales)
+            model.step(grads, lr)
+            losses.append(loss)
+            result.steps += 1
+        pred = model.predict(data.x_test, backend if quant is not None else None)
+        result.test_curve.append(100.0 * float(np.mean(pred == data.y_test)))
+        result.train_loss.append(float(np.mean(losses)))
+        if progress is not None:
+            progress(epoch, result)
+    result.test_acc = result.test_curve[-1]
+    if backend is not None:
+        result.gemms, result.macs = backend.gemms, backend.macs
+    result.seconds = time.perf_counter() - start
+    return result
