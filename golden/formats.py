@@ -160,7 +160,8 @@ def _fp_encode(x: np.ndarray, e_full: np.ndarray, step: int, phase: int, roundin
     elif rounding == "log":                                # radix-2 study kind
         k = k0 + (safe >= np.sqrt(2.0) * np.ldexp(1.0, step * k0 + base))
     else:
-        midpoint = np.ldexp((1.0 + 2.0 ** step) / 2.0, step * k0 + base)
+        with np.errstate(over="ignore"):       # only for huge r, where k saturates anyway
+            midpoint = np.ldexp((1.0 + 2.0 ** step) / 2.0, step * k0 + base)
         k = k0 + (safe >= midpoint)
     k = np.where(r >= -1, np.maximum(k, 0), -1)           # below G_0 / 2 flushes
     k = np.minimum(k, FP4_TOP_K)
@@ -323,7 +324,9 @@ def quantize(x, kind, *, tile=8, phase=0, rounding="log", exps=None) -> QTensor:
 
     if kind in _QRANGE:
         lo, hi = _QRANGE[kind]
-        codes = np.clip(np.rint(np.ldexp(x, (-e_full).astype(np.int32))), lo, hi)
+        with np.errstate(over="ignore"):       # an overflow to inf saturates like any other
+            scaled = np.ldexp(x, (-e_full).astype(np.int32))
+        codes = np.clip(np.rint(scaled), lo, hi)
     else:
         codes = _fp_encode(x, e_full, _FP_STEP[kind], phase, rounding)
     return QTensor(codes, tile_exps, kind, tile, phase)

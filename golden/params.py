@@ -16,15 +16,16 @@ __all__ = ["NibbleParams", "check_tile", "TILE_MIN", "TILE_MAX", "ACC_BITS_MAX",
 TILE_MIN, TILE_MAX = 2, 64
 #: Tile exponents are signed 8-bit numbers.
 EXP_MIN, EXP_MAX = -128, 127
-#: Widest accumulator the golden model supports: sums of two terms stay inside int64.
-ACC_BITS_MAX = 62
+#: Widest accumulator: ``GemmResult.value()`` and quantizing it go through float64, which
+#: is exact only up to 53 significant bits.
+ACC_BITS_MAX = 53
 #: Largest integer element magnitude of each kind (fp4: 4**6; fp4r2: 2**6, study only).
 ELEMENT_MAX = {"int4": 8, "uint4": 15, "fp4": 4096, "fp4r2": 64}
 
 
 def check_tile(tile) -> int:
     """Return ``tile`` as an int, or raise ``ValueError`` unless it is a power of two in 2..64."""
-    if isinstance(tile, bool) or not isinstance(tile, (int,)) and not hasattr(tile, "__index__"):
+    if isinstance(tile, bool) or not hasattr(tile, "__index__"):
         raise ValueError(f"tile must be an integer power of two in {TILE_MIN}..{TILE_MAX}, got {tile!r}")
     tile = int(tile)
     if not (TILE_MIN <= tile <= TILE_MAX) or tile & (tile - 1):
@@ -49,7 +50,8 @@ class NibbleParams:
         from 2 to 64. Every T x T operand tile carries one power-of-two exponent.
     acc_bits : int
         Width of the two's-complement output accumulators, in bits. It must hold one exact
-        tile partial sum (:func:`psum_bits`) and be at most 62.
+        tile partial sum (:func:`psum_bits`) and be at most 53, so that
+        ``value()`` is exact in float64.
     """
 
     tile: int = 8
@@ -57,8 +59,9 @@ class NibbleParams:
 
     def __post_init__(self):
         object.__setattr__(self, "tile", check_tile(self.tile))
-        if isinstance(self.acc_bits, bool) or not isinstance(self.acc_bits, int):
+        if isinstance(self.acc_bits, bool) or not hasattr(self.acc_bits, "__index__"):
             raise ValueError(f"acc_bits must be an integer, got {self.acc_bits!r}")
+        object.__setattr__(self, "acc_bits", int(self.acc_bits))
         need = psum_bits(self.tile)
         if not (need <= self.acc_bits <= ACC_BITS_MAX):
             raise ValueError(

@@ -25,9 +25,14 @@ def sawb_alpha(w, coeffs=SAWB_4BIT) -> float:
     """
     w = check_matrix(w, "w")
     c1, c2 = coeffs
-    alpha = c1 * np.sqrt(np.mean(w * w)) + c2 * np.mean(np.abs(w))
     amax = float(np.max(np.abs(w)))
-    return float(alpha) if alpha > 0 else amax
+    if amax == 0:
+        return 0.0
+    # Scale by a power of two first so that w * w neither overflows nor underflows.
+    e = int(np.frexp(amax)[1])
+    u = np.ldexp(w, -e)
+    alpha = c1 * np.sqrt(np.mean(u * u)) + c2 * np.mean(np.abs(u))
+    return float(np.ldexp(alpha, e)) if alpha > 0 else amax
 
 
 def sawb_clip(w, coeffs=SAWB_4BIT) -> np.ndarray:
@@ -114,5 +119,7 @@ class GradScale:
 
     def update(self, g) -> None:
         """Record this step's gradient maximum for the next step's exponent."""
-        e = gradscale_exponent(g)
-        self._last_p = None if e == EXP_MIN else e + 2 * FP4_TOP_K
+        g = check_matrix(g, "g")
+        amax = float(np.max(np.abs(g)))
+        # An all-zero step carries no scale information: start over from the next step.
+        self._last_p = None if amax == 0 else int(_floor_log2(np.array([amax]))[0])
