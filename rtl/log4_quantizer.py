@@ -1,0 +1,213 @@
+"""The log4 gradient unit: accumulator tiles in, radix-4 FP4 codes plus a tile exponent out.
+
+Bit-exact with ``golden.formats.quantize(acc * 2**out_exp, "fp4", tile=T, phase=phase,
+rounding=..., exps=...)``. The integer formulation it implements, for a tile with weight
+2**out_exp and an element magnitude a = |acc| with bit length n (a = 0 has n = 0):
+
+* tile exponent (auto): amax = max a; E = -128 if amax == 0, else
+  E = clip(bit_length(amax) - 1 + out_exp - 12, -128, 127). bit_length(max a) equals
+  bit_length(OR of all a), so the tile needs one OR tree, not a max tree.
+* element: r = n - 1 + out_exp - phase - E (= floor(log2 v) - phase - E of the golden).
+  ``log``: k = ceil(r / 2). ``linear``: k = floor(r / 2), plus one when r is odd and
+  a >= 1.25 * 2**(n-1), i.e. one of the two bits below the leading one is set (this is
+  golden's v >= 2.5 * G_k0; for even r that midpoint lies above the binade). Both are
+  k = (r + inc) >> 1 with inc = log | mid. r < -1 flushes to 0, k < 0 (only r = -1)
+  becomes 0, k > 6 saturates to 6; the code is [neg & nonzero | k + 1].
+
+So an element is fully described by (n, mid, neg): the tile buffer stores those (8 bits
+for acc_bits 32..53) per element instead of the accumulator.
+"""
+
+import operator
+from functools import reduce
+
+from amaranth.hdl import Array, Cat, Module, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from golden.formats import FP4_TOP_K
+from golden.params import EXP_MAX, EXP_MIN, NibbleParams
+
+from .layouts import OUT_EXP_BITS, TILE_EXP_BITS, acc_row_layout, code_row_layout
+
+__all__ = ["Log4Quantizer"]
+
+#: Tile exponent = floor(log2 amax) - FP4_E_OFFSET puts the tile maximum on the top code.
+FP4_E_OFFSET = 2 * FP4_TOP_K
+
+
+def _bit_length(m, value, name):
+    """bit_length(value) as a priority encoder: the highest set bit wins."""
+    n = Signal(range(len(value) + 1), name=name)
+    for i in range(len(value)):
+        with m.If(value[i]):
+            m.d.comb += n.eq(i + 1)
+    return n
+
+
+class Log4Quantizer(wiring.Component):
+    """Log4 (radix-4 FP4) gradient quantizer with per-tile exponents.
+
+    Buffers a whole T x T tile (it needs the tile maximum before encoding any element),
+    double-buffered: while one tile is emitted the next one is taken in, so it sustains
+    one row per cycle. A tile's first code row is valid 2 cycles after its last
+    accumulator row is accepted; throughput is T cycles per tile.
+
+    Parameters
+    ----------
+    params : NibbleParams
+        Uses ``tile`` (T) and ``acc_bits``.
+
+    Attributes
+    ----------
+    acc_in : In(stream.Signature(acc_row_layout(params)))
+        Accumulator tiles, T beats per tile, row 0 first. ``acc`` holds T two's-complement
+        integers; ``out_exp`` (repeated on every beat) is the tile's weight, so an
+        element's value is acc * 2**out_exp.
+    codes_out : Out(stream.Signature(code_row_layout(params)))
+        FP4 tiles, T beats per tile in the same row order. ``codes`` holds T codes
+        [sign | e2 e1 e0]; ``exp`` (repeated on every beat) is the tile exponent E, so a
+        nonzero code decodes to (-1)**sign * 2**(2(e-1) + phase + E).
+    phase : In(1)
+        Two-phase-rounding phase: 0 even-power grid, 1 odd-power grid.
+    linear : In(1)
+        Rounding mode: 0 ``log`` (nearest in the log domain), 1 ``linear`` (nearest by
+        the arithmetic midpoint). Both round ties up.
+    ext_exp_en : In(1)
+        1: use ``ext_exp`` as every tile's E (per-layer GradScale); 0: E from the tile max.
+    ext_exp : In(signed(8))
+        The external tile exponent, -128..127.
+
+    ``phase``, ``linear``, ``ext_exp_en`` and ``ext_exp`` must be held constant while a
+    tile is inside the unit.
+    """
+
+    def __init__(self, params: NibbleParams):
+        self._params = params
+        super().__init__({
+            "acc_in": In(stream.Signature(acc_row_layout(params))),
+            "codes_out": Out(stream.Signature(code_row_layout(params))),
+            "phase": In(1),
+            "linear": In(1),
+            "ext_exp_en": In(1),
+            "ext_exp": In(signed(TILE_EXP_BITS)),
+        })
+
+    def elaborate(self, platform):
+        T, acc_bits = self._params.tile, self._params.acc_bits
+        m = Module()
+
+        # Exact ranges of the exponent arithmetic, so nothing wraps for any out_exp / E.
+        oexp_lo, oexp_hi = -2 ** (OUT_EXP_BITS - 1), 2 ** (OUT_EXP_BITS - 1) - 1
+        p_shape = range(-1 + oexp_lo - FP4_E_OFFSET, acc_bits - 1 + oexp_hi - FP4_E_OFFSET + 1)
+        base_lo, base_hi = oexp_lo - 1 - EXP_MAX, oexp_hi - EXP_MIN
+        base_shape = range(base_lo, base_hi + 1)                  # out_exp - phase - E
+        r_shape = range(base_lo - 1, acc_bits - 1 + base_hi + 1)  # n - 1 + base
+        k_shape = range((base_lo - 1) // 2, (acc_bits + base_hi) // 2 + 1)
+
+        elem = data.StructLayout({
+            "n": range(acc_bits + 1),  # bit length of |acc|; 0 means zero
+            "mid": 1,                  # |acc| >= 1.25 * 2**(n-1): linear rounds an odd r up
+            "neg": 1,
+        })
+        m.submodules.buf = buf = Memory(shape=data.ArrayLayout(elem, T), depth=2 * T, init=[])
+        wr = buf.write_port()
+        rd = buf.read_port(transparent_for=())  # a bank is never read and written at once
+
+        # Per-bank state. full[b]: bank b holds a complete tile not yet fully read out.
+        full = Array(Signal(name=f"full{b}") for b in range(2))
+        bank_or = Array(Signal(acc_bits, name=f"bank_or{b}") for b in range(2))
+        bank_oexp = Array(Signal(signed(OUT_EXP_BITS), name=f"bank_oexp{b}") for b in range(2))
+
+        # ---- Write side: one row per cycle into bank wbank.
+        wbank = Signal()
+        wrow = Signal(range(T))
+        tile_or = Signal(acc_bits)  # OR of |acc| over the rows of this tile so far
+
+        row = Signal(data.ArrayLayout(elem, T))
+        mags = []
+        for i in range(T):
+            acc = self.acc_in.payload.acc[i]
+            mag = Signal(acc_bits, name=f"mag{i}")
+            m.d.comb += mag.eq(abs(acc))  # unsigned, so -2**(acc_bits-1) is exact
+            mags.append(mag)
+            n = _bit_length(m, mag, f"n{i}")
+            for j in range(1, acc_bits):
+                with m.If(mag[j]):
+                    m.d.comb += row[i].mid.eq(mag[max(j - 2, 0):j].any())
+            m.d.comb += [row[i].n.eq(n), row[i].neg.eq(acc < 0)]
+        row_or = Signal(acc_bits)
+        m.d.comb += row_or.eq(reduce(operator.or_, mags))
+
+        m.d.comb += [
+            self.acc_in.ready.eq(~full[wbank]),
+            wr.addr.eq(Cat(wrow, wbank)),
+            wr.data.eq(row),
+            wr.en.eq(self.acc_in.valid & self.acc_in.ready),
+        ]
+        with m.If(wr.en):
+            m.d.sync += [wrow.eq(wrow + 1), tile_or.eq(tile_or | row_or)]
+            with m.If(wrow == T - 1):
+                m.d.sync += [
+                    bank_or[wbank].eq(tile_or | row_or),
+                    bank_oexp[wbank].eq(self.acc_in.payload.out_exp),
+                    full[wbank].eq(1),
+                    wbank.eq(~wbank),
+                    tile_or.eq(0),
+                ]
+
+        # ---- Tile exponent of the bank being read, and the element offset it implies.
+        rbank = Signal()
+        rrow = Signal(range(T))
+        tile_n = _bit_length(m, bank_or[rbank], "tile_n")
+        p = Signal(p_shape)  # floor(log2 amax) - 12
+        m.d.comb += p.eq(bank_oexp[rbank] + tile_n - (1 + FP4_E_OFFSET))
+        tile_e = Signal(signed(TILE_EXP_BITS))
+        with m.If(self.ext_exp_en):
+            m.d.comb += tile_e.eq(self.ext_exp)
+        with m.Elif((tile_n == 0) | (p < EXP_MIN)):
+            m.d.comb += tile_e.eq(EXP_MIN)
+        with m.Elif(p > EXP_MAX):
+            m.d.comb += tile_e.eq(EXP_MAX)
+        with m.Else():
+            m.d.comb += tile_e.eq(p)
+        base = Signal(base_shape)
+        m.d.comb += base.eq(bank_oexp[rbank] - self.phase - tile_e)
+
+        # ---- Read side: the memory's read register is the output register. It advances
+        # when empty or consumed, so valid never waits on ready and holds while stalled.
+        out_valid = Signal()
+        out_e = Signal(signed(TILE_EXP_BITS))
+        out_base = Signal(base_shape)  # latched: the bank may refill while output stalls
+        advance = ~out_valid | self.codes_out.ready
+        m.d.comb += [rd.addr.eq(Cat(rrow, rbank)), rd.en.eq(advance)]
+        with m.If(advance):
+            m.d.sync += out_valid.eq(full[rbank])
+            with m.If(full[rbank]):
+                m.d.sync += [rrow.eq(rrow + 1), out_e.eq(tile_e), out_base.eq(base)]
+                with m.If(rrow == T - 1):
+                    m.d.sync += [full[rbank].eq(0), rbank.eq(~rbank)]
+
+        # ---- Encode the row in the read register.
+        m.d.comb += [self.codes_out.valid.eq(out_valid), self.codes_out.payload.exp.eq(out_e)]
+        for i in range(T):
+            info = rd.data[i]
+            r = Signal(r_shape, name=f"r{i}")
+            k = Signal(k_shape, name=f"k{i}")
+            e = Signal(3, name=f"e{i}")
+            m.d.comb += [
+                r.eq(out_base + info.n - 1),
+                k.eq((r + (~self.linear | info.mid)) >> 1),  # arithmetic shift: floor
+            ]
+            with m.If((info.n == 0) | (r < -1)):
+                m.d.comb += e.eq(0)
+            with m.Elif(k <= 0):
+                m.d.comb += e.eq(1)
+            with m.Elif(k >= FP4_TOP_K):
+                m.d.comb += e.eq(FP4_TOP_K + 1)
+            with m.Else():
+                m.d.comb += e.eq(k + 1)
+            m.d.comb += self.codes_out.payload.codes[i].eq(Cat(e, info.neg & (e != 0)))
+
+        return m
