@@ -15,9 +15,10 @@ from __future__ import annotations
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
-from golden.params import NibbleParams
+from golden.params import NibbleParams, psum_bits
 
-__all__ = ["OUT_EXP_BITS", "TILE_EXP_BITS", "CODE_BITS", "acc_row_layout", "code_row_layout"]
+__all__ = ["OUT_EXP_BITS", "TILE_EXP_BITS", "CODE_BITS", "SHIFT_BITS", "acc_row_layout",
+           "code_row_layout", "psum_row_layout"]
 
 #: Width of an accumulator tile's out_exp. |out_exp| <= 256 + 2 + 64 < 512.
 OUT_EXP_BITS = 10
@@ -56,4 +57,33 @@ def code_row_layout(params: NibbleParams) -> data.StructLayout:
     return data.StructLayout({
         "codes": data.ArrayLayout(unsigned(CODE_BITS), params.tile),
         "exp": signed(TILE_EXP_BITS),
+    })
+
+
+#: Width of a tile term's shift s_t - out_exp (|s_t| <= 258, |out_exp| < 512).
+SHIFT_BITS = 11
+
+
+def psum_row_layout(params: NibbleParams) -> data.StructLayout:
+    """One row of a tile partial sum on its way into the rescaler.
+
+    Members
+    -------
+    psums : ArrayLayout(signed(psum_bits(T)), T)
+        Exact tile partial sums P_t[m, n] of row m.
+    shift : signed(SHIFT_BITS)
+        s_t - out_exp: the term is psums * 2**shift (right shifts round half to even).
+    out_exp : signed(OUT_EXP_BITS)
+        The output tile's exponent, passed through to the accumulator rows.
+    first : 1
+        This is reduction tile t = 0: the accumulator row starts from zero.
+    last : 1
+        This is the last reduction tile: the finished accumulator row leaves.
+    """
+    return data.StructLayout({
+        "psums": data.ArrayLayout(signed(psum_bits(params.tile)), params.tile),
+        "shift": signed(SHIFT_BITS),
+        "out_exp": signed(OUT_EXP_BITS),
+        "first": 1,
+        "last": 1,
     })

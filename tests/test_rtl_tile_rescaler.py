@@ -1,0 +1,164 @@
+"""TileRescaler against golden.gemm: shifted, rounded, saturating accumulation."""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.back import verilog
+from amaranth.sim import Simulator
+
+from golden.formats import quantize
+from golden.gemm import out_exponents, shift_round_half_even, tiled_gemm
+from golden.params import NibbleParams, psum_bits
+from rtl.tile_rescaler import TileRescaler
+from sim_streams import check_stream_rules, idle, stream_get, stream_put
+
+
+def run_rescaler(params, tiles, seed):
+    """Feed ``tiles`` = [(psum (T,T) ints, shift, out_exp, first, last)] through the DUT
+    with random stalls; return the accumulator rows it emits and the sticky flag."""
+    T = params.tile
+    dut = TileRescaler(params)
+    rng = random.Random(seed)
+    n_out = sum(T for *_, last in tiles if last)
+    got = []
+    flag = []
+
+    async def producer(ctx):
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        for psum, shift, out_exp, first, last in tiles:
+            for m in range(T):
+                await idle(ctx, rng)
+                await stream_put(ctx, dut.psum_in, {
+                    "psums": [int(v) for v in psum[m]], "shift": shift,
+                    "out_exp": out_exp, "first": first, "last": last})
+
+    async def consumer(ctx):
+        while len(got) < n_out:
+            await idle(ctx, rng)
+            beat = await stream_get(ctx, dut.acc_out)
+            got.append(([int(v) for v in beat.acc], int(beat.out_exp)))
+        await ctx.tick().repeat(2)
+        flag.append(ctx.get(dut.saturated))
+
+    async def rules(ctx):
+        await check_stream_rules(ctx, dut.acc_out, "acc_out")
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.add_testbench(rules, background=True)
+    sim.run()
+    return got, bool(flag[0])
+
+
+def gemm_tiles(a, b, acc_bits):
+    """The rescaler's input for golden GEMM operands: per output tile (i, j) and
+    reduction tile t, the exact P_t and shift s_t - out_exp, in the hardware's order."""
+    T = a.tile
+    out_exps = out_exponents(a, b, acc_bits)
+    ai, bi = a.ints(), b.ints()
+    mt, kt = a.exps.shape
+    nt = b.exps.shape[1]
+    pad = lambda x, r, c: np.pad(x, ((0, r * T - x.shape[0]), (0, c * T - x.shape[1])))
+    ai, bi = pad(ai, mt, kt), pad(bi, kt, nt)
+    tiles = []
+    for i in range(mt):
+        for j in range(nt):
+            for t in range(kt):
+                psum = ai[i*T:(i+1)*T, t*T:(t+1)*T] @ bi[t*T:(t+1)*T, j*T:(j+1)*T]
+                s = int(a.exps[i, t]) + int(b.exps[t, j]) + a.phase + b.phase
+                tiles.append((psum, s - int(out_exps[i, j]), int(out_exps[i, j]),
+                              t == 0, t == kt - 1))
+    return tiles
+
+
+@pytest.mark.parametrize("tile", [4, 8])
+@pytest.mark.parametrize("kinds", [("uint4", "int4"), ("fp4", "int4"), ("uint4", "fp4")])
+def test_gemm_accumulators_equal_golden(tile, kinds):
+    """Full-range operands with tile exponents spread over -128..127, so terms are
+    shifted left, right by a little, and right past every bit; shapes not multiples of T."""
+    params = NibbleParams(tile=tile, acc_bits=32)
+    rng = np.random.default_rng(tile)
+    m, k, n = 2 * tile + 1, 3 * tile - 1, tile + 3
+    def operand(shape, kind, phase):
+        x = rng.normal(size=shape) * np.exp2(rng.integers(-30, 30, size=shape))
+        q = quantize(x, kind, tile=tile, phase=phase)
+        # replace the tile exponents by a wide spread, including the int8 extremes
+        exps = rng.choice([-128, 127, -5, 0, 3, 60, -60], size=q.exps.shape)
+        return type(q)(q.codes, exps, q.kind, q.tile, q.phase)
+    a = operand((m, k), kinds[0], 0)
+    b = operand((k, n), kinds[1], 1 if kinds[1] == "fp4" else 0)
+    want = tiled_gemm(a, b, acc_bits=params.acc_bits)
+    got, saturated = run_rescaler(params, gemm_tiles(a, b, params.acc_bits), seed=tile)
+    T = tile
+    mt, nt = want.out_exps.shape
+    acc = np.zeros((mt * T, nt * T), dtype=np.int64)
+    beats = iter(got)
+    for i in range(mt):
+        for j in range(nt):
+            for r in range(T):
+                row, out_exp = next(beats)
+                assert out_exp == want.out_exps[i, j]
+                acc[i * T + r, j * T:(j + 1) * T] = row
+    np.testing.assert_array_equal(acc[:m, :n], want.acc)
+    assert acc[m:].sum() == 0 and acc[:, n:].sum() == 0   # padding stays zero
+    assert saturated == want.saturated
+
+
+def reference(tiles, T, acc_bits):
+    """Accumulate with golden's rounding shift and per-addition saturation."""
+    lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
+    acc = np.zeros((T, T), dtype=np.int64)
+    out, saturated = [], False
+    for psum, shift, out_exp, first, last in tiles:
+        total = (0 if first else acc) + shift_round_half_even(np.asarray(psum), shift)
+        saturated |= bool(np.any((total > hi) | (total < lo)))
+        acc = np.clip(total, lo, hi)
+        if last:
+            out += [(list(map(int, row)), out_exp) for row in acc]
+    return out, saturated
+
+
+@pytest.mark.parametrize("tile", [2, 4, 8])
+def test_extreme_psums_shifts_and_saturation(tile):
+    """Random full-scale partial sums with shifts from far right to the largest left
+    shift the accumulator can take, at the narrowest accumulator: saturates often."""
+    acc_bits = psum_bits(tile)
+    params = NibbleParams(tile=tile, acc_bits=acc_bits)
+    rng = random.Random(tile)
+    pb = psum_bits(tile)
+    lim = 1 << (pb - 1)
+    tiles = []
+    for _ in range(12):
+        kt = rng.randint(1, 4)
+        out_exp = rng.randint(-512, 511)
+        for t in range(kt):
+            psum = [[rng.choice([-lim, lim - 1, 0, 1, -1, rng.randint(-lim, lim - 1)])
+                     for _ in range(tile)] for _ in range(tile)]
+            shift = rng.choice([-1024, -pb - 3, -pb, -pb + 1, -2, -1, 0, 1,
+                                acc_bits + 1 - pb, rng.randint(-pb, acc_bits + 1 - pb)])
+            tiles.append((psum, shift, out_exp, t == 0, t == kt - 1))
+    want, want_sat = reference(tiles, tile, acc_bits)
+    got, saturated = run_rescaler(params, tiles, seed=tile + 100)
+    assert got == want
+    assert saturated == want_sat and want_sat          # this stimulus must saturate
+
+
+def test_round_half_even_ties():
+    """Terms exactly halfway round to even: 3/2 -> 2, 5/2 -> 2, -3/2 -> -2, -1/2 -> 0."""
+    params = NibbleParams(tile=2, acc_bits=psum_bits(2))
+    psum = [[3, 5], [-3, -1]]
+    tiles = [(psum, -1, 0, True, True)]
+    got, saturated = run_rescaler(params, tiles, seed=0)
+    assert got == [([2, 2], 0), ([-2, 0], 0)]
+    assert not saturated
+
+
+def test_converts_to_verilog():
+    text = verilog.convert(TileRescaler(NibbleParams(tile=8)), name="tile_rescaler",
+                           emit_src=False)
+    assert "module tile_rescaler" in text
