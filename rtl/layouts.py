@@ -8,6 +8,20 @@ Tile order
     one row (T elements, element 0 in the least significant bits). Every beat of a tile
     repeats the tile's exponent, so a unit never needs a separate header beat. Tiles
     follow each other without gaps in the numbering: beat i belongs to row i mod T.
+
+GEMM streams (the ``Accelerator``; C = A . B, Mt x Kt x Nt tiles)
+    ``cmd``      one :func:`command_layout` beat per GEMM.
+    For every output tile (i, j), i outer, j inner, and reduction tile t = 0..Kt-1:
+    ``a_exps``   Ea[i, t] (signed 8 bits), Kt beats per output tile, sent ahead of the
+                 codes is fine (the controller prefetches them to choose out_exp).
+    ``a_codes``  the A tile (i, t) as the host stores it, T :func:`operand_row_layout`
+                 beats, row 0 first. For a transposed operand (A = S^T) that is the
+                 stored tile S(t, i), rows of S; the hardware reads it column-wise.
+    ``b_exps``, ``b_codes``  the same for B tile (t, j) (stored tile S(j, t) if B = S^T).
+    ``mask``     int mode with mask_en: T beats of T bits per output tile, row 0 first.
+    ``result``   T :func:`result_layout` beats per output tile, row 0 first; ``last`` on
+                 the final beat of the GEMM.
+    Partial tiles are zero-padded by the driver (pad codes 0) and the result cropped.
 """
 
 from __future__ import annotations
@@ -18,7 +32,9 @@ from amaranth.lib import data
 from golden.params import NibbleParams, psum_bits
 
 __all__ = ["OUT_EXP_BITS", "TILE_EXP_BITS", "CODE_BITS", "SHIFT_BITS", "acc_row_layout",
-           "code_row_layout", "psum_row_layout"]
+           "code_row_layout", "operand_row_layout", "rescale_row_layout", "KIND_CODES",
+           "OUT_MODES", "TILE_COUNT_BITS", "CLIP_MANT_BITS", "CLIP_EXP_BITS", "command_layout",
+           "result_layout"]
 
 #: Width of an accumulator tile's out_exp. |out_exp| <= 256 + 2 + 64 < 512.
 OUT_EXP_BITS = 10
@@ -44,6 +60,12 @@ def acc_row_layout(params: NibbleParams) -> data.StructLayout:
     })
 
 
+def operand_row_layout(params: NibbleParams) -> data.ArrayLayout:
+    """One row of an operand tile as the host stores it: T 4-bit codes, element 0 in the
+    least significant bits (int4 two's complement, uint4 0..15, fp4 [s | e2 e1 e0])."""
+    return data.ArrayLayout(unsigned(CODE_BITS), params.tile)
+
+
 def code_row_layout(params: NibbleParams) -> data.StructLayout:
     """One row of a quantized tile.
 
@@ -64,7 +86,7 @@ def code_row_layout(params: NibbleParams) -> data.StructLayout:
 SHIFT_BITS = 11
 
 
-def psum_row_layout(params: NibbleParams) -> data.StructLayout:
+def rescale_row_layout(params: NibbleParams) -> data.StructLayout:
     """One row of a tile partial sum on its way into the rescaler.
 
     Members
@@ -85,5 +107,91 @@ def psum_row_layout(params: NibbleParams) -> data.StructLayout:
         "shift": signed(SHIFT_BITS),
         "out_exp": signed(OUT_EXP_BITS),
         "first": 1,
+        "last": 1,
+    })
+
+
+# ---------------------------------------------------------------- accelerator interface
+
+#: Element kinds as the command encodes them.
+KIND_CODES = {"int4": 0, "uint4": 1, "fp4": 2}
+#: Output modes as the command encodes them.
+OUT_MODES = {"raw": 0, "int": 1, "fp4": 2}
+#: Width of a tile count field; a GEMM has at most 2**TILE_COUNT_BITS tiles per dimension.
+TILE_COUNT_BITS = 8
+#: PACT clip threshold alpha = clip_mant * 2**clip_exp.
+CLIP_MANT_BITS, CLIP_EXP_BITS = 8, 8
+
+
+def command_layout() -> data.StructLayout:
+    """One GEMM command: C = A . B with A (M x K) and B (K x N), both in T x T tiles.
+
+    Members
+    -------
+    m_last, k_last, n_last : unsigned(TILE_COUNT_BITS)
+        ceil(M/T) - 1, ceil(K/T) - 1, ceil(N/T) - 1: index of the last tile.
+    a_kind, b_kind : unsigned(2)
+        :data:`KIND_CODES`. One operand may be fp4, not both.
+    a_phase, b_phase : 1
+        TPR phase of an fp4 operand (0 for int kinds).
+    a_trans, b_trans : 1
+        The operand is the transpose of what the host streams (W^T, X^T): its tiles
+        are read column-wise.
+    out_mode : unsigned(2)
+        :data:`OUT_MODES`: raw accumulators, int requantized, fp4 quantized.
+    out_unsigned : 1
+        int mode: 1 uint4 with ReLU (and optional PACT clip), 0 int4.
+    clip_en, clip_mant, clip_exp
+        int mode, uint4: clip at alpha = clip_mant * 2**clip_exp (PACT).
+    mask_en : 1
+        int mode: zero elements whose ``mask`` bit is 0 (ReLU' in the backward pass).
+    out_phase, out_linear : 1
+        fp4 mode: TPR phase of the result and rounding (0 log, 1 linear).
+    ext_exp_en, ext_exp
+        fp4 mode: use ext_exp as every result tile's exponent (per-layer GradScale).
+    """
+    return data.StructLayout({
+        "m_last": unsigned(TILE_COUNT_BITS),
+        "k_last": unsigned(TILE_COUNT_BITS),
+        "n_last": unsigned(TILE_COUNT_BITS),
+        "a_kind": unsigned(2),
+        "b_kind": unsigned(2),
+        "a_phase": 1,
+        "b_phase": 1,
+        "a_trans": 1,
+        "b_trans": 1,
+        "out_mode": unsigned(2),
+        "out_unsigned": 1,
+        "clip_en": 1,
+        "clip_mant": unsigned(CLIP_MANT_BITS),
+        "clip_exp": signed(CLIP_EXP_BITS),
+        "mask_en": 1,
+        "out_phase": 1,
+        "out_linear": 1,
+        "ext_exp_en": 1,
+        "ext_exp": signed(TILE_EXP_BITS),
+    })
+
+
+def result_layout(params: NibbleParams) -> data.StructLayout:
+    """One result beat: one row of an output tile.
+
+    Members
+    -------
+    data : unsigned(T * acc_bits)
+        raw mode: T accumulators of acc_bits (two's complement), element 0 lowest.
+        int and fp4 modes: T 4-bit codes in the low 4T bits, the rest zero.
+    exp : signed(OUT_EXP_BITS)
+        raw mode: the tile's out_exp (value = acc * 2**out_exp). Code modes: the tile
+        exponent E.
+    saturated : 1
+        Some accumulation of this GEMM saturated so far (final on the ``last`` beat).
+    last : 1
+        The last beat of the GEMM.
+    """
+    return data.StructLayout({
+        "data": unsigned(params.tile * params.acc_bits),
+        "exp": signed(OUT_EXP_BITS),
+        "saturated": 1,
         "last": 1,
     })

@@ -29,21 +29,13 @@ from amaranth.lib.wiring import In, Out
 from golden.formats import FP4_TOP_K
 from golden.params import EXP_MAX, EXP_MIN, NibbleParams
 
+from .bit_length import bit_length
 from .layouts import OUT_EXP_BITS, TILE_EXP_BITS, acc_row_layout, code_row_layout
 
 __all__ = ["Log4Quantizer"]
 
 #: Tile exponent = floor(log2 amax) - FP4_E_OFFSET puts the tile maximum on the top code.
 FP4_E_OFFSET = 2 * FP4_TOP_K
-
-
-def _bit_length(m, value, name):
-    """bit_length(value) as a priority encoder: the highest set bit wins."""
-    n = Signal(range(len(value) + 1), name=name)
-    for i in range(len(value)):
-        with m.If(value[i]):
-            m.d.comb += n.eq(i + 1)
-    return n
 
 
 class Log4Quantizer(wiring.Component):
@@ -132,7 +124,7 @@ class Log4Quantizer(wiring.Component):
             mag = Signal(acc_bits, name=f"mag{i}")
             m.d.comb += mag.eq(abs(acc))  # unsigned, so -2**(acc_bits-1) is exact
             mags.append(mag)
-            n = _bit_length(m, mag, f"n{i}")
+            n = bit_length(m, mag, f"n{i}")
             for j in range(1, acc_bits):
                 with m.If(mag[j]):
                     m.d.comb += row[i].mid.eq(mag[max(j - 2, 0):j].any())
@@ -160,7 +152,7 @@ class Log4Quantizer(wiring.Component):
         # ---- Tile exponent of the bank being read, and the element offset it implies.
         rbank = Signal()
         rrow = Signal(range(T))
-        tile_n = _bit_length(m, bank_or[rbank], "tile_n")
+        tile_n = bit_length(m, bank_or[rbank], "tile_n")
         p = Signal(p_shape)  # floor(log2 amax) - 12
         m.d.comb += p.eq(bank_oexp[rbank] + tile_n - (1 + FP4_E_OFFSET))
         tile_e = Signal(signed(TILE_EXP_BITS))

@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.params import NibbleParams, psum_bits
 
-from .layouts import SHIFT_BITS, acc_row_layout, psum_row_layout
+from .layouts import SHIFT_BITS, acc_row_layout, rescale_row_layout
 
 __all__ = ["TileRescaler", "shift_round_half_even"]
 
@@ -58,7 +58,7 @@ class TileRescaler(wiring.Component):
 
     Attributes
     ----------
-    psum_in : In(stream.Signature(psum_row_layout(params)))
+    psum_in : In(stream.Signature(rescale_row_layout(params)))
         Tile partial-sum rows, row 0 first, T beats per reduction tile, with the tile's
         shift s_t - out_exp and the ``first``/``last`` reduction-tile flags.
     acc_out : Out(stream.Signature(acc_row_layout(params)))
@@ -72,7 +72,7 @@ class TileRescaler(wiring.Component):
     def __init__(self, params: NibbleParams):
         self._params = params
         super().__init__({
-            "psum_in": In(stream.Signature(psum_row_layout(params))),
+            "psum_in": In(stream.Signature(rescale_row_layout(params))),
             "acc_out": Out(stream.Signature(acc_row_layout(params))),
             "saturated": Out(1),
             "clear": In(1),

@@ -19,6 +19,7 @@ from golden.formats import quantize
 from golden.params import NibbleParams
 from rtl.layouts import OUT_EXP_BITS
 from rtl.log4_quantizer import Log4Quantizer
+from verif.amaranth_streams import check_stream_rules, idle, stream_get, stream_put
 
 OUT_EXP_MIN, OUT_EXP_MAX = -2 ** (OUT_EXP_BITS - 1), 2 ** (OUT_EXP_BITS - 1) - 1
 
@@ -165,28 +166,6 @@ def build_segments(rng, tile, bits, phase, rounding, n_random):
     return segments
 
 
-# ---------------------------------------------------------------------------- stream helpers
-
-async def stream_put(ctx, stream, payload):
-    ctx.set(stream.valid, 1)
-    ctx.set(stream.payload, payload)
-    await ctx.tick().until(stream.ready)
-    ctx.set(stream.valid, 0)
-
-
-async def stream_get(ctx, stream):
-    ctx.set(stream.ready, 1)
-    payload, = await ctx.tick().sample(stream.payload).until(stream.valid)
-    ctx.set(stream.ready, 0)
-    return payload
-
-
-async def idle(ctx, rng, p_stall, max_len):
-    """Random bubble: with probability p_stall, wait 1..max_len cycles."""
-    if rng.random() < p_stall:
-        await ctx.tick().repeat(rng.randint(1, max_len))
-
-
 # ---------------------------------------------------------------------------- simulations
 
 @pytest.mark.parametrize("rounding", ["log", "linear"])
@@ -228,14 +207,7 @@ def test_matches_golden(tile, acc_bits, phase, rounding):
                 received[0] += 1
 
     async def stream_rules(ctx):
-        """Once valid, the beat must stay valid and unchanged until it is taken."""
-        held = None
-        out = dut.codes_out
-        async for _, _, valid, ready, payload in ctx.tick().sample(
-                out.valid, out.ready, out.payload.as_value()):
-            if held is not None:
-                assert valid and payload == held, "codes_out dropped or changed a stalled beat"
-            held = payload if valid and not ready else None
+        await check_stream_rules(ctx, dut.codes_out, "codes_out")
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)

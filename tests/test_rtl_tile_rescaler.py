@@ -11,7 +11,7 @@ from golden.formats import quantize
 from golden.gemm import out_exponents, shift_round_half_even, tiled_gemm
 from golden.params import NibbleParams, psum_bits
 from rtl.tile_rescaler import TileRescaler
-from sim_streams import check_stream_rules, idle, stream_get, stream_put
+from verif.amaranth_streams import check_stream_rules, idle, stream_get, stream_put
 
 
 def run_rescaler(params, tiles, seed):

@@ -4,7 +4,7 @@ Producer and consumer run as separate async testbenches; ``idle`` inserts seeded
 bubbles, and ``check_stream_rules`` fails if a stalled beat is dropped or changes.
 """
 
-__all__ = ["stream_put", "stream_get", "idle", "check_stream_rules"]
+__all__ = ["stream_put", "stream_get", "put_bits", "idle", "check_stream_rules"]
 
 
 async def stream_put(ctx, stream, payload):
@@ -37,3 +37,12 @@ async def check_stream_rules(ctx, stream, name="stream"):
         if held is not None:
             assert valid and payload == held, f"{name} dropped or changed a stalled beat"
         held = payload if valid and not ready else None
+
+
+async def put_bits(ctx, stream, word):
+    """Offer one beat given as a packed integer and wait until it is taken."""
+    payload = stream.payload
+    ctx.set(stream.valid, 1)
+    ctx.set(payload.as_value() if hasattr(payload, "as_value") else payload, word)
+    await ctx.tick().until(stream.ready)
+    ctx.set(stream.valid, 0)

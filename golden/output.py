@@ -1,0 +1,57 @@
+"""Output stages of a GEMM: what the accelerator returns besides raw accumulators.
+
+Both act on the exact accumulator values ``GemmResult.value()`` (exact in float64 since
+acc_bits <= 53), with the GEMM's output tiles as quantization tiles.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .formats import QTensor, quantize
+from .gemm import GemmResult
+
+__all__ = ["int_output", "fp4_output", "clip_alpha"]
+
+
+def clip_alpha(mant: int, exp: int) -> float:
+    """The PACT threshold the hardware takes: alpha = mant * 2**exp (mant 0..255, exp -128..127)."""
+    if not (0 <= mant <= 255 and -128 <= exp <= 127):
+        raise ValueError(f"clip threshold needs mant in 0..255 and exp in -128..127, got {mant}, {exp}")
+    return float(np.ldexp(float(mant), exp))
+
+
+def int_output(result: GemmResult, kind: str, *, clip=None, mask=None) -> QTensor:
+    """Requantize accumulators to int4 or uint4 (the requantizer).
+
+    Parameters
+    ----------
+    result : GemmResult
+    kind : {"int4", "uint4"}
+    clip : (int, int), optional
+        uint4 only: PACT threshold as (mant, exp), see :func:`clip_alpha`.
+    mask : array_like of bool, optional
+        Shape of the result; elements where it is 0 become 0 first (ReLU' backward).
+
+    Order: mask, then ReLU (uint4), then the clip, then ``quantize``.
+    """
+    if kind not in ("int4", "uint4"):
+        raise ValueError(f"int output kind must be int4 or uint4, got {kind!r}")
+    y = result.value()
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != y.shape:
+            raise ValueError(f"mask shape {mask.shape} differs from the result's {y.shape}")
+        y = np.where(mask.astype(bool), y, 0.0)
+    if clip is not None:
+        if kind != "uint4":
+            raise ValueError("a PACT clip applies to uint4 output only")
+        y = np.minimum(np.maximum(y, 0.0), clip_alpha(*clip))
+    return quantize(y, kind, tile=result.tile)
+
+
+def fp4_output(result: GemmResult, *, phase=0, rounding="log", exps=None) -> QTensor:
+    """Quantize accumulators to radix-4 FP4 (the log4 gradient unit); ``exps`` is an
+    external per-layer exponent (GradScale) or None for per-tile exponents."""
+    return quantize(result.value(), "fp4", tile=result.tile, phase=phase,
+                    rounding=rounding, exps=exps)

@@ -1,0 +1,270 @@
+"""The nibble accelerator: command and operand streams in, GEMM results out.
+
+Data path (see BRIEF section 2)::
+
+    a_codes, b_codes -> TileBuffer x2 -> SystolicArray (T x T PEs) -> psum rows
+    a_exps, b_exps   -> exponent prefetch: s_t and out_exp per output tile
+    psum rows + (s_t - out_exp) -> TileRescaler -> accumulator rows
+        -> raw | Requantizer (int4/uint4) | Log4Quantizer (fp4) -> result
+
+The stream formats are defined once, in :mod:`rtl.layouts`.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from golden.params import ELEMENT_MAX, NibbleParams
+
+from .bit_length import bit_length
+from .layouts import (KIND_CODES, OUT_EXP_BITS, OUT_MODES, SHIFT_BITS, TILE_COUNT_BITS,
+                      TILE_EXP_BITS, command_layout, operand_row_layout, result_layout)
+from .log4_quantizer import Log4Quantizer
+from .requantizer import Requantizer
+from .systolic_array import SystolicArray
+from .tile_buffer import TileBuffer
+from .tile_rescaler import TileRescaler
+
+__all__ = ["Accelerator"]
+
+#: s_t = Ea + Eb + phases spans -256..256.
+S_BITS = 10
+
+
+class Accelerator(wiring.Component):
+    """nibble's top level: one GEMM per command, bit-exact with ``golden.gemm.tiled_gemm``
+    followed by the chosen output stage (``golden.formats.quantize``).
+
+    Parameters
+    ----------
+    params : NibbleParams
+        ``tile`` (T, the array edge) and ``acc_bits``.
+
+    Attributes
+    ----------
+    cmd : In(stream.Signature(command_layout()))
+        GEMM commands. A command is taken when the previous GEMM has fully left.
+    a_codes, b_codes : In(stream.Signature(operand_row_layout(params)))
+        Operand tile rows, in the order :mod:`rtl.layouts` gives.
+    a_exps, b_exps : In(stream.Signature(signed(8)))
+        Operand tile exponents, one per reduction tile per output tile.
+    mask : In(stream.Signature(T))
+        ReLU' mask rows for int mode with ``mask_en``.
+    result : Out(stream.Signature(result_layout(params)))
+        Result rows, T per output tile.
+    busy : Out(1)
+        A GEMM is in progress.
+    """
+
+    def __init__(self, params: NibbleParams):
+        self._params = params
+        T = params.tile
+        super().__init__({
+            "cmd": In(stream.Signature(command_layout())),
+            "a_codes": In(stream.Signature(operand_row_layout(params))),
+            "a_exps": In(stream.Signature(signed(TILE_EXP_BITS))),
+            "b_codes": In(stream.Signature(operand_row_layout(params))),
+            "b_exps": In(stream.Signature(signed(TILE_EXP_BITS))),
+            "mask": In(stream.Signature(T)),
+            "result": Out(stream.Signature(result_layout(params))),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        p = self._params
+        T, acc_bits = p.tile, p.acc_bits
+        m = Module()
+        m.submodules.buf_a = buf_a = TileBuffer(p)
+        m.submodules.buf_b = buf_b = TileBuffer(p)
+        m.submodules.array = array = SystolicArray(p)
+        m.submodules.rescaler = rescaler = TileRescaler(p)
+        m.submodules.requant = requant = Requantizer(p)
+        m.submodules.log4 = log4 = Log4Quantizer(p)
+        max_k_tiles = 1 << TILE_COUNT_BITS
+        m.submodules.s_fifo = s_fifo = SyncFIFOBuffered(width=S_BITS, depth=2 * max_k_tiles)
+        m.submodules.oe_fifo = oe_fifo = SyncFIFOBuffered(width=OUT_EXP_BITS, depth=3)
+
+        # ---- Command register. A command is taken only when the previous GEMM is done.
+        cmd = Signal(command_layout())
+        busy = Signal()
+        m.d.comb += [self.cmd.ready.eq(~busy), self.busy.eq(busy)]
+        start = self.cmd.valid & self.cmd.ready
+        with m.If(start):
+            m.d.sync += [cmd.eq(self.cmd.payload), busy.eq(1)]
+        m.d.comb += rescaler.clear.eq(start)
+
+        # ---- Exponent prefetch: s_t = Ea[i,t] + Eb[t,j] + phases for every t, then
+        # out_exp = max_t s_t + bit_length(Kt * T * Amax * Bmax) - (acc_bits - 1).
+        pf_i = Signal(TILE_COUNT_BITS)
+        pf_j = Signal(TILE_COUNT_BITS)
+        pf_t = Signal(TILE_COUNT_BITS)
+        pf_done = Signal()
+        s_max = Signal(signed(S_BITS))
+        s_now = Signal(signed(S_BITS))
+        m.d.comb += s_now.eq(self.a_exps.payload + self.b_exps.payload
+                             + cmd.a_phase + cmd.b_phase)
+        # bit_length(Kt * T * Amax * Bmax); Amax, Bmax per kind (int4 8, uint4 15, fp4 4096).
+        kind_max = {code: ELEMENT_MAX[kind] for kind, code in KIND_CODES.items()}
+        bound_const = Signal(range(T * 15 * 4096 + 1))
+        with m.Switch(Cat(cmd.a_kind, cmd.b_kind)):
+            for ka, va in kind_max.items():
+                for kb, vb in kind_max.items():
+                    with m.Case(ka | (kb << 2)):
+                        m.d.comb += bound_const.eq(T * va * vb)
+        bound = Signal(len(bound_const) + TILE_COUNT_BITS + 1)
+        m.d.comb += bound.eq(bound_const * (cmd.k_last + 1))
+        bound_bits = bit_length(m, bound, "bound_bits")
+        pf_last_t = pf_t == cmd.k_last
+        pf_go = (busy & ~pf_done & self.a_exps.valid & self.b_exps.valid & s_fifo.w_rdy
+                 & (~pf_last_t | oe_fifo.w_rdy))
+        tile_max = Signal(signed(S_BITS))
+        m.d.comb += tile_max.eq(Mux((pf_t == 0) | (s_now > s_max), s_now, s_max))
+        m.d.comb += [
+            self.a_exps.ready.eq(pf_go),
+            self.b_exps.ready.eq(pf_go),
+            s_fifo.w_en.eq(pf_go),
+            s_fifo.w_data.eq(s_now),
+            oe_fifo.w_en.eq(pf_go & pf_last_t),
+            oe_fifo.w_data.eq(tile_max + bound_bits - (acc_bits - 1)),
+        ]
+        with m.If(pf_go):
+            m.d.sync += [s_max.eq(tile_max), pf_t.eq(pf_t + 1)]
+            with m.If(pf_last_t):
+                m.d.sync += [pf_t.eq(0), pf_j.eq(pf_j + 1)]
+                with m.If(pf_j == cmd.n_last):
+                    m.d.sync += [pf_j.eq(0), pf_i.eq(pf_i + 1)]
+                    with m.If(pf_i == cmd.m_last):
+                        m.d.sync += [pf_i.eq(0), pf_done.eq(1)]
+
+        # ---- Feeder: operand tiles into the buffers, one k-step per cycle into the array.
+        wiring.connect(m, wiring.flipped(self.a_codes), buf_a.load)
+        wiring.connect(m, wiring.flipped(self.b_codes), buf_b.load)
+        k = Signal(range(T))
+        fd_t = Signal(TILE_COUNT_BITS)
+        fd_j = Signal(TILE_COUNT_BITS)
+        fd_i = Signal(TILE_COUNT_BITS)
+        fd_done = Signal()
+        # Operands of the next GEMM may already wait in the buffers: feed only this one's.
+        operands_ready = busy & ~fd_done & buf_a.full & buf_b.full
+        en = Signal()
+        m.d.comb += [
+            en.eq(~array.psum.valid | array.psum.ready),
+            array.en.eq(en),
+            array.valid.eq(operands_ready),
+            array.first.eq(k == 0),
+            array.a_signed.eq(cmd.a_kind == KIND_CODES["int4"]),
+            array.b_fp4.eq(cmd.b_kind == KIND_CODES["fp4"]),
+            array.a_fp4.eq(cmd.a_kind == KIND_CODES["fp4"]),
+            buf_a.step.eq(k),
+            buf_b.step.eq(k),
+            # A needs column k of its tile: a stored column, or a stored row if transposed.
+            buf_a.read_col.eq(~cmd.a_trans),
+            buf_b.read_col.eq(cmd.b_trans),
+            array.a_col.eq(buf_a.vector),
+            array.b_row.eq(buf_b.vector),
+        ]
+        step = en & operands_ready
+        with m.If(step):
+            m.d.sync += k.eq(k + 1)
+            with m.If(k == T - 1):
+                m.d.sync += fd_t.eq(fd_t + 1)
+                with m.If(fd_t == cmd.k_last):
+                    m.d.sync += [fd_t.eq(0), fd_j.eq(fd_j + 1)]
+                    with m.If(fd_j == cmd.n_last):
+                        m.d.sync += [fd_j.eq(0), fd_i.eq(fd_i + 1)]
+                        with m.If(fd_i == cmd.m_last):
+                            m.d.sync += [fd_i.eq(0), fd_done.eq(1)]
+        m.d.comb += [buf_a.release.eq(step & (k == T - 1)), buf_b.release.eq(step & (k == T - 1))]
+
+        # ---- Drain: psum rows with their shift into the rescaler.
+        dr_row = Signal(range(T))
+        dr_t = Signal(TILE_COUNT_BITS)
+        shift_ready = s_fifo.r_rdy & oe_fifo.r_rdy
+        beat = rescaler.psum_in.payload
+        m.d.comb += [
+            rescaler.psum_in.valid.eq(array.psum.valid & shift_ready),
+            array.psum.ready.eq(rescaler.psum_in.ready & shift_ready),
+            beat.psums.eq(array.psum.payload),
+            beat.shift.eq(s_fifo.r_data.as_signed() - oe_fifo.r_data.as_signed()),
+            beat.out_exp.eq(oe_fifo.r_data),
+            beat.first.eq(dr_t == 0),
+            beat.last.eq(dr_t == cmd.k_last),
+        ]
+        dr_take = rescaler.psum_in.valid & rescaler.psum_in.ready
+        with m.If(dr_take):
+            m.d.sync += dr_row.eq(dr_row + 1)
+            with m.If(dr_row == T - 1):
+                m.d.sync += dr_t.eq(dr_t + 1)
+                with m.If(dr_t == cmd.k_last):
+                    m.d.sync += dr_t.eq(0)
+        m.d.comb += [
+            s_fifo.r_en.eq(dr_take & (dr_row == T - 1)),
+            oe_fifo.r_en.eq(dr_take & (dr_row == T - 1) & (dr_t == cmd.k_last)),
+        ]
+
+        # ---- Output stage.
+        mode = cmd.out_mode
+        m.d.comb += [
+            requant.unsigned_out.eq(cmd.out_unsigned),
+            requant.clip_en.eq(cmd.clip_en),
+            requant.clip_mant.eq(cmd.clip_mant),
+            requant.clip_exp.eq(cmd.clip_exp),
+            requant.mask_en.eq(cmd.mask_en),
+            log4.phase.eq(cmd.out_phase),
+            log4.linear.eq(cmd.out_linear),
+            log4.ext_exp_en.eq(cmd.ext_exp_en),
+            log4.ext_exp.eq(cmd.ext_exp),
+        ]
+        wiring.connect(m, wiring.flipped(self.mask), requant.mask_in)
+        acc = rescaler.acc_out
+        m.d.comb += [requant.acc_in.payload.eq(acc.payload), log4.acc_in.payload.eq(acc.payload)]
+        res = self.result.payload
+        out_valid = Signal()
+        out_ready = self.result.ready
+        with m.Switch(mode):
+            with m.Case(OUT_MODES["raw"]):
+                m.d.comb += [
+                    out_valid.eq(acc.valid),
+                    acc.ready.eq(out_ready),
+                    res.data.eq(acc.payload.acc.as_value()),
+                    res.exp.eq(acc.payload.out_exp),
+                ]
+            with m.Case(OUT_MODES["int"]):
+                m.d.comb += [
+                    requant.acc_in.valid.eq(acc.valid),
+                    acc.ready.eq(requant.acc_in.ready),
+                    out_valid.eq(requant.codes_out.valid),
+                    requant.codes_out.ready.eq(out_ready),
+                    res.data.eq(requant.codes_out.payload.codes.as_value()),
+                    res.exp.eq(requant.codes_out.payload.exp),
+                ]
+            with m.Default():
+                m.d.comb += [
+                    log4.acc_in.valid.eq(acc.valid),
+                    acc.ready.eq(log4.acc_in.ready),
+                    out_valid.eq(log4.codes_out.valid),
+                    log4.codes_out.ready.eq(out_ready),
+                    res.data.eq(log4.codes_out.payload.codes.as_value()),
+                    res.exp.eq(log4.codes_out.payload.exp),
+                ]
+
+        # ---- Result counting: the GEMM ends with its last result row.
+        out_row = Signal(range(T))
+        out_j = Signal(TILE_COUNT_BITS)
+        out_i = Signal(TILE_COUNT_BITS)
+        is_last = (out_row == T - 1) & (out_j == cmd.n_last) & (out_i == cmd.m_last)
+        m.d.comb += [
+            self.result.valid.eq(out_valid & busy),
+            res.saturated.eq(rescaler.saturated),
+            res.last.eq(is_last),
+        ]
+        with m.If(self.result.valid & self.result.ready):
+            m.d.sync += out_row.eq(out_row + 1)
+            with m.If(out_row == T - 1):
+                m.d.sync += out_j.eq(out_j + 1)
+                with m.If(out_j == cmd.n_last):
+                    m.d.sync += [out_j.eq(0), out_i.eq(out_i + 1)]
+            with m.If(is_last):
+                m.d.sync += [busy.eq(0), pf_done.eq(0), fd_done.eq(0), out_i.eq(0), out_j.eq(0)]
+        return m

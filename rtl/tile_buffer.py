@@ -1,0 +1,87 @@
+"""Double-buffered operand tile: loaded row by row, read one reduction step at a time.
+
+The host streams every operand tile as it is stored (row by row). The GEMM needs, at
+reduction step k, column k of an A tile and row k of a B tile. A transposed operand
+(W^T in dX = dY.W^T, X^T in dW = X^T.dY) is read the other way round, so the host never
+rearranges data: ``transposed`` picks row or column reads.
+"""
+
+from amaranth.hdl import Array, Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.params import NibbleParams
+
+from .layouts import operand_row_layout
+
+__all__ = ["TileBuffer"]
+
+
+class TileBuffer(wiring.Component):
+    """Two banks of T x T operand codes: one is read while the other loads.
+
+    Parameters
+    ----------
+    params : NibbleParams
+        ``tile`` (T).
+
+    Attributes
+    ----------
+    load : In(stream.Signature(operand_row_layout(params)))
+        Tile rows as stored, row 0 first, T beats per tile.
+    full : Out(1)
+        The read bank holds a complete tile.
+    step : In(range(T))
+        Reduction step k to read.
+    read_col : In(1)
+        1: ``vector`` is column k of the stored tile; 0: row k.
+    vector : Out(operand_row_layout(params))
+        The T codes of that row or column (element i from row/column position i).
+    release : In(1)
+        The read bank is done (pulse with the last step): it may be loaded again.
+    """
+
+    def __init__(self, params: NibbleParams):
+        self._params = params
+        T = params.tile
+        super().__init__({
+            "load": In(stream.Signature(operand_row_layout(params))),
+            "full": Out(1),
+            "step": In(range(T)),
+            "read_col": In(1),
+            "vector": Out(operand_row_layout(params)),
+            "release": In(1),
+        })
+
+    def elaborate(self, platform):
+        T = self._params.tile
+        m = Module()
+        row_shape = operand_row_layout(self._params)
+        banks = [[Signal(row_shape, name=f"bank{b}_row{r}") for r in range(T)] for b in range(2)]
+        bank_full = Array(Signal(name=f"full{b}") for b in range(2))
+
+        # Load side: fill bank wbank row by row.
+        wbank = Signal()
+        wrow = Signal(range(T))
+        m.d.comb += self.load.ready.eq(~bank_full[wbank])
+        with m.If(self.load.valid & self.load.ready):
+            for b in range(2):
+                for r in range(T):
+                    with m.If((wbank == b) & (wrow == r)):
+                        m.d.sync += banks[b][r].eq(self.load.payload)
+            m.d.sync += wrow.eq(wrow + 1)
+            with m.If(wrow == T - 1):
+                m.d.sync += [bank_full[wbank].eq(1), wbank.eq(~wbank)]
+
+        # Read side: one row or column of bank rbank.
+        rbank = Signal()
+        m.d.comb += self.full.eq(bank_full[rbank])
+        rows = Array(Array(banks[b]) for b in range(2))
+        for i in range(T):
+            with m.If(self.read_col):
+                m.d.comb += self.vector[i].eq(rows[rbank][i][self.step])
+            with m.Else():
+                m.d.comb += self.vector[i].eq(rows[rbank][self.step][i])
+        with m.If(self.release):
+            m.d.sync += [bank_full[rbank].eq(0), rbank.eq(~rbank)]
+        return m
