@@ -30,7 +30,7 @@ def _positive_int(text: str) -> int:
 
 
 def _add_params(parser) -> None:
-    parser.add_argument("--tile", "--size", dest="tile", type=int, default=8, metavar="T",
+    parser.add_argument("--size", "--tile", dest="tile", type=int, default=8, metavar="T",
                         help="tile edge T = array size, a power of two 2..64 (default 8)")
     parser.add_argument("--acc-bits", type=int, default=32, metavar="N",
                         help="accumulator width in bits (default 32)")
@@ -64,6 +64,61 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_generate(args) -> int:
+    import time
+
+    from golden import NibbleParams
+    from rtl.generate import generate
+
+    params = NibbleParams(tile=args.tile, acc_bits=args.acc_bits)
+    print(f"nibble generate: T={params.tile}, acc_bits={params.acc_bits} -> {args.out}", flush=True)
+    start = time.perf_counter()
+
+    def progress(path):
+        print(f"  {path.name:<20} {path.stat().st_size:>10,} bytes  "
+              f"({time.perf_counter() - start:.1f} s)", flush=True)
+
+    paths = generate(params, args.out, progress=progress)
+    print(f"wrote {len(paths)} files in {time.perf_counter() - start:.1f} s; "
+          f"top module nibble_top in {paths[0]}")
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    import json
+
+    from golden.params import check_tile
+
+    from . import bench
+
+    sizes = [check_tile(t) for t in args.sizes]
+    report = {}
+    if args.what in ("utilization", "all"):
+        print(f"utilization: (M, K, N) = ({args.tiles}T)^3 GEMMs, operands always available, "
+              f"results always taken (Amaranth simulation)", flush=True)
+        rows = [r for t in sizes for r in bench.utilization(t, tiles=args.tiles)]
+        report["utilization"] = rows
+        print("\n| T | mode | cycles | ideal M·N·K/T² | utilization | bit-exact |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['tile']} | {r['mode']} | {r['cycles']} | {r['ideal']} | "
+                  f"{100 * r['utilization']:.1f}% | {'yes' if r['bit_exact'] else 'NO'} |")
+    if args.what in ("cells", "all"):
+        print("\ncells: yosys generic `synth -flatten`", flush=True)
+        rows = [r for t in sizes for r in bench.cell_counts(t)]
+        report["cells"] = rows
+        print("\n| T | unit | cells | cells per MAC |")
+        print("|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['tile']} | {r['unit']} | {r['cells']} | {r['cells_per_mac']:.1f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nibble", description="nibble: an open 4-bit training accelerator")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -88,6 +143,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_params(train)
     train.set_defaults(func=_cmd_train)
+
+    gen = sub.add_parser("generate", help="write the accelerator's Verilog",
+                         description="Write DIR/nibble_top.v (the Accelerator) and one Verilog "
+                                     "file per major unit, reproducibly (no source locations).")
+    gen.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    _add_params(gen)
+    gen.set_defaults(func=_cmd_generate)
+
+    bench = sub.add_parser("bench", help="utilization and cell-count benchmarks",
+                           description="Measure array utilization on large GEMMs (Amaranth "
+                                       "simulation) and yosys cell counts of the PE and array.")
+    bench.add_argument("what", choices=["utilization", "cells", "all"], nargs="?", default="all")
+    bench.add_argument("--sizes", type=int, nargs="+", default=[4, 8, 16], metavar="T",
+                       help="array sizes (default 4 8 16)")
+    bench.add_argument("--tiles", type=_positive_int, default=8,
+                       help="utilization GEMM edge in tiles (default 8: (8T)^3)")
+    bench.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    bench.set_defaults(func=_cmd_bench)
     return parser
 
 

