@@ -37,12 +37,7 @@ def int_output(result: GemmResult, kind: str, *, clip=None, mask=None) -> QTenso
     """
     if kind not in ("int4", "uint4"):
         raise ValueError(f"int output kind must be int4 or uint4, got {kind!r}")
-    y = result.value()
-    if mask is not None:
-        mask = np.asarray(mask)
-        if mask.shape != y.shape:
-            raise ValueError(f"mask shape {mask.shape} differs from the result's {y.shape}")
-        y = np.where(mask.astype(bool), y, 0.0)
+    y = _masked(result.value(), mask)
     if clip is not None:
         if kind != "uint4":
             raise ValueError("a PACT clip applies to uint4 output only")
@@ -50,8 +45,19 @@ def int_output(result: GemmResult, kind: str, *, clip=None, mask=None) -> QTenso
     return quantize(y, kind, tile=result.tile)
 
 
-def fp4_output(result: GemmResult, *, phase=0, rounding="log", exps=None) -> QTensor:
+def fp4_output(result: GemmResult, *, phase=0, rounding="log", exps=None, mask=None) -> QTensor:
     """Quantize accumulators to radix-4 FP4 (the log4 gradient unit); ``exps`` is an
-    external per-layer exponent (GradScale) or None for per-tile exponents."""
-    return quantize(result.value(), "fp4", tile=result.tile, phase=phase,
+    external per-layer exponent (GradScale) or None for per-tile exponents; ``mask``
+    (ReLU'/PACT' of the backward pass) zeroes elements first."""
+    return quantize(_masked(result.value(), mask), "fp4", tile=result.tile, phase=phase,
                     rounding=rounding, exps=exps)
+
+
+def _masked(y: np.ndarray, mask) -> np.ndarray:
+    """y with the elements where ``mask`` is 0 set to 0 (y itself for no mask)."""
+    if mask is None:
+        return y
+    mask = np.asarray(mask)
+    if mask.shape != y.shape:
+        raise ValueError(f"mask shape {mask.shape} differs from the result's {y.shape}")
+    return np.where(mask.astype(bool), y, 0.0)

@@ -10,7 +10,7 @@ Data path (see BRIEF section 2)::
 The stream formats are defined once, in :mod:`rtl.layouts`.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 from golden.params import ELEMENT_MAX, NibbleParams
 
 from .bit_length import bit_length
-from .layouts import (KIND_CODES, OUT_EXP_BITS, OUT_MODES, SHIFT_BITS, TILE_COUNT_BITS,
+from .layouts import (KIND_CODES, OUT_EXP_BITS, OUT_MODES, TILE_COUNT_BITS,
                       TILE_EXP_BITS, command_layout, operand_row_layout, result_layout)
 from .log4_quantizer import Log4Quantizer
 from .requantizer import Requantizer
@@ -50,7 +50,7 @@ class Accelerator(wiring.Component):
     a_exps, b_exps : In(stream.Signature(signed(8)))
         Operand tile exponents, one per reduction tile per output tile.
     mask : In(stream.Signature(T))
-        ReLU' mask rows for int mode with ``mask_en``.
+        ReLU' mask rows (bit n = 0 zeroes element n) for int or fp4 mode with ``mask_en``.
     result : Out(stream.Signature(result_layout(params)))
         Result rows, T per output tile.
     busy : Out(1)
@@ -216,9 +216,18 @@ class Accelerator(wiring.Component):
             log4.ext_exp_en.eq(cmd.ext_exp_en),
             log4.ext_exp.eq(cmd.ext_exp),
         ]
-        wiring.connect(m, wiring.flipped(self.mask), requant.mask_in)
         acc = rescaler.acc_out
-        m.d.comb += [requant.acc_in.payload.eq(acc.payload), log4.acc_in.payload.eq(acc.payload)]
+        m.d.comb += [
+            requant.mask_in.payload.eq(self.mask.payload),
+            requant.acc_in.payload.eq(acc.payload),
+            log4.acc_in.payload.out_exp.eq(acc.payload.out_exp),
+        ]
+        # fp4 mode with mask_en: ReLU' zeroes masked accumulators before the log4 unit
+        # (dX of the backward pass), so the tile maximum sees the masked values.
+        fp4_mask = cmd.mask_en & (mode == OUT_MODES["fp4"])
+        for n in range(T):
+            m.d.comb += log4.acc_in.payload.acc[n].eq(
+                Mux(fp4_mask & ~self.mask.payload[n], 0, acc.payload.acc[n]))
         res = self.result.payload
         out_valid = Signal()
         out_ready = self.result.ready
@@ -232,6 +241,8 @@ class Accelerator(wiring.Component):
                 ]
             with m.Case(OUT_MODES["int"]):
                 m.d.comb += [
+                    requant.mask_in.valid.eq(self.mask.valid),
+                    self.mask.ready.eq(requant.mask_in.ready),
                     requant.acc_in.valid.eq(acc.valid),
                     acc.ready.eq(requant.acc_in.ready),
                     out_valid.eq(requant.codes_out.valid),
@@ -240,9 +251,12 @@ class Accelerator(wiring.Component):
                     res.exp.eq(requant.codes_out.payload.exp),
                 ]
             with m.Default():
+                # with fp4_mask, a row moves only together with its mask row
+                mask_ok = ~fp4_mask | self.mask.valid
                 m.d.comb += [
-                    log4.acc_in.valid.eq(acc.valid),
-                    acc.ready.eq(log4.acc_in.ready),
+                    log4.acc_in.valid.eq(acc.valid & mask_ok),
+                    acc.ready.eq(log4.acc_in.ready & mask_ok),
+                    self.mask.ready.eq(fp4_mask & log4.acc_in.ready & acc.valid),
                     out_valid.eq(log4.codes_out.valid),
                     log4.codes_out.ready.eq(out_ready),
                     res.data.eq(log4.codes_out.payload.codes.as_value()),

@@ -33,7 +33,7 @@ class OutputSpec:
     clip : (int, int) or None
         int mode, uint4: PACT threshold (mant, exp).
     mask : array or None
-        int mode: ReLU' mask, shape of the result.
+        int or fp4 mode: ReLU' mask, shape of the result (0 zeroes the element).
     phase, rounding, ext_exp
         fp4 mode: TPR phase, "log" or "linear", external exponent or None.
     """
@@ -130,7 +130,8 @@ def expected(job: GemmJob, params: NibbleParams) -> GemmOutput:
     if out.mode == "int":
         codes = int_output(raw, out.kind, clip=out.clip, mask=out.mask)
     else:
-        codes = fp4_output(raw, phase=out.phase, rounding=out.rounding, exps=out.ext_exp)
+        codes = fp4_output(raw, phase=out.phase, rounding=out.rounding, exps=out.ext_exp,
+                           mask=out.mask)
     return GemmOutput(None, codes, raw.saturated)
 
 
@@ -163,7 +164,7 @@ def encode(job: GemmJob, params: NibbleParams) -> GemmBeats:
         "clip_en": int(out.clip is not None),
         "clip_mant": out.clip[0] if out.clip else 0,
         "clip_exp": out.clip[1] if out.clip else 0,
-        "mask_en": int(out.mode == "int" and out.mask is not None),
+        "mask_en": int(out.mode != "raw" and out.mask is not None),
         "out_phase": out.phase, "out_linear": int(out.rounding == "linear"),
         "ext_exp_en": int(out.ext_exp is not None),
         "ext_exp": 0 if out.ext_exp is None else int(out.ext_exp),
@@ -183,7 +184,7 @@ def encode(job: GemmJob, params: NibbleParams) -> GemmBeats:
                 b_codes += _pack_rows(tile_of(b_store, j, t) if job.b_trans
                                       else tile_of(b_store, t, j), row_layout)
     mask = []
-    if out.mode == "int" and out.mask is not None:
+    if out.mode != "raw" and out.mask is not None:
         padded = np.zeros((mt * T, nt * T), dtype=np.int64)
         m, _, n = job.shape
         padded[:m, :n] = np.asarray(out.mask).astype(bool)

@@ -18,7 +18,8 @@ GEMM streams (the ``Accelerator``; C = A . B, Mt x Kt x Nt tiles)
                  beats, row 0 first. For a transposed operand (A = S^T) that is the
                  stored tile S(t, i), rows of S; the hardware reads it column-wise.
     ``b_exps``, ``b_codes``  the same for B tile (t, j) (stored tile S(j, t) if B = S^T).
-    ``mask``     int mode with mask_en: T beats of T bits per output tile, row 0 first.
+    ``mask``     int or fp4 mode with mask_en: T beats of T bits per output tile, row 0
+                 first; bit n of a beat is element n of that row.
     ``result``   T :func:`result_layout` beats per output tile, row 0 first; ``last`` on
                  the final beat of the GEMM.
     Partial tiles are zero-padded by the driver (pad codes 0) and the result cropped.
@@ -32,7 +33,7 @@ from amaranth.lib import data
 from golden.params import NibbleParams, psum_bits
 
 __all__ = ["OUT_EXP_BITS", "TILE_EXP_BITS", "CODE_BITS", "SHIFT_BITS", "acc_row_layout",
-           "code_row_layout", "operand_row_layout", "rescale_row_layout", "KIND_CODES",
+           "code_row_layout", "operand_row_layout", "psum_row_layout", "rescale_row_layout", "KIND_CODES",
            "OUT_MODES", "TILE_COUNT_BITS", "CLIP_MANT_BITS", "CLIP_EXP_BITS", "command_layout",
            "result_layout"]
 
@@ -86,6 +87,12 @@ def code_row_layout(params: NibbleParams) -> data.StructLayout:
 SHIFT_BITS = 11
 
 
+def psum_row_layout(params: NibbleParams) -> data.ArrayLayout:
+    """One row of a tile of partial sums as the array emits it: T exact integers of
+    psum_bits(T) bits (two's complement, element units), element n lowest."""
+    return data.ArrayLayout(signed(psum_bits(params.tile)), params.tile)
+
+
 def rescale_row_layout(params: NibbleParams) -> data.StructLayout:
     """One row of a tile partial sum on its way into the rescaler.
 
@@ -103,7 +110,7 @@ def rescale_row_layout(params: NibbleParams) -> data.StructLayout:
         This is the last reduction tile: the finished accumulator row leaves.
     """
     return data.StructLayout({
-        "psums": data.ArrayLayout(signed(psum_bits(params.tile)), params.tile),
+        "psums": psum_row_layout(params),
         "shift": signed(SHIFT_BITS),
         "out_exp": signed(OUT_EXP_BITS),
         "first": 1,
@@ -144,7 +151,8 @@ def command_layout() -> data.StructLayout:
     clip_en, clip_mant, clip_exp
         int mode, uint4: clip at alpha = clip_mant * 2**clip_exp (PACT).
     mask_en : 1
-        int mode: zero elements whose ``mask`` bit is 0 (ReLU' in the backward pass).
+        int and fp4 modes: zero elements whose ``mask`` bit is 0 before quantizing
+        (ReLU'/PACT' in the backward pass).
     out_phase, out_linear : 1
         fp4 mode: TPR phase of the result and rounding (0 log, 1 linear).
     ext_exp_en, ext_exp

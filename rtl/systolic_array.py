@@ -57,25 +57,15 @@ Backpressure
 
 from functools import reduce
 
-from amaranth.hdl import C, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.hdl import C, Module, Mux, Signal
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.params import NibbleParams, psum_bits
+from rtl.layouts import operand_row_layout, psum_row_layout
 from rtl.pe import PE, OperandA, OperandB, encode_a, encode_b, encode_swapped
 
-__all__ = ["SystolicArray", "psum_row_layout", "operand_vector_layout"]
-
-
-def operand_vector_layout(params: NibbleParams) -> data.ArrayLayout:
-    """T raw 4-bit element codes, element 0 in the least significant bits."""
-    return data.ArrayLayout(unsigned(4), params.tile)
-
-
-def psum_row_layout(params: NibbleParams) -> data.ArrayLayout:
-    """One row of a tile of partial sums: T exact integers of psum_bits(T) bits
-    (two's complement, element units), element n in bits [n*w, (n+1)*w)."""
-    return data.ArrayLayout(signed(psum_bits(params.tile)), params.tile)
+__all__ = ["SystolicArray"]
 
 
 class SystolicArray(wiring.Component):
@@ -129,8 +119,8 @@ class SystolicArray(wiring.Component):
             "a_signed": In(1),
             "b_fp4": In(1),
             "a_fp4": In(1),
-            "a_col": In(operand_vector_layout(params)),
-            "b_row": In(operand_vector_layout(params)),
+            "a_col": In(operand_row_layout(params)),
+            "b_row": In(operand_row_layout(params)),
             "psum": Out(stream.Signature(psum_row_layout(params))),
         })
 

@@ -11,9 +11,9 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.params import NibbleParams, psum_bits
+from golden.params import NibbleParams
 
-from .layouts import SHIFT_BITS, acc_row_layout, rescale_row_layout
+from .layouts import acc_row_layout, rescale_row_layout
 
 __all__ = ["TileRescaler", "shift_round_half_even"]
 

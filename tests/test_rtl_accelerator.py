@@ -40,6 +40,7 @@ def training_jobs(rng, tile):
         GemmJob(x, w, out=OutputSpec("int", kind="uint4", clip=(rng.integers(1, 255), -3), mask=mask)),
         GemmJob(x, w, out=OutputSpec("raw")),
         GemmJob(dy0, w, b_trans=True, out=OutputSpec("fp4", phase=0)),
+        GemmJob(dy0, w.T, out=OutputSpec("fp4", phase=0, mask=rng.random((batch, fan_in)) < 0.5)),
         GemmJob(dy0, w, b_trans=True, out=OutputSpec("fp4", phase=1, rounding="linear")),
         GemmJob(x, dy1, a_trans=True, out=OutputSpec("raw")),
         GemmJob(x, w, out=OutputSpec("int", kind="int4")),
