@@ -128,7 +128,7 @@ def _cmd_regress(args) -> int:
     from golden.params import NibbleParams, check_tile
     from verif.runner import build_dir, run
 
-    gemms = args.gemms or (1000 if args.long else 40)
+    gemms = args.gemms or (5000 if args.long else 40)
     rows, failed_any = [], False
     for tile in [check_tile(t) for t in args.sizes]:
         params = NibbleParams(tile=tile, acc_bits=args.acc_bits)
@@ -142,17 +142,30 @@ def _cmd_regress(args) -> int:
         tests, failed = get_results(results)
         stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
         rows.append((tile, tests, stats.get("gemms", 0), stats.get("macs", 0), failed,
-                     time.perf_counter() - start))
+                     time.perf_counter() - start, stats))
         if failed:
             failed_any = True
             print(f"  FAILED: results {results}; rerun with --seed {args.seed}"
                   + (f"; waves {build_dir(params) / 'dump.vcd'}" if args.waves else
                      " --waves for a VCD"))
-    print("\n| T | tests | GEMMs checked | MACs checked | failures | seconds |")
-    print("|---|---|---|---|---|---|")
-    for tile, tests, g, macs, failed, secs in rows:
-        print(f"| {tile} | {tests} | {g} | {macs:,} | {failed} | {secs:.1f} |")
-    return 1 if failed_any else 0
+    from verif.coverage import all_bins
+
+    print("\n| T | tests | GEMMs checked | MACs checked | failures | seconds | sim cycles/s | MACs/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for tile, tests, g, macs, failed, secs, stats in rows:
+        sim_s = stats.get("seconds", 0.0) or float("nan")
+        print(f"| {tile} | {tests} | {g} | {macs:,} | {failed} | {secs:.1f} | "
+              f"{stats.get('cycles', 0) / sim_s:,.0f} | {macs / sim_s:,.0f} |")
+    empty = []
+    print("\ncoverage (GEMMs per bin; mode | output | rounding | phase | stalls | tiles):")
+    for key in all_bins():
+        counts = [stats.get("coverage", {}).get(key, 0) for *_, stats in rows]
+        if not all(counts):
+            empty.append(key)
+        print(f"  {key:<55} " + "  ".join(f"T={r[0]}: {c}" for r, c in zip(rows, counts)))
+    if empty:
+        print(f"{len(empty)} coverage bins empty" + (" (fails --long)" if args.long else ""))
+    return 1 if failed_any or (args.long and empty) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,7 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     regress.add_argument("--acc-bits", type=int, default=32, metavar="N")
     regress.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     regress.add_argument("--gemms", type=_positive_int, help="random GEMMs per size (default 40)")
-    regress.add_argument("--long", action="store_true", help="1000 GEMMs per size")
+    regress.add_argument("--long", action="store_true",
+                         help="5000 GEMMs per size (10,000 over the default sizes); fail on an "
+                              "empty coverage bin")
     regress.add_argument("--waves", action="store_true", help="write a VCD (dump.vcd)")
     regress.add_argument("-k", metavar="TEST", help="run only this cocotb test "
                          "(random_gemms, reset_mid_gemm)")

@@ -13,6 +13,7 @@ import os
 import random
 
 import cocotb
+import cocotb.utils
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
@@ -20,6 +21,8 @@ from cocotb.triggers import ReadOnly, RisingEdge
 from golden.formats import quantize
 from golden.params import NibbleParams
 from rtl.gemm_protocol import GemmJob, OutputSpec, decode, encode, expected
+
+from .coverage import MODES, OUTPUT_VARIANTS, coverage_bin
 
 PARAMS = NibbleParams(tile=int(os.environ.get("NIBBLE_TILE", "4")),
                       acc_bits=int(os.environ.get("NIBBLE_ACC_BITS", "32")))
@@ -92,6 +95,7 @@ class TB:
 
     def __init__(self, dut, seed, p_stall=0.3):
         self.dut = dut
+        self.p_stall = p_stall
         self.rng = random.Random(seed)
         self.drivers = {n: StreamDriver(dut, n, random.Random(self.rng.random()), p_stall)
                         for n in self.INPUTS}
@@ -105,8 +109,17 @@ class TB:
         self.dut.rst.value = 0
         await RisingEdge(self.dut.clk)
 
+    def set_stalls(self, p_stall: float) -> None:
+        """Probability of a valid gap / ready stall per beat on every stream."""
+        self.p_stall = p_stall
+        for driver in self.drivers.values():
+            driver.p_gap = p_stall
+        self.monitor.p_stall = p_stall
+
     async def run_job(self, job: GemmJob):
         """Drive one GEMM and return the decoded result."""
+        import time
+        start_ns, start_s = cocotb.utils.get_sim_time("ns"), time.perf_counter()
         beats = encode(job, PARAMS)
         words = {"cmd": [beats.cmd], "a_codes": beats.a_codes, "a_exps": beats.a_exps,
                  "b_codes": beats.b_codes, "b_exps": beats.b_exps, "mask": beats.mask}
@@ -114,12 +127,13 @@ class TB:
         result = await self.monitor.receive(beats.result_beats)
         for task in tasks:
             await task
+        STATS["cycles"] += int((cocotb.utils.get_sim_time("ns") - start_ns) // 10)
+        STATS["seconds"] += time.perf_counter() - start_s
         return decode(job, PARAMS, result)
 
 
 #: Work checked by this simulation, written to ``stats.json`` for ``nibble regress``.
-STATS = {"gemms": 0, "macs": 0}
-
+STATS = {"gemms": 0, "macs": 0, "cycles": 0, "seconds": 0.0, "coverage": {}}
 
 def _write_stats():
     import json
@@ -127,7 +141,7 @@ def _write_stats():
         json.dump({**STATS, "seed": SEED, "tile": PARAMS.tile}, f)
 
 
-def scoreboard(job: GemmJob, got, index: int) -> None:
+def scoreboard(job: GemmJob, got, index: int, stalled: bool = True) -> None:
     """Compare with golden; raise with the first mismatch's coordinates and operands."""
     want = expected(job, PARAMS)
     if job.out.mode == "raw":
@@ -148,13 +162,26 @@ def scoreboard(job: GemmJob, got, index: int) -> None:
     m, k, n = job.shape
     STATS["gemms"] += 1
     STATS["macs"] += m * k * n
+    key = coverage_bin(job, PARAMS.tile, stalled)
+    STATS["coverage"][key] = STATS["coverage"].get(key, 0) + 1
     _write_stats()
 
 
-def random_job(rng: np.random.Generator) -> GemmJob:
-    """A random training-mode GEMM, shapes not multiples of T, every output mode."""
+def random_job(rng: np.random.Generator, target=None) -> GemmJob:
+    """A random training-mode GEMM with full-range operands. ``target`` = (mode index,
+    output variant index, partial) steers it into one coverage bin; None picks at random."""
     t = PARAMS.tile
-    m, k, n = (int(v) for v in rng.integers(1, 3 * t + 1, size=3))
+    if target is None:
+        target = (int(rng.integers(0, len(MODES))), int(rng.integers(0, len(OUTPUT_VARIANTS))),
+                  bool(rng.random() < 0.7))
+    mode, variant, partial = target
+    while True:
+        if partial:
+            m, k, n = (int(v) for v in rng.integers(1, 3 * t + 1, size=3))
+        else:
+            m, k, n = (t * int(v) for v in rng.integers(1, 4, size=3))
+        if bool(m % t or k % t or n % t) == partial:
+            break
 
     def operand(shape, kind, phase=0):
         x = rng.normal(size=shape) * np.exp2(rng.integers(-20, 20, size=shape))
@@ -165,27 +192,25 @@ def random_job(rng: np.random.Generator) -> GemmJob:
             q = type(q)(q.codes, exps, q.kind, t, q.phase)
         return q
 
-    mode = rng.integers(0, 3)
-    if mode == 0:                                      # forward Y = X . W
-        job = GemmJob(operand((m, k), "uint4"), operand((k, n), "int4"))
-    elif mode == 1:                                    # backward dX = dY . W^T
-        job = GemmJob(operand((m, k), "fp4"), operand((n, k), "int4"), b_trans=True)
-    else:                                              # weight gradient dW = X^T . dY
-        job = GemmJob(operand((k, m), "uint4"), operand((k, n), "fp4", 1), a_trans=True)
-    out = rng.integers(0, 3)
-    if out == 1:
+    if MODES[mode] == "forward":                       # Y = X . W
+        a, b, a_trans, b_trans = operand((m, k), "uint4"), operand((k, n), "int4"), False, False
+    elif MODES[mode] == "backward":                    # dX = dY . W^T
+        a, b, a_trans, b_trans = operand((m, k), "fp4"), operand((n, k), "int4"), False, True
+    else:                                              # dW = X^T . dY
+        a, b, a_trans, b_trans = operand((k, m), "uint4"), operand((k, n), "fp4", 1), True, False
+    out, rounding, phase = OUTPUT_VARIANTS[variant]
+    if out == "int":
         clip = (int(rng.integers(1, 256)), int(rng.integers(-20, 20))) if rng.random() < 0.5 else None
         mask = rng.random((m, n)) < 0.7 if rng.random() < 0.5 else None
         spec = OutputSpec("int", kind="uint4" if clip or rng.random() < 0.5 else "int4",
                           clip=clip, mask=mask)
-    elif out == 2:
-        spec = OutputSpec("fp4", phase=int(rng.integers(0, 2)),
-                          rounding=["log", "linear"][int(rng.integers(0, 2))],
+    elif out == "fp4":
+        spec = OutputSpec("fp4", phase=phase, rounding=rounding,
                           ext_exp=int(rng.integers(-40, 10)) if rng.random() < 0.3 else None,
                           mask=rng.random((m, n)) < 0.7 if rng.random() < 0.3 else None)
     else:
         spec = OutputSpec("raw")
-    return GemmJob(job.a, job.b, job.a_trans, job.b_trans, spec)
+    return GemmJob(a, b, a_trans, b_trans, spec)
 
 
 @cocotb.test()
@@ -196,9 +221,44 @@ async def random_gemms(dut):
     tb = TB(dut, SEED)
     await tb.reset()
     rng = np.random.default_rng(SEED)
+    bins = [(m, v, s, p) for m in range(len(MODES)) for v in range(len(OUTPUT_VARIANTS))
+            for s in (False, True) for p in (False, True)]
     for i in range(count):
-        job = random_job(rng)
-        scoreboard(job, await tb.run_job(job), i)
+        # Coverage-driven: the first len(bins) GEMMs visit every bin, then random ones.
+        if i < len(bins):
+            mode, variant, stalled, partial = bins[i]
+            job = random_job(rng, (mode, variant, partial))
+        else:
+            job, stalled = random_job(rng), bool(rng.random() < 0.7)
+        tb.set_stalls(0.3 if stalled else 0.0)
+        scoreboard(job, await tb.run_job(job), i, stalled)
+
+
+@cocotb.test()
+async def edge_shapes(dut):
+    """1x1x1, and the longest reduction the exponent buffers allow (256 tiles of K)."""
+    from golden.params import EXP_MAX
+    from rtl.layouts import TILE_COUNT_BITS
+
+    tb = TB(dut, SEED + 2)
+    await tb.reset()
+    rng = np.random.default_rng(SEED + 2)
+    t = PARAMS.tile
+    longest = (1 << TILE_COUNT_BITS) * t
+    jobs = [
+        GemmJob(quantize(rng.normal(size=(1, 1)), "uint4", tile=t),
+                quantize(rng.normal(size=(1, 1)), "int4", tile=t)),
+        GemmJob(quantize(rng.normal(size=(1, 1)), "fp4", tile=t),
+                quantize(rng.normal(size=(1, 1)), "int4", tile=t), out=OutputSpec("fp4")),
+        GemmJob(quantize(np.full((t, longest), 15.0), "uint4", tile=t),
+                quantize(np.full((longest, t), -8.0), "int4", tile=t)),
+        GemmJob(quantize(rng.normal(size=(longest, t - 1)), "uint4", tile=t),
+                quantize(rng.normal(size=(longest, 2)) * EXP_MAX, "fp4", tile=t, phase=1),
+                a_trans=True, out=OutputSpec("fp4", rounding="linear")),
+    ]
+    tb.set_stalls(0.1)
+    for i, job in enumerate(jobs):
+        scoreboard(job, await tb.run_job(job), i, stalled=True)
 
 
 @cocotb.test()
