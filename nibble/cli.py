@@ -135,7 +135,7 @@ def _cmd_regress(args) -> int:
         print(f"regress T={tile}: seed {args.seed}, {gemms} random GEMMs"
               f"{', waves on' if args.waves else ''} (building if needed)...", flush=True)
         start = time.perf_counter()
-        stats_file = build_dir(params) / "stats.json"
+        stats_file = build_dir(params) / "nibble_top" / "stats.json"
         stats_file.unlink(missing_ok=True)
         results = run(params, "verif.tb_accelerator", seed=args.seed, waves=args.waves,
                       testcase=args.k, extra_env={"NIBBLE_GEMMS": str(gemms)})
@@ -146,7 +146,7 @@ def _cmd_regress(args) -> int:
         if failed:
             failed_any = True
             print(f"  FAILED: results {results}; rerun with --seed {args.seed}"
-                  + (f"; waves {build_dir(params) / 'dump.vcd'}" if args.waves else
+                  + (f"; waves {build_dir(params) / 'nibble_top' / 'dump.vcd'}" if args.waves else
                      " --waves for a VCD"))
     from verif.coverage import all_bins
 

@@ -34,3 +34,21 @@ def test_nibble_regress_rejects_bad_size():
     proc = subprocess.run([sys.executable, "-m", "nibble", "regress", "--size", "6"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "power of two" in proc.stderr
+
+
+@pytest.mark.parametrize("top, test", [("systolic_array", "pe_exhaustive"),
+                                       ("log4_quantizer", "log4_tiles"),
+                                       ("requantizer", "requantizer_tiles")])
+def test_unit_benches(top, test):
+    results = run(NibbleParams(tile=4), "verif.tb_units", top=top, testcase=test, seed=3)
+    tests, failed = get_results(results)
+    assert tests == 1 and failed == 0, f"see {results}"
+
+
+def test_rescaler_bench_at_narrowest_accumulator():
+    from golden.params import psum_bits
+    params = NibbleParams(tile=4, acc_bits=psum_bits(4))
+    results = run(params, "verif.tb_units", top="tile_rescaler", testcase="rescaler_shifts",
+                  seed=3)
+    tests, failed = get_results(results)
+    assert tests == 1 and failed == 0, f"see {results}"

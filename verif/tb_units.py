@@ -1,0 +1,232 @@
+"""cocotb benches of the major units' generated Verilog against golden.
+
+* ``pe_exhaustive`` (top ``systolic_array``): every 16 x 16 code pair in every PE mode,
+  one pair per tile reduction, through the array's own edge encoders.
+* ``log4_tiles`` (top ``log4_quantizer``), ``requantizer_tiles`` (top ``requantizer``):
+  random full-range tiles plus every rounding threshold, flush, saturation and all-zero
+  tiles, compared code for code and exponent for exponent with ``golden``.
+* ``rescaler_shifts`` (top ``tile_rescaler``): shifts far right to the largest left
+  shift at the narrowest accumulator, so rounding and saturation both happen.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import cocotb
+import numpy as np
+from amaranth.lib import data
+from cocotb.clock import Clock
+from cocotb.triggers import ReadOnly, RisingEdge
+
+from golden.formats import element_values, quantize
+from golden.gemm import shift_round_half_even
+from golden.output import clip_alpha
+from golden.params import NibbleParams, psum_bits
+from rtl.layouts import acc_row_layout, code_row_layout, psum_row_layout, rescale_row_layout
+
+from .cocotb_streams import StreamDriver, StreamMonitor
+
+TILE = int(os.environ.get("NIBBLE_TILE", "4"))
+SEED = int(os.environ.get("NIBBLE_SEED", "1"))
+
+
+async def start(dut, params_acc_bits=None):
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    dut.rst.value = 1
+    for _ in range(2):
+        await RisingEdge(dut.clk)
+    dut.rst.value = 0
+    await RisingEdge(dut.clk)
+
+
+# ------------------------------------------------------------------------------- PE
+
+#: (a_signed, b_fp4, a_fp4) -> golden kinds of a and b
+PE_MODES = {(0, 0, 0): ("uint4", "int4"), (1, 0, 0): ("int4", "int4"),
+            (0, 1, 0): ("uint4", "fp4"), (1, 1, 0): ("int4", "fp4"), (0, 0, 1): ("fp4", "int4")}
+
+
+def element(code, kind):
+    code = code - 16 if kind == "int4" and code >= 8 else code
+    return int(element_values(np.array([code]), kind)[0])
+
+
+@cocotb.test()
+async def pe_exhaustive(dut):
+    """P[0, 0] of a tile whose only nonzero step is (a, b) is a * b, for all pairs."""
+    params = NibbleParams(tile=TILE)
+    await start(dut)
+    row = data.ArrayLayout(4, TILE)
+    psum = psum_row_layout(params)
+    dut.psum__ready.value = 1
+    dut.en.value = 1
+    cases = [(mode, a, b) for mode in PE_MODES for a in range(16) for b in range(16)]
+    got = []
+
+    async def collect():
+        while len(got) < len(cases) * TILE:
+            await ReadOnly()
+            if dut.psum__valid.value:
+                got.append(data.Const(psum, dut.psum__payload.value.to_unsigned()))
+            await RisingEdge(dut.clk)
+
+    task = cocotb.start_soon(collect())
+    for (a_signed, b_fp4, a_fp4), a, b in cases:
+        for k in range(TILE):
+            dut.valid.value, dut.first.value = 1, int(k == 0)
+            dut.a_signed.value, dut.b_fp4.value, dut.a_fp4.value = a_signed, b_fp4, a_fp4
+            dut.a_col.value = row.const([a if k == 0 else 0] + [0] * (TILE - 1)).as_value().value
+            dut.b_row.value = row.const([b if k == 0 else 0] + [0] * (TILE - 1)).as_value().value
+            await RisingEdge(dut.clk)
+    dut.valid.value = 0
+    await task
+    for i, (mode, a, b) in enumerate(cases):
+        ka, kb = PE_MODES[mode]
+        want = element(a, ka) * element(b, kb)
+        rows = got[i * TILE:(i + 1) * TILE]
+        assert rows[0][0] == want, f"{ka} {a:#x} x {kb} {b:#x}: PE gave {rows[0][0]}, golden {want}"
+        assert all(r[n] == 0 for r in rows for n in range(TILE) if (r is not rows[0] or n)), \
+            f"{ka} {a:#x} x {kb} {b:#x}: a zero element is nonzero"
+
+
+# --------------------------------------------------------------------- tile quantizers
+
+def tile_stimulus(rng, t, acc_bits):
+    """(acc T x T ints, out_exp): random full range plus edge tiles."""
+    lim = 1 << (acc_bits - 1)
+    tiles = []
+    for _ in range(40):
+        bits = rng.integers(0, acc_bits, size=(t, t))
+        acc = rng.integers(-(1 << 62), 1 << 62, size=(t, t)) >> (63 - bits)
+        tiles.append((np.clip(acc, -lim, lim - 1), int(rng.integers(-300, 300))))
+    tiles.append((np.zeros((t, t), dtype=np.int64), 0))                   # all zero
+    one = np.zeros((t, t), dtype=np.int64)
+    one[t - 1, 0] = -lim                                                    # most negative
+    tiles.append((one, -40))
+    # every fp4 rounding threshold and int tie around a maximum of 2**20
+    near = [(1 << 20), 3 << 19, 5 << 18, (5 << 18) - 1, 1 << 8, (1 << 8) - 1, 3 << 7, 1,
+            -(3 << 19), -(5 << 18), 7, 15, 23, -25, 8 << 10]
+    for start in range(0, len(near), t * t):
+        chunk = near[start:start + t * t] + [0] * max(0, t * t - len(near[start:]))
+        tiles.append((np.array(chunk[:t * t], dtype=np.int64).reshape(t, t), -10))
+    for oexp in (-500, 500, -140, 120):                                     # E clipping
+        tiles.append((rng.integers(-1000, 1000, size=(t, t)), oexp))
+    return tiles
+
+
+async def run_tiles(dut, params, tiles, seed):
+    rng = random.Random(seed)
+    drv = StreamDriver(dut, "acc_in", rng, 0.3)
+    mon = StreamMonitor(dut, "codes_out", random.Random(seed + 1), 0.3)
+    layout = acc_row_layout(params)
+    words = [layout.const({"acc": [int(v) for v in row], "out_exp": oexp}).as_value().value
+             for acc, oexp in tiles for row in acc]
+    task = cocotb.start_soon(drv.send(words))
+    out = await mon.receive(len(words))
+    await task
+    rows = [data.Const(code_row_layout(params), w) for w in out]
+    t = params.tile
+    return [(np.array([[int(c) for c in r.codes] for r in rows[i * t:(i + 1) * t]]),
+             int(rows[i * t].exp)) for i in range(len(tiles))]
+
+
+def check_tiles(tiles, got, golden_fn, what):
+    for i, ((acc, oexp), (codes, exp)) in enumerate(zip(tiles, got)):
+        want = golden_fn(np.ldexp(acc.astype(np.float64), oexp))
+        want_codes = want.codes.astype(np.int64) & 0xF
+        if exp != int(want.exps[0, 0]) or not np.array_equal(codes, want_codes):
+            bad = np.argwhere(codes != want_codes)
+            at = tuple(int(v) for v in bad[0]) if len(bad) else None
+            raise AssertionError(
+                f"{what} tile {i} (out_exp {oexp}): exp RTL {exp} golden {int(want.exps[0, 0])}; "
+                f"first code mismatch at {at}: acc {acc[at] if at else '-'}, "
+                f"RTL {codes[at] if at else '-'}, golden {want_codes[at] if at else '-'}")
+
+
+@cocotb.test()
+async def log4_tiles(dut):
+    params = NibbleParams(tile=TILE)
+    await start(dut)
+    rng = np.random.default_rng(SEED)
+    for phase in (0, 1):
+        for rounding in ("log", "linear"):
+            for ext in (None, -128, 127, -20):
+                dut.phase.value, dut.linear.value = phase, int(rounding == "linear")
+                dut.ext_exp_en.value = int(ext is not None)
+                dut.ext_exp.value = (ext or 0) & 0xFF
+                tiles = tile_stimulus(rng, TILE, params.acc_bits)
+                got = await run_tiles(dut, params, tiles, SEED + phase)
+                check_tiles(tiles, got, lambda v: quantize(
+                    v, "fp4", tile=TILE, phase=phase, rounding=rounding, exps=ext),
+                    f"log4 phase {phase} {rounding} ext {ext}")
+
+
+@cocotb.test()
+async def requantizer_tiles(dut):
+    params = NibbleParams(tile=TILE)
+    await start(dut)
+    rng = np.random.default_rng(SEED)
+    dut.mask_en.value = 0
+    for kind in ("int4", "uint4"):
+        for clip in (None, (200, -4), (1, 3), (255, 20)):
+            if clip and kind == "int4":
+                continue
+            dut.unsigned_out.value = int(kind == "uint4")
+            dut.clip_en.value = int(clip is not None)
+            dut.clip_mant.value, dut.clip_exp.value = (clip or (0, 0))[0], (clip or (0, 0))[1] & 0xFF
+            tiles = tile_stimulus(rng, TILE, params.acc_bits)
+            got = await run_tiles(dut, params, tiles, SEED + 7)
+            alpha = clip_alpha(*clip) if clip else None
+
+            def golden(v):
+                if alpha is not None:
+                    v = np.minimum(np.maximum(v, 0.0), alpha)
+                return quantize(v, kind, tile=TILE)
+            check_tiles(tiles, got, golden, f"requantizer {kind} clip {clip}")
+
+
+# ----------------------------------------------------------------------------- rescaler
+
+@cocotb.test()
+async def rescaler_shifts(dut):
+    t = TILE
+    acc_bits = int(os.environ.get("NIBBLE_ACC_BITS", "32"))
+    params = NibbleParams(tile=t, acc_bits=acc_bits)
+    await start(dut)
+    rng = random.Random(SEED)
+    pb = psum_bits(t)
+    lim = 1 << (pb - 1)
+    lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
+    beats, want, acc, saturated = [], [], np.zeros((t, t), dtype=np.int64), False
+    layout = rescale_row_layout(params)
+    for _ in range(30):
+        kt = rng.randint(1, 4)
+        out_exp = rng.randint(-512, 511)
+        for step in range(kt):
+            psum = np.array([[rng.choice([-lim, lim - 1, 0, 1, -1, 3, -3, rng.randint(-lim, lim - 1)])
+                              for _ in range(t)] for _ in range(t)], dtype=np.int64)
+            shift = rng.choice([-1024, -pb, -2, -1, 0, 1, acc_bits + 1 - pb,
+                                rng.randint(-pb, acc_bits + 1 - pb)])
+            total = (0 if step == 0 else acc) + shift_round_half_even(psum, shift)
+            saturated |= bool(np.any((total < lo) | (total > hi)))
+            acc = np.clip(total, lo, hi)
+            for m in range(t):
+                beats.append(layout.const({"psums": [int(v) for v in psum[m]], "shift": shift,
+                                           "out_exp": out_exp, "first": int(step == 0),
+                                           "last": int(step == kt - 1)}).as_value().value)
+            if step == kt - 1:
+                want += [(list(map(int, row)), out_exp) for row in acc]
+    dut.clear.value = 0
+    drv = StreamDriver(dut, "psum_in", random.Random(SEED + 1), 0.3)
+    mon = StreamMonitor(dut, "acc_out", random.Random(SEED + 2), 0.3)
+    task = cocotb.start_soon(drv.send(beats))
+    out = await mon.receive(len(want))
+    await task
+    for i, (word, (row, oexp)) in enumerate(zip(out, want)):
+        beat = data.Const(acc_row_layout(params), word)
+        got = [int(v) for v in beat.acc]
+        assert (got, int(beat.out_exp)) == (row, oexp), f"row {i}: RTL {got}, golden {row}"
+    await RisingEdge(dut.clk)
+    assert bool(dut.saturated.value) == saturated and saturated, "sticky saturation flag"
