@@ -8,6 +8,7 @@ on PATH for the build and the run.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -53,13 +54,17 @@ def build(params: NibbleParams, *, top: str = TOP, waves: bool = False):
     _with_wheel_path()
     out = build_dir(params) / top
     out.mkdir(parents=True, exist_ok=True)
-    fresh = generate(params, out / "fresh", units=(top,))[0]
-    target = out / f"{top}.v"
-    if not target.exists() or target.read_bytes() != fresh.read_bytes():
-        target.write_bytes(fresh.read_bytes())
-    runner = get_runner("verilator")
-    runner.build(sources=[VerilatorControlFile(WAIVER_FILE), target], hdl_toplevel=top,
-                 build_dir=_sim_dir(params, top, waves), waves=waves, build_args=["-O2"])
+    # Parallel workers (pytest -n, several regressions) build one parameter set once:
+    # the first takes the lock and builds, the others wait and find it up to date.
+    with open(out / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        fresh = generate(params, out / "fresh", units=(top,))[0]
+        target = out / f"{top}.v"
+        if not target.exists() or target.read_bytes() != fresh.read_bytes():
+            target.write_bytes(fresh.read_bytes())
+        runner = get_runner("verilator")
+        runner.build(sources=[VerilatorControlFile(WAIVER_FILE), target], hdl_toplevel=top,
+                     build_dir=_sim_dir(params, top, waves), waves=waves, build_args=["-O2"])
     return runner
 
 
