@@ -268,9 +268,15 @@ class Accelerator(wiring.Component):
         out_j = Signal(TILE_COUNT_BITS)
         out_i = Signal(TILE_COUNT_BITS)
         is_last = (out_row == T - 1) & (out_j == cmd.n_last) & (out_i == cmd.m_last)
+        # The sticky flag may rise while a beat waits; freeze it in a stalled beat so the
+        # payload stays stable (it is final on the last beat: every accumulation is done).
+        stalled_before = Signal()
+        saturated_before = Signal()
+        m.d.sync += [stalled_before.eq(self.result.valid & ~self.result.ready),
+                     saturated_before.eq(res.saturated)]
         m.d.comb += [
             self.result.valid.eq(out_valid & busy),
-            res.saturated.eq(rescaler.saturated),
+            res.saturated.eq(Mux(stalled_before, saturated_before, rescaler.saturated)),
             res.last.eq(is_last),
         ]
         with m.If(self.result.valid & self.result.ready):
