@@ -106,6 +106,14 @@ class GemmBeats:
     mask: list
     result_beats: int
 
+    #: The Accelerator's input streams, in port-name order.
+    INPUTS = ("cmd", "a_codes", "a_exps", "b_codes", "b_exps", "mask")
+
+    def inputs(self) -> dict:
+        """Beats per input stream: {port name: [packed beat, ...]}."""
+        return {"cmd": [self.cmd], "a_codes": self.a_codes, "a_exps": self.a_exps,
+                "b_codes": self.b_codes, "b_exps": self.b_exps, "mask": self.mask}
+
 
 def check_job(job: GemmJob, params: NibbleParams) -> None:
     """Raise ValueError unless the hardware can run ``job`` with ``params``."""

@@ -2,7 +2,7 @@
 direct specification for every input, and the stream rules on unit outputs."""
 
 import pytest
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 

@@ -80,8 +80,7 @@ def test_reset_mid_gemm_then_clean_gemm():
     from amaranth.sim import Simulator
 
     from rtl.accelerator import Accelerator
-    from rtl.gemm_protocol import decode, encode
-    from verif.amaranth_runner import INPUT_STREAMS
+    from rtl.gemm_protocol import GemmBeats, decode, encode
 
     params = NibbleParams(tile=4, acc_bits=32)
     rng = np.random.default_rng(11)
@@ -107,15 +106,15 @@ def test_reset_mid_gemm_then_clean_gemm():
         ctx.set(stream.valid, 0)
         return not aborted
 
-    def producer(name, pick):
+    def producer(name):
         async def run(ctx):
             stream = getattr(dut, name)
-            for word in pick(beats[0]):
+            for word in beats[0].inputs()[name]:
                 if not await offer(ctx, stream, word):
                     break
             while not phase["b"]:
                 await ctx.tick()
-            for word in pick(beats[1]):
+            for word in beats[1].inputs()[name]:
                 await offer(ctx, stream, word)
         return run
 
@@ -143,8 +142,8 @@ def test_reset_mid_gemm_then_clean_gemm():
 
     sim = Simulator(top)
     sim.add_clock(1e-8)
-    for name, pick in INPUT_STREAMS.items():
-        sim.add_testbench(producer(name, pick))
+    for name in GemmBeats.INPUTS:
+        sim.add_testbench(producer(name))
     sim.add_testbench(resetter)
     sim.add_testbench(consumer)
     sim.run()

@@ -20,6 +20,7 @@ from golden.formats import quantize
 from golden.params import NibbleParams
 from rtl.layouts import OUT_EXP_BITS
 from rtl.requantizer import Requantizer
+from verif.amaranth_streams import stream_put
 
 ACC_BITS = 32
 OUT_EXP_MIN, OUT_EXP_MAX = -2 ** (OUT_EXP_BITS - 1), 2 ** (OUT_EXP_BITS - 1) - 1
@@ -132,14 +133,6 @@ def test_integer_clip_matches_golden(data):
 
 
 # ---------------------------------------------------------------------- stream helpers
-
-async def stream_put(ctx, stream, payload):
-    """Offer one beat and hold it until it is taken."""
-    ctx.set(stream.valid, 1)
-    ctx.set(stream.payload, payload)
-    await ctx.tick().until(stream.ready)
-    ctx.set(stream.valid, 0)
-
 
 async def stream_get(ctx, stream, stall=0):
     """Take one beat. Ready stays low for ``stall`` cycles first (``None``: until valid is

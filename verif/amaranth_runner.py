@@ -13,22 +13,11 @@ from amaranth.sim import Simulator
 
 from golden.params import NibbleParams
 from rtl.accelerator import Accelerator
-from rtl.gemm_protocol import decode, encode
+from rtl.gemm_protocol import GemmBeats, decode, encode
 
 from .amaranth_streams import check_stream_rules, idle, put_bits, stream_get
 
 __all__ = ["RunStats", "run_jobs"]
-
-#: The operand and command streams of the Accelerator, with the beats each carries.
-INPUT_STREAMS = {
-    "cmd": lambda b: [b.cmd],
-    "a_codes": lambda b: b.a_codes,
-    "a_exps": lambda b: b.a_exps,
-    "b_codes": lambda b: b.b_codes,
-    "b_exps": lambda b: b.b_exps,
-    "mask": lambda b: b.mask,
-}
-
 
 @dataclass
 class RunStats:
@@ -52,10 +41,10 @@ def run_jobs(params: NibbleParams, jobs, *, seed=0, p_stall=0.3, stats=None):
     cycle = [0]
     starts, ends = [], []
 
-    def producer(name, pick):
+    def producer(name):
         async def run(ctx):
             for b in beats:
-                for word in pick(b):
+                for word in b.inputs()[name]:
                     await idle(ctx, rng, p_stall)
                     await put_bits(ctx, getattr(dut, name), word)
         return run
@@ -81,8 +70,8 @@ def run_jobs(params: NibbleParams, jobs, *, seed=0, p_stall=0.3, stats=None):
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
-    for name, pick in INPUT_STREAMS.items():
-        sim.add_testbench(producer(name, pick))
+    for name in GemmBeats.INPUTS:
+        sim.add_testbench(producer(name))
     sim.add_testbench(consumer)
     sim.add_testbench(clock_counter, background=True)
     sim.add_testbench(rules, background=True)

@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from amaranth.hdl import C, Cat, Const, Elaboratable, Module, Mux, Signal, signed
+from amaranth.hdl import Assert, Assume, C, Cat, Const, Elaboratable, Module, Mux, Signal, signed
 from amaranth.back import rtlil
 from amaranth.lib import wiring
 
@@ -68,7 +68,7 @@ class PESpec(Elaboratable):
         steps = Signal(2)
         m.d.sync += [spec_d1.eq(spec), spec_d2.eq(spec_d1), steps.eq(Mux(steps == 2, 2, steps + 1))]
         with m.If(steps == 2):
-            m.d.comb += _assert(pe.psum == spec_d2)
+            m.d.comb += Assert(pe.psum == spec_d2)
         return m
 
 
@@ -82,7 +82,7 @@ class StreamRules(Elaboratable):
 
     def ports(self):
         ports = []
-        for member, flow in ((m, p.flow) for m, p in self.unit.signature.members.items()):
+        for member in self.unit.signature.members:
             value = getattr(self.unit, member)
             if hasattr(value, "payload"):
                 ports += [value.valid, value.ready, value.payload.as_value()
@@ -103,23 +103,13 @@ class StreamRules(Elaboratable):
             before = Signal.like(port, name=f"{port_name}_before")
             m.d.sync += before.eq(port)
             with m.If(started):
-                m.d.comb += _assume(port == before)
+                m.d.comb += Assume(port == before)
         stalled = Signal()
         held = Signal.like(payload)
         m.d.sync += [stalled.eq(out.valid & ~out.ready), held.eq(payload)]
         with m.If(stalled):
-            m.d.comb += _assert(out.valid & (payload == held))
+            m.d.comb += Assert(out.valid & (payload == held))
         return m
-
-
-def _assert(cond):
-    from amaranth.hdl import Assert
-    return Assert(cond)
-
-
-def _assume(cond):
-    from amaranth.hdl import Assume
-    return Assume(cond)
 
 
 def prove(harness, *, depth: int = 1, induction: bool = True) -> subprocess.CompletedProcess:

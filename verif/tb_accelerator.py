@@ -20,7 +20,7 @@ from cocotb.triggers import RisingEdge
 
 from golden.formats import quantize
 from golden.params import NibbleParams
-from rtl.gemm_protocol import GemmJob, OutputSpec, decode, encode, expected
+from rtl.gemm_protocol import GemmBeats, GemmJob, OutputSpec, decode, encode, expected
 
 from .cocotb_streams import StreamDriver, StreamMonitor
 from .coverage import MODES, OUTPUT_VARIANTS, coverage_bin
@@ -33,7 +33,7 @@ SEED = int(os.environ.get("NIBBLE_SEED", "1"))
 class TB:
     """Clock, reset, drivers and monitor around one ``nibble_top``."""
 
-    INPUTS = ("cmd", "a_codes", "a_exps", "b_codes", "b_exps", "mask")
+    INPUTS = GemmBeats.INPUTS
 
     def __init__(self, dut, seed, p_stall=0.3):
         self.dut = dut
@@ -63,8 +63,7 @@ class TB:
         import time
         start_ns, start_s = cocotb.utils.get_sim_time("ns"), time.perf_counter()
         beats = encode(job, PARAMS)
-        words = {"cmd": [beats.cmd], "a_codes": beats.a_codes, "a_exps": beats.a_exps,
-                 "b_codes": beats.b_codes, "b_exps": beats.b_exps, "mask": beats.mask}
+        words = beats.inputs()
         tasks = [cocotb.start_soon(self.drivers[n].send(words[n])) for n in self.INPUTS]
         result = await self.monitor.receive(beats.result_beats)
         for task in tasks:
@@ -212,8 +211,7 @@ async def reset_mid_gemm(dut):
     for trial in range(3):
         first = random_job(rng)
         beats = encode(first, PARAMS)
-        words = {"cmd": [beats.cmd], "a_codes": beats.a_codes, "a_exps": beats.a_exps,
-                 "b_codes": beats.b_codes, "b_exps": beats.b_exps, "mask": beats.mask}
+        words = beats.inputs()
         tasks = [cocotb.start_soon(tb.drivers[n].send(words[n])) for n in tb.INPUTS]
         partial = cocotb.start_soon(tb.monitor.receive(beats.result_beats))
         for _ in range(int(rng.integers(5, 60))):

@@ -32,7 +32,8 @@ TILE = int(os.environ.get("NIBBLE_TILE", "4"))
 SEED = int(os.environ.get("NIBBLE_SEED", "1"))
 
 
-async def start(dut, params_acc_bits=None):
+async def start(dut):
+    """Start the clock and reset the unit for two cycles."""
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     dut.rst.value = 1
     for _ in range(2):
