@@ -28,6 +28,20 @@ def test_nibble_regress_prints_summary():
     assert row and row[0].split("|")[2:4] == [" 3 ", " 10 "] and row[0].split("|")[5] == " 0 "
 
 
+def test_nibble_regress_parallel_shards():
+    """-j 2 splits the random GEMMs over two xdist workers; the directed tests run once."""
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "nibble", "regress", "--size", "4",
+                           "--gemms", "5", "--seed", "7", "-j", "2"], capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 shards on 2 pytest-xdist workers" in proc.stdout
+    row = [line for line in proc.stdout.splitlines() if line.startswith("| 4 |")]
+    # shard 0: 3 random + 7 directed GEMMs in 3 tests; shard 1: 2 random GEMMs in 1 test
+    assert row and row[0].split("|")[2:4] == [" 4 ", " 12 "] and row[0].split("|")[5] == " 0 "
+
+
 def test_nibble_regress_rejects_bad_size():
     import subprocess
     import sys
