@@ -11,7 +11,7 @@ import numpy as np
 from .formats import QTensor, quantize
 from .gemm import GemmResult
 
-__all__ = ["int_output", "fp4_output", "clip_alpha"]
+__all__ = ["int_output", "fp4_output", "clip_alpha", "alpha_clip", "pact_masks"]
 
 
 def clip_alpha(mant: int, exp: int) -> float:
@@ -19,6 +19,42 @@ def clip_alpha(mant: int, exp: int) -> float:
     if not (0 <= mant <= 255 and -128 <= exp <= 127):
         raise ValueError(f"clip threshold needs mant in 0..255 and exp in -128..127, got {mant}, {exp}")
     return float(np.ldexp(float(mant), exp))
+
+
+def alpha_clip(alpha: float) -> tuple[int, int]:
+    """The hardware form (mant, exp) nearest a PACT threshold ``alpha`` > 0: an 8-bit
+    mantissa (128..255, ties to even) times a power of two; see :func:`clip_alpha`."""
+    alpha = float(alpha)
+    if not (np.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"PACT alpha must be a positive finite number, got {alpha!r}")
+    exp = int(np.floor(np.log2(alpha))) - 7
+    mant = int(np.rint(np.ldexp(alpha, -exp)))
+    if mant == 256:
+        mant, exp = 128, exp + 1
+    if not -128 <= exp <= 127:
+        raise ValueError(f"PACT alpha {alpha!r} is outside the hardware's range")
+    return mant, exp
+
+
+def pact_masks(q: QTensor, clip) -> tuple[np.ndarray, np.ndarray]:
+    """PACT's straight-through masks, read from the uint4 output of a clipped forward GEMM.
+
+    The host sees only the codes, so the masks are defined on them: an element is
+    *clipped* if its value lies within half a step (2**E / 2) of alpha or above, which
+    covers every element the clip reached; it is *in range* if it is positive and not
+    clipped. Backward: dX = dY * in_range, d alpha = sum(dY * clipped).
+
+    Returns
+    -------
+    in_range, clipped : ndarray of bool, the shape of ``q``.
+    """
+    if q.kind != "uint4":
+        raise ValueError(f"PACT masks need a uint4 tensor, got {q.kind}")
+    alpha = clip_alpha(*clip)
+    values = q.dequantize()
+    half_step = np.ldexp(0.5, q.element_exps())
+    clipped = values >= alpha - half_step
+    return (values > 0) & ~clipped, clipped
 
 
 def int_output(result: GemmResult, kind: str, *, clip=None, mask=None) -> QTensor:

@@ -1,26 +1,35 @@
 """Training an MLP on digits in FP32 or with nibble's 4-bit GEMMs.
 
-The 4-bit path follows Sun et al. (NeurIPS 2020) with nibble's numeric contract:
+The 4-bit path follows Sun et al. (NeurIPS 2020) with nibble's numeric contract. Every
+GEMM is a :class:`rtl.gemm_protocol.GemmJob` run by a backend (golden model, Verilated
+RTL or a board), output stage included, so the backends are interchangeable bit for bit:
 
-* forward Y = X . W: X uint4 (input pixels, then PACT-clipped activations), W int4
-  after SAWB clipping; every GEMM is ``quantize`` + ``tiled_gemm`` on a backend;
-* backward dX = dY . W^T: dY fp4 at phase 0, W^T the transposed int4 weights (square
-  tiles share one exponent, so no re-quantization);
-* weight gradient dW = X^T . dY: X^T the forward's uint4 activations, dY fp4 at phase 1
-  (two-phase rounding);
-* bias adds, PACT, softmax cross-entropy and the SGD update stay in float on the host.
+* forward Y = X . W: X uint4 (input pixels, then the previous layer's output), W int4
+  after SAWB clipping. Hidden layers come back from the requantizer as uint4 with the
+  PACT clip alpha (in the hardware's mant * 2**exp form); the requantizer has no bias
+  input, so hidden layers have no bias. The last layer returns raw accumulators; the
+  host adds its bias.
+* weight gradient dW = X^T . dY: X^T the forward's uint4 input, dY fp4 at phase 1
+  (two-phase rounding); raw output to the host's FP32 master weights.
+* backward dX = dY . W^T: dY fp4 at phase 0, W^T the transposed int4 weights. The log4
+  unit returns the next layer's dY (PACT's straight-through mask applied on chip), once
+  per TPR phase; one raw pass gives PACT's alpha gradient (and GradScale's maximum).
+* the loss gradient of the top layer is quantized to fp4 on the host; softmax, PACT's
+  alpha and bias updates, and SGD stay in float on the host.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from golden import NibbleParams, QTensor, quantize, tiled_gemm
-from golden.gemm import GemmResult
-from golden.scaling import GradScale, pact, pact_backward, sawb_clip
+from golden import NibbleParams, quantize
+from golden.output import alpha_clip, pact_masks
+from golden.scaling import GradScale, sawb_clip
+from rtl.gemm_protocol import GemmJob, GemmOutput, OutputSpec, expected
 
 from .digits import Digits
 
@@ -91,7 +100,12 @@ class TrainConfig:
 
 
 class GoldenBackend:
-    """Runs each GEMM with the golden model and counts the work."""
+    """Runs each GEMM job with the golden model and counts the work.
+
+    The backend interface: ``params``, ``gemms``, ``macs``, ``cycles`` (simulated clock
+    cycles, 0 where nothing is simulated), ``step`` (set by the training loop for
+    reports) and :meth:`run`.
+    """
 
     name = "golden"
 
@@ -99,13 +113,20 @@ class GoldenBackend:
         self.params = params
         self.gemms = 0
         self.macs = 0
+        self.cycles = 0
+        self.step = 0
 
-    def gemm(self, a: QTensor, b: QTensor, role: str) -> GemmResult:
-        """One accelerator GEMM; ``role`` is one of :data:`GEMM_ROLES`."""
+    def _count(self, job: GemmJob, role: str) -> None:
         assert role in GEMM_ROLES, role
+        m, k, n = job.shape
         self.gemms += 1
-        self.macs += a.shape[0] * a.shape[1] * b.shape[1]
-        return tiled_gemm(a, b, acc_bits=self.params.acc_bits)
+        self.macs += m * k * n
+
+    def run(self, job: GemmJob, role: str, layer: int) -> GemmOutput:
+        """One accelerator GEMM with its output stage; ``role`` is one of
+        :data:`GEMM_ROLES`, ``layer`` the layer index (for reports)."""
+        self._count(job, role)
+        return expected(job, self.params)
 
 
 @dataclass
@@ -118,7 +139,9 @@ class RunResult:
     steps: int = 0
     gemms: int = 0
     macs: int = 0
+    cycles: int = 0                         # simulated clock cycles (RTL backends)
     seconds: float = 0.0
+    weight_digests: list = field(default_factory=list)   # SHA-1 of all weights after each step
 
 
 def _softmax_xent(logits: np.ndarray, labels: np.ndarray):
@@ -179,16 +202,22 @@ class MLP:
 
     # -- nibble 4-bit -----------------------------------------------------------------
     def quant_forward(self, x, backend):
-        """Forward pass with every GEMM on ``backend``; returns (logits, per-layer cache)."""
+        """Forward pass with every GEMM on ``backend``; returns (logits, per-layer cache
+        of (uint4 input, int4 weights, PACT clip of the layer's output or None))."""
         tile = backend.params.tile
         a_q = quantize(x, "uint4", tile=tile)
         cache = []
-        for l, (w, b) in enumerate(zip(self.w, self.b)):
+        last = len(self.w) - 1
+        for l, w in enumerate(self.w):
             w_q = quantize(sawb_clip(w), "int4", tile=tile)
-            y = backend.gemm(a_q, w_q, "forward").value() + b
-            cache.append((a_q, w_q, y))
-            if l < len(self.w) - 1:
-                a_q = quantize(pact(y, self.alpha[l]), "uint4", tile=tile)
+            if l == last:
+                y = backend.run(GemmJob(a_q, w_q), "forward", l).raw.value() + self.b[l]
+                cache.append((a_q, w_q, None))
+            else:
+                clip = alpha_clip(self.alpha[l])
+                out = OutputSpec("int", kind="uint4", clip=clip)
+                cache.append((a_q, w_q, clip))
+                a_q = backend.run(GemmJob(a_q, w_q, out=out), "forward", l).codes
         return y, cache
 
     def quant_grads(self, x, labels, backend, quant: QuantConfig, scales):
@@ -196,26 +225,45 @@ class MLP:
         logits, cache = self.quant_forward(x, backend)
         loss, g = _softmax_xent(logits, labels)
         p_dx, p_dw = quant.phases
-        grads = {}
-
-        def grad_q(g, phase, l):
-            exps = scales[l].exponent(g) if quant.gradscale else None
-            return quantize(g, quant.grad_kind, tile=tile, phase=phase,
-                            rounding=quant.rounding, exps=exps)
-
+        phases = sorted({p_dx, p_dw})
+        top = len(self.w) - 1
+        exps = scales[top].exponent(g) if quant.gradscale else None
+        dy = {p: quantize(g, quant.grad_kind, tile=tile, phase=p, rounding=quant.rounding,
+                          exps=exps) for p in phases}
+        if quant.gradscale:
+            scales[top].update(g)
+        grads = {("b", top): g.sum(axis=0)}
         for l in reversed(range(len(self.w))):
             a_q, w_q, _ = cache[l]
-            grads["w", l] = backend.gemm(a_q.T, grad_q(g, p_dw, l), "weight_grad").value()
-            grads["b", l] = g.sum(axis=0)
-            if l:
-                dx = backend.gemm(grad_q(g, p_dx, l), w_q.T, "backward").value()
-                y_prev = cache[l - 1][2]
-                g_prev, grads["alpha", l - 1] = pact_backward(y_prev, self.alpha[l - 1], dx)
+            grads["w", l] = backend.run(GemmJob(a_q, dy[p_dw], a_trans=True),
+                                        "weight_grad", l).raw.value()
+            if not l:
+                break
+            # dX = dY . W^T; its elementwise PACT backward uses masks read from a_q.
+            in_range, clipped = pact_masks(a_q, cache[l - 1][2])
+            dx = backend.run(GemmJob(dy[p_dx], w_q, b_trans=True), "backward", l).raw.value()
+            grads["alpha", l - 1] = float(np.sum(dx * clipped))
+            g_prev = dx * in_range
+            exps = scales[l - 1].exponent(g_prev) if quant.gradscale else None
+            if quant.grad_kind == "fp4":     # the log4 unit, once per TPR phase
+                dy = {p: backend.run(GemmJob(dy[p_dx], w_q, b_trans=True, out=OutputSpec(
+                          "fp4", phase=p, rounding=quant.rounding, ext_exp=exps, mask=in_range)),
+                          "backward", l).codes for p in phases}
+            else:                            # radix-2 study ablation: no hardware, host quantizes
+                dy = {p: quantize(g_prev, quant.grad_kind, tile=tile, phase=p,
+                                  rounding=quant.rounding, exps=exps) for p in phases}
             if quant.gradscale:
-                scales[l].update(g)
-            if l:
-                g = g_prev
+                scales[l - 1].update(g_prev)
         return loss, grads
+
+    def weight_digest(self) -> str:
+        """SHA-1 over every trainable parameter's bytes: equal digests, identical weights."""
+        h = hashlib.sha1()
+        for arrays in (self.w, self.b):
+            for a in arrays:
+                h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+        h.update(np.asarray(self.alpha, dtype=np.float64).tobytes())
+        return h.hexdigest()
 
     def predict(self, x, backend=None):
         if backend is None:
@@ -224,7 +272,7 @@ class MLP:
 
 
 def train_run(data: Digits, config: TrainConfig, seed: int, quant: QuantConfig | None,
-              backend=None, progress=None) -> RunResult:
+              backend=None, progress=None, on_step=None) -> RunResult:
     """Train one network from scratch.
 
     Parameters
@@ -239,6 +287,8 @@ def train_run(data: Digits, config: TrainConfig, seed: int, quant: QuantConfig |
         A GEMM backend (default :class:`GoldenBackend` for ``config.params``).
     progress : callable, optional
         Called after every epoch as ``progress(epoch, result)``.
+    on_step : callable, optional
+        Called after every step as ``on_step(epoch, result, backend)``.
     """
     rng = np.random.default_rng(seed)
     sizes = [data.x_train.shape[1], *config.hidden, data.n_classes]
@@ -258,6 +308,8 @@ def train_run(data: Digits, config: TrainConfig, seed: int, quant: QuantConfig |
             # cosine learning-rate decay over the whole run
             lr = 0.5 * config.lr * (1.0 + np.cos(np.pi * result.steps / total_steps))
             idx = order[i * config.batch:(i + 1) * config.batch]
+            if backend is not None:
+                backend.step = result.steps
             x, y = data.x_train[idx], data.y_train[idx]
             if quant is None:
                 loss, grads = model.fp32_grads(x, y)
@@ -266,6 +318,9 @@ def train_run(data: Digits, config: TrainConfig, seed: int, quant: QuantConfig |
             model.step(grads, lr)
             losses.append(loss)
             result.steps += 1
+            result.weight_digests.append(model.weight_digest())
+            if on_step is not None:
+                on_step(epoch, result, backend)
         pred = model.predict(data.x_test, backend if quant is not None else None)
         result.test_curve.append(100.0 * float(np.mean(pred == data.y_test)))
         result.train_loss.append(float(np.mean(losses)))
@@ -273,6 +328,6 @@ def train_run(data: Digits, config: TrainConfig, seed: int, quant: QuantConfig |
             progress(epoch, result)
     result.test_acc = result.test_curve[-1]
     if backend is not None:
-        result.gemms, result.macs = backend.gemms, backend.macs
+        result.gemms, result.macs, result.cycles = backend.gemms, backend.macs, backend.cycles
     result.seconds = time.perf_counter() - start
     return result

@@ -4,7 +4,8 @@ loop learns, and runs are reproducible."""
 import numpy as np
 import pytest
 
-from golden import tiled_gemm
+from golden import quantize, tiled_gemm
+from golden.output import alpha_clip, clip_alpha, int_output, pact_masks
 from nibble.digits import load_digits_split
 from nibble.training import GoldenBackend, QuantConfig, TrainConfig, train_run
 
@@ -27,15 +28,15 @@ def test_split_is_fixed_disjoint_and_complete(digits):
 
 
 class RecordingBackend(GoldenBackend):
-    """Golden backend that remembers every GEMM's role and operands."""
+    """Golden backend that remembers every GEMM job with its role and layer."""
 
     def __init__(self, params):
         super().__init__(params)
         self.calls = []
 
-    def gemm(self, a, b, role):
-        self.calls.append((role, a, b))
-        return super().gemm(a, b, role)
+    def run(self, job, role, layer):
+        self.calls.append((role, layer, job))
+        return super().run(job, role, layer)
 
 
 @pytest.mark.parametrize("quant, phases", [
@@ -49,25 +50,33 @@ def test_three_gemms_use_contract_kinds_and_phases(digits, quant, phases):
     small = type(digits)(digits.x_train[:32], digits.y_train[:32], digits.x_test[:8], digits.y_test[:8])
     train_run(small, config, seed=0, quant=quant, backend=backend)
     grad_kind = quant.grad_kind
-    seen = set()
-    forward_weights = []
-    for role, a, b in backend.calls:
-        seen.add(role)
+    forward_weights, counts = [], {}
+    for role, layer, job in backend.calls:
+        a, b, out = job.a_op, job.b_op, job.out
+        counts[role, out.mode] = counts.get((role, out.mode), 0) + 1
         if role == "forward":
-            assert (a.kind, b.kind) == ("uint4", "int4")
+            assert (a.kind, b.kind) == ("uint4", "int4") and not (job.a_trans or job.b_trans)
             forward_weights.append(b)
+            # hidden layers: PACT-clipped uint4 from the requantizer; the last: raw
+            assert (out.mode, out.kind) == (("raw", "int4") if layer == 2 else ("int", "uint4"))
+            assert (out.clip is None) == (layer == 2)
         elif role == "backward":                       # dX = dY . W^T
-            assert (a.kind, a.phase, b.kind) == (grad_kind, phases[0], "int4")
+            assert (a.kind, a.phase, b.kind) == (grad_kind, phases[0], "int4") and job.b_trans
             # W^T is a forward weight tensor transposed, codes and exponents alike
             assert any(np.array_equal(b.codes, w.codes.T) and np.array_equal(b.exps, w.exps.T)
                        for w in forward_weights)
+            if out.mode == "fp4":                      # the log4 unit gives the next dY
+                assert out.mask is not None and out.phase in phases
         else:                                          # dW = X^T . dY
-            assert role == "weight_grad"
+            assert role == "weight_grad" and job.a_trans and out.mode == "raw"
             assert (a.kind, b.kind, b.phase) == ("uint4", grad_kind, phases[1])
-    assert seen == {"forward", "backward", "weight_grad"}
-    # 3 layers: 3 forward + 2 backward + 3 weight-gradient GEMMs per step, 1 step, plus
-    # the 3 forward GEMMs of the test-set evaluation
-    assert backend.gemms == 8 + 3
+    # 3 layers, 1 step: 3 forward, 3 weight-gradient and 2 raw backward GEMMs (PACT's
+    # alpha gradient), plus per lower layer one log4 pass per distinct phase (fp4 only),
+    # plus the 3 forward GEMMs of the test-set evaluation
+    fp4_passes = 2 * len(set(phases)) if grad_kind == "fp4" else 0
+    assert counts.get(("backward", "fp4"), 0) == fp4_passes
+    assert counts[("forward", "int")] == 2 * 2 and counts[("forward", "raw")] == 2
+    assert backend.gemms == 8 + fp4_passes + 3
 
 
 def test_backend_results_are_golden_gemms(digits):
@@ -75,11 +84,50 @@ def test_backend_results_are_golden_gemms(digits):
     backend = RecordingBackend(config.params)
     small = type(digits)(digits.x_train[:16], digits.y_train[:16], digits.x_test[:4], digits.y_test[:4])
     train_run(small, config, seed=3, quant=QuantConfig(), backend=backend)
-    role, a, b = backend.calls[0]
-    got = GoldenBackend(config.params).gemm(a, b, role)
-    want = tiled_gemm(a, b, acc_bits=config.params.acc_bits)
-    assert np.array_equal(got.acc, want.acc)
-    assert backend.macs == sum(a.shape[0] * a.shape[1] * b.shape[1] for _, a, b in backend.calls)
+    role, layer, job = backend.calls[0]
+    got = GoldenBackend(config.params).run(job, role, layer)
+    want = tiled_gemm(job.a_op, job.b_op, acc_bits=config.params.acc_bits)
+    want = int_output(want, "uint4", clip=job.out.clip)
+    assert np.array_equal(got.codes.codes, want.codes) and np.array_equal(got.codes.exps, want.exps)
+    assert backend.macs == sum(np.prod(job.shape) for *_, job in backend.calls)
+
+
+def test_pact_masks_follow_the_clip():
+    """Clipped: at or within half a step of alpha; in range: positive and not clipped."""
+    clip = alpha_clip(2.0)
+    y = np.array([[-1.0, 0.0, 0.01, 0.5, 1.9, 1.99, 2.0, 7.0]])
+    q = int_output_of(y, clip)
+    in_range, clipped = pact_masks(q, clip)
+    values = q.dequantize()
+    step = np.ldexp(1.0, q.element_exps())
+    assert np.array_equal(clipped, values >= 2.0 - step / 2)
+    assert clipped[0, -2:].all() and not clipped[0, :4].any()
+    assert np.array_equal(in_range, (values > 0) & ~clipped)
+    assert not in_range[0, :2].any() and in_range[0, 3]
+
+
+def int_output_of(y, clip):
+    return quantize(np.minimum(np.maximum(y, 0.0), clip_alpha(*clip)), "uint4", tile=8)
+
+
+def test_alpha_clip_rounds_to_the_hardware_form():
+    for alpha in (4.0, 3.3, 0.01, 1000.0, 255.9):
+        mant, exp = alpha_clip(alpha)
+        assert 128 <= mant <= 255
+        assert abs(clip_alpha(mant, exp) - alpha) <= np.ldexp(0.5, exp) * (1 + 1e-12)
+    for bad in (0.0, -1.0, float("nan"), float("inf"), 1e300):
+        with pytest.raises(ValueError):
+            alpha_clip(bad)
+
+
+def test_weights_digest_per_step_and_golden_runs_agree(digits):
+    small = type(digits)(digits.x_train[:64], digits.y_train[:64], digits.x_test[:8], digits.y_test[:8])
+    config = TrainConfig(epochs=1, hidden=(16,))
+    one = train_run(small, config, seed=2, quant=QuantConfig())
+    two = train_run(small, config, seed=2, quant=QuantConfig(), backend=RecordingBackend(config.params))
+    assert len(one.weight_digests) == one.steps == 2
+    assert one.weight_digests == two.weight_digests
+    assert one.weight_digests[0] != one.weight_digests[1]
 
 
 @pytest.mark.parametrize("quant", [None, QuantConfig()], ids=["fp32", "nibble"])
