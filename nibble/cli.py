@@ -47,22 +47,56 @@ def _cmd_train(args) -> int:
     params = NibbleParams(tile=args.tile, acc_bits=args.acc_bits)
     config = TrainConfig(epochs=args.epochs, batch=args.batch, lr=args.lr,
                          hidden=tuple(args.hidden), params=params)
-    names = [c.name for c in STUDY_CONFIGS]
-    wanted = args.configs or names
-    unknown = sorted(set(wanted) - set(names))
-    if unknown:
-        raise ValueError(f"unknown config {', '.join(unknown)}; choose from {', '.join(names)}")
-    configs = [c for c in STUDY_CONFIGS if c.name in wanted]
-    seeds = list(range(args.seed, args.seed + args.seeds))
+    hardware = args.backend != "golden"
+    seeds = list(range(args.seed, args.seed + (args.seeds or (1 if hardware else 3))))
+    if args.plot:
+        from .plots import _pyplot
+        _pyplot()                           # fail now, not after the training
     print(f"nibble train: digits MLP 64-{'-'.join(map(str, config.hidden))}-10, "
           f"{config.epochs} epochs, batch {config.batch}, seeds {seeds[0]}..{seeds[-1]}, "
           f"backend {args.backend}, T={params.tile}, acc_bits={params.acc_bits}", flush=True)
-    results = run_study(config, seeds, configs, progress=not args.quiet)
+    runs = {}
+    if hardware:
+        from .backends import GemmMismatch
+        from .e2e import format_e2e_table, run_e2e
+
+        if args.configs:
+            raise ValueError("--configs applies to the golden study only")
+        if args.backend == "serial" and not args.port:
+            raise ValueError("the serial backend needs --port (e.g. /dev/ttyUSB0)")
+        try:
+            results = run_e2e(config, seeds, args.backend, progress=not args.quiet,
+                              port=args.port, keep_runs=True)
+        except GemmMismatch as exc:
+            print(f"nibble train: GEMM mismatch, run stopped: {exc}", file=sys.stderr)
+            return 1
+        runs = results.pop("_runs")
+        table = format_e2e_table(results)
+        hw = results[args.backend]
+        verdict = (f"\n{args.backend}: {hw['gemms_checked']:,} GEMMs checked against golden, "
+                   f"bit-exact: {hw['bit_exact']}; {hw['cycles_per_second']:,.0f} simulated "
+                   f"cycles/s" if args.backend == "rtl" else "")
+    else:
+        names = [c.name for c in STUDY_CONFIGS]
+        wanted = args.configs or names
+        unknown = sorted(set(wanted) - set(names))
+        if unknown:
+            raise ValueError(f"unknown config {', '.join(unknown)}; choose from {', '.join(names)}")
+        configs = [c for c in STUDY_CONFIGS if c.name in wanted]
+        results = run_study(config, seeds, configs, progress=not args.quiet, runs_out=runs)
+        table, verdict = format_table(results), ""
     print()
-    print(format_table(results))
+    print(table + verdict)
     if args.json:
         write_json(args.json, results, config, seeds, args.backend)
         print(f"\nwrote {args.json}")
+    if args.plot:
+        from .plots import write_plots
+        for path in write_plots(results, runs, args.plot):
+            print(f"wrote {path}")
+    if hardware and not results[args.backend]["bit_exact"]:
+        print("nibble train: the hardware run's weights differ from golden's", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -198,11 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Train an MLP on scikit-learn's digits in FP32 and with "
                                        "nibble's 4-bit GEMMs (plus ablations); print a table "
                                        "of test accuracy over seeds.")
-    train.add_argument("--backend", choices=["golden"], default="golden",
-                       help="where the 4-bit GEMMs run (golden: the NumPy golden model)")
+    train.add_argument("--backend", choices=["golden", "rtl", "serial"], default="golden",
+                       help="where the 4-bit GEMMs run: golden (NumPy; the study with "
+                            "ablations), rtl (the Verilated accelerator, checked against "
+                            "golden GEMM by GEMM, next to FP32 and golden runs), serial (a "
+                            "board, needs --port)")
+    train.add_argument("--port", metavar="DEV", help="serial port of the board (--backend serial)")
     train.add_argument("--epochs", type=_positive_int, default=20, help="epochs per run (default 20)")
-    train.add_argument("--seeds", type=_positive_int, default=3,
-                       help="number of seeds per configuration (default 3)")
+    train.add_argument("--seeds", type=_positive_int,
+                       help="number of seeds per configuration (default 3; 1 with rtl/serial)")
     train.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     train.add_argument("--batch", type=_positive_int, default=32, help="batch size (default 32)")
     train.add_argument("--lr", type=float, default=0.05, help="peak learning rate (default 0.05)")
@@ -211,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--configs", nargs="+", metavar="NAME",
                        help="only these rows: fp32 nibble no_tpr radix2 gradscale linear")
     train.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    train.add_argument("--plot", metavar="DIR", help="write PNG plots (needs the plot extra)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_params(train)
     train.set_defaults(func=_cmd_train)

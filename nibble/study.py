@@ -57,8 +57,10 @@ class _Progress:
         self.stream.flush()
 
 
-def run_study(config: TrainConfig, seeds, configs=STUDY_CONFIGS, data=None, progress=True):
-    """Train every configuration for every seed; return {name: summary dict}."""
+def run_study(config: TrainConfig, seeds, configs=STUDY_CONFIGS, data=None, progress=True,
+              runs_out: dict | None = None):
+    """Train every configuration for every seed; return {name: summary dict}. If given,
+    ``runs_out`` receives {name: [RunResult per seed]}."""
     data = data if data is not None else load_digits_split()
     bar = _Progress() if progress else None
     results = {}
@@ -68,6 +70,8 @@ def run_study(config: TrainConfig, seeds, configs=STUDY_CONFIGS, data=None, prog
             label = f"{sc.name} seed {seed} ({i + 1}/{len(seeds)})"
             cb = (lambda e, r, label=label: bar(label, config.epochs, e, r)) if bar else None
             runs.append(train_run(data, config, seed, sc.quant, progress=cb))
+        if runs_out is not None:
+            runs_out[sc.name] = runs
         accs = np.array([r.test_acc for r in runs])
         results[sc.name] = {
             "description": sc.description,

@@ -142,6 +142,7 @@ class RunResult:
     cycles: int = 0                         # simulated clock cycles (RTL backends)
     seconds: float = 0.0
     weight_digests: list = field(default_factory=list)   # SHA-1 of all weights after each step
+    grad_probe: dict | None = None          # last step's layer-0 output gradient, float and fp4
 
 
 def _softmax_xent(logits: np.ndarray, labels: np.ndarray):
@@ -166,6 +167,7 @@ class MLP:
         self.b = [np.zeros(n) for n in sizes[1:]]
         self.alpha = [config.pact_alpha] * (len(sizes) - 2)
         self._vel = {}
+        self.grad_probe = None
 
     def step(self, grads: dict, lr: float) -> None:
         """SGD with momentum; ``grads`` maps ('w'|'b'|'alpha', layer) to gradients."""
@@ -254,6 +256,8 @@ class MLP:
                                   rounding=quant.rounding, exps=exps) for p in phases}
             if quant.gradscale:
                 scales[l - 1].update(g_prev)
+            if l == 1:    # kept for the gradient-vs-FP4-grid histograms
+                self.grad_probe = {"layer": 0, "g": g_prev, "dy": dy}
         return loss, grads
 
     def weight_digest(self) -> str:
@@ -327,6 +331,7 @@ def train_run(data: Digits, config: TrainConfig, seed: int, quant: QuantConfig |
         if progress is not None:
             progress(epoch, result)
     result.test_acc = result.test_curve[-1]
+    result.grad_probe = model.grad_probe
     if backend is not None:
         result.gemms, result.macs, result.cycles = backend.gemms, backend.macs, backend.cycles
     result.seconds = time.perf_counter() - start

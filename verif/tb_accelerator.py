@@ -24,6 +24,7 @@ from rtl.gemm_protocol import GemmBeats, GemmJob, OutputSpec, decode, encode, ex
 
 from .cocotb_streams import StreamDriver, StreamMonitor
 from .coverage import MODES, OUTPUT_VARIANTS, coverage_bin
+from .scoreboard import first_mismatch
 
 PARAMS = NibbleParams(tile=int(os.environ.get("NIBBLE_TILE", "4")),
                       acc_bits=int(os.environ.get("NIBBLE_ACC_BITS", "32")))
@@ -84,22 +85,9 @@ def _write_stats():
 
 def scoreboard(job: GemmJob, got, index: int, stalled: bool = True) -> None:
     """Compare with golden; raise with the first mismatch's coordinates and operands."""
-    want = expected(job, PARAMS)
-    if job.out.mode == "raw":
-        pairs = [("acc", got.raw.acc, want.raw.acc), ("out_exp", got.raw.out_exps, want.raw.out_exps)]
-    else:
-        pairs = [("code", got.codes.codes, want.codes.codes), ("exp", got.codes.exps, want.codes.exps)]
-    for what, g, w in pairs:
-        bad = np.argwhere(np.asarray(g) != np.asarray(w))
-        if len(bad):
-            r, c = (int(v) for v in bad[0])
-            a_row = job.a_op.codes[r * (PARAMS.tile if what in ("exp", "out_exp") else 1)]
-            raise AssertionError(
-                f"GEMM {index} ({job.a_op.kind}{'^T' if job.a_trans else ''} x "
-                f"{job.b_op.kind}{'^T' if job.b_trans else ''} -> {job.out.mode}), first "
-                f"{what} mismatch at [{r}, {c}]: RTL {g[r, c]}, golden {w[r, c]}; "
-                f"{len(bad)} mismatches; A row codes {a_row.tolist()}")
-    assert got.saturated == want.saturated, f"GEMM {index}: saturated {got.saturated}, golden {want.saturated}"
+    report = first_mismatch(job, got, expected(job, PARAMS))
+    if report:
+        raise AssertionError(f"GEMM {index}: {report}")
     m, k, n = job.shape
     STATS["gemms"] += 1
     STATS["macs"] += m * k * n

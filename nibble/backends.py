@@ -1,0 +1,101 @@
+"""GEMM backends for training: golden (NumPy), rtl (the Verilated accelerator) and serial
+(a board through :class:`nibble.device.Device`).
+
+Every backend takes the same :class:`rtl.gemm_protocol.GemmJob` and returns the same
+:class:`rtl.gemm_protocol.GemmOutput`, so the training loop cannot tell them apart. The
+hardware backends check every result against golden as they go and stop the run at the
+first mismatch with a report (layer, step, GEMM kind, coordinates, both values).
+"""
+
+from __future__ import annotations
+
+from golden.params import NibbleParams
+from rtl.gemm_protocol import GemmJob, GemmOutput, expected
+from verif.scoreboard import first_mismatch
+
+from .training import GoldenBackend
+
+__all__ = ["BACKENDS", "GemmMismatch", "CheckedBackend", "RtlBackend", "SerialBackend",
+           "make_backend"]
+
+BACKENDS = ("golden", "rtl", "serial")
+
+
+class GemmMismatch(RuntimeError):
+    """A hardware GEMM differed from golden; the message is the report."""
+
+
+class CheckedBackend(GoldenBackend):
+    """Runs each job on hardware (``_execute``) and compares it with golden.
+
+    Attributes
+    ----------
+    checked : int
+        GEMMs that matched golden bit for bit.
+    """
+
+    name = "hardware"
+
+    def __init__(self, params: NibbleParams):
+        super().__init__(params)
+        self.checked = 0
+
+    def _execute(self, job: GemmJob) -> GemmOutput:
+        raise NotImplementedError
+
+    def run(self, job: GemmJob, role: str, layer: int) -> GemmOutput:
+        self._count(job, role)
+        got = self._execute(job)
+        report = first_mismatch(job, got, expected(job, self.params))
+        if report:
+            raise GemmMismatch(f"{self.name} backend: layer {layer}, step {self.step}, "
+                               f"{role} GEMM (#{self.gemms} of the run): {report}")
+        self.checked += 1
+        return got
+
+
+class RtlBackend(CheckedBackend):
+    """The Verilated ``nibble_top`` through the fast C++ harness
+    (:class:`verif.fast_sim.FastAccelerator`); ``cycles`` counts simulated clocks."""
+
+    name = "rtl"
+
+    def __init__(self, params: NibbleParams, *, seed: int | None = 0, p_stall: float = 0.0):
+        from verif.fast_sim import FastAccelerator
+
+        super().__init__(params)
+        self.sim = FastAccelerator(params, seed=seed, p_stall=p_stall)
+
+    def _execute(self, job: GemmJob) -> GemmOutput:
+        out = self.sim.run(job)
+        self.cycles = self.sim.cycles
+        return out
+
+
+class SerialBackend(CheckedBackend):
+    """A board running the nibble bitstream, through :class:`nibble.device.Device`."""
+
+    name = "serial"
+
+    def __init__(self, params: NibbleParams, port: str, baud: int | None = None):
+        from .device import Device
+
+        super().__init__(params)
+        kwargs = {} if baud is None else {"baud": baud}
+        self.device = Device.serial(port, params, **kwargs)
+
+    def _execute(self, job: GemmJob) -> GemmOutput:
+        return self.device.run(job)
+
+
+def make_backend(name: str, params: NibbleParams, *, port: str | None = None) -> GoldenBackend:
+    """The backend called ``name`` (one of :data:`BACKENDS`)."""
+    if name == "golden":
+        return GoldenBackend(params)
+    if name == "rtl":
+        return RtlBackend(params)
+    if name == "serial":
+        if not port:
+            raise ValueError("the serial backend needs --port (e.g. /dev/ttyUSB0)")
+        return SerialBackend(params, port)
+    raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")

@@ -1,0 +1,131 @@
+"""End to end: train the digits MLP with every GEMM on hardware (the Verilated RTL or a
+board) next to FP32 and the golden 4-bit run, and prove the hardware run bit-exact.
+
+Each GEMM of the hardware run is checked against golden as it runs (the backend stops
+at the first mismatch), and the weights after every step are compared with the golden
+run's through per-step SHA-1 digests.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from .backends import make_backend
+from .digits import Digits, load_digits_split
+from .training import QuantConfig, TrainConfig, train_run
+
+__all__ = ["StepProgress", "run_e2e", "format_e2e_table"]
+
+
+class StepProgress:
+    """One status line per step (redrawn on a tty; every ``every`` steps otherwise):
+    epoch, step, GEMMs done, simulated cycles and cycles per second."""
+
+    def __init__(self, label: str, epochs: int, steps_per_epoch: int, stream=sys.stderr,
+                 every: int = 50):
+        self.label, self.epochs, self.steps_per_epoch = label, epochs, steps_per_epoch
+        self.stream, self.every = stream, every
+        self.tty = stream.isatty()
+        self.start = time.perf_counter()
+
+    def __call__(self, epoch, result, backend) -> None:
+        total = self.epochs * self.steps_per_epoch
+        last = result.steps == total
+        if not (self.tty or last or result.steps % self.every == 0):
+            return
+        secs = time.perf_counter() - self.start
+        cycles = backend.cycles if backend is not None else 0
+        line = (f"{self.label}: epoch {epoch + 1}/{self.epochs} step {result.steps}/{total} "
+                f"GEMMs {backend.gemms if backend else 0:,} cycles {cycles:,} "
+                f"({cycles / secs if secs else 0:,.0f}/s) {secs:.0f} s")
+        if self.tty:
+            self.stream.write("\r" + line.ljust(100) + ("\n" if last else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _summary(runs, extra=None) -> dict:
+    accs = np.array([r.test_acc for r in runs])
+    return {
+        "test_acc_mean": float(accs.mean()),
+        "test_acc_std": float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
+        "test_accs": accs.tolist(),
+        "final_train_loss_mean": float(np.mean([r.train_loss[-1] for r in runs])),
+        "steps": runs[0].steps,
+        "gemms": runs[0].gemms,
+        "macs": runs[0].macs,
+        "cycles": int(sum(r.cycles for r in runs)),
+        "seconds": float(sum(r.seconds for r in runs)),
+        "train_curves": [r.train_loss for r in runs],
+        "test_curves": [r.test_curve for r in runs],
+        **(extra or {}),
+    }
+
+
+def run_e2e(config: TrainConfig, seeds, backend: str = "rtl", *, data: Digits | None = None,
+            progress: bool = True, port: str | None = None, keep_runs: bool = False) -> dict:
+    """FP32, golden 4-bit and hardware 4-bit runs per seed.
+
+    Returns
+    -------
+    dict
+        ``{"fp32": ..., "nibble": ..., backend: ...}`` summaries (test accuracy in
+        percent); the hardware entry has ``bit_exact`` (every GEMM matched golden and the
+        weights after every step equal the golden run's) and ``gemms_checked``. With
+        ``keep_runs`` the raw :class:`RunResult` lists are under ``"_runs"``.
+
+    Raises
+    ------
+    nibble.backends.GemmMismatch
+        At the first hardware GEMM that differs from golden.
+    """
+    data = data if data is not None else load_digits_split()
+    quant = QuantConfig()
+    steps_per_epoch = -(-len(data.y_train) // config.batch)
+    fp32, golden, hw = [], [], []
+    checked, digests_equal = 0, True
+    for seed in seeds:
+        fp32.append(train_run(data, config, seed, None))
+        golden.append(train_run(data, config, seed, quant))
+        hw_backend = make_backend(backend, config.params, port=port)
+        bar = StepProgress(f"{backend} seed {seed}", config.epochs, steps_per_epoch) if progress else None
+        hw.append(train_run(data, config, seed, quant, backend=hw_backend, on_step=bar))
+        checked += hw_backend.checked
+        digests_equal &= hw[-1].weight_digests == golden[-1].weight_digests
+        if progress:
+            print(f"seed {seed}: fp32 {fp32[-1].test_acc:.2f}%  golden {golden[-1].test_acc:.2f}%  "
+                  f"{backend} {hw[-1].test_acc:.2f}%  weights identical after every step: "
+                  f"{hw[-1].weight_digests == golden[-1].weight_digests}", file=sys.stderr)
+    total = sum(r.gemms for r in hw)
+    results = {
+        "fp32": _summary(fp32),
+        "nibble": _summary(golden),
+        backend: _summary(hw, {"bit_exact": bool(digests_equal and checked == total),
+                               "gemms_checked": checked,
+                               "cycles_per_second": sum(r.cycles for r in hw) /
+                               max(sum(r.seconds for r in hw), 1e-9)}),
+    }
+    if keep_runs:
+        results["_runs"] = {"fp32": fp32, "nibble": golden, backend: hw}
+    return results
+
+
+def format_e2e_table(results) -> str:
+    """Markdown table: FP32, nibble-golden and nibble-hardware side by side."""
+    labels = {"fp32": "FP32", "nibble": "nibble (golden)", "rtl": "nibble (RTL)",
+              "serial": "nibble (board)"}
+    rows = ["| run | test acc % | Δ vs FP32 | steps | GEMMs | MACs | simulated cycles | wall s |",
+            "|---|---|---|---|---|---|---|---|"]
+    ref = results["fp32"]["test_acc_mean"]
+    for name, r in results.items():
+        if name.startswith("_"):
+            continue
+        acc = f"{r['test_acc_mean']:.2f}" + (f" ± {r['test_acc_std']:.2f}" if r["test_acc_std"] else "")
+        delta = "" if name == "fp32" else f"{r['test_acc_mean'] - ref:+.2f}"
+        rows.append(f"| {labels.get(name, name)} | {acc} | {delta} | {r['steps']} | "
+                    f"{r['gemms'] or '—'} | {r['macs']:,} | {r['cycles']:,} | {r['seconds']:.1f} |")
+    return "\n".join(rows)
