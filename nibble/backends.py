@@ -65,10 +65,23 @@ class RtlBackend(CheckedBackend):
 
         super().__init__(params)
         self.sim = FastAccelerator(params, seed=seed, p_stall=p_stall)
+        self._start = self.sim.cycles            # the harness's reset cycles
+        #: per GEMM role: [simulated cycles, ideal cycles (one T-deep tile step per T
+        #: cycles with every PE busy)], for array utilization
+        self.role_cycles = {}
+
+    def run(self, job: GemmJob, role: str, layer: int) -> GemmOutput:
+        before = self.sim.cycles
+        out = super().run(job, role, layer)
+        mt, kt, nt = job.tiles
+        used = self.role_cycles.setdefault(role, [0, 0])
+        used[0] += self.sim.cycles - before
+        used[1] += mt * kt * nt * self.params.tile
+        return out
 
     def _execute(self, job: GemmJob) -> GemmOutput:
         out = self.sim.run(job)
-        self.cycles = self.sim.cycles
+        self.cycles = self.sim.cycles - self._start
         return out
 
 

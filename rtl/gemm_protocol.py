@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from amaranth.lib import data
 
 from golden.formats import QTensor
 from golden.gemm import GemmResult, tiled_gemm
@@ -152,8 +151,35 @@ def _padded_codes(q: QTensor) -> np.ndarray:
     return out
 
 
-def _pack_rows(tile_codes: np.ndarray, layout) -> list:
-    return [layout.const([int(c) for c in row]).as_value().value for row in tile_codes]
+def _pack(fields: np.ndarray, width: int) -> np.ndarray:
+    """Pack the last axis of ``fields`` (unsigned, each < 2**width) into one integer,
+    element 0 in the least significant bits, as an ArrayLayout constant would.
+
+    Returns uint64 when the packed word fits, else Python ints (object array). NumPy
+    instead of one Amaranth ``Const`` per row: encode is on the fast simulator's hot path.
+    """
+    n = fields.shape[-1]
+    per_word = 64 // width
+    words = []
+    for lo in range(0, n, per_word):
+        chunk = fields[..., lo:lo + per_word].astype(np.uint64)
+        shifts = np.arange(chunk.shape[-1], dtype=np.uint64) * np.uint64(width)
+        # disjoint bit fields: the sum is their OR
+        words.append((chunk << shifts).sum(axis=-1, dtype=np.uint64))
+    if len(words) == 1:
+        return words[0]
+    packed = words[0].astype(object)
+    for k, word in enumerate(words[1:], 1):
+        packed = packed | (word.astype(object) << (64 * k))
+    return packed
+
+
+def _tile_rows(q: QTensor, row_layout) -> np.ndarray:
+    """Every stored tile of ``q`` as packed ``row_layout`` rows: [tile row, tile col, row]."""
+    t = q.tile
+    rows, cols = q.exps.shape
+    codes = _padded_codes(q).reshape(rows, t, cols, t)
+    return _pack(codes, row_layout.elem_shape.width).transpose(0, 2, 1)
 
 
 def encode(job: GemmJob, params: NibbleParams) -> GemmBeats:
@@ -178,29 +204,35 @@ def encode(job: GemmJob, params: NibbleParams) -> GemmBeats:
         "ext_exp": 0 if out.ext_exp is None else int(out.ext_exp),
     }).as_value().value
 
+    # Beat order: output tile (i, j), i outer, then reduction tile t, then tile row.
+    # a_rows[i, t] is the stored A tile (i, t), or (t, i) if A is streamed transposed;
+    # b_rows[j, t] is the stored B tile (t, j), or (j, t) if transposed.
     row_layout = operand_row_layout(params)
-    a_store, b_store = _padded_codes(job.a), _padded_codes(job.b)
-    tile_of = lambda x, r, c: x[r * T:(r + 1) * T, c * T:(c + 1) * T]
-    a_codes, a_exps, b_codes, b_exps = [], [], [], []
-    for i in range(mt):
-        for j in range(nt):
-            for t in range(kt):
-                a_exps.append(int(a_op.exps[i, t]))
-                b_exps.append(int(b_op.exps[t, j]))
-                a_codes += _pack_rows(tile_of(a_store, t, i) if job.a_trans
-                                      else tile_of(a_store, i, t), row_layout)
-                b_codes += _pack_rows(tile_of(b_store, j, t) if job.b_trans
-                                      else tile_of(b_store, t, j), row_layout)
+    a_rows = _tile_rows(job.a, row_layout)
+    a_rows = a_rows.transpose(1, 0, 2) if job.a_trans else a_rows
+    b_rows = _tile_rows(job.b, row_layout)
+    b_rows = b_rows if job.b_trans else b_rows.transpose(1, 0, 2)
+    shape = (mt, nt, kt, T)
+    a_codes = np.broadcast_to(a_rows[:, None], shape).ravel().tolist()
+    b_codes = np.broadcast_to(b_rows[None], shape).ravel().tolist()
+    a_exps = np.asarray(a_op.exps, np.int64)[:, None, :]
+    b_exps = np.asarray(b_op.exps, np.int64).T[None]
+    a_exps = np.broadcast_to(a_exps, shape[:3]).ravel().tolist()
+    b_exps = np.broadcast_to(b_exps, shape[:3]).ravel().tolist()
     mask = []
     if out.mode != "raw" and out.mask is not None:
         padded = np.zeros((mt * T, nt * T), dtype=np.int64)
         m, _, n = job.shape
         padded[:m, :n] = np.asarray(out.mask).astype(bool)
-        for i in range(mt):
-            for j in range(nt):
-                mask += [int(sum(int(bit) << c for c, bit in enumerate(row)))
-                         for row in tile_of(padded, i, j)]
+        mask = _pack(padded.reshape(mt, T, nt, T), 1).transpose(0, 2, 1).ravel().tolist()
     return GemmBeats(cmd, a_codes, a_exps, b_codes, b_exps, mask, mt * nt * T)
+
+
+def _field_values(bits: np.ndarray, field) -> np.ndarray:
+    """Integer value (unsigned) of one layout ``field`` in every row of a bit matrix."""
+    width = field.width
+    return bits[:, field.offset:field.offset + width].astype(np.int64) @ (
+        np.int64(1) << np.arange(width, dtype=np.int64))
 
 
 def decode(job: GemmJob, params: NibbleParams, beats: list) -> GemmOutput:
@@ -210,24 +242,29 @@ def decode(job: GemmJob, params: NibbleParams, beats: list) -> GemmOutput:
     if len(beats) != mt * nt * T:
         raise ValueError(f"expected {mt * nt * T} result beats, got {len(beats)}")
     layout = result_layout(params)
-    values = np.zeros((mt * T, nt * T), dtype=np.int64)
-    exps = np.zeros((mt, nt), dtype=np.int64)
-    saturated = False
-    for n_beat, word in enumerate(beats):
-        beat = data.Const(layout, word)
-        i, rest = divmod(n_beat, nt * T)
-        j, r = divmod(rest, T)
-        exps[i, j] = beat.exp
-        bits = int(beat.data)
-        if job.out.mode == "raw":
-            width = acc_bits
-        else:
-            width = 4
-        row = [(bits >> (c * width)) & ((1 << width) - 1) for c in range(T)]
-        values[i * T + r, j * T:(j + 1) * T] = row
-        saturated = bool(beat.saturated)
-        if beat.last != (n_beat == len(beats) - 1):
-            raise ValueError(f"result beat {n_beat}: 'last' flag is {beat.last}")
+    nbytes = (layout.size + 7) // 8
+    # All beats at once as a (beats x bits) matrix instead of one Const per beat.
+    try:
+        raw = b"".join(int(word).to_bytes(nbytes, "little") for word in beats)
+    except OverflowError:
+        raise ValueError(f"a result beat does not fit in {layout.size} bits") from None
+    bits = np.unpackbits(np.frombuffer(raw, np.uint8).reshape(len(beats), nbytes),
+                         axis=1, bitorder="little")
+    if bits[:, layout.size:].any():
+        raise ValueError(f"a result beat does not fit in {layout.size} bits")
+    last = bits[:, layout["last"].offset]
+    bad = np.flatnonzero(last != (np.arange(len(beats)) == len(beats) - 1))
+    if len(bad):
+        raise ValueError(f"result beat {bad[0]}: 'last' flag is {last[bad[0]]}")
+    width = acc_bits if job.out.mode == "raw" else 4
+    # data holds T elements of ``width`` bits, element 0 lowest
+    elems = bits[:, :T * width].reshape(len(beats), T, width).astype(np.int64)
+    rows = elems @ (np.int64(1) << np.arange(width, dtype=np.int64))
+    values = rows.reshape(mt, nt, T, T).transpose(0, 2, 1, 3).reshape(mt * T, nt * T)
+    exp_field = layout["exp"]
+    exps = _field_values(bits, exp_field).reshape(mt, nt, T)[:, :, -1]
+    exps = np.where(exps >= 1 << (exp_field.width - 1), exps - (1 << exp_field.width), exps)
+    saturated = bool(bits[-1, layout["saturated"].offset])
     m, _, n = job.shape
     values = values[:m, :n]
     out = job.out

@@ -1,0 +1,281 @@
+"""The fast C++ harness of the generated ``nibble_top`` (verif/fast_sim.py) against
+golden, and the vectorized beat packing of rtl/gemm_protocol.py against a per-row
+Amaranth ``Const`` reference."""
+
+import numpy as np
+import pytest
+from amaranth.lib import data
+
+import verif.tb_accelerator as tb
+from golden.formats import quantize
+from golden.params import NibbleParams, psum_bits
+from rtl.gemm_protocol import GemmBeats, GemmJob, OutputSpec, decode, encode, expected
+from rtl.layouts import command_layout, operand_row_layout, result_layout
+from verif.coverage import MODES, OUTPUT_VARIANTS
+from verif.fast_sim import FastAccelerator, SimHang
+
+T4 = NibbleParams(tile=4, acc_bits=32)
+
+
+@pytest.fixture(scope="module")
+def acc():
+    """One T=4 harness for the module (the first use builds or loads the library)."""
+    return FastAccelerator(T4, seed=1)
+
+
+def random_jobs(monkeypatch, params, rng, count=0):
+    """The cocotb bench's job generator at ``params``: one job per (training mode,
+    output variant, partial tiles) bin, then ``count`` random ones."""
+    monkeypatch.setattr(tb, "PARAMS", params)
+    jobs = [tb.random_job(rng, (mode, variant, partial)) for mode in range(len(MODES))
+            for variant in range(len(OUTPUT_VARIANTS)) for partial in (False, True)]
+    return jobs + [tb.random_job(rng) for _ in range(count)]
+
+
+def assert_matches(job, params, got, index=0):
+    want = expected(job, params)
+    if job.out.mode == "raw":
+        pairs = [(got.raw.acc, want.raw.acc), (got.raw.out_exps, want.raw.out_exps)]
+    else:
+        pairs = [(got.codes.codes, want.codes.codes), (got.codes.exps, want.codes.exps)]
+        assert (got.codes.kind, got.codes.phase) == (want.codes.kind, want.codes.phase)
+    for g, w in pairs:
+        np.testing.assert_array_equal(g, w, err_msg=f"GEMM {index}: {job.out}")
+    assert got.saturated == want.saturated
+
+
+# ------------------------------------------------------------ packing reference
+
+
+def reference_encode(job, params):
+    """encode() as it was before vectorizing: one Amaranth Const per row."""
+    T = params.tile
+    mt, kt, nt = job.tiles
+    a_op, b_op, out = job.a_op, job.b_op, job.out
+    cmd = encode(job, params).cmd      # the command is still packed by its layout
+    row_layout = operand_row_layout(params)
+
+    def padded(q):
+        rows, cols = q.exps.shape
+        x = np.zeros((rows * T, cols * T), dtype=np.int64)
+        x[: q.shape[0], : q.shape[1]] = q.codes.astype(np.int64) & 0xF
+        return x
+
+    def pack(tile):
+        return [row_layout.const([int(c) for c in row]).as_value().value for row in tile]
+
+    a_store, b_store = padded(job.a), padded(job.b)
+    tile_of = lambda x, r, c: x[r * T:(r + 1) * T, c * T:(c + 1) * T]
+    a_codes, a_exps, b_codes, b_exps = [], [], [], []
+    for i in range(mt):
+        for j in range(nt):
+            for t in range(kt):
+                a_exps.append(int(a_op.exps[i, t]))
+                b_exps.append(int(b_op.exps[t, j]))
+                a_codes += pack(tile_of(a_store, t, i) if job.a_trans else tile_of(a_store, i, t))
+                b_codes += pack(tile_of(b_store, j, t) if job.b_trans else tile_of(b_store, t, j))
+    mask = []
+    if out.mode != "raw" and out.mask is not None:
+        pad = np.zeros((mt * T, nt * T), dtype=np.int64)
+        m, _, n = job.shape
+        pad[:m, :n] = np.asarray(out.mask).astype(bool)
+        for i in range(mt):
+            for j in range(nt):
+                mask += [int(sum(int(bit) << c for c, bit in enumerate(row)))
+                         for row in tile_of(pad, i, j)]
+    return GemmBeats(cmd, a_codes, a_exps, b_codes, b_exps, mask, mt * nt * T)
+
+
+def reference_fields(params, beats):
+    """Every result beat unpacked through an Amaranth Const of the result layout."""
+    layout = result_layout(params)
+    return [(int(c.data), int(c.exp), int(c.saturated), int(c.last))
+            for c in (data.Const(layout, w) for w in beats)]
+
+
+@pytest.mark.parametrize("tile", [2, 4, 8, 16, 32])
+def test_encode_matches_per_row_reference(monkeypatch, tile):
+    params = NibbleParams(tile=tile, acc_bits=max(32, psum_bits(tile)))
+    rng = np.random.default_rng(tile)
+    for job in random_jobs(monkeypatch, params, rng)[:: 1 if tile <= 16 else 6]:
+        got, want = encode(job, params), reference_encode(job, params)
+        assert got == want
+        assert all(type(w) is int for name in GemmBeats.INPUTS for w in got.inputs()[name])
+
+
+def test_command_packing_is_the_layout():
+    job = GemmJob(quantize(np.ones((5, 9)), "fp4", tile=4),
+                  quantize(np.ones((6, 9)), "int4", tile=4), b_trans=True,
+                  out=OutputSpec("fp4", phase=1, rounding="linear", ext_exp=-7,
+                                 mask=np.ones((5, 6))))
+    cmd = data.Const(command_layout(), encode(job, T4).cmd)
+    assert (cmd.m_last, cmd.k_last, cmd.n_last, cmd.b_trans, cmd.mask_en, cmd.ext_exp) == \
+        (1, 2, 1, 1, 1, -7)
+
+
+@pytest.mark.parametrize("tile", [4, 16])
+def test_decode_matches_const_unpacking(monkeypatch, tile):
+    """Random result beats (in-range exponents, 'last' on the final beat) decode to
+    the fields an Amaranth Const of the result layout gives."""
+    params = NibbleParams(tile=tile, acc_bits=max(32, psum_bits(tile)))
+    rng = np.random.default_rng(tile)
+    layout = result_layout(params)
+    for job in random_jobs(monkeypatch, params, rng)[::3]:
+        n = encode(job, params).result_beats
+        beats = [int.from_bytes(rng.bytes(layout.size // 8 + 1), "little")
+                 & ((1 << layout["exp"].offset) - 1) for _ in range(n)]
+        exps = rng.integers(-128, 128, size=n)
+        beats = [w | ((int(e) & 0x3FF) << layout["exp"].offset)
+                 | (int(rng.integers(2)) << layout["saturated"].offset)
+                 | (int(i == n - 1) << layout["last"].offset)
+                 for i, (w, e) in enumerate(zip(beats, exps))]
+        got = decode(job, params, beats)
+        fields = reference_fields(params, beats)
+        mt, _, nt = job.tiles
+        m, _, nn = job.shape
+        width = params.acc_bits if job.out.mode == "raw" else 4
+        values = np.array([[(f[0] >> (c * width)) & ((1 << width) - 1) for c in range(tile)]
+                           for f in fields]).reshape(mt, nt, tile, tile)
+        values = values.transpose(0, 2, 1, 3).reshape(mt * tile, nt * tile)[:m, :nn]
+        tile_exps = np.array([f[1] for f in fields]).reshape(mt, nt, tile)[:, :, -1]
+        if job.out.mode == "raw":
+            want = np.where(values >= 1 << (width - 1), values - (1 << width), values)
+            np.testing.assert_array_equal(got.raw.acc, want)
+            np.testing.assert_array_equal(got.raw.out_exps, tile_exps)
+        else:
+            want = values if job.out.mode == "fp4" or job.out.kind == "uint4" else \
+                np.where(values >= 8, values - 16, values)
+            np.testing.assert_array_equal(got.codes.codes, want)
+            np.testing.assert_array_equal(got.codes.exps, tile_exps)
+        assert got.saturated == bool(fields[-1][2])
+    bad = beats[:-1] + [beats[-1] & ~(1 << layout["last"].offset)]
+    with pytest.raises(ValueError, match="'last' flag"):
+        decode(job, params, bad)
+    with pytest.raises(ValueError, match="does not fit"):
+        decode(job, params, beats[:-1] + [1 << layout.size])
+
+
+# ------------------------------------------------------------ the harness
+
+
+def test_beats_cross_to_c_as_little_endian_words():
+    """Negative exponents as two's complement, codes with bit 63 set, and beats wider
+    than 64 bits (operand rows at T >= 32) in 32-bit words, lowest first."""
+    from verif.fast_sim import _beat_words
+    assert _beat_words([1, -128, (1 << 64) - 1], 2).tolist() == \
+        [1, 0, 0xFFFFFF80, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF]
+    assert _beat_words([-1, 1 << 63], 2).tolist() == [0xFFFFFFFF, 0xFFFFFFFF, 0, 1 << 31]
+    assert _beat_words([(1 << 100) | 5], 4).tolist() == [5, 0, 0, 1 << 4]
+
+
+@pytest.mark.parametrize("p_stall", [0.0, 0.3])
+def test_random_gemms_match_golden(monkeypatch, p_stall):
+    """Every (mode, output variant, partial) bin plus random jobs: int4 / uint4 with
+    PACT clip, fp4 both phases and roundings, masks, ext_exp, transposed operands,
+    extreme tile exponents. Half one GEMM per call, half batched."""
+    params = T4
+    rng = np.random.default_rng(int(p_stall * 10) + 1)
+    jobs = random_jobs(monkeypatch, params, rng, count=24)
+    sim = FastAccelerator(params, seed=7, p_stall=p_stall)
+    half = len(jobs) // 2
+    outs = [sim.run(job) for job in jobs[:half]] + sim.run_many(jobs[half:])
+    for i, (job, got) in enumerate(zip(jobs, outs)):
+        assert_matches(job, params, got, i)
+    assert sim.gemms == len(jobs)
+    assert not sim.busy
+
+
+def test_edge_shapes(acc):
+    """1x1x1 and the longest reduction the exponent buffers allow (256 tiles of K)."""
+    from golden.params import EXP_MAX
+    rng = np.random.default_rng(2)
+    t, longest = 4, 256 * 4
+    jobs = [
+        GemmJob(quantize(rng.normal(size=(1, 1)), "uint4", tile=t),
+                quantize(rng.normal(size=(1, 1)), "int4", tile=t)),
+        GemmJob(quantize(rng.normal(size=(1, 1)), "fp4", tile=t),
+                quantize(rng.normal(size=(1, 1)), "int4", tile=t), out=OutputSpec("fp4")),
+        GemmJob(quantize(np.full((t, longest), 15.0), "uint4", tile=t),
+                quantize(np.full((longest, t), -8.0), "int4", tile=t)),
+        GemmJob(quantize(rng.normal(size=(longest, t - 1)), "uint4", tile=t),
+                quantize(rng.normal(size=(longest, 2)) * EXP_MAX, "fp4", tile=t, phase=1),
+                a_trans=True, out=OutputSpec("fp4", rounding="linear")),
+    ]
+    for i, (job, got) in enumerate(zip(jobs, acc.run_many(jobs))):
+        assert_matches(job, T4, got, i)
+
+
+def test_counters_and_determinism(monkeypatch):
+    rng = np.random.default_rng(5)
+    jobs = random_jobs(monkeypatch, T4, rng)[:6]
+    runs = []
+    for _ in range(2):
+        sim = FastAccelerator(T4, seed=11, p_stall=0.2)
+        start = sim.cycles                    # the initial reset
+        sim.run_many(jobs)
+        runs.append(sim.cycles - start)
+        assert sim.gemms == len(jobs)
+    assert runs[0] == runs[1] > 0
+    # at full rate a GEMM takes at least one array step per reduction tile and output tile
+    sim = FastAccelerator(T4, seed=0)
+    start = sim.cycles
+    job = jobs[0]
+    sim.run(job)
+    mt, kt, nt = job.tiles
+    assert sim.cycles - start >= mt * kt * nt * 4
+
+
+def test_reset_between_gemms_and_after_a_hang(monkeypatch, acc):
+    """A GEMM without its B exponents hangs with a message naming the waiting streams;
+    after reset() the next GEMMs are exact."""
+    rng = np.random.default_rng(3)
+    jobs = random_jobs(monkeypatch, T4, rng)[:4]
+    assert_matches(jobs[0], T4, acc.run(jobs[0]))
+    acc.reset()
+    assert_matches(jobs[1], T4, acc.run(jobs[1]))
+    beats = encode(jobs[2], T4)
+    beats.b_exps = []
+    acc.hang_cycles = 200
+    try:
+        with pytest.raises(SimHang, match=r"no handshake for 200 cycles.*0 of \d+ result "
+                           r"beats received; beats still waiting: \{.*'a_exps': \d+"):
+            acc.run_beats([beats])
+        assert acc.busy
+    finally:
+        acc.hang_cycles = 10_000
+    acc.reset()
+    assert not acc.busy
+    assert_matches(jobs[3], T4, acc.run(jobs[3]))
+
+
+def test_bad_jobs_raise(acc):
+    four = quantize(np.ones((4, 4)), "int4", tile=4)
+    with pytest.raises(ValueError, match="tiles"):
+        acc.run(GemmJob(four, quantize(np.ones((4, 4)), "int4", tile=8)))
+    with pytest.raises(ValueError, match="inner dimensions"):
+        acc.run(GemmJob(four, quantize(np.ones((5, 4)), "int4", tile=4)))
+    with pytest.raises(ValueError, match="fp4"):
+        acc.run(GemmJob(quantize(np.ones((4, 4)), "fp4", tile=4),
+                        quantize(np.ones((4, 4)), "fp4", tile=4)))
+    with pytest.raises(ValueError, match="p_stall"):
+        FastAccelerator(T4, p_stall=1.0)
+    # surplus input beats: the GEMM finishes but the harness reports them
+    beats = encode(GemmJob(four, four), T4)
+    beats.a_exps = beats.a_exps + [0]
+    with pytest.raises(RuntimeError, match="left over: {'a_exps': 1}"):
+        acc.run_beats([beats])
+    with pytest.raises(RuntimeError, match="reset"):
+        acc.run(GemmJob(four, four))
+    acc.reset()
+    assert_matches(GemmJob(four, four), T4, acc.run(GemmJob(four, four)))
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("tile", [8, 16])
+def test_wide_tiles_match_golden(monkeypatch, tile):
+    """T=8 and T=16 (results of 268 and 524 bits): every bin, with stalls."""
+    params = NibbleParams(tile=tile)
+    jobs = random_jobs(monkeypatch, params, np.random.default_rng(tile), count=8)
+    sim = FastAccelerator(params, seed=tile, p_stall=0.2)
+    for i, (job, got) in enumerate(zip(jobs, sim.run_many(jobs))):
+        assert_matches(job, params, got, i)
