@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["utilization", "cell_counts"]
+__all__ = ["utilization", "cell_counts", "training_harness", "summary", "format_summary"]
 
 
 def _jobs_for_mode(mode, params, m, k, n, rng):
@@ -95,3 +95,56 @@ def cell_counts(tile: int, units=("pe", "systolic_array"), acc_bits: int = 32, p
                 progress(f"  T={tile} {unit:<15} {cells} cells, {cells / macs:.1f} per MAC "
                          f"({rows[-1]['seconds']:.1f} s)")
     return rows
+
+
+def training_harness(tile: int = 8, epochs: int = 1, acc_bits: int = 32, progress=print) -> dict:
+    """Train the digits MLP for ``epochs`` on the Verilated accelerator (fast harness,
+    every GEMM checked against golden) and measure array utilization per GEMM role and
+    the harness's simulated cycles per second (wall clock, checks included)."""
+    from golden.params import NibbleParams
+
+    from .backends import RtlBackend
+    from .digits import load_digits_split
+    from .training import QuantConfig, TrainConfig, train_run
+
+    params = NibbleParams(tile=tile, acc_bits=acc_bits)
+    if progress:
+        progress(f"  training harness: T={tile}, {epochs} epoch(s) on the RTL (building if needed)")
+    backend = RtlBackend(params)
+    start = time.perf_counter()
+    run = train_run(load_digits_split(), config := TrainConfig(epochs=epochs, params=params),
+                    0, QuantConfig(), backend=backend)
+    secs = time.perf_counter() - start
+    roles = {role: {**used, "utilization": used["ideal"] / used["cycles"]}
+             for role, used in backend.role_cycles.items()}
+    return {"tile": tile, "epochs": config.epochs, "steps": run.steps, "gemms": run.gemms,
+            "cycles": run.cycles, "seconds": secs, "cycles_per_second": run.cycles / secs,
+            "roles": roles, "bit_exact": backend.checked == run.gemms}
+
+
+def summary(tile: int = 8, progress=print) -> dict:
+    """Every headline benchmark in one run: utilization per GEMM role during training,
+    the training harness's speed, and the FP16-MAC area ratio on ECP5 and iCE40."""
+    from fpga.area import area_study
+
+    return {"training": training_harness(tile, progress=progress),
+            "area": area_study(sizes=(tile,), progress=progress)}
+
+
+def format_summary(report: dict) -> str:
+    """Markdown table of :func:`summary`."""
+    tr = report["training"]
+    t = tr["tile"]
+    rows = ["| benchmark | T | measured |", "|---|---|---|"]
+    for role, r in tr["roles"].items():
+        rows.append(f"| array utilization during training, {role} GEMMs | {t} | "
+                    f"{100 * r['utilization']:.1f}% ({r['gemms']} GEMMs) |")
+    rows.append(f"| RTL training harness, simulated cycles/s (checks included) | {t} | "
+                f"{tr['cycles_per_second']:,.0f} ({tr['cycles']:,} cycles in {tr['seconds']:.0f} s, "
+                f"bit-exact: {tr['bit_exact']}) |")
+    for row in report["area"]["per_mac"]:
+        what = "PE alone" if row["design"] == "pe" else "array + rescaler"
+        rows.append(f"| FP16 MAC / nibble per MAC ({what}), {row['family']} LUTs, FFs | "
+                    f"{row['tile']} | {row['lut_ratio']:.1f}x, {row['ff_ratio']:.1f}x "
+                    f"({row['luts_per_mac']:.1f} LUTs, {row['ff_per_mac']:.1f} FFs per MAC) |")
+    return "\n".join(rows)

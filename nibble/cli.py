@@ -136,7 +136,8 @@ def _cmd_bench(args) -> int:
 
     from . import bench
 
-    sizes = [check_tile(t) for t in args.sizes]
+    args.sizes_given = args.sizes is not None
+    sizes = [check_tile(t) for t in (args.sizes or [4, 8, 16])]
     report = {}
     if args.what in ("utilization", "all"):
         print(f"utilization: (M, K, N) = ({args.tiles}T)^3 GEMMs, operands always available, "
@@ -156,6 +157,17 @@ def _cmd_bench(args) -> int:
         print("|---|---|---|---|")
         for r in rows:
             print(f"| {r['tile']} | {r['unit']} | {r['cells']} | {r['cells_per_mac']:.1f} |")
+    if args.what == "area":
+        from fpga.area import area_study, format_table
+        print("area: FP16 MAC against nibble's PE and array + rescaler (yosys, no DSPs)", flush=True)
+        report["area"] = area_study(sizes=sizes)
+        print("\n" + format_table(report["area"]))
+    if args.what == "summary":
+        tile = sizes[0] if args.sizes_given else 8
+        print(f"summary at T={tile}: RTL training harness, utilization per GEMM role, area "
+              f"ratio (minutes)", flush=True)
+        report["summary"] = bench.summary(tile)
+        print("\n" + bench.format_summary(report["summary"]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
@@ -266,9 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="utilization and cell-count benchmarks",
                            description="Measure array utilization on large GEMMs (Amaranth "
                                        "simulation) and yosys cell counts of the PE and array.")
-    bench.add_argument("what", choices=["utilization", "cells", "all"], nargs="?", default="all")
-    bench.add_argument("--sizes", type=int, nargs="+", default=[4, 8, 16], metavar="T",
-                       help="array sizes (default 4 8 16)")
+    bench.add_argument("what", choices=["utilization", "cells", "area", "summary", "all"],
+                       nargs="?", default="all",
+                       help="utilization, cells (generic yosys), area (FP16 MAC vs nibble on "
+                            "ECP5/iCE40), summary (training utilization, harness speed, area "
+                            "ratio at one T), all (utilization and cells; default)")
+    bench.add_argument("--sizes", type=int, nargs="+", metavar="T",
+                       help="array sizes (default 4 8 16; summary: 8)")
     bench.add_argument("--tiles", type=_positive_int, default=8,
                        help="utilization GEMM edge in tiles (default 8: (8T)^3)")
     bench.add_argument("--json", metavar="PATH", help="write the figures as JSON")

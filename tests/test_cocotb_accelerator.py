@@ -8,7 +8,9 @@ from golden.params import NibbleParams
 from verif.runner import run
 
 
-@pytest.mark.parametrize("tile", [4, 8])
+# T = 16 builds for about 7 minutes on 2 cores: with pytest --long (nibble regress --long
+# runs it too).
+@pytest.mark.parametrize("tile", [4, 8, pytest.param(16, marks=pytest.mark.long)])
 def test_random_gemms_match_golden(tile):
     results = run(NibbleParams(tile=tile), "verif.tb_accelerator", seed=tile,
                   extra_env={"NIBBLE_GEMMS": "40"})
