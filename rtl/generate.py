@@ -21,6 +21,8 @@ WAIVER_FILE = Path(__file__).with_name("nibble.vlt")
 
 
 def _units():
+    from fpga.bridge import SIM_BAUD, SIM_CLK_HZ, SIM_TIMEOUT_S, HostBridge
+
     from .accelerator import Accelerator
     from .log4_quantizer import Log4Quantizer
     from .pe import PE
@@ -34,10 +36,15 @@ def _units():
         "tile_rescaler": TileRescaler,
         "log4_quantizer": Log4Quantizer,
         "requantizer": Requantizer,
+        # The Accelerator behind the UART host bridge, clocked as the cocotb bench
+        # simulates it; board tops build their own HostBridge with the board's clock.
+        "host_bridge": lambda params: HostBridge(params, clk_hz=SIM_CLK_HZ, baud=SIM_BAUD,
+                                                 timeout_s=SIM_TIMEOUT_S),
     }
 
 
-#: File stem -> component class; ``nibble_top`` is the whole Accelerator.
+#: File stems ``nibble generate`` writes; ``nibble_top`` is the whole Accelerator.
+#: ``host_bridge`` is generated on request (``verif.runner.build(top="host_bridge")``).
 UNITS = ("nibble_top", "pe", "systolic_array", "tile_rescaler", "log4_quantizer", "requantizer")
 
 
