@@ -66,17 +66,18 @@ class RtlBackend(CheckedBackend):
         super().__init__(params)
         self.sim = FastAccelerator(params, seed=seed, p_stall=p_stall)
         self._start = self.sim.cycles            # the harness's reset cycles
-        #: per GEMM role: [simulated cycles, ideal cycles (one T-deep tile step per T
-        #: cycles with every PE busy)], for array utilization
+        #: per GEMM role: GEMMs, simulated cycles and ideal cycles (one T-deep tile step
+        #: per T cycles with every PE busy), for array utilization
         self.role_cycles = {}
 
     def run(self, job: GemmJob, role: str, layer: int) -> GemmOutput:
         before = self.sim.cycles
         out = super().run(job, role, layer)
         mt, kt, nt = job.tiles
-        used = self.role_cycles.setdefault(role, [0, 0])
-        used[0] += self.sim.cycles - before
-        used[1] += mt * kt * nt * self.params.tile
+        used = self.role_cycles.setdefault(role, {"gemms": 0, "cycles": 0, "ideal": 0})
+        used["gemms"] += 1
+        used["cycles"] += self.sim.cycles - before
+        used["ideal"] += mt * kt * nt * self.params.tile
         return out
 
     def _execute(self, job: GemmJob) -> GemmOutput:
@@ -95,7 +96,10 @@ class SerialBackend(CheckedBackend):
 
         super().__init__(params)
         kwargs = {} if baud is None else {"baud": baud}
-        self.device = Device.serial(port, params, **kwargs)
+        try:
+            self.device = Device.serial(port, params=params, **kwargs)
+        except (RuntimeError, OSError) as exc:     # no pyserial, no port, no board answering
+            raise ValueError(f"serial backend on {port}: {exc}") from None
 
     def _execute(self, job: GemmJob) -> GemmOutput:
         return self.device.run(job)

@@ -89,9 +89,9 @@ def run_e2e(config: TrainConfig, seeds, backend: str = "rtl", *, data: Digits | 
     fp32, golden, hw = [], [], []
     checked, digests_equal = 0, True
     for seed in seeds:
+        hw_backend = make_backend(backend, config.params, port=port)   # fails fast
         fp32.append(train_run(data, config, seed, None))
         golden.append(train_run(data, config, seed, quant))
-        hw_backend = make_backend(backend, config.params, port=port)
         bar = StepProgress(f"{backend} seed {seed}", config.epochs, steps_per_epoch) if progress else None
         hw.append(train_run(data, config, seed, quant, backend=hw_backend, on_step=bar))
         checked += hw_backend.checked
@@ -126,6 +126,8 @@ def format_e2e_table(results) -> str:
             continue
         acc = f"{r['test_acc_mean']:.2f}" + (f" ± {r['test_acc_std']:.2f}" if r["test_acc_std"] else "")
         delta = "" if name == "fp32" else f"{r['test_acc_mean'] - ref:+.2f}"
+        macs = f"{r['macs']:,}" if r["macs"] else "—"
+        cycles = f"{r['cycles']:,}" if r["cycles"] else "—"
         rows.append(f"| {labels.get(name, name)} | {acc} | {delta} | {r['steps']} | "
-                    f"{r['gemms'] or '—'} | {r['macs']:,} | {r['cycles']:,} | {r['seconds']:.1f} |")
+                    f"{r['gemms'] or '—'} | {macs} | {cycles} | {r['seconds']:.1f} |")
     return "\n".join(rows)

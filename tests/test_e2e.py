@@ -49,3 +49,33 @@ def test_rtl_backend_stops_at_the_first_mismatch(subset):
     with pytest.raises(GemmMismatch, match=r"layer \d, step 0, \w+ GEMM \(#5 of the run\).*"
                                            r"mismatch at \[0, 0\]: RTL .*golden"):
         train_run(subset, config, seed=0, quant=QuantConfig(), backend=_CorruptingBackend(config.params))
+
+
+def test_nibble_train_rtl_cli_writes_the_study_layout(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "e2e.json"
+    proc = subprocess.run([sys.executable, "-m", "nibble", "train", "--backend", "rtl",
+                           "--epochs", "1", "--seeds", "1", "--hidden", "16", "--tile", "4",
+                           "--json", str(out)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "| nibble (RTL) |" in proc.stdout and "bit-exact: True" in proc.stdout
+    assert "GEMMs" in proc.stderr and "cycles" in proc.stderr          # the progress line
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"fp32", "nibble", "rtl"}
+    assert results["rtl"]["bit_exact"] is True
+    assert results["rtl"]["test_acc_mean"] == results["nibble"]["test_acc_mean"]
+    assert results["rtl"]["gemms_checked"] == results["rtl"]["gemms"] > 0
+    for r in results.values():
+        assert 0.0 <= r["test_acc_mean"] <= 100.0 and r["test_acc_std"] == 0.0
+
+
+def test_nibble_train_serial_needs_a_port():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "nibble", "train", "--backend", "serial"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "--port" in proc.stderr
