@@ -61,7 +61,9 @@ def plan(sizes, *, acc_bits: int, seed: int, gemms: int, jobs: int = 1,
         per = [gemms // split + (s < gemms % split) for s in range(split)]
         for s, count in enumerate(per):
             case = testcase if testcase or s == 0 else "random_gemms"
-            run_dir = build_dir(NibbleParams(tile=tile, acc_bits=acc_bits)) / "nibble_top" / f"shard{s}"
+            # one directory per seed: concurrent regressions with other seeds never collide
+            run_dir = (build_dir(NibbleParams(tile=tile, acc_bits=acc_bits)) / "nibble_top"
+                       / "runs" / f"seed{seed + s}")
             shards.append(Shard(tile, acc_bits, seed + s, count, case, waves, str(run_dir)))
     return shards
 
@@ -105,7 +107,7 @@ def run_plan(shards: list[Shard], jobs: int = 1, progress=print) -> list[dict]:
         return outcomes
     for shard in shards:
         Path(shard.run_dir, "outcome.json").unlink(missing_ok=True)
-    plan_file = Path(shards[0].run_dir).parent / "plan.json"
+    plan_file = Path(shards[0].run_dir).parent / f"plan_seed{shards[0].seed}.json"
     plan_file.write_text(json.dumps([asdict(s) for s in shards]))
     progress(f"{len(shards)} shards on {jobs} pytest-xdist workers...")
     env = {**os.environ, PLAN_ENV: str(plan_file)}

@@ -1,0 +1,247 @@
+"""The boards ``nibble synth`` builds for, and the board top that goes on each.
+
+Board table (:data:`BOARDS`)
+    =============  ==========================  ==========  ===========  ===================
+    name           amaranth-boards platform    device      oscillator   default clock
+    =============  ==========================  ==========  ===========  ===================
+    ``ulx3s``      ``ULX3S_85F_Platform``      LFE5U-85F   25 MHz       100 MHz (EHXPLLL)
+    ``orangecrab`` ``OrangeCrabR0_2_25FPlatform`` LFE5U-25F 48 MHz      48 MHz (no PLL)
+    ``icebreaker`` ``ICEBreakerPlatform``      iCE40UP5K   12 MHz       30 MHz (SB_PLL40_PAD)
+    =============  ==========================  ==========  ===========  ===================
+
+Board top (:class:`BoardTop`)
+    The :class:`fpga.bridge.HostBridge` (a UART host bridge around
+    :class:`rtl.accelerator.Accelerator`) plus what the board needs around it:
+
+    * **clock**: a PLL from the board oscillator to the requested frequency, or the
+      oscillator itself when the two are equal (a PLL that would only multiply by one is
+      left out). The PLL's achieved frequency (``clock_mhz``) may differ a little from the
+      request; it is the frequency the design is constrained and reported at (nextpnr
+      derives it from the oscillator pin's constraint and the PLL dividers).
+    * **reset**: the PLL's lock and one user button, synchronised into the ``sync`` domain
+      (asserted at once, released on the clock). ULX3S: ``button_fire`` 0 (B1, active high);
+      OrangeCrab: ``button`` 0 (the user button); iCEBreaker: ``button`` 0 (the user button
+      next to the USB connector). Configuration also starts the design in reset.
+    * **UART** (3.3 V, 8N1, ``baud`` default 115200): ULX3S: the FTDI ``uart`` 0 (the USB
+      port marked US1, ``/dev/ttyUSB0``); iCEBreaker: the FTDI's second channel, ``uart`` 0
+      (``/dev/ttyUSB1``). The OrangeCrab has no UART on its board: its USB goes straight to
+      the FPGA. nibble puts the UART on the Feather header, following the Feather pin
+      names: **rx on pin "0" (ball N17), tx on pin "1" (ball M18)**, for a 3.3 V USB-serial
+      adapter (adapter TX to pin 0, adapter RX to pin 1, GND to GND).
+    * **busy LED**: the bridge's ``busy`` lights ``led`` 0 (ULX3S), the green of the RGB
+      LED (OrangeCrab) or the green LED ``led_g`` 0 (iCEBreaker).
+
+Building never runs a programming tool (see :mod:`fpga.synth`). Programming is a separate,
+optional step with the board's usual loader, for instance::
+
+    openFPGALoader -b ulx3s DIR/top.bit          # ULX3S (SRAM; add -f for flash)
+    dfu-suffix -v 1209 -p 5af0 -a DIR/top.bit && dfu-util -a 0 -D DIR/top.bit  # OrangeCrab bootloader
+    iceprog DIR/top.bin                          # iCEBreaker
+
+Fit check
+    :func:`estimate_luts` is a rough, calibrated size model used to refuse an array that
+    cannot fit before any tool runs; :mod:`fpga.synth` checks again, exactly, on the
+    synthesised netlist before place and route.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth.build import Attrs
+from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Module, Signal
+from amaranth.lib import io
+from amaranth.lib.cdc import ResetSynchronizer
+from amaranth_boards.icebreaker import ICEBreakerPlatform
+from amaranth_boards.orangecrab_r0_2 import OrangeCrabR0_2_25FPlatform
+from amaranth_boards.resources import UARTResource
+from amaranth_boards.ulx3s import ULX3S_85F_Platform
+
+from golden.params import NibbleParams
+
+from .pll import ECP5PLL, ICE40PLL, ecp5_pll_config, ice40_pll_config
+
+__all__ = ["Board", "BOARDS", "get_board", "estimate_luts", "clock_config", "BoardTop",
+           "DEFAULT_BAUD"]
+
+#: UART speed of the host bridge on every board.
+DEFAULT_BAUD = 115200
+
+
+@dataclass(frozen=True)
+class Board:
+    """One row of the board table.
+
+    Attributes
+    ----------
+    name : str
+        What ``nibble synth --board`` takes.
+    platform : type
+        The amaranth-boards platform class.
+    family : str
+        ``"ecp5"`` or ``"ice40"``.
+    device : str
+        FPGA part.
+    osc_mhz : float
+        Board oscillator.
+    default_mhz : float
+        Clock (and timing target) when ``--freq`` is not given.
+    uart : tuple
+        (resource name, number) of the UART pins.
+    reset : tuple
+        (resource name, number) of the reset button.
+    luts, ffs, brams, dsps : int
+        Device capacity: logic cells (ECP5 TRELLIS_COMB / iCE40 ICESTORM_LC), flip-flops,
+        block RAMs (DP16KD / SB_RAM40_4K), multipliers (MULT18X18D / SB_MAC16).
+    lut_model : tuple
+        (base, per column, per PE) of :func:`estimate_luts`.
+    """
+
+    name: str
+    platform: type
+    family: str
+    device: str
+    osc_mhz: float
+    default_mhz: float
+    uart: tuple
+    reset: tuple
+    luts: int
+    ffs: int
+    brams: int
+    dsps: int
+    lut_model: tuple
+
+    def make_platform(self):
+        """A fresh platform instance (resources added for OrangeCrab's UART)."""
+        plat = self.platform()
+        if self.name == "orangecrab":
+            plat.add_resources([
+                UARTResource(0, rx="0", tx="1", conn=("io", 0),
+                             attrs=Attrs(IO_TYPE="LVCMOS33", PULLMODE="UP")),
+            ])
+        return plat
+
+
+# lut_model (base, per column at 32-bit accumulators, per PE), calibrated from syntheses
+# of the whole HostBridge (iCE40: T=2 5275 and T=4 8838 LUT4); see estimate_luts.
+_ECP5_MODEL = (2200, 1420, 60)
+_ICE40_MODEL = (2200, 1420, 60)
+
+BOARDS = {
+    "ulx3s": Board(
+        name="ulx3s", platform=ULX3S_85F_Platform, family="ecp5", device="LFE5U-85F",
+        osc_mhz=25.0, default_mhz=100.0, uart=("uart", 0), reset=("button_fire", 0),
+        luts=83640, ffs=83640, brams=208, dsps=156, lut_model=_ECP5_MODEL),
+    "orangecrab": Board(
+        name="orangecrab", platform=OrangeCrabR0_2_25FPlatform, family="ecp5",
+        device="LFE5U-25F", osc_mhz=48.0, default_mhz=48.0, uart=("uart", 0),
+        reset=("button", 0), luts=24288, ffs=24288, brams=56, dsps=28,
+        lut_model=_ECP5_MODEL),
+    "icebreaker": Board(
+        name="icebreaker", platform=ICEBreakerPlatform, family="ice40", device="iCE40UP5K",
+        osc_mhz=12.0, default_mhz=30.0, uart=("uart", 0), reset=("button", 0),
+        luts=5280, ffs=5280, brams=30, dsps=8, lut_model=_ICE40_MODEL),
+}
+
+
+class UnknownBoard(ValueError):
+    pass
+
+
+def get_board(name: str) -> Board:
+    """The board called ``name``; ValueError (one line) naming the choices otherwise."""
+    try:
+        return BOARDS[name]
+    except KeyError:
+        raise UnknownBoard(f"unknown board {name!r}; choose from {', '.join(BOARDS)}") from None
+
+
+def estimate_luts(board: Board, tile: int, acc_bits: int = 32) -> int:
+    """Rough logic-cell count of the board top with a ``tile`` x ``tile`` array:
+    base + per_column * T * acc_bits / 32 + per_pe * T**2 (the rescaler, requantizer and
+    log4 unit are per column and as wide as the accumulators). Good to about 25 % over
+    the measured sizes; used only to refuse hopeless builds before any tool runs."""
+    base, per_col, per_pe = board.lut_model
+    return int(base + per_col * tile * acc_bits / 32 + per_pe * tile * tile)
+
+
+def clock_config(board: Board, freq_mhz: float | None):
+    """(achieved MHz, PLL config or None) for running ``board`` at ``freq_mhz``
+    (None: the board's default). Raises ValueError if no PLL setting reaches it."""
+    want = board.default_mhz if freq_mhz is None else float(freq_mhz)
+    if want <= 0:
+        raise ValueError(f"clock frequency must be positive, got {want:g} MHz")
+    if abs(want - board.osc_mhz) < 1e-6:
+        return board.osc_mhz, None
+    if board.family == "ecp5":
+        cfg = ecp5_pll_config(board.osc_mhz, want)
+    else:
+        cfg = ice40_pll_config(board.osc_mhz, want)
+    return cfg.f_out_mhz, cfg
+
+
+class BoardTop(Elaboratable):
+    """The host bridge with its accelerator, on a board's clock, reset, UART and LED.
+
+    Parameters
+    ----------
+    params : NibbleParams
+    board : Board or str
+    freq_mhz : float or None
+        Clock of the design; None: ``board.default_mhz``.
+    baud : int
+        UART speed.
+
+    Attributes
+    ----------
+    clock_mhz : float
+        The clock the design actually runs at (the PLL's nearest setting).
+    pll : ECP5PLLConfig, ICE40PLLConfig or None
+    """
+
+    def __init__(self, params: NibbleParams, board, freq_mhz=None, *, baud=DEFAULT_BAUD):
+        self.params = params
+        self.board = get_board(board) if isinstance(board, str) else board
+        self.clock_mhz, self.pll = clock_config(self.board, freq_mhz)
+        self.baud = baud
+
+    def elaborate(self, platform):
+        from .bridge import HostBridge
+
+        b = self.board
+        m = Module()
+        m.domains.sync = ClockDomain("sync")
+
+        # ---- Clock
+        clk_port = platform.request(platform.default_clk, dir="-")
+        locked = Signal(init=1)
+        if self.pll is None:
+            m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_port)
+            m.d.comb += ClockSignal("sync").eq(clk_buf.i)
+        elif b.family == "ecp5":
+            m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_port)
+            m.submodules.pll = pll = ECP5PLL(self.pll, clk_buf.i)
+            m.d.comb += [ClockSignal("sync").eq(pll.clk_out), locked.eq(pll.locked)]
+        else:
+            m.submodules.pll = pll = ICE40PLL(self.pll, clk_port.io)
+            m.d.comb += [ClockSignal("sync").eq(pll.clk_out), locked.eq(pll.locked)]
+        # The oscillator pin carries the board's clock constraint; nextpnr derives the
+        # PLL output's constraint from it and the PLL's dividers.
+
+        # ---- Reset: button or PLL not locked, released synchronously.
+        button = platform.request(*b.reset)
+        m.submodules.rst_sync = ResetSynchronizer(button.i | ~locked, domain="sync")
+
+        # ---- Host bridge on the UART, busy on an LED.
+        m.submodules.bridge = bridge = HostBridge(
+            self.params, clk_hz=int(round(self.clock_mhz * 1e6)), baud=self.baud)
+        uart = platform.request(*b.uart)
+        m.d.comb += [bridge.rx.eq(uart.rx.i), uart.tx.o.eq(bridge.tx)]
+        if b.name == "ulx3s":
+            led = platform.request("led", 0).o
+        elif b.name == "orangecrab":
+            led = platform.request("rgb_led", 0).g.o
+        else:
+            led = platform.request("led_g", 0).o
+        m.d.comb += led.eq(bridge.busy)
+        return m

