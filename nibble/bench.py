@@ -122,13 +122,16 @@ def training_harness(tile: int = 8, epochs: int = 1, acc_bits: int = 32, progres
             "roles": roles, "bit_exact": backend.checked == run.gemms}
 
 
-def summary(tile: int = 8, progress=print) -> dict:
+def summary(tile: int = 8, progress=print, area: dict | None = None) -> dict:
     """Every headline benchmark in one run: utilization per GEMM role during training,
-    the training harness's speed, and the FP16-MAC area ratio on ECP5 and iCE40."""
+    the training harness's speed, and the FP16-MAC area ratio on ECP5 and iCE40.
+    ``area`` reuses a report of :func:`fpga.area.area_study` (``nibble bench area
+    --json``) instead of synthesizing again (about 10 minutes at T = 8)."""
     from fpga.area import area_study
 
-    return {"training": training_harness(tile, progress=progress),
-            "area": area_study(sizes=(tile,), progress=progress)}
+    if area is None:
+        area = area_study(sizes=(tile,), progress=progress)
+    return {"training": training_harness(tile, progress=progress), "area": area}
 
 
 def format_summary(report: dict) -> str:

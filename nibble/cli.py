@@ -168,7 +168,14 @@ def _cmd_bench(args) -> int:
         tile = sizes[0] if args.sizes_given else 8
         print(f"summary at T={tile}: RTL training harness, utilization per GEMM role, area "
               f"ratio (minutes)", flush=True)
-        report["summary"] = bench.summary(tile)
+        area = None
+        if args.area_json:
+            with open(args.area_json) as f:
+                area = json.load(f)
+            area = area.get("area", area)          # a bench --json file or a bare report
+            if "per_mac" not in area:
+                raise ValueError(f"{args.area_json} holds no area study (no 'per_mac')")
+        report["summary"] = bench.summary(tile, area=area)
         print("\n" + bench.format_summary(report["summary"]))
     if args.json:
         with open(args.json, "w") as f:
@@ -307,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--tiles", type=_positive_int, default=8,
                        help="utilization GEMM edge in tiles (default 8: (8T)^3)")
     bench.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    bench.add_argument("--area-json", metavar="PATH",
+                       help="summary: take the area ratios from an earlier `bench area --json`")
     bench.set_defaults(func=_cmd_bench)
 
     synth_p = sub.add_parser("synth", help="build a board bitstream with yosys and nextpnr",
@@ -350,7 +359,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:     # bad input, missing or unreadable files
         print(f"nibble {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -44,3 +44,16 @@ def test_bad_input_gives_one_line_error_and_exit_2(args, message):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_bench_summary_rejects_a_file_without_an_area_study(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "area.json"
+    bad.write_text('{"something": 1}')
+    for path, message in ((bad, "no area study"), (tmp_path / "missing.json", "No such file")):
+        proc = subprocess.run([sys.executable, "-m", "nibble", "bench", "summary",
+                               "--area-json", str(path)], capture_output=True, text=True)
+        assert proc.returncode == 2 and message in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
