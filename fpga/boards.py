@@ -19,9 +19,9 @@ Board top (:class:`BoardTop`)
       request; it is the frequency the design is constrained and reported at (nextpnr
       derives it from the oscillator pin's constraint and the PLL dividers).
     * **reset**: the PLL's lock and one user button, synchronised into the ``sync`` domain
-      (asserted at once, released on the clock). ULX3S: ``button_fire`` 0 (B1, active high);
+      (asserted at once, released on the clock). ULX3S: ``button_fire`` 0 (FIRE1, ball R1);
       OrangeCrab: ``button`` 0 (the user button); iCEBreaker: ``button`` 0 (the user button
-      next to the USB connector). Configuration also starts the design in reset.
+      BTN_N, pin 10). Configuration also starts the design in reset.
     * **UART** (3.3 V, 8N1, ``baud`` default 115200): ULX3S: the FTDI ``uart`` 0 (the USB
       port marked US1, ``/dev/ttyUSB0``); iCEBreaker: the FTDI's second channel, ``uart`` 0
       (``/dev/ttyUSB1``). The OrangeCrab has no UART on its board: its USB goes straight to
@@ -39,9 +39,25 @@ optional step with the board's usual loader, for instance::
     iceprog DIR/top.bin                          # iCEBreaker
 
 Fit check
-    :func:`estimate_luts` is a rough, calibrated size model used to refuse an array that
-    cannot fit before any tool runs; :mod:`fpga.synth` checks again, exactly, on the
-    synthesised netlist before place and route.
+    :func:`estimate_luts` is a calibrated size model used to refuse an array that clearly
+    cannot fit (estimate above :data:`EARLY_MARGIN` x the device) before any tool runs;
+    :mod:`fpga.synth` checks again on the synthesised netlist before place and route, and
+    turns nextpnr's packing overflow into the same one-line error.
+
+    Measured (acc_bits 32 unless noted; logic cells after place and route):
+
+    ==========  =======  ===============  ========================================
+    board       T        logic cells      verdict
+    ==========  =======  ===============  ========================================
+    orangecrab  4        10245 (42 %)     fits
+    orangecrab  8        22310 (92 %)     fits
+    ulx3s       16       61927 (74 %)     fits
+    icebreaker  4        12391 (235 %)    does not fit (yosys: 8846 LUT4)
+    icebreaker  2 (18)   6026 (114 %)     does not fit (T = 2, acc_bits 18)
+    ==========  =======  ===============  ========================================
+
+    No nibble configuration fits the iCE40UP5K today: at small T the per-column output
+    path and the host bridge dominate, not the PEs.
 """
 
 from __future__ import annotations
@@ -61,8 +77,8 @@ from golden.params import NibbleParams
 
 from .pll import ECP5PLL, ICE40PLL, ecp5_pll_config, ice40_pll_config
 
-__all__ = ["Board", "BOARDS", "get_board", "estimate_luts", "clock_config", "BoardTop",
-           "DEFAULT_BAUD"]
+__all__ = ["Board", "BOARDS", "get_board", "estimate_luts", "EARLY_MARGIN", "clock_config",
+           "BoardTop", "DEFAULT_BAUD"]
 
 #: UART speed of the host bridge on every board.
 DEFAULT_BAUD = 115200
@@ -94,7 +110,7 @@ class Board:
         Device capacity: logic cells (ECP5 TRELLIS_COMB / iCE40 ICESTORM_LC), flip-flops,
         block RAMs (DP16KD / SB_RAM40_4K), multipliers (MULT18X18D / SB_MAC16).
     lut_model : tuple
-        (base, per column, per PE) of :func:`estimate_luts`.
+        The size model of :func:`estimate_luts`.
     """
 
     name: str
@@ -122,10 +138,19 @@ class Board:
         return plat
 
 
-# lut_model (base, per column at 32-bit accumulators, per PE), calibrated from syntheses
-# of the whole HostBridge (iCE40: T=2 5275 and T=4 8838 LUT4); see estimate_luts.
-_ECP5_MODEL = (2200, 1420, 60)
-_ICE40_MODEL = (2200, 1420, 60)
+#: Size model of the board top, in post-place-and-route logic cells (see estimate_luts):
+#: (base, per column, per PE, per accumulator bit, per accumulator bit and column).
+#: ECP5 (TRELLIS_COMB): fitted exactly to the measured T = 4, 8, 16 builds at acc_bits 32
+#: (10245, 22310, 61927 cells); the accumulator terms from yosys LUT4 counts of the whole
+#: HostBridge at T = 2 and 4 with acc_bits 32 against 18/19. iCE40 (ICESTORM_LC): the ECP5
+#: model x 1.21, the measured ratio at T = 4 (12391 LCs); it predicts the measured T = 2,
+#: acc_bits 18 build (6026 LCs) within 5 %.
+_ECP5_MODEL = (3342, 1080, 161.3, 26, 21)
+_ICE40_MODEL = tuple(round(1.21 * x, 1) for x in _ECP5_MODEL)
+
+#: The early check refuses a build only when the estimate exceeds the device by this
+#: factor; closer calls go on to the exact checks (netlist after synthesis, nextpnr packing).
+EARLY_MARGIN = 1.25
 
 BOARDS = {
     "ulx3s": Board(
@@ -157,12 +182,18 @@ def get_board(name: str) -> Board:
 
 
 def estimate_luts(board: Board, tile: int, acc_bits: int = 32) -> int:
-    """Rough logic-cell count of the board top with a ``tile`` x ``tile`` array:
-    base + per_column * T * acc_bits / 32 + per_pe * T**2 (the rescaler, requantizer and
-    log4 unit are per column and as wide as the accumulators). Good to about 25 % over
-    the measured sizes; used only to refuse hopeless builds before any tool runs."""
-    base, per_col, per_pe = board.lut_model
-    return int(base + per_col * tile * acc_bits / 32 + per_pe * tile * tile)
+    """Rough logic-cell count of the board top with a ``tile`` x ``tile`` array::
+
+        base + per_col * T + per_pe * T**2 + (acc_bits - 32) * (per_bit + per_bit_col * T)
+
+    with the board family's calibrated numbers (``board.lut_model``). The PE term is the
+    array; the column term is mostly the per-column output path (rescaler accumulators,
+    requantizer, log4 quantizer), as wide as the accumulators; the base is the host
+    bridge, the FIFOs and the controller. Within about 5 % of every measured build; used
+    only to refuse hopeless builds before any tool runs."""
+    base, per_col, per_pe, per_bit, per_bit_col = board.lut_model
+    return int(base + per_col * tile + per_pe * tile * tile
+               + (acc_bits - 32) * (per_bit + per_bit_col * tile))
 
 
 def clock_config(board: Board, freq_mhz: float | None):
@@ -229,19 +260,22 @@ class BoardTop(Elaboratable):
         # PLL output's constraint from it and the PLL's dividers.
 
         # ---- Reset: button or PLL not locked, released synchronously.
-        button = platform.request(*b.reset)
+        m.submodules.button = button = io.Buffer("i", platform.request(*b.reset, dir="-"))
         m.submodules.rst_sync = ResetSynchronizer(button.i | ~locked, domain="sync")
 
         # ---- Host bridge on the UART, busy on an LED.
         m.submodules.bridge = bridge = HostBridge(
             self.params, clk_hz=int(round(self.clock_mhz * 1e6)), baud=self.baud)
-        uart = platform.request(*b.uart)
-        m.d.comb += [bridge.rx.eq(uart.rx.i), uart.tx.o.eq(bridge.tx)]
+        uart = platform.request(*b.uart, dir="-")
+        m.submodules.uart_rx = uart_rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = uart_tx = io.Buffer("o", uart.tx)
+        m.d.comb += [bridge.rx.eq(uart_rx.i), uart_tx.o.eq(bridge.tx)]
         if b.name == "ulx3s":
-            led = platform.request("led", 0).o
+            led = platform.request("led", 0, dir="-")
         elif b.name == "orangecrab":
-            led = platform.request("rgb_led", 0).g.o
+            led = platform.request("rgb_led", 0, dir="-").g
         else:
-            led = platform.request("led_g", 0).o
-        m.d.comb += led.eq(bridge.busy)
+            led = platform.request("led_g", 0, dir="-")
+        m.submodules.led = led_buf = io.Buffer("o", led)
+        m.d.comb += led_buf.o.eq(bridge.busy)
         return m

