@@ -373,7 +373,11 @@ class HostBridge(wiring.Component):
             with m.Case(ACK_STATUS):
                 m.d.comb += reply_len.eq(P.STATUS_LEN)
             with m.Case(ACK_READ):
-                m.d.comb += reply_len.eq(pending * P.beat_bytes(P.result_beat_bits(p)))
+                # A constant product as shifts and adds: yosys would put a bare ``*``
+                # on an ECP5 multiplier block.
+                beat_len = P.beat_bytes(P.result_beat_bits(p))
+                m.d.comb += reply_len.eq(sum(pending << i for i in range(beat_len.bit_length())
+                                             if beat_len >> i & 1))
         status = [P.PROTOCOL_VERSION, p.tile, p.acc_bits, self.core.busy,
                   outlet.level[:8], outlet.level >> 8]
         # One CRC network for both directions: the receiver and the sender take turns.

@@ -104,17 +104,36 @@ class Accelerator(wiring.Component):
         s_now = Signal(signed(S_BITS))
         m.d.comb += s_now.eq(self.a_exps.payload + self.b_exps.payload
                              + cmd.a_phase + cmd.b_phase)
-        # bit_length(Kt * T * Amax * Bmax); Amax, Bmax per kind (int4 8, uint4 15, fp4 4096).
-        kind_max = {code: ELEMENT_MAX[kind] for kind, code in KIND_CODES.items()}
-        bound_const = Signal(range(T * 15 * 4096 + 1))
-        with m.Switch(Cat(cmd.a_kind, cmd.b_kind)):
-            for ka, va in kind_max.items():
-                for kb, vb in kind_max.items():
+        # bound_bits = bit_length(Kt * T * Amax * Bmax), fixed for the whole GEMM, so it
+        # is computed once, from the incoming command, and registered. Each Amax is
+        # odd * 2**z with odd in {1, 15} (int4 8, uint4 15, fp4 4096), so the product is
+        # Kt times at most two factors 15 = 16 - 1 (two subtractions, no multiplier),
+        # shifted by the z's and log2 T, which only add to the bit length.
+        bound_bits = Signal(range(64), name="bound_bits")
+        new_cmd = self.cmd.payload
+        odd_15 = {}
+        pow_2 = {}
+        for kind, code in KIND_CODES.items():
+            value = ELEMENT_MAX[kind]
+            z = (value & -value).bit_length() - 1
+            assert value >> z in (1, 15), f"{kind}: Amax {value} is not (1 or 15) * 2**z"
+            odd_15[code], pow_2[code] = value >> z == 15, z
+        times = Signal(TILE_COUNT_BITS + 1)
+        m.d.comb += times.eq(new_cmd.k_last + 1)
+        scaled = times
+        for kind_field in (new_cmd.a_kind, new_cmd.b_kind):
+            is_15 = Cat(*(kind_field == code for code, yes in odd_15.items() if yes)).any()
+            wider = Signal(len(scaled) + 4)
+            m.d.comb += wider.eq(Mux(is_15, (scaled << 4) - scaled, scaled))
+            scaled = wider
+        pow_sum = Signal(range(64))
+        with m.Switch(Cat(new_cmd.a_kind, new_cmd.b_kind)):
+            for ka, za in pow_2.items():
+                for kb, zb in pow_2.items():
                     with m.Case(ka | (kb << 2)):
-                        m.d.comb += bound_const.eq(T * va * vb)
-        bound = Signal(len(bound_const) + TILE_COUNT_BITS + 1)
-        m.d.comb += bound.eq(bound_const * (cmd.k_last + 1))
-        bound_bits = bit_length(m, bound, "bound_bits")
+                        m.d.comb += pow_sum.eq(za + zb + (T.bit_length() - 1))
+        with m.If(start):
+            m.d.sync += bound_bits.eq(bit_length(m, scaled, "scaled_bits") + pow_sum)
         pf_last_t = pf_t == cmd.k_last
         pf_go = (busy & ~pf_done & self.a_exps.valid & self.b_exps.valid & s_fifo.w_rdy
                  & (~pf_last_t | oe_fifo.w_rdy))

@@ -4,43 +4,65 @@ Implements the accumulation of ``golden.gemm.tiled_gemm``: for every reduction t
 term = P_t * 2**(s_t - out_exp) (a right shift rounds half to even), acc = sat(acc + term)
 after each addition, and a sticky flag records any saturation. The shift is one number
 for the whole T x T tile, so the array needs one shifter per column at its edge, not a
-barrel shifter in every PE.
+barrel shifter in every PE; the shifter's controls (direction, amount, the sticky-bit
+mask) are decoded once per row and shared by the T columns.
+
+Three pipeline stages, because shift, round, add and saturate in one cycle were the
+longest path of the whole board build: (1) register the beat and decode its shift,
+(2) shift and round, (3) add, saturate and rotate the accumulator rows.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.params import NibbleParams
+from golden.params import NibbleParams, psum_bits
 
 from .layouts import acc_row_layout, rescale_row_layout
 
-__all__ = ["TileRescaler", "shift_round_half_even"]
+__all__ = ["TileRescaler", "ShiftControl", "decode_shift", "shift_round_half_even"]
 
 
-def shift_round_half_even(m: Module, x, shift, out_width: int, name: str):
+class ShiftControl:
+    """Registered controls of one ``x * 2**shift`` for x of ``width`` bits, shared by
+    every column: ``is_left``; ``left`` (0..out_width-1); ``right`` (0..width, past which
+    every x rounds to 0 anyway); ``sticky_mask`` (bit j set iff j < right - 1: the bits
+    below the guard bit)."""
+
+    def __init__(self, width: int, out_width: int, name: str):
+        self.is_left = Signal(name=f"{name}_is_left")
+        self.left = Signal(range(out_width), name=f"{name}_left")
+        self.right = Signal(range(width + 1), name=f"{name}_right")
+        self.sticky_mask = Signal(width, name=f"{name}_sticky_mask")
+
+
+def decode_shift(m: Module, domain, shift, ctl: ShiftControl, width: int, out_width: int):
+    """Drive ``ctl`` from a signed ``shift`` in ``domain`` (``m.d.sync`` to register)."""
+    right = Mux(-shift < width, -shift, width)
+    domain += [
+        ctl.is_left.eq(shift >= 0),
+        ctl.left.eq(Mux(shift < 0, 0, Mux(shift < out_width, shift, out_width - 1))),
+        ctl.right.eq(Mux(shift >= 0, 0, right)),
+        ctl.sticky_mask.eq(Cat(*((shift < 0) & (right > j + 1) for j in range(width)))),
+    ]
+
+
+def shift_round_half_even(m: Module, x, ctl: ShiftControl, out_width: int, name: str):
     """x * 2**shift as a signed ``out_width`` value (x signed; a right shift rounds half to
-    even). Left shifts must keep the result inside ``out_width``; right shifts are clamped
-    to len(x), past which every x rounds to 0 anyway."""
-    width = len(x)
-    left = Signal(range(out_width), name=f"{name}_left")
-    right = Signal(range(width + 1), name=f"{name}_right")
-    with m.If(shift >= 0):
-        m.d.comb += left.eq(Mux(shift < out_width, shift, out_width - 1))
-    with m.Else():
-        m.d.comb += right.eq(Mux(-shift < width, -shift, width))
-    q = Signal(signed(width), name=f"{name}_q")              # floor(x / 2**right)
-    rem = Signal(width, name=f"{name}_rem")                  # x mod 2**right
-    half = Signal(width + 1, name=f"{name}_half")            # 2**(right - 1)
+    even). Left shifts must keep the result inside ``out_width``.
+
+    One arithmetic shifter of x with a zero appended below gives floor(x / 2**right) and
+    the guard bit (the highest bit shifted out); the bits below the guard are ORed
+    through the shared mask into the sticky bit. Ties (guard set, sticky clear) round to
+    the even neighbour."""
+    w = Signal(signed(len(x) + 1), name=f"{name}_w")     # [floor(x / 2**right) | guard]
     up = Signal(name=f"{name}_up")
     m.d.comb += [
-        q.eq(x >> right),
-        rem.eq(x.as_unsigned() & ((Const(1, width + 1) << right) - 1)),
-        half.eq((Const(1, width + 1) << right) >> 1),
-        up.eq((right != 0) & ((rem > half) | ((rem == half) & q[0]))),
+        w.eq(Cat(C(0, 1), x).as_signed() >> ctl.right),
+        up.eq(w[0] & ((x.as_unsigned() & ctl.sticky_mask).any() | w[1])),
     ]
     out = Signal(signed(out_width), name=name)
-    m.d.comb += out.eq(Mux(shift >= 0, x << left, q + up))
+    m.d.comb += out.eq(Mux(ctl.is_left, x << ctl.left, w[1:].as_signed() + up))
     return out
 
 
@@ -49,7 +71,10 @@ class TileRescaler(wiring.Component):
 
     The accumulators of one output tile are T rows kept in a circular shift register:
     rows arrive in the order 0..T-1 for every reduction tile, so the head of the register
-    is always the row the next beat updates (no address multiplexer). One row per cycle.
+    is always the row the next beat updates (no address multiplexer). One row per cycle;
+    an accumulator row leaves 3 cycles after the psum row that finished it was taken.
+    The three stages advance together whenever the output register is free or being
+    read, so ``psum_in.ready`` is ``~acc_out.valid | acc_out.ready``.
 
     Parameters
     ----------
@@ -64,9 +89,12 @@ class TileRescaler(wiring.Component):
     acc_out : Out(stream.Signature(acc_row_layout(params)))
         Finished accumulator rows (on ``last`` beats), T per output tile, with out_exp.
     saturated : Out(1)
-        Sticky: some accumulation saturated since the last ``clear``.
+        Sticky: some accumulation saturated since the last ``clear``. It covers a beat
+        once the beat's accumulator row has been computed (at the latest when the row
+        that ends its output tile leaves on ``acc_out``).
     clear : In(1)
-        Clears ``saturated`` (the controller pulses it at the start of a GEMM).
+        Clears ``saturated`` (the controller pulses it at the start of a GEMM, when no
+        beat of the previous GEMM is left in the pipeline).
     """
 
     def __init__(self, params: NibbleParams):
@@ -80,27 +108,57 @@ class TileRescaler(wiring.Component):
 
     def elaborate(self, platform):
         T, acc_bits = self._params.tile, self._params.acc_bits
+        width = psum_bits(T)
         m = Module()
-        beat = self.psum_in.payload
+        layout = rescale_row_layout(self._params)
+
+        advance = Signal()
+        m.d.comb += [
+            advance.eq(~self.acc_out.valid | self.acc_out.ready),
+            self.psum_in.ready.eq(advance),
+        ]
+
+        # ---- Stage 1: the beat and its decoded shift.
+        v1 = Signal()
+        beat1 = Signal(layout)
+        ctl = ShiftControl(width, acc_bits + 1, "shift1")
+        with m.If(advance):
+            m.d.sync += v1.eq(self.psum_in.valid)
+            with m.If(self.psum_in.valid):
+                m.d.sync += beat1.eq(self.psum_in.payload)
+                decode_shift(m, m.d.sync, self.psum_in.payload.shift, ctl, width, acc_bits + 1)
+
+        # ---- Stage 2: the terms P_t * 2**shift, rounded.
+        v2 = Signal()
+        terms = [Signal(signed(acc_bits + 1), name=f"term{n}") for n in range(T)]
+        first2, last2 = Signal(), Signal()
+        oexp2 = Signal.like(beat1.out_exp)
+        with m.If(advance):
+            m.d.sync += [v2.eq(v1), first2.eq(beat1.first), last2.eq(beat1.last),
+                         oexp2.eq(beat1.out_exp)]
+            for n in range(T):
+                m.d.sync += terms[n].eq(
+                    shift_round_half_even(m, beat1.psums[n], ctl, acc_bits + 1, f"shifted{n}"))
+
+        # ---- Stage 3: add to the head row and saturate. The sum has acc_bits + 2 bits;
+        # it fits acc_bits iff its top three bits agree.
         lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
-
-        rows = [Signal(unsigned(T * acc_bits), name=f"acc_row{i}") for i in range(T)]
-        take = self.psum_in.valid & self.psum_in.ready
-        m.d.comb += self.psum_in.ready.eq(~self.acc_out.valid | self.acc_out.ready)
-
-        new_row = []
-        row_saturated = []
+        rows = [Signal(T * acc_bits, name=f"acc_row{i}") for i in range(T)]
+        new_row, row_saturated = [], []
         for n in range(T):
-            term = shift_round_half_even(m, beat.psums[n], beat.shift, acc_bits + 1, f"term{n}")
             old = Signal(signed(acc_bits), name=f"old{n}")
-            m.d.comb += old.eq(Mux(beat.first, 0, rows[0][n * acc_bits:(n + 1) * acc_bits]))
+            m.d.comb += old.eq(Mux(first2, 0, rows[0][n * acc_bits:(n + 1) * acc_bits]))
             total = Signal(signed(acc_bits + 2), name=f"sum{n}")
-            m.d.comb += total.eq(old + term)
+            m.d.comb += total.eq(old + terms[n])
+            top = total[acc_bits - 1:]
+            sat = Signal(name=f"sat{n}")
+            m.d.comb += sat.eq(~(top.all() | ~top.any()))
             clipped = Signal(signed(acc_bits), name=f"acc{n}")
-            m.d.comb += clipped.eq(Mux(total > hi, hi, Mux(total < lo, lo, total)))
+            m.d.comb += clipped.eq(Mux(sat, Mux(total[-1], lo, hi), total[:acc_bits]))
             new_row.append(clipped)
-            row_saturated.append((total > hi) | (total < lo))
+            row_saturated.append(sat)
 
+        take = advance & v2
         with m.If(take):
             m.d.sync += [rows[i].eq(rows[i + 1]) for i in range(T - 1)]
             m.d.sync += rows[T - 1].eq(Cat(*new_row))
@@ -111,10 +169,10 @@ class TileRescaler(wiring.Component):
 
         with m.If(self.acc_out.ready):
             m.d.sync += self.acc_out.valid.eq(0)
-        with m.If(take & beat.last):
+        with m.If(take & last2):
             m.d.sync += [
                 self.acc_out.valid.eq(1),
-                self.acc_out.payload.out_exp.eq(beat.out_exp),
+                self.acc_out.payload.out_exp.eq(oexp2),
             ]
             m.d.sync += [self.acc_out.payload.acc[n].eq(new_row[n]) for n in range(T)]
         return m
