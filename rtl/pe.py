@@ -38,7 +38,8 @@ from amaranth.lib.wiring import In, Out
 
 from golden.params import NibbleParams, psum_bits
 
-__all__ = ["OperandA", "OperandB", "PE", "encode_a", "encode_b", "encode_swapped", "PRODUCT_BITS"]
+__all__ = ["OperandA", "OperandB", "PE", "add_with_carry", "encode_a", "encode_b", "encode_swapped",
+           "PRODUCT_BITS"]
 
 #: Width (with sign) of one PE product: |uint4 * fp4| <= 15 * 4**6 = 61440 < 2**16.
 PRODUCT_BITS = 17
@@ -142,7 +143,7 @@ def encode_b(code, b_fp4) -> Value:
     return Cat(Mux(b_fp4, fp4_code, int4_code), code[3])
 
 
-def _add_with_carry(m: Module, x: Value, y: Value, carry_in: Value, width: int) -> Value:
+def add_with_carry(m: Module, x: Value, y: Value, carry_in: Value, width: int) -> Value:
     """``(x + y + carry_in) mod 2**width`` as one adder: the carry-in enters through an
     extra low bit (1 + carry_in), which maps onto a single carry chain."""
     total = Signal(width + 1)
@@ -239,7 +240,7 @@ class PE(wiring.Component):
             # -|a| as ~|a| + 1: the + 1 is the adder's carry-in.
             y.eq(Mux(y1, Mux(y0, ~mag7, mag7 << 1), Mux(y0, mag7, 0))),
         ]
-        product_int = _add_with_carry(m, x, y, y_neg, 7)
+        product_int = add_with_carry(m, x, y, y_neg, 7)
 
         # FP4 b: |a| << 2(e-1), a one-hot select per exponent (at most two candidate
         # magnitude bits per product bit), no barrel shifter.
@@ -261,7 +262,7 @@ class PE(wiring.Component):
         # acc + (|product| xor neg) + neg = acc +- |product|.
         term_wide = Signal(signed(width))
         m.d.comb += term_wide.eq(term.as_signed())
-        total = _add_with_carry(m, acc, term_wide, neg, width)
+        total = add_with_carry(m, acc, term_wide, neg, width)
 
         # The capture and the clear share one condition, which maps onto the flip-flops'
         # clock enable and synchronous reset (one LUT per PE, none per bit).

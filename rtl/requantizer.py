@@ -102,8 +102,9 @@ class Requantizer(wiring.Component):
     2T rows: the next tile is written row by row behind the read-out of the current one,
     so for T >= 4 the unit sustains one row per cycle, T cycles per tile (T = 2: about
     3). A tile's first code row is valid 5 cycles after its last accumulator row was
-    accepted (3 pipelined cycles compute the tile exponent, 1 reads the buffer, 1
-    registers the beat).
+    accepted: 1 cycle registers the row (mask, ReLU and |x| before a register, the max
+    tree after it), 2 compute the tile exponent, 1 reads the buffer and the element
+    shift, 1 registers the beat.
 
     Parameters
     ----------
@@ -167,10 +168,12 @@ class Requantizer(wiring.Component):
         wr = buf.write_port()
         rd = buf.read_port(transparent_for=())  # never the row being written (see free)
 
-        # Per-bank state. full[b]: bank b holds a finalized tile not yet fully read.
+        # Per-bank state. held[b]: bank b holds a whole tile (from its last row's take)
+        # not yet fully read; full[b]: that tile is also finalized, so it may be read.
+        held = Array(Signal(name=f"held{b}") for b in range(2))
         full = Array(Signal(name=f"full{b}") for b in range(2))
         bank_exp = Array(Signal(signed(TILE_EXP_BITS), name=f"bank_exp{b}") for b in range(2))
-        bank_sh = Array(Signal(range(SH_MAX + 1), name=f"bank_sh{b}") for b in range(2))
+        bank_oexp = Array(Signal(signed(OUT_EXP_BITS), name=f"bank_oexp{b}") for b in range(2))
         bank_lim = Array(Signal(4, name=f"bank_lim{b}") for b in range(2))
 
         wbank, wrow = Signal(), Signal(range(T))
@@ -178,7 +181,7 @@ class Requantizer(wiring.Component):
 
         # ---- Write side: ReLU' mask, ReLU, magnitudes and the running maximum.
         # A row may go into a bank that is still being read once the reader is past it.
-        free = ~full[wbank] | ((rbank == wbank) & (rrow > wrow))
+        free = ~held[wbank] | ((rbank == wbank) & (rrow > wrow))
         mask_ok = ~self.mask_en | self.mask_in.valid
         take = Signal()
         m.d.comb += [
@@ -197,10 +200,6 @@ class Requantizer(wiring.Component):
         # The buffer write is registered: its enable fans out to the whole row of RAM.
         # A row is read at least 4 cycles after it was taken, so the delay is invisible.
         m.d.sync += [wr.en.eq(take), wr.addr.eq(Cat(wrow, wbank)), wr.data.eq(row)]
-        mags = [row[i].mag for i in range(T)]
-        row_smear = _smear(m, reduce(operator.or_, mags), "row_smear")
-        while len(mags) > 1:
-            mags = [Mux(a > b, a, b) for a, b in zip(mags[::2], mags[1::2])]
 
         # thr = floor(alpha / 2**out_exp), saturated: x > thr iff x * 2**out_exp > alpha.
         d = Signal(signed(OUT_EXP_BITS + 1))
@@ -213,25 +212,42 @@ class Requantizer(wiring.Component):
             m.d.comb += thr.eq(self.clip_mant >> Mux(-d >= CLIP_MANT_BITS, CLIP_MANT_BITS,
                                                      (-d)[:4]))
 
+        # The tile statistics follow one cycle behind the take, from the registered row
+        # (the buffer's write data): masking and |x| then sit in front of a register, not
+        # in front of the max tree, which is the longest path of the write side.
+        w_valid, w_first, w_last, w_bank = Signal(), Signal(), Signal(), Signal()
+        w_thr = Signal.like(thr)
+        w_oexp = Signal(signed(OUT_EXP_BITS))
+        m.d.sync += w_valid.eq(take)
+        with m.If(take):
+            m.d.sync += [w_first.eq(wrow == 0), w_last.eq(wrow == T - 1), w_bank.eq(wbank),
+                         w_thr.eq(thr), w_oexp.eq(self.acc_in.payload.out_exp)]
+        mags = [wr.data[i].mag for i in range(T)]
+        row_smear = _smear(m, reduce(operator.or_, mags), "row_smear")
+        while len(mags) > 1:
+            mags = [Mux(a > b, a, b) for a, b in zip(mags[::2], mags[1::2])]
+
         amax = Signal(acc_bits)  # max |x| over the tile so far ...
         amax_smear = Signal(acc_bits)  # ... and smear(amax), for a shallow finalize
         tile_thr = Signal.like(thr)
         tile_oexp = Signal(signed(OUT_EXP_BITS))
-        fin = [Signal(name=f"fin{k}") for k in range(3)]  # finalize pipeline: valid ...
-        fin_bank = [Signal(name=f"fin_bank{k}") for k in range(3)]  # ... and its bank
-        m.d.sync += [fin[k + 1].eq(fin[k]) for k in range(2)]
-        m.d.sync += [fin_bank[k + 1].eq(fin_bank[k]) for k in range(2)]
+        fin = [Signal(name=f"fin{k}") for k in range(2)]  # finalize pipeline: valid ...
+        fin_bank = [Signal(name=f"fin_bank{k}") for k in range(2)]  # ... and its bank
+        m.d.sync += [fin[1].eq(fin[0]), fin_bank[1].eq(fin_bank[0])]
         m.d.sync += fin[0].eq(0)
         with m.If(take):
-            m.d.sync += [
-                tile_oexp.eq(self.acc_in.payload.out_exp),  # the same on every row
-                tile_thr.eq(thr),
-                amax.eq(Mux((wrow == 0) | (mags[0] > amax), mags[0], amax)),
-                amax_smear.eq(Mux(wrow == 0, 0, amax_smear) | row_smear),
-                wrow.eq(wrow + 1),
-            ]
+            m.d.sync += wrow.eq(wrow + 1)
             with m.If(wrow == T - 1):
-                m.d.sync += [wrow.eq(0), wbank.eq(~wbank), fin[0].eq(1), fin_bank[0].eq(wbank)]
+                m.d.sync += [wrow.eq(0), wbank.eq(~wbank), held[wbank].eq(1)]
+        with m.If(w_valid):
+            m.d.sync += [
+                tile_oexp.eq(w_oexp),  # the same on every row
+                tile_thr.eq(w_thr),
+                amax.eq(Mux(w_first | (mags[0] > amax), mags[0], amax)),
+                amax_smear.eq(Mux(w_first, 0, amax_smear) | row_smear),
+            ]
+            with m.If(w_last):
+                m.d.sync += [fin[0].eq(1), fin_bank[0].eq(w_bank)]
 
         # ---- Tile-independent clip values, a 4-register pipeline from the configuration
         # (see the note on configuration ports). With an element clipped the tile takes
@@ -252,8 +268,9 @@ class Requantizer(wiring.Component):
             q_alpha.eq(_clamp(qa_floor_r + qa_up_r, 0, 15)),
         ]
 
-        # ---- Finalize, 3 pipelined steps after a tile's last row (the next tile may
-        # already be arriving). 1: the clip test and bit length / top bits of amax.
+        # ---- Finalize, 2 pipelined steps after a tile's statistics are complete (the
+        # next tile may already be arriving). 1: the clip test and bit length / top bits
+        # of amax.
         f_clip, f_over = Signal(), Signal()
         f_n = Signal(range(acc_bits + 1))
         f_oexp = Signal(signed(OUT_EXP_BITS))
@@ -264,24 +281,16 @@ class Requantizer(wiring.Component):
             f_over.eq(over),
             f_oexp.eq(tile_oexp),
         ]
-        # 2: the tile exponent and the largest positive code (qmax, or q_alpha: see above).
-        g_exp = Signal(signed(TILE_EXP_BITS))
-        g_lim = Signal(4)
-        g_oexp = Signal(signed(OUT_EXP_BITS))
-        m.d.sync += [
-            g_exp.eq(Mux(f_clip, e_alpha,
-                         Mux(f_n != 0, _clamp(_exp_add(f_oexp, f_n, f_over, u), EXP_MIN, EXP_MAX),
-                             EXP_MIN))),
-            g_lim.eq(Mux(u, Mux(f_clip, q_alpha, 15), 7)),
-            g_oexp.eq(f_oexp),
-        ]
-        # 3: the element shift; the bank is ready.
-        with m.If(fin[2]):
+        # 2: the tile exponent and the largest positive code (qmax, or q_alpha: see
+        # above); the bank is ready. The element shift follows from them at read time.
+        with m.If(fin[1]):
             m.d.sync += [
-                bank_exp[fin_bank[2]].eq(g_exp),
-                bank_sh[fin_bank[2]].eq(_clamp(g_exp - g_oexp + _FRAC, 0, SH_MAX)),
-                bank_lim[fin_bank[2]].eq(g_lim),
-                full[fin_bank[2]].eq(1),
+                bank_exp[fin_bank[1]].eq(Mux(f_clip, e_alpha, Mux(
+                    f_n != 0, _clamp(_exp_add(f_oexp, f_n, f_over, u), EXP_MIN, EXP_MAX),
+                    EXP_MIN))),
+                bank_oexp[fin_bank[1]].eq(f_oexp),
+                bank_lim[fin_bank[1]].eq(Mux(u, Mux(f_clip, q_alpha, 15), 7)),
+                full[fin_bank[1]].eq(1),
             ]
 
         # ---- Read side: one registered memory read per output beat; the payload is
@@ -297,12 +306,13 @@ class Requantizer(wiring.Component):
             with m.If(full[rbank]):
                 m.d.sync += [
                     out_exp.eq(bank_exp[rbank]),
-                    sh.eq(bank_sh[rbank]),
+                    sh.eq(_clamp(bank_exp[rbank] - bank_oexp[rbank] + _FRAC, 0, SH_MAX)),
                     lim.eq(bank_lim[rbank]),
                     rrow.eq(rrow + 1),
                 ]
                 with m.If(rrow == T - 1):
-                    m.d.sync += [rrow.eq(0), rbank.eq(~rbank), full[rbank].eq(0)]
+                    m.d.sync += [rrow.eq(0), rbank.eq(~rbank), full[rbank].eq(0),
+                                 held[rbank].eq(0)]
 
         # Masks over magnitude bit j, shared by the row: the guard bit is at s - 1 =
         # sh - 5, the sticky bits below it, the saturating bits above s + 4 = sh.

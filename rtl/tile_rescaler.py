@@ -19,6 +19,7 @@ from amaranth.lib.wiring import In, Out
 from golden.params import NibbleParams, psum_bits
 
 from .layouts import acc_row_layout, rescale_row_layout
+from .pe import add_with_carry
 
 __all__ = ["TileRescaler", "ShiftControl", "decode_shift", "shift_round_half_even"]
 
@@ -48,8 +49,10 @@ def decode_shift(m: Module, domain, shift, ctl: ShiftControl, width: int, out_wi
 
 
 def shift_round_half_even(m: Module, x, ctl: ShiftControl, out_width: int, name: str):
-    """x * 2**shift as a signed ``out_width`` value (x signed; a right shift rounds half to
-    even). Left shifts must keep the result inside ``out_width``.
+    """x * 2**shift as a signed ``out_width`` value ``shifted`` and a 1-bit ``round_up``,
+    with x * 2**shift rounded half to even = shifted + round_up (x signed; left shifts
+    must keep the result inside ``out_width`` and give round_up = 0). The caller adds
+    round_up as the carry-in of its next adder, which saves an incrementer per column.
 
     One arithmetic shifter of x with a zero appended below gives floor(x / 2**right) and
     the guard bit (the highest bit shifted out); the bits below the guard are ORed
@@ -62,8 +65,8 @@ def shift_round_half_even(m: Module, x, ctl: ShiftControl, out_width: int, name:
         up.eq(w[0] & ((x.as_unsigned() & ctl.sticky_mask).any() | w[1])),
     ]
     out = Signal(signed(out_width), name=name)
-    m.d.comb += out.eq(Mux(ctl.is_left, x << ctl.left, w[1:].as_signed() + up))
-    return out
+    m.d.comb += out.eq(Mux(ctl.is_left, x << ctl.left, w[1:].as_signed()))
+    return out, up & ~ctl.is_left
 
 
 class TileRescaler(wiring.Component):
@@ -131,25 +134,32 @@ class TileRescaler(wiring.Component):
         # ---- Stage 2: the terms P_t * 2**shift, rounded.
         v2 = Signal()
         terms = [Signal(signed(acc_bits + 1), name=f"term{n}") for n in range(T)]
+        round_up = [Signal(name=f"round_up{n}") for n in range(T)]
         first2, last2 = Signal(), Signal()
         oexp2 = Signal.like(beat1.out_exp)
         with m.If(advance):
             m.d.sync += [v2.eq(v1), first2.eq(beat1.first), last2.eq(beat1.last),
                          oexp2.eq(beat1.out_exp)]
             for n in range(T):
-                m.d.sync += terms[n].eq(
-                    shift_round_half_even(m, beat1.psums[n], ctl, acc_bits + 1, f"shifted{n}"))
+                shifted, up = shift_round_half_even(m, beat1.psums[n], ctl, acc_bits + 1,
+                                                    f"shifted{n}")
+                m.d.sync += [terms[n].eq(shifted), round_up[n].eq(up)]
 
-        # ---- Stage 3: add to the head row and saturate. The sum has acc_bits + 2 bits;
-        # it fits acc_bits iff its top three bits agree.
+        # ---- Stage 3: add to the head row (the rounding increment is the carry-in) and
+        # saturate. The sum has acc_bits + 2 bits; it fits acc_bits iff its top three
+        # bits agree.
         lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
         rows = [Signal(T * acc_bits, name=f"acc_row{i}") for i in range(T)]
         new_row, row_saturated = [], []
         for n in range(T):
             old = Signal(signed(acc_bits), name=f"old{n}")
             m.d.comb += old.eq(Mux(first2, 0, rows[0][n * acc_bits:(n + 1) * acc_bits]))
+            old_wide = Signal(signed(acc_bits + 2), name=f"old_wide{n}")
+            term_wide = Signal(signed(acc_bits + 2), name=f"term_wide{n}")
+            m.d.comb += [old_wide.eq(old), term_wide.eq(terms[n])]
             total = Signal(signed(acc_bits + 2), name=f"sum{n}")
-            m.d.comb += total.eq(old + terms[n])
+            m.d.comb += total.eq(
+                add_with_carry(m, old_wide, term_wide, round_up[n], acc_bits + 2))
             top = total[acc_bits - 1:]
             sat = Signal(name=f"sat{n}")
             m.d.comb += sat.eq(~(top.all() | ~top.any()))
