@@ -104,7 +104,8 @@ class Requantizer(wiring.Component):
     3). A tile's first code row is valid 5 cycles after its last accumulator row was
     accepted: 1 cycle registers the row (mask, ReLU and |x| before a register, the max
     tree after it), 2 compute the tile exponent, 1 reads the buffer and the element
-    shift, 1 registers the beat.
+    shift, 1 registers the beat. From T = 8 on, the max tree is pipelined too, which
+    adds log2(T) - 1 cycles.
 
     Parameters
     ----------
@@ -224,8 +225,21 @@ class Requantizer(wiring.Component):
                          w_thr.eq(thr), w_oexp.eq(self.acc_in.payload.out_exp)]
         mags = [wr.data[i].mag for i in range(T)]
         row_smear = _smear(m, reduce(operator.or_, mags), "row_smear")
+        # From T = 8 on, a register after every tree level but the last (the row's flags
+        # travel along): the longer latency still leaves one row per cycle, as the next
+        # tile's rows take T cycles to arrive. At T = 4 that would cost throughput.
+        level = 0
         while len(mags) > 1:
             mags = [Mux(a > b, a, b) for a, b in zip(mags[::2], mags[1::2])]
+            level += 1
+            if T >= 8 and len(mags) > 1:
+                staged = [Signal(acc_bits, name=f"row_max{level}_{i}") for i in range(len(mags))]
+                m.d.sync += [r.eq(v) for r, v in zip(staged, mags)]
+                mags = staged
+                flags = [w_valid, w_first, w_last, w_bank, w_thr, w_oexp, row_smear]
+                later = [Signal.like(f, name=f"{f.name}_l{level}") for f in flags]
+                m.d.sync += [r.eq(f) for r, f in zip(later, flags)]
+                w_valid, w_first, w_last, w_bank, w_thr, w_oexp, row_smear = later
 
         amax = Signal(acc_bits)  # max |x| over the tile so far ...
         amax_smear = Signal(acc_bits)  # ... and smear(amax), for a shallow finalize
