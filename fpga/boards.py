@@ -44,20 +44,23 @@ Fit check
     :mod:`fpga.synth` checks again on the synthesised netlist before place and route, and
     turns nextpnr's packing overflow into the same one-line error.
 
-    Measured (acc_bits 32 unless noted; logic cells after place and route):
+    Measured (2026-11-29, acc_bits 32 unless noted; logic cells after place and route,
+    or after nextpnr's packer where it stopped):
 
     ==========  =======  ===============  ========================================
     board       T        logic cells      verdict
     ==========  =======  ===============  ========================================
-    orangecrab  4        10245 (42 %)     fits
-    orangecrab  8        22310 (92 %)     fits
-    ulx3s       16       61927 (74 %)     fits
-    icebreaker  4        12391 (235 %)    does not fit (yosys: 8846 LUT4)
-    icebreaker  2 (18)   6026 (114 %)     does not fit (T = 2, acc_bits 18)
+    orangecrab  4        10083 (42 %)     fits; 63.9 MHz, 48 MHz target met
+    orangecrab  8        21381 (88 %)     fits; 56.8 MHz, 48 MHz target met
+    ulx3s       16       60661 (72 %)     fits; placement estimate 23.6 MHz at the
+                                          100 MHz target, router2 did not converge
+    icebreaker  4 (19)   --               does not fit (yosys: 6970 LUT4, 3368 FFs)
+    icebreaker  2 (18)   6012 (114 %)     does not fit (T = 2, acc_bits 18)
     ==========  =======  ===============  ========================================
 
     No nibble configuration fits the iCE40UP5K today: at small T the per-column output
-    path and the host bridge dominate, not the PEs.
+    path (rescaler, requantizer, log4 unit), the controller and the host bridge
+    dominate, not the PEs.
 """
 
 from __future__ import annotations
@@ -141,12 +144,11 @@ class Board:
 #: Size model of the board top, in post-place-and-route logic cells (see estimate_luts):
 #: (base, per column, per PE, per accumulator bit, per accumulator bit and column).
 #: ECP5 (TRELLIS_COMB): fitted exactly to the measured T = 4, 8, 16 builds at acc_bits 32
-#: (10245, 22310, 61927 cells); the accumulator terms from yosys LUT4 counts of the whole
+#: (10083, 21381, 60661 cells); the accumulator terms from yosys LUT4 counts of the whole
 #: HostBridge at T = 2 and 4 with acc_bits 32 against 18/19. iCE40 (ICESTORM_LC): the ECP5
-#: model x 1.21, the measured ratio at T = 4 (12391 LCs); it predicts the measured T = 2,
-#: acc_bits 18 build (6026 LCs) within 5 %.
-_ECP5_MODEL = (3342, 1080, 161.3, 26, 21)
-_ICE40_MODEL = tuple(round(1.21 * x, 1) for x in _ECP5_MODEL)
+#: model x 1.08, the measured ratio of the T = 2, acc_bits 18 build (6012 LCs).
+_ECP5_MODEL = (4346, 739, 173.8, 26, 21)
+_ICE40_MODEL = tuple(round(1.08 * x, 1) for x in _ECP5_MODEL)
 
 #: The early check refuses a build only when the estimate exceeds the device by this
 #: factor; closer calls go on to the exact checks (netlist after synthesis, nextpnr packing).
