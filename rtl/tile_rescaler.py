@@ -37,10 +37,11 @@ class ShiftControl:
         self.sticky_mask = Signal(width, name=f"{name}_sticky_mask")
 
 
-def decode_shift(m: Module, domain, shift, ctl: ShiftControl, width: int, out_width: int):
-    """Drive ``ctl`` from a signed ``shift`` in ``domain`` (``m.d.sync`` to register)."""
+def decode_shift(shift, ctl: ShiftControl, width: int, out_width: int) -> list:
+    """The assignments that drive ``ctl`` from a signed ``shift`` (add them to the sync
+    domain: the controls are registered)."""
     right = Mux(-shift < width, -shift, width)
-    domain += [
+    return [
         ctl.is_left.eq(shift >= 0),
         ctl.left.eq(Mux(shift < 0, 0, Mux(shift < out_width, shift, out_width - 1))),
         ctl.right.eq(Mux(shift >= 0, 0, right)),
@@ -129,7 +130,7 @@ class TileRescaler(wiring.Component):
             m.d.sync += v1.eq(self.psum_in.valid)
             with m.If(self.psum_in.valid):
                 m.d.sync += beat1.eq(self.psum_in.payload)
-                decode_shift(m, m.d.sync, self.psum_in.payload.shift, ctl, width, acc_bits + 1)
+                m.d.sync += decode_shift(self.psum_in.payload.shift, ctl, width, acc_bits + 1)
 
         # ---- Stage 2: the terms P_t * 2**shift, rounded.
         v2 = Signal()
