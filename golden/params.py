@@ -52,10 +52,17 @@ class NibbleParams:
         Width of the two's-complement output accumulators, in bits. It must hold one exact
         tile partial sum (:func:`psum_bits`) and be at most 53, so that
         ``value()`` is exact in float64.
+    lanes : int or None
+        Elements per cycle of the accelerator's output path (rescaler, requantizer, log4
+        unit): a power of two from 1 to ``tile``; None (the default) means ``tile``, one
+        tile row per cycle. Fewer lanes shrink those units about ``tile / lanes`` times
+        for small FPGAs, at ``tile / lanes`` times fewer GEMM results per cycle. It does
+        not change any result: golden ignores it.
     """
 
     tile: int = 8
     acc_bits: int = 32
+    lanes: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "tile", check_tile(self.tile))
@@ -67,3 +74,16 @@ class NibbleParams:
             raise ValueError(
                 f"acc_bits must be in {need}..{ACC_BITS_MAX} for tile {self.tile} "
                 f"(one exact tile partial sum needs {need} bits), got {self.acc_bits}")
+        lanes = self.tile if self.lanes is None else self.lanes
+        if isinstance(lanes, bool) or not hasattr(lanes, "__index__"):
+            raise ValueError(f"lanes must be an integer, got {lanes!r}")
+        lanes = int(lanes)
+        if not (1 <= lanes <= self.tile) or lanes & (lanes - 1):
+            raise ValueError(f"lanes must be a power of two in 1..{self.tile} (the tile), "
+                             f"got {lanes}")
+        object.__setattr__(self, "lanes", lanes)
+
+    @property
+    def beats_per_tile(self) -> int:
+        """Beats of ``lanes`` elements that carry one T x T tile on the output path."""
+        return self.tile * self.tile // self.lanes

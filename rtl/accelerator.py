@@ -7,10 +7,14 @@ Data path (see BRIEF section 2)::
     psum rows + (s_t - out_exp) -> TileRescaler -> accumulator rows
         -> raw | Requantizer (int4/uint4) | Log4Quantizer (fp4) -> result
 
+With ``lanes`` L < T, the output path from the rescaler on is L elements wide: each
+psum row enters the rescaler as T / L beats, the mask rows are split the same way, and
+the result rows are gathered back from T / L beats, so the ports stay T wide.
+
 The stream formats are defined once, in :mod:`rtl.layouts`.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import C, Cat, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -18,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from golden.params import ELEMENT_MAX, NibbleParams
 
 from .bit_length import bit_length
-from .layouts import (KIND_CODES, OUT_EXP_BITS, OUT_MODES, TILE_COUNT_BITS,
+from .layouts import (CODE_BITS, KIND_CODES, OUT_EXP_BITS, OUT_MODES, TILE_COUNT_BITS,
                       TILE_EXP_BITS, command_layout, operand_row_layout, result_layout)
 from .log4_quantizer import Log4Quantizer
 from .requantizer import Requantizer
@@ -39,7 +43,9 @@ class Accelerator(wiring.Component):
     Parameters
     ----------
     params : NibbleParams
-        ``tile`` (T, the array edge) and ``acc_bits``.
+        ``tile`` (T, the array edge), ``acc_bits`` and ``lanes`` (L, elements per cycle
+        of the output path: with L < T the array waits T / L cycles for every psum row,
+        so a GEMM takes about T / L times the cycles).
 
     Attributes
     ----------
@@ -105,12 +111,18 @@ class Accelerator(wiring.Component):
         m.d.comb += s_now.eq(self.a_exps.payload + self.b_exps.payload
                              + cmd.a_phase + cmd.b_phase)
         # bound_bits = bit_length(Kt * T * Amax * Bmax), fixed for the whole GEMM, so it
-        # is computed once, from the incoming command, and registered. Each Amax is
-        # odd * 2**z with odd in {1, 15} (int4 8, uint4 15, fp4 4096), so the product is
-        # Kt times at most two factors 15 = 16 - 1 (two subtractions, no multiplier),
-        # shifted by the z's and log2 T, which only add to the bit length.
+        # is computed once per command, in two registered steps after the command register
+        # (the prefetch waits for it: the arithmetic in one cycle was the longest path of
+        # the iCE40 build). Each Amax is odd * 2**z with odd in {1, 15} (int4 8, uint4 15,
+        # fp4 4096), so the product is Kt times at most two factors 15 = 16 - 1 (two
+        # subtractions, no multiplier), shifted by the z's and log2 T, which only add to
+        # the bit length.
         bound_bits = Signal(range(64), name="bound_bits")
-        new_cmd = self.cmd.payload
+        bound_wait = Signal(2)  # cycles until bound_bits holds this command's value
+        with m.If(start):
+            m.d.sync += bound_wait.eq(2)
+        with m.Elif(bound_wait != 0):
+            m.d.sync += bound_wait.eq(bound_wait - 1)
         odd_15 = {}
         pow_2 = {}
         for kind, code in KIND_CODES.items():
@@ -119,23 +131,25 @@ class Accelerator(wiring.Component):
             assert value >> z in (1, 15), f"{kind}: Amax {value} is not (1 or 15) * 2**z"
             odd_15[code], pow_2[code] = value >> z == 15, z
         times = Signal(TILE_COUNT_BITS + 1)
-        m.d.comb += times.eq(new_cmd.k_last + 1)
+        m.d.comb += times.eq(cmd.k_last + 1)
         scaled = times
-        for kind_field in (new_cmd.a_kind, new_cmd.b_kind):
+        for kind_field in (cmd.a_kind, cmd.b_kind):
             is_15 = Cat(*(kind_field == code for code, yes in odd_15.items() if yes)).any()
             wider = Signal(len(scaled) + 4)
             m.d.comb += wider.eq(Mux(is_15, (scaled << 4) - scaled, scaled))
             scaled = wider
         pow_sum = Signal(range(64))
-        with m.Switch(Cat(new_cmd.a_kind, new_cmd.b_kind)):
+        with m.Switch(Cat(cmd.a_kind, cmd.b_kind)):
             for ka, za in pow_2.items():
                 for kb, zb in pow_2.items():
                     with m.Case(ka | (kb << 2)):
                         m.d.comb += pow_sum.eq(za + zb + (T.bit_length() - 1))
-        with m.If(start):
-            m.d.sync += bound_bits.eq(bit_length(m, scaled, "scaled_bits") + pow_sum)
+        scaled_r = Signal.like(scaled, name="scaled_r")
+        pow_sum_r = Signal.like(pow_sum, name="pow_sum_r")
+        m.d.sync += [scaled_r.eq(scaled), pow_sum_r.eq(pow_sum),
+                     bound_bits.eq(bit_length(m, scaled_r, "scaled_bits") + pow_sum_r)]
         pf_last_t = pf_t == cmd.k_last
-        pf_go = (busy & ~pf_done & self.a_exps.valid & self.b_exps.valid & s_fifo.w_rdy
+        pf_go = (busy & (bound_wait == 0) & ~pf_done & self.a_exps.valid & self.b_exps.valid & s_fifo.w_rdy
                  & (~pf_last_t | oe_fifo.w_rdy))
         tile_max = Signal(signed(S_BITS))
         m.d.comb += tile_max.eq(Mux((pf_t == 0) | (s_now > s_max), s_now, s_max))
@@ -196,21 +210,32 @@ class Accelerator(wiring.Component):
                             m.d.sync += [fd_i.eq(0), fd_done.eq(1)]
         m.d.comb += [buf_a.release.eq(step & (k == T - 1)), buf_b.release.eq(step & (k == T - 1))]
 
-        # ---- Drain: psum rows with their shift into the rescaler.
+        # ---- Drain: psum rows with their shift into the rescaler, L elements per beat.
+        L, slices = p.lanes, T // p.lanes
         dr_row = Signal(range(T))
         dr_t = Signal(TILE_COUNT_BITS)
+        # which L elements of the psum row go next (no counter, and no zero-width signal
+        # in the Verilog, at full width)
+        dr_slice = Signal(range(slices)) if slices > 1 else None
+        dr_slice_last = dr_slice == slices - 1 if slices > 1 else C(1, 1)
         shift_ready = s_fifo.r_rdy & oe_fifo.r_rdy
         beat = rescaler.psum_in.payload
         m.d.comb += [
             rescaler.psum_in.valid.eq(array.psum.valid & shift_ready),
-            array.psum.ready.eq(rescaler.psum_in.ready & shift_ready),
-            beat.psums.eq(array.psum.payload),
+            array.psum.ready.eq(rescaler.psum_in.ready & shift_ready & dr_slice_last),
+            beat.psums.eq(array.psum.payload if slices == 1 else
+                          array.psum.payload.as_value().word_select(
+                              dr_slice, len(beat.psums.as_value()))),
             beat.shift.eq(s_fifo.r_data.as_signed() - oe_fifo.r_data.as_signed()),
             beat.out_exp.eq(oe_fifo.r_data),
             beat.first.eq(dr_t == 0),
             beat.last.eq(dr_t == cmd.k_last),
         ]
-        dr_take = rescaler.psum_in.valid & rescaler.psum_in.ready
+        beat_take = rescaler.psum_in.valid & rescaler.psum_in.ready
+        dr_take = beat_take & dr_slice_last  # a whole psum row is in
+        if slices > 1:
+            with m.If(beat_take):
+                m.d.sync += dr_slice.eq(Mux(dr_slice_last, 0, dr_slice + 1))
         with m.If(dr_take):
             m.d.sync += dr_row.eq(dr_row + 1)
             with m.If(dr_row == T - 1):
@@ -222,7 +247,8 @@ class Accelerator(wiring.Component):
             oe_fifo.r_en.eq(dr_take & (dr_row == T - 1) & (dr_t == cmd.k_last)),
         ]
 
-        # ---- Output stage.
+        # ---- Output stage, L elements per beat. A mask row is split like the
+        # accumulator rows: slice acc_slice of it goes with the current beat.
         mode = cmd.out_mode
         m.d.comb += [
             requant.unsigned_out.eq(cmd.out_unsigned),
@@ -236,51 +262,82 @@ class Accelerator(wiring.Component):
             log4.ext_exp.eq(cmd.ext_exp),
         ]
         acc = rescaler.acc_out
+        acc_slice = Signal(range(slices)) if slices > 1 else None
+        acc_slice_last = acc_slice == slices - 1 if slices > 1 else C(1, 1)
+        if slices > 1:
+            with m.If(acc.valid & acc.ready):
+                m.d.sync += acc_slice.eq(Mux(acc_slice_last, 0, acc_slice + 1))
+        mask_slice = self.mask.payload if slices == 1 else \
+            self.mask.payload.word_select(acc_slice, L)
         m.d.comb += [
-            requant.mask_in.payload.eq(self.mask.payload),
+            requant.mask_in.payload.eq(mask_slice),
             requant.acc_in.payload.eq(acc.payload),
             log4.acc_in.payload.out_exp.eq(acc.payload.out_exp),
         ]
         # fp4 mode with mask_en: ReLU' zeroes masked accumulators before the log4 unit
         # (dX of the backward pass), so the tile maximum sees the masked values.
         fp4_mask = cmd.mask_en & (mode == OUT_MODES["fp4"])
-        for n in range(T):
+        for n in range(L):
             m.d.comb += log4.acc_in.payload.acc[n].eq(
-                Mux(fp4_mask & ~self.mask.payload[n], 0, acc.payload.acc[n]))
-        res = self.result.payload
-        out_valid = Signal()
-        out_ready = self.result.ready
+                Mux(fp4_mask & ~mask_slice[n], 0, acc.payload.acc[n]))
+        # The chosen unit's beats: acc_bits or 4 bits per element.
+        out_valid, out_ready = Signal(), Signal()
+        out_data = Signal(L * acc_bits)
+        out_exp = Signal(signed(OUT_EXP_BITS))
         with m.Switch(mode):
             with m.Case(OUT_MODES["raw"]):
                 m.d.comb += [
                     out_valid.eq(acc.valid),
                     acc.ready.eq(out_ready),
-                    res.data.eq(acc.payload.acc.as_value()),
-                    res.exp.eq(acc.payload.out_exp),
+                    out_data.eq(acc.payload.acc.as_value()),
+                    out_exp.eq(acc.payload.out_exp),
                 ]
             with m.Case(OUT_MODES["int"]):
                 m.d.comb += [
                     requant.mask_in.valid.eq(self.mask.valid),
-                    self.mask.ready.eq(requant.mask_in.ready),
+                    self.mask.ready.eq(requant.mask_in.ready & acc_slice_last),
                     requant.acc_in.valid.eq(acc.valid),
                     acc.ready.eq(requant.acc_in.ready),
                     out_valid.eq(requant.codes_out.valid),
                     requant.codes_out.ready.eq(out_ready),
-                    res.data.eq(requant.codes_out.payload.codes.as_value()),
-                    res.exp.eq(requant.codes_out.payload.exp),
+                    out_data.eq(requant.codes_out.payload.codes.as_value()),
+                    out_exp.eq(requant.codes_out.payload.exp),
                 ]
             with m.Default():
-                # with fp4_mask, a row moves only together with its mask row
+                # with fp4_mask, a beat moves only together with its mask row
                 mask_ok = ~fp4_mask | self.mask.valid
                 m.d.comb += [
                     log4.acc_in.valid.eq(acc.valid & mask_ok),
                     acc.ready.eq(log4.acc_in.ready & mask_ok),
-                    self.mask.ready.eq(fp4_mask & log4.acc_in.ready & acc.valid),
+                    self.mask.ready.eq(fp4_mask & log4.acc_in.ready & acc.valid
+                                       & acc_slice_last),
                     out_valid.eq(log4.codes_out.valid),
                     log4.codes_out.ready.eq(out_ready),
-                    res.data.eq(log4.codes_out.payload.codes.as_value()),
-                    res.exp.eq(log4.codes_out.payload.exp),
+                    out_data.eq(log4.codes_out.payload.codes.as_value()),
+                    out_exp.eq(log4.codes_out.payload.exp),
                 ]
+        # Result rows: T / L beats gathered; the last one goes out with the held ones.
+        res = self.result.payload
+        if slices == 1:
+            m.d.comb += [self.result.valid.eq(out_valid & busy), out_ready.eq(self.result.ready),
+                         res.data.eq(out_data), res.exp.eq(out_exp)]
+        else:
+            out_slice = Signal(range(slices))
+            out_slice_last = out_slice == slices - 1
+            held = [Signal(L * acc_bits, name=f"held_beat{j}") for j in range(slices - 1)]
+            m.d.comb += [
+                self.result.valid.eq(out_valid & out_slice_last & busy),
+                out_ready.eq(~out_slice_last | self.result.ready),
+                res.data.eq(Mux(mode == OUT_MODES["raw"], Cat(*held, out_data),
+                                Cat(*(h[:CODE_BITS * L] for h in held + [out_data])))),
+                res.exp.eq(out_exp),
+            ]
+            with m.If(out_valid & out_ready):
+                m.d.sync += out_slice.eq(Mux(out_slice_last, 0, out_slice + 1))
+                with m.Switch(out_slice):
+                    for j in range(slices - 1):
+                        with m.Case(j):
+                            m.d.sync += held[j].eq(out_data)
 
         # ---- Result counting: the GEMM ends with its last result row.
         out_row = Signal(range(T))
@@ -294,7 +351,6 @@ class Accelerator(wiring.Component):
         m.d.sync += [stalled_before.eq(self.result.valid & ~self.result.ready),
                      saturated_before.eq(res.saturated)]
         m.d.comb += [
-            self.result.valid.eq(out_valid & busy),
             res.saturated.eq(Mux(stalled_before, saturated_before, rescaler.saturated)),
             res.last.eq(is_last),
         ]

@@ -1,16 +1,36 @@
 """bit_length as hardware: the position of the leading one, shared by the units that
-need a magnitude's binade (exponent prefetch, log4 quantizer, requantizer)."""
+need a magnitude's binade (exponent prefetch, log4 quantizer, requantizer).
 
-from amaranth.hdl import Module, Signal, Value
+Built flat, not as a priority chain: the value is smeared (every bit below the leading
+one set, in log2 steps), the leading one isolated, and each bit of the position is an
+OR of leading-one candidates. A priority-encoder chain came out 15+ LUTs deep."""
 
-__all__ = ["bit_length"]
+from amaranth.hdl import Cat, Module, Signal, Value
+
+__all__ = ["bit_length", "smear", "bit_length_of_smear"]
+
+
+def smear(m: Module, x: Value, name: str) -> Signal:
+    """x with every bit below its leading one set: 2**bit_length(x) - 1, in log2 steps.
+    smear(max(a, b)) = smear(a | b), so a tile's smear can be accumulated row by row."""
+    z, k = x, 1
+    while k < len(x):
+        step = Signal(len(x), name=f"{name}{k}")
+        m.d.comb += step.eq(z | (z >> k))
+        z, k = step, 2 * k
+    return z
+
+
+def bit_length_of_smear(m: Module, z: Value, name: str) -> Signal:
+    """bit_length(x) given z = smear(x)."""
+    lead = Signal(len(z), name=f"{name}_lead")
+    n = Signal(range(len(z) + 1), name=name)
+    m.d.comb += lead.eq(z & ~(z >> 1))
+    for k in range(len(n)):
+        m.d.comb += n[k].eq(Cat(*(lead[i] for i in range(len(z)) if (i + 1) >> k & 1)).any())
+    return n
 
 
 def bit_length(m: Module, value: Value, name: str) -> Signal:
-    """A signal equal to ``value.bit_length()`` for an unsigned ``value`` (0 for 0),
-    built as a priority encoder: the highest set bit wins."""
-    n = Signal(range(len(value) + 1), name=name)
-    for i in range(len(value)):
-        with m.If(value[i]):
-            m.d.comb += n.eq(i + 1)
-    return n
+    """A signal equal to ``value.bit_length()`` for an unsigned ``value`` (0 for 0)."""
+    return bit_length_of_smear(m, smear(m, value, f"{name}_smear"), name)

@@ -9,6 +9,13 @@ Tile order
     repeats the tile's exponent, so a unit never needs a separate header beat. Tiles
     follow each other without gaps in the numbering: beat i belongs to row i mod T.
 
+    Inside the accelerator, the output path (rescaler, requantizer, log4 unit) carries
+    a tile as ``params.beats_per_tile`` beats of ``params.lanes`` elements: the tile's
+    elements in row-major order, L at a time (with L = T, one row per beat, as above).
+    Its layouts (:func:`rescale_row_layout`, :func:`acc_row_layout`,
+    :func:`code_row_layout`) are L elements wide; the array's psum rows and the
+    accelerator's ports stay T wide.
+
 GEMM streams (the ``Accelerator``; C = A . B, Mt x Kt x Nt tiles)
     ``cmd``      one :func:`command_layout` beat per GEMM.
     For every output tile (i, j), i outer, j inner, and reduction tile t = 0..Kt-1:
@@ -46,17 +53,17 @@ CODE_BITS = 4
 
 
 def acc_row_layout(params: NibbleParams) -> data.StructLayout:
-    """One row of an accumulator tile.
+    """One beat of an accumulator tile: L = ``params.lanes`` elements of it.
 
     Members
     -------
-    acc : ArrayLayout(signed(acc_bits), T)
+    acc : ArrayLayout(signed(acc_bits), L)
         Accumulator contents, two's complement.
     out_exp : signed(OUT_EXP_BITS)
         The tile's weight: an element's value is acc * 2**out_exp.
     """
     return data.StructLayout({
-        "acc": data.ArrayLayout(signed(params.acc_bits), params.tile),
+        "acc": data.ArrayLayout(signed(params.acc_bits), params.lanes),
         "out_exp": signed(OUT_EXP_BITS),
     })
 
@@ -68,17 +75,17 @@ def operand_row_layout(params: NibbleParams) -> data.ArrayLayout:
 
 
 def code_row_layout(params: NibbleParams) -> data.StructLayout:
-    """One row of a quantized tile.
+    """One beat of a quantized tile: L = ``params.lanes`` codes of it.
 
     Members
     -------
-    codes : ArrayLayout(unsigned(4), T)
+    codes : ArrayLayout(unsigned(4), L)
         4-bit codes: int4 as two's complement, uint4 as 0..15, fp4 as [s | e2 e1 e0].
     exp : signed(TILE_EXP_BITS)
         The tile exponent E.
     """
     return data.StructLayout({
-        "codes": data.ArrayLayout(unsigned(CODE_BITS), params.tile),
+        "codes": data.ArrayLayout(unsigned(CODE_BITS), params.lanes),
         "exp": signed(TILE_EXP_BITS),
     })
 
@@ -94,12 +101,13 @@ def psum_row_layout(params: NibbleParams) -> data.ArrayLayout:
 
 
 def rescale_row_layout(params: NibbleParams) -> data.StructLayout:
-    """One row of a tile partial sum on its way into the rescaler.
+    """One beat of a tile partial sum on its way into the rescaler: L = ``params.lanes``
+    elements of it.
 
     Members
     -------
-    psums : ArrayLayout(signed(psum_bits(T)), T)
-        Exact tile partial sums P_t[m, n] of row m.
+    psums : ArrayLayout(signed(psum_bits(T)), L)
+        Exact tile partial sums P_t[m, n], L consecutive ones of row m.
     shift : signed(SHIFT_BITS)
         s_t - out_exp: the term is psums * 2**shift (right shifts round half to even).
     out_exp : signed(OUT_EXP_BITS)
@@ -110,7 +118,7 @@ def rescale_row_layout(params: NibbleParams) -> data.StructLayout:
         This is the last reduction tile: the finished accumulator row leaves.
     """
     return data.StructLayout({
-        "psums": psum_row_layout(params),
+        "psums": data.ArrayLayout(signed(psum_bits(params.tile)), params.lanes),
         "shift": signed(SHIFT_BITS),
         "out_exp": signed(OUT_EXP_BITS),
         "first": 1,

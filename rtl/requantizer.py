@@ -38,6 +38,7 @@ from amaranth.lib.wiring import In, Out
 from golden.params import EXP_MAX, EXP_MIN, NibbleParams
 
 # CLIP_MANT_BITS, CLIP_EXP_BITS: alpha = clip_mant * 2**clip_exp, unsigned / signed.
+from .bit_length import bit_length_of_smear, smear
 from .layouts import (CLIP_EXP_BITS, CLIP_MANT_BITS, OUT_EXP_BITS, TILE_EXP_BITS,
                       acc_row_layout, code_row_layout)
 
@@ -55,26 +56,11 @@ def _clamp(x, lo, hi):
     return Mux(x < lo, lo, upper)
 
 
-def _smear(m, x, name):
-    """x with every bit below its leading one set: 2**bit_length(x) - 1, in log2 steps.
-    smear(max(a, b)) = smear(a | b), so a tile's smear is accumulated row by row."""
-    z, k = x, 1
-    while k < len(x):
-        step = Signal(len(x), name=f"{name}{k}")
-        m.d.comb += step.eq(z | (z >> k))
-        z, k = step, 2 * k
-    return z
-
-
 def _int_exp(m, x, z, wide, name):
     """(n, over) with n = bit_length(x) and over = x > qmax * 2**(n - b), given
     z = smear(x); qmax, b = 15, 4 if ``wide`` else 7, 3. For x > 0, e(x) = n - b + over.
-    Flat AND-OR logic on masks of z: a priority-encoder chain came out 15+ LUTs deep."""
-    lead = Signal(len(x), name=f"{name}_lead")
-    n = Signal(range(len(x) + 1), name=f"{name}_n")
-    m.d.comb += lead.eq(z & ~(z >> 1))
-    for k in range(len(n)):
-        m.d.comb += n[k].eq(Cat(*(lead[i] for i in range(len(x)) if (i + 1) >> k & 1)).any())
+    Flat AND-OR logic on masks of z (see :mod:`rtl.bit_length`)."""
+    n = bit_length_of_smear(m, z, f"{name}_n")
     top = Mux(wide, z & ~(z >> 4), z & ~(z >> 3))  # the top b bits below n
     over = Signal(name=f"{name}_over")
     m.d.comb += over.eq(~(~x & top).any() & (x & Mux(wide, z >> 4, z >> 3)).any())
@@ -97,33 +83,35 @@ def _round_half_even(v, sh):
 class Requantizer(wiring.Component):
     """INT requantizer: int4 / uint4 codes with one power-of-two exponent per tile.
 
-    Buffers a whole T x T tile (E needs the tile maximum before any element is encoded)
-    as |x| and sign, acc_bits + 1 bits per element, double-buffered in one ``Memory`` of
-    2T rows: the next tile is written row by row behind the read-out of the current one,
-    so for T >= 4 the unit sustains one row per cycle, T cycles per tile (T = 2: about
-    3). A tile's first code row is valid 5 cycles after its last accumulator row was
-    accepted: 1 cycle registers the row (mask, ReLU and |x| before a register, the max
-    tree after it), 2 compute the tile exponent, 1 reads the buffer and the element
-    shift, 1 registers the beat. From T = 8 on, the max tree is pipelined too, which
-    adds log2(T) - 1 cycles.
+    A tile travels as R = T * T / L beats of L = ``params.lanes`` elements (a beat is a
+    row when L = T), in row-major order. The unit buffers a whole tile (E needs the tile
+    maximum before any element is encoded) as |x| and sign, acc_bits + 1 bits per
+    element, double-buffered in one block-RAM ``Memory`` of 2R beats: the next tile is
+    written behind the read-out of the current one, so for R >= 4 the unit sustains one
+    beat per cycle, R cycles per tile (R = 2: about 3). A tile's first code beat is valid
+    6 cycles after its last accumulator beat was accepted: 1 cycle registers the beat
+    (mask, ReLU and |x| before a register, the max tree after it), 2 compute the tile
+    exponent, 1 reads the buffer and the element shift, 1 registers the beat, and 1
+    encodes the codes into the output register. From
+    L = 8 on, the max tree is pipelined too, which adds log2(L) - 1 cycles.
 
     Parameters
     ----------
     params : NibbleParams
-        Uses ``tile`` (T) and ``acc_bits``.
+        Uses ``tile`` (T), ``lanes`` (L) and ``acc_bits``.
 
     Attributes
     ----------
     acc_in : In(stream.Signature(acc_row_layout(params)))
-        Accumulator tiles, T beats per tile, row 0 first. ``acc`` holds T two's-complement
+        Accumulator tiles, R beats per tile, row-major. ``acc`` holds L two's-complement
         integers; ``out_exp`` (repeated on every beat) is the tile's weight: an element's
         value is acc * 2**out_exp.
-    mask_in : In(stream.Signature(T))
-        ReLU' mask, one beat per accumulator row (bit i for element i), consumed only
+    mask_in : In(stream.Signature(L))
+        ReLU' mask, one beat per accumulator beat (bit i for element i), consumed only
         while ``mask_en`` is 1. Bit 1 keeps the element, bit 0 makes it 0 before
         quantizing (the host sets it where the forward pre-activation lay in (0, alpha)).
     codes_out : Out(stream.Signature(code_row_layout(params)))
-        Quantized tiles, T beats per tile in the same row order. ``codes`` holds T codes
+        Quantized tiles, R beats per tile in the same order. ``codes`` holds L codes
         q (int4: 4-bit two's complement -8..7; uint4: 0..15); ``exp`` (repeated on every
         beat) is the tile exponent E, -128..127: an element's value is q * 2**E.
     unsigned_out : In(1)
@@ -148,7 +136,7 @@ class Requantizer(wiring.Component):
         self._params = params
         super().__init__({
             "acc_in": In(stream.Signature(acc_row_layout(params))),
-            "mask_in": In(stream.Signature(params.tile)),
+            "mask_in": In(stream.Signature(params.lanes)),
             "codes_out": Out(stream.Signature(code_row_layout(params))),
             "unsigned_out": In(1),
             "clip_en": In(1),
@@ -158,14 +146,17 @@ class Requantizer(wiring.Component):
         })
 
     def elaborate(self, platform):
-        T, acc_bits = self._params.tile, self._params.acc_bits
+        L, R, acc_bits = self._params.lanes, self._params.beats_per_tile, self._params.acc_bits
         SH_MAX = acc_bits + _FRAC + 1  # shifts from here on give 0
         u = self.unsigned_out
         clipping = u & self.clip_en
         m = Module()
 
         elem = data.StructLayout({"mag": unsigned(acc_bits), "neg": 1})  # |x|, x < 0
-        m.submodules.buf = buf = Memory(shape=data.ArrayLayout(elem, T), depth=2 * T, init=[])
+        # Block RAM even when small: in flip-flops a small tile's buffer costs more logic
+        # cells than an iCE40 UP5K can spare.
+        m.submodules.buf = buf = Memory(shape=data.ArrayLayout(elem, L), depth=2 * R, init=[],
+                                         attrs={"ram_style": "block"})
         wr = buf.write_port()
         rd = buf.read_port(transparent_for=())  # never the row being written (see free)
 
@@ -177,8 +168,8 @@ class Requantizer(wiring.Component):
         bank_oexp = Array(Signal(signed(OUT_EXP_BITS), name=f"bank_oexp{b}") for b in range(2))
         bank_lim = Array(Signal(4, name=f"bank_lim{b}") for b in range(2))
 
-        wbank, wrow = Signal(), Signal(range(T))
-        rbank, rrow = Signal(), Signal(range(T))
+        wbank, wrow = Signal(), Signal(range(R))
+        rbank, rrow = Signal(), Signal(range(R))
 
         # ---- Write side: ReLU' mask, ReLU, magnitudes and the running maximum.
         # A row may go into a bank that is still being read once the reader is past it.
@@ -190,8 +181,8 @@ class Requantizer(wiring.Component):
             self.mask_in.ready.eq(self.mask_en & free & self.acc_in.valid),
             take.eq(self.acc_in.valid & self.acc_in.ready),
         ]
-        row = Signal(data.ArrayLayout(elem, T))
-        for i in range(T):
+        row = Signal(data.ArrayLayout(elem, L))
+        for i in range(L):
             acc = self.acc_in.payload.acc[i]
             zero = (self.mask_en & ~self.mask_in.payload[i]) | (u & (acc < 0))
             m.d.comb += [
@@ -221,18 +212,18 @@ class Requantizer(wiring.Component):
         w_oexp = Signal(signed(OUT_EXP_BITS))
         m.d.sync += w_valid.eq(take)
         with m.If(take):
-            m.d.sync += [w_first.eq(wrow == 0), w_last.eq(wrow == T - 1), w_bank.eq(wbank),
+            m.d.sync += [w_first.eq(wrow == 0), w_last.eq(wrow == R - 1), w_bank.eq(wbank),
                          w_thr.eq(thr), w_oexp.eq(self.acc_in.payload.out_exp)]
-        mags = [wr.data[i].mag for i in range(T)]
-        row_smear = _smear(m, reduce(operator.or_, mags), "row_smear")
-        # From T = 8 on, a register after every tree level but the last (the row's flags
-        # travel along): the longer latency still leaves one row per cycle, as the next
-        # tile's rows take T cycles to arrive. At T = 4 that would cost throughput.
+        mags = [wr.data[i].mag for i in range(L)]
+        row_smear = smear(m, reduce(operator.or_, mags), "row_smear")
+        # From L = 8 on, a register after every tree level but the last (the beat's flags
+        # travel along): the longer latency still leaves one beat per cycle, as the next
+        # tile's beats take R >= L cycles to arrive. At R = 4 that would cost throughput.
         level = 0
         while len(mags) > 1:
             mags = [Mux(a > b, a, b) for a, b in zip(mags[::2], mags[1::2])]
             level += 1
-            if T >= 8 and len(mags) > 1:
+            if L >= 8 and len(mags) > 1:
                 staged = [Signal(acc_bits, name=f"row_max{level}_{i}") for i in range(len(mags))]
                 m.d.sync += [r.eq(v) for r, v in zip(staged, mags)]
                 mags = staged
@@ -251,7 +242,7 @@ class Requantizer(wiring.Component):
         m.d.sync += fin[0].eq(0)
         with m.If(take):
             m.d.sync += wrow.eq(wrow + 1)
-            with m.If(wrow == T - 1):
+            with m.If(wrow == R - 1):
                 m.d.sync += [wrow.eq(0), wbank.eq(~wbank), held[wbank].eq(1)]
         with m.If(w_valid):
             m.d.sync += [
@@ -274,7 +265,7 @@ class Requantizer(wiring.Component):
         m.d.sync += [
             e_alpha.eq(Mux(self.clip_mant == 0, EXP_MIN, _clamp(
                 _exp_add(self.clip_exp, *_int_exp(
-                    m, self.clip_mant, _smear(m, self.clip_mant, "mant_smear"), u, "e_mant"), u),
+                    m, self.clip_mant, smear(m, self.clip_mant, "mant_smear"), u, "e_mant"), u),
                 EXP_MIN, EXP_MAX))),
             sh_a.eq(_clamp(e_alpha - self.clip_exp + _FRAC, 0, CLIP_MANT_BITS + _FRAC + 1)),
             qa_floor_r.eq(qa_floor),
@@ -307,24 +298,27 @@ class Requantizer(wiring.Component):
                 full[fin_bank[1]].eq(1),
             ]
 
-        # ---- Read side: one registered memory read per output beat; the payload is
-        # encoded from registers (read data, bank metadata copy), so it holds under stall.
-        out_valid = Signal()
-        out_exp = Signal(signed(TILE_EXP_BITS))
+        # ---- Read side, two stages that advance together: a registered memory read
+        # (with the bank's element shift and limit), then the encoded codes in the output
+        # register, so no encoding logic sits behind the unit's output.
+        rd_valid, out_valid = Signal(), Signal()
+        rd_exp, out_exp = Signal(signed(TILE_EXP_BITS)), Signal(signed(TILE_EXP_BITS))
         sh = Signal(range(SH_MAX + 1))
         lim = Signal(4)
+        codes = Signal.like(self.codes_out.payload.codes)
         advance = ~out_valid | self.codes_out.ready
         m.d.comb += [rd.addr.eq(Cat(rrow, rbank)), rd.en.eq(advance)]
         with m.If(advance):
-            m.d.sync += out_valid.eq(full[rbank])
+            m.d.sync += [rd_valid.eq(full[rbank]), out_valid.eq(rd_valid), out_exp.eq(rd_exp),
+                         self.codes_out.payload.codes.eq(codes)]
             with m.If(full[rbank]):
                 m.d.sync += [
-                    out_exp.eq(bank_exp[rbank]),
+                    rd_exp.eq(bank_exp[rbank]),
                     sh.eq(_clamp(bank_exp[rbank] - bank_oexp[rbank] + _FRAC, 0, SH_MAX)),
                     lim.eq(bank_lim[rbank]),
                     rrow.eq(rrow + 1),
                 ]
-                with m.If(rrow == T - 1):
+                with m.If(rrow == R - 1):
                     m.d.sync += [rrow.eq(0), rbank.eq(~rbank), full[rbank].eq(0),
                                  held[rbank].eq(0)]
 
@@ -332,14 +326,14 @@ class Requantizer(wiring.Component):
         # sh - 5, the sticky bits below it, the saturating bits above s + 4 = sh.
         sticky_mask = Cat(*(sh > j + _FRAC + 1 for j in range(acc_bits)))
         over_mask = Cat(Const(0, 1), *(sh < j for j in range(1, acc_bits)))  # sh < 0: never
-        for i in range(T):
+        for i in range(L):
             a, neg = rd.data[i].mag, rd.data[i].neg
             win = (Cat(Const(0, _FRAC + 1), a) >> sh)[:6]  # guard, then 5 result bits
             up = win[0] & ((a & sticky_mask).any() | win[1])
             qm = win[1:] + up
             top = Mux(neg, 8, lim)  # int4 reaches -8, uint4 / int4 positives reach lim
             cm = Mux((a & over_mask).any() | (qm > top), top, qm)
-            m.d.comb += self.codes_out.payload.codes[i].eq(Mux(neg, -cm, cm))
+            m.d.comb += codes[i].eq(Mux(neg, -cm, cm))
         m.d.comb += [
             self.codes_out.payload.exp.eq(out_exp),
             self.codes_out.valid.eq(out_valid),

@@ -4,8 +4,9 @@ Implements the accumulation of ``golden.gemm.tiled_gemm``: for every reduction t
 term = P_t * 2**(s_t - out_exp) (a right shift rounds half to even), acc = sat(acc + term)
 after each addition, and a sticky flag records any saturation. The shift is one number
 for the whole T x T tile, so the array needs one shifter per column at its edge, not a
-barrel shifter in every PE; the shifter's controls (direction, amount, the sticky-bit
-mask) are decoded once per row and shared by the T columns.
+barrel shifter in every PE (or only L = ``lanes`` shifters, fed L elements of a row per
+cycle, for small FPGAs); the shifter's controls (direction, amount, the sticky-bit mask)
+are decoded once per beat and shared by its L columns.
 
 Three pipeline stages, because shift, round, add and saturate in one cycle were the
 longest path of the whole board build: (1) register the beat and decode its shift,
@@ -73,25 +74,27 @@ def shift_round_half_even(m: Module, x, ctl: ShiftControl, out_width: int, name:
 class TileRescaler(wiring.Component):
     """Adds shifted tile partial sums into T x T saturating accumulators.
 
-    The accumulators of one output tile are T rows kept in a circular shift register:
-    rows arrive in the order 0..T-1 for every reduction tile, so the head of the register
-    is always the row the next beat updates (no address multiplexer). One row per cycle;
-    an accumulator row leaves 3 cycles after the psum row that finished it was taken.
+    A beat carries L = ``params.lanes`` elements of a tile (a whole row when L = T), so
+    a tile is R = T * T / L beats. The accumulators of one output tile are R beats kept
+    in a circular shift register: beats arrive in the order 0..R-1 for every reduction
+    tile, so the head of the register is always the beat the next one updates (no
+    address multiplexer). One beat per cycle; an accumulator beat leaves 3 cycles after
+    the psum beat that finished it was taken.
     The three stages advance together whenever the output register is free or being
     read, so ``psum_in.ready`` is ``~acc_out.valid | acc_out.ready``.
 
     Parameters
     ----------
     params : NibbleParams
-        ``tile`` (T) and ``acc_bits``.
+        ``tile`` (T), ``lanes`` (L) and ``acc_bits``.
 
     Attributes
     ----------
     psum_in : In(stream.Signature(rescale_row_layout(params)))
-        Tile partial-sum rows, row 0 first, T beats per reduction tile, with the tile's
-        shift s_t - out_exp and the ``first``/``last`` reduction-tile flags.
+        Tile partial sums, R beats per reduction tile in row-major order, with the
+        tile's shift s_t - out_exp and the ``first``/``last`` reduction-tile flags.
     acc_out : Out(stream.Signature(acc_row_layout(params)))
-        Finished accumulator rows (on ``last`` beats), T per output tile, with out_exp.
+        Finished accumulator beats (on ``last`` beats), R per output tile, with out_exp.
     saturated : Out(1)
         Sticky: some accumulation saturated since the last ``clear``. It covers a beat
         once the beat's accumulator row has been computed (at the latest when the row
@@ -111,7 +114,8 @@ class TileRescaler(wiring.Component):
         })
 
     def elaborate(self, platform):
-        T, acc_bits = self._params.tile, self._params.acc_bits
+        T, L, acc_bits = self._params.tile, self._params.lanes, self._params.acc_bits
+        R = self._params.beats_per_tile
         width = psum_bits(T)
         m = Module()
         layout = rescale_row_layout(self._params)
@@ -134,25 +138,25 @@ class TileRescaler(wiring.Component):
 
         # ---- Stage 2: the terms P_t * 2**shift, rounded.
         v2 = Signal()
-        terms = [Signal(signed(acc_bits + 1), name=f"term{n}") for n in range(T)]
-        round_up = [Signal(name=f"round_up{n}") for n in range(T)]
+        terms = [Signal(signed(acc_bits + 1), name=f"term{n}") for n in range(L)]
+        round_up = [Signal(name=f"round_up{n}") for n in range(L)]
         first2, last2 = Signal(), Signal()
         oexp2 = Signal.like(beat1.out_exp)
         with m.If(advance):
             m.d.sync += [v2.eq(v1), first2.eq(beat1.first), last2.eq(beat1.last),
                          oexp2.eq(beat1.out_exp)]
-            for n in range(T):
+            for n in range(L):
                 shifted, up = shift_round_half_even(m, beat1.psums[n], ctl, acc_bits + 1,
                                                     f"shifted{n}")
                 m.d.sync += [terms[n].eq(shifted), round_up[n].eq(up)]
 
-        # ---- Stage 3: add to the head row (the rounding increment is the carry-in) and
+        # ---- Stage 3: add to the head beat (the rounding increment is the carry-in) and
         # saturate. The sum has acc_bits + 2 bits; it fits acc_bits iff its top three
         # bits agree.
         lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
-        rows = [Signal(T * acc_bits, name=f"acc_row{i}") for i in range(T)]
+        rows = [Signal(L * acc_bits, name=f"acc_row{i}") for i in range(R)]
         new_row, row_saturated = [], []
-        for n in range(T):
+        for n in range(L):
             old = Signal(signed(acc_bits), name=f"old{n}")
             m.d.comb += old.eq(Mux(first2, 0, rows[0][n * acc_bits:(n + 1) * acc_bits]))
             old_wide = Signal(signed(acc_bits + 2), name=f"old_wide{n}")
@@ -171,8 +175,8 @@ class TileRescaler(wiring.Component):
 
         take = advance & v2
         with m.If(take):
-            m.d.sync += [rows[i].eq(rows[i + 1]) for i in range(T - 1)]
-            m.d.sync += rows[T - 1].eq(Cat(*new_row))
+            m.d.sync += [rows[i].eq(rows[i + 1]) for i in range(R - 1)]
+            m.d.sync += rows[R - 1].eq(Cat(*new_row))
         with m.If(self.clear):
             m.d.sync += self.saturated.eq(0)
         with m.Elif(take & Cat(*row_saturated).any()):
@@ -185,5 +189,5 @@ class TileRescaler(wiring.Component):
                 self.acc_out.valid.eq(1),
                 self.acc_out.payload.out_exp.eq(oexp2),
             ]
-            m.d.sync += [self.acc_out.payload.acc[n].eq(new_row[n]) for n in range(T)]
+            m.d.sync += [self.acc_out.payload.acc[n].eq(new_row[n]) for n in range(L)]
         return m

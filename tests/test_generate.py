@@ -55,8 +55,9 @@ def test_waivers_name_their_rules_and_reasons():
 
 
 def test_generate_lint_flag(tmp_path):
+    """--lint, on the narrow output path of the iCEBreaker build (one lane)."""
     proc = subprocess.run([sys.executable, "-m", "nibble", "generate", "--size", "2",
-                           "--acc-bits", "24", "--out", str(tmp_path), "--lint"],
+                           "--acc-bits", "24", "--lanes", "1", "--out", str(tmp_path), "--lint"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert proc.stdout.count(" clean ") == len(UNITS)

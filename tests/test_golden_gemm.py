@@ -561,3 +561,10 @@ def test_nibble_params_defaults_and_validation():
             NibbleParams(8, bad_bits)
     with pytest.raises(Exception):
         p.tile = 4                        # frozen
+    # lanes: default T, any power of two 1..T, one beat per L elements of a tile
+    assert p.lanes == 8 and p.beats_per_tile == 8
+    assert NibbleParams(4, 32, lanes=1).beats_per_tile == 16
+    assert NibbleParams(4, 32, lanes=4) == NibbleParams(4, 32)
+    for bad_lanes in (0, 3, 16, -1, True, 2.0, "2"):
+        with pytest.raises(ValueError):
+            NibbleParams(8, 32, lanes=bad_lanes)

@@ -170,10 +170,14 @@ def build_segments(rng, tile, bits, phase, rounding, n_random):
 
 @pytest.mark.parametrize("rounding", ["log", "linear"])
 @pytest.mark.parametrize("phase", [0, 1])
-@pytest.mark.parametrize("tile,acc_bits", [(4, 32), (8, 32), (4, 53)])
-def test_matches_golden(tile, acc_bits, phase, rounding):
-    params = NibbleParams(tile=tile, acc_bits=acc_bits)
-    rng = random.Random(f"log4-{tile}-{acc_bits}-{phase}-{rounding}")
+@pytest.mark.parametrize("tile,acc_bits,lanes", [(4, 32, None), (8, 32, None), (4, 53, None),
+                                                 (2, 18, 1), (4, 32, 1), (8, 32, 2)])
+def test_matches_golden(tile, acc_bits, lanes, phase, rounding):
+    """Every corner tile against golden, with stalls; lanes < T sends L elements of a
+    tile per beat (the narrow output path)."""
+    params = NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes)
+    L = params.lanes
+    rng = random.Random(f"log4-{tile}-{acc_bits}-{lanes}-{phase}-{rounding}")
     segments = build_segments(rng, tile, acc_bits, phase, rounding,
                               n_random=12 if tile == 4 else 6)
     dut = Log4Quantizer(params)
@@ -190,20 +194,23 @@ def test_matches_golden(tile, acc_bits, phase, rounding):
             ctx.set(dut.ext_exp_en, ext is not None)
             ctx.set(dut.ext_exp, 0 if ext is None else ext)
             for acc, oexp, _ in jobs:
-                for row in acc:
+                flat = [v for row in acc for v in row]
+                for k in range(0, len(flat), L):
                     await idle(ctx, rng, 0.3, 4)
-                    await stream_put(ctx, dut.acc_in, {"acc": row, "out_exp": oexp})
+                    await stream_put(ctx, dut.acc_in, {"acc": flat[k:k + L], "out_exp": oexp})
             sent += len(jobs)
 
     async def consumer(ctx):
         for _, jobs in segments:
             for acc, oexp, (want_codes, want_exp) in jobs:
-                for r in range(tile):
+                want = [c for row in want_codes for c in row]
+                flat = [v for row in acc for v in row]
+                for k in range(0, len(flat), L):
                     await idle(ctx, rng, 0.3, 4)
                     beat = await stream_get(ctx, dut.codes_out)
                     got = [int(c) for c in beat.codes]
-                    assert (got, int(beat.exp)) == (want_codes[r], want_exp), \
-                        f"tile out_exp={oexp} row {r}: acc {acc[r]}"
+                    assert (got, int(beat.exp)) == (want[k:k + L], want_exp), \
+                        f"tile out_exp={oexp} elements {k}..: acc {flat[k:k + L]}"
                 received[0] += 1
 
     async def stream_rules(ctx):
@@ -230,7 +237,7 @@ def _handshakes(dut, log):
 @pytest.mark.parametrize("tile", [4, 8])
 def test_one_row_per_cycle(tile):
     """Without stalls, tiles stream through at one row per cycle with no bubble between
-    tiles; a tile's first code row is valid 2 cycles after its last row is accepted."""
+    tiles; a tile's first code row is valid 5 cycles after its last row is accepted."""
     params = NibbleParams(tile=tile)
     dut = Log4Quantizer(params)
     n_tiles = 4
@@ -257,12 +264,14 @@ def test_one_row_per_cycle(tile):
     accepted = [c for c, (fire, _, _) in enumerate(log) if fire]
     taken = [c for c, (_, ov, orr) in enumerate(log) if ov and orr]
     assert accepted == list(range(n_tiles * tile))
-    assert taken == list(range(tile + 1, tile + 1 + n_tiles * tile))
+    assert taken == list(range(tile + 4, tile + 4 + n_tiles * tile))
 
 
 def test_valid_does_not_wait_for_ready():
     """With ready held low, the first row still turns valid, and the unit takes exactly
-    two tiles (both buffers) before it pushes back on its input."""
+    two tiles (both buffers), one beat (its input register) and the two beats that the
+    reader has moved on (read and output registers: their slots may be refilled) before it
+    pushes back on its input."""
     tile = 4
     dut = Log4Quantizer(NibbleParams(tile=tile))
     log = []
@@ -284,9 +293,9 @@ def test_valid_does_not_wait_for_ready():
     sim.add_testbench(_handshakes(dut, log), background=True)
     sim.run()
     accepted = [c for c, (fire, _, _) in enumerate(log) if fire]
-    assert accepted[:2 * tile] == list(range(2 * tile))
-    assert accepted[2 * tile] >= stall
-    assert [ov for _, ov, _ in log[:stall]] == [0] * (tile + 1) + [1] * (stall - tile - 1)
+    assert accepted[:2 * tile + 3] == list(range(2 * tile + 3))
+    assert accepted[2 * tile + 3] >= stall
+    assert [ov for _, ov, _ in log[:stall]] == [0] * (tile + 4) + [1] * (stall - tile - 4)
 
 
 def test_converts_to_verilog():

@@ -165,15 +165,26 @@ def _gap(rng, busy):
 
 # ---------------------------------------------------------------------------- runner
 
+def _beats(tile_rows, lanes):
+    """A tile's elements in row-major order, ``lanes`` per beat."""
+    flat = [v for row in tile_rows for v in row]
+    return [flat[k:k + lanes] for k in range(0, len(flat), lanes)]
+
+
 def run_requantizer(tile, tiles, *, unsigned_out, clip=None, mask_en=False, seed=0,
-                    busy=0.6, trace=None, acc_bits=ACC_BITS):
+                    busy=0.6, trace=None, acc_bits=ACC_BITS, lanes=None):
     """Stream ``tiles`` [(acc, out_exp, mask)] through a Requantizer; return the
     [(codes, E)] it produces, with int4 codes sign-extended. ``trace`` (a dict) receives
     the cycles at which input and output beats were transferred."""
-    dut = Requantizer(NibbleParams(tile=tile, acc_bits=acc_bits))
+    params = NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes)
+    per_tile = params.beats_per_tile
+    dut = Requantizer(params)
     rng = random.Random(seed)
-    rows = [(acc[r], oexp, None if mask is None else mask[r])
-            for acc, oexp, mask in tiles for r in range(tile)]
+    rows = [(beat, oexp, None if mask is None else mbeat)
+            for acc, oexp, mask in tiles
+            for beat, mbeat in zip(_beats(acc, params.lanes),
+                                   [None] * per_tile if mask is None
+                                   else _beats(mask, params.lanes))]
     beats = []
 
     async def configure_and_produce(ctx):
@@ -226,19 +237,21 @@ def run_requantizer(tile, tiles, *, unsigned_out, clip=None, mask_en=False, seed
 
     out = []
     for t in range(len(tiles)):
-        tile_beats = beats[t * tile:(t + 1) * tile]
+        tile_beats = beats[t * per_tile:(t + 1) * per_tile]
         exps = {e for _, e in tile_beats}
         assert len(exps) == 1, f"tile {t}: exponent differs between beats: {exps}"
-        codes = [[c - 16 if not unsigned_out and c >= 8 else c for c in row]
-                 for row, _ in tile_beats]
+        flat = [c - 16 if not unsigned_out and c >= 8 else c for row, _ in tile_beats
+                for c in row]
+        codes = [flat[r * tile:(r + 1) * tile] for r in range(tile)]
         out.append((codes, exps.pop()))
     return out
 
 
 def check(tile, tiles, *, unsigned_out, clip=None, mask_en=False, seed=0, busy=0.6,
-          acc_bits=ACC_BITS):
+          acc_bits=ACC_BITS, lanes=None):
     got = run_requantizer(tile, tiles, unsigned_out=unsigned_out, clip=clip,
-                          mask_en=mask_en, seed=seed, busy=busy, acc_bits=acc_bits)
+                          mask_en=mask_en, seed=seed, busy=busy, acc_bits=acc_bits,
+                          lanes=lanes)
     for t, ((acc, oexp, mask), (codes, e_tile)) in enumerate(zip(tiles, got)):
         want_codes, want_e = golden_tile(acc, oexp, unsigned_out, clip,
                                          mask if mask_en else None)
@@ -392,7 +405,7 @@ def test_other_params(unsigned_out):
 @pytest.mark.parametrize("tile", TILES)
 def test_throughput_and_latency(tile):
     """Without bubbles or backpressure: one row per cycle in and out, T cycles per tile;
-    a tile's first code row leaves 5 cycles after its last accumulator row came in, plus
+    a tile's first code row leaves 6 cycles after its last accumulator row came in, plus
     log2(T) - 1 from T = 8 on (the pipelined max tree)."""
     rng = random.Random(tile)
     tiles = [(*random_tile(rng, tile), None) for _ in range(6)]
@@ -402,7 +415,41 @@ def test_throughput_and_latency(tile):
     ins, outs = trace["in"], trace["out"]
     assert ins == list(range(ins[0], ins[0] + n))
     assert outs == list(range(outs[0], outs[0] + n))
-    assert outs[0] - ins[tile - 1] == 5 + (tile.bit_length() - 2 if tile >= 8 else 0)
+    assert outs[0] - ins[tile - 1] == 6 + (tile.bit_length() - 2 if tile >= 8 else 0)
+
+
+# (tile, lanes): the narrow output path of small FPGAs, L elements of a tile per beat.
+NARROW = [(2, 1), (4, 1), (4, 2), (8, 2)]
+
+
+@pytest.mark.parametrize("tile,lanes", NARROW)
+def test_narrow_lanes(tile, lanes):
+    """L < T: masked, clipped, edge and random tiles, L elements per beat, exact."""
+    rng = random.Random(40 * tile + lanes)
+    clip = (97, -3)
+    for unsigned_out in (False, True):
+        tiles = [(*random_tile(rng, tile), None) for _ in range(6)]
+        tiles += edge_tiles(rng, tile, unsigned_out)
+        if unsigned_out:
+            tiles += clip_tiles(rng, tile, clip)
+        check(tile, tiles, unsigned_out=unsigned_out, clip=clip if unsigned_out else None,
+              seed=tile + lanes, lanes=lanes)
+        check(tile, with_masks(rng, tile, tiles[:10]), unsigned_out=unsigned_out,
+              mask_en=True, seed=lanes, lanes=lanes)
+
+
+@pytest.mark.parametrize("tile,lanes", [(4, 1), (8, 2)])
+def test_narrow_lanes_throughput(tile, lanes):
+    """One beat per cycle at L < T: T * T / L cycles per tile, latency 6."""
+    rng = random.Random(tile + lanes)
+    tiles = [(*random_tile(rng, tile), None) for _ in range(4)]
+    trace = {}
+    run_requantizer(tile, tiles, unsigned_out=True, busy=1.0, trace=trace, lanes=lanes)
+    per_tile = tile * tile // lanes
+    ins, outs = trace["in"], trace["out"]
+    assert ins == list(range(ins[0], ins[0] + len(tiles) * per_tile))
+    assert outs == list(range(outs[0], outs[0] + len(tiles) * per_tile))
+    assert outs[0] - ins[per_tile - 1] == 6
 
 
 def test_converts_to_verilog():

@@ -16,11 +16,13 @@ from verif.amaranth_streams import check_stream_rules, idle, stream_get, stream_
 
 def run_rescaler(params, tiles, seed):
     """Feed ``tiles`` = [(psum (T,T) ints, shift, out_exp, first, last)] through the DUT
-    with random stalls; return the accumulator rows it emits and the sticky flag."""
-    T = params.tile
+    with random stalls; return the accumulator rows it emits and the sticky flag. With
+    ``params.lanes`` L < T, each row goes in and comes out as T / L beats of L elements;
+    the rows returned are whole (T elements)."""
+    T, L = params.tile, params.lanes
     dut = TileRescaler(params)
     rng = random.Random(seed)
-    n_out = sum(T for *_, last in tiles if last)
+    n_out = sum(T * T // L for *_, last in tiles if last)
     got = []
     flag = []
 
@@ -30,10 +32,11 @@ def run_rescaler(params, tiles, seed):
         ctx.set(dut.clear, 0)
         for psum, shift, out_exp, first, last in tiles:
             for m in range(T):
-                await idle(ctx, rng)
-                await stream_put(ctx, dut.psum_in, {
-                    "psums": [int(v) for v in psum[m]], "shift": shift,
-                    "out_exp": out_exp, "first": first, "last": last})
+                for k in range(0, T, L):
+                    await idle(ctx, rng)
+                    await stream_put(ctx, dut.psum_in, {
+                        "psums": [int(v) for v in psum[m][k:k + L]], "shift": shift,
+                        "out_exp": out_exp, "first": first, "last": last})
 
     async def consumer(ctx):
         while len(got) < n_out:
@@ -52,7 +55,12 @@ def run_rescaler(params, tiles, seed):
     sim.add_testbench(consumer)
     sim.add_testbench(rules, background=True)
     sim.run()
-    return got, bool(flag[0])
+    rows = []
+    for k in range(0, len(got), T // L):
+        parts = got[k:k + T // L]
+        assert len({e for _, e in parts}) == 1, "out_exp differs within a row"
+        rows.append(([v for part, _ in parts for v in part], parts[0][1]))
+    return rows, bool(flag[0])
 
 
 def gemm_tiles(a, b, acc_bits):
@@ -76,12 +84,13 @@ def gemm_tiles(a, b, acc_bits):
     return tiles
 
 
-@pytest.mark.parametrize("tile", [4, 8])
+@pytest.mark.parametrize("tile,lanes", [(4, None), (8, None), (4, 1), (8, 2)])
 @pytest.mark.parametrize("kinds", [("uint4", "int4"), ("fp4", "int4"), ("uint4", "fp4")])
-def test_gemm_accumulators_equal_golden(tile, kinds):
+def test_gemm_accumulators_equal_golden(tile, lanes, kinds):
     """Full-range operands with tile exponents spread over -128..127, so terms are
-    shifted left, right by a little, and right past every bit; shapes not multiples of T."""
-    params = NibbleParams(tile=tile, acc_bits=32)
+    shifted left, right by a little, and right past every bit; shapes not multiples of T.
+    lanes < T: L elements of a row per beat."""
+    params = NibbleParams(tile=tile, acc_bits=32, lanes=lanes)
     rng = np.random.default_rng(tile)
     m, k, n = 2 * tile + 1, 3 * tile - 1, tile + 3
     def operand(shape, kind, phase):
@@ -123,12 +132,13 @@ def reference(tiles, T, acc_bits):
     return out, saturated
 
 
-@pytest.mark.parametrize("tile", [2, 4, 8])
-def test_extreme_psums_shifts_and_saturation(tile):
+@pytest.mark.parametrize("tile,lanes", [(2, None), (4, None), (8, None), (2, 1), (4, 1),
+                                        (8, 2)])
+def test_extreme_psums_shifts_and_saturation(tile, lanes):
     """Random full-scale partial sums with shifts from far right to the largest left
     shift the accumulator can take, at the narrowest accumulator: saturates often."""
     acc_bits = psum_bits(tile)
-    params = NibbleParams(tile=tile, acc_bits=acc_bits)
+    params = NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes)
     rng = random.Random(tile)
     pb = psum_bits(tile)
     lim = 1 << (pb - 1)

@@ -23,7 +23,8 @@ TOP = "nibble_top"
 
 
 def build_dir(params: NibbleParams) -> Path:
-    return SIM_BUILD / f"T{params.tile}_acc{params.acc_bits}"
+    lanes = "" if params.lanes == params.tile else f"_L{params.lanes}"
+    return SIM_BUILD / f"T{params.tile}_acc{params.acc_bits}{lanes}"
 
 
 #: The wheel's verilated.mk leaves the precompiled-header include flag empty, so make
@@ -95,6 +96,7 @@ def run(params: NibbleParams, test_module: str, *, top: str = TOP, seed: int = 1
     ``stats.json``, ``dump.vcd``) land in ``run_dir`` (default ``build_dir(params) / top``)."""
     runner = build(params, top=top, waves=waves)
     env = {"NIBBLE_TILE": str(params.tile), "NIBBLE_ACC_BITS": str(params.acc_bits),
+           "NIBBLE_LANES": str(params.lanes),
            "NIBBLE_SEED": str(seed), **(extra_env or {})}
     return runner.test(hdl_toplevel=top, test_module=test_module, testcase=testcase,
                        build_dir=_sim_dir(params, top, waves),

@@ -27,7 +27,9 @@ from .coverage import MODES, OUTPUT_VARIANTS, coverage_bin
 from .scoreboard import first_mismatch
 
 PARAMS = NibbleParams(tile=int(os.environ.get("NIBBLE_TILE", "4")),
-                      acc_bits=int(os.environ.get("NIBBLE_ACC_BITS", "32")))
+                      acc_bits=int(os.environ.get("NIBBLE_ACC_BITS", "32")),
+                      lanes=int(os.environ["NIBBLE_LANES"]) if "NIBBLE_LANES" in os.environ
+                      else None)
 SEED = int(os.environ.get("NIBBLE_SEED", "1"))
 
 
