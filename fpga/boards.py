@@ -6,7 +6,7 @@ Board table (:data:`BOARDS`)
     =============  ==========================  ==========  ===========  ===================
     ``ulx3s``      ``ULX3S_85F_Platform``      LFE5U-85F   25 MHz       100 MHz (EHXPLLL)
     ``orangecrab`` ``OrangeCrabR0_2_25FPlatform`` LFE5U-25F 48 MHz      48 MHz (no PLL)
-    ``icebreaker`` ``ICEBreakerPlatform``      iCE40UP5K   12 MHz       30 MHz (SB_PLL40_PAD)
+    ``icebreaker`` ``ICEBreakerPlatform``      iCE40UP5K   12 MHz       20 MHz (SB_PLL40_PAD)
     =============  ==========================  ==========  ===========  ===================
 
 Board top (:class:`BoardTop`)
@@ -114,6 +114,8 @@ class Board:
         block RAMs (DP16KD / SB_RAM40_4K), multipliers (MULT18X18D / SB_MAC16).
     lut_model : tuple
         The size model of :func:`estimate_luts`.
+    default_lanes : int or None
+        ``lanes`` when ``nibble synth`` is not given ``--lanes`` (None: T, full width).
     """
 
     name: str
@@ -129,6 +131,7 @@ class Board:
     brams: int
     dsps: int
     lut_model: tuple
+    default_lanes: int | None = None
 
     def make_platform(self):
         """A fresh platform instance (resources added for OrangeCrab's UART)."""
@@ -166,8 +169,8 @@ BOARDS = {
         lut_model=_ECP5_MODEL),
     "icebreaker": Board(
         name="icebreaker", platform=ICEBreakerPlatform, family="ice40", device="iCE40UP5K",
-        osc_mhz=12.0, default_mhz=30.0, uart=("uart", 0), reset=("button", 0),
-        luts=5280, ffs=5280, brams=30, dsps=8, lut_model=_ICE40_MODEL),
+        osc_mhz=12.0, default_mhz=20.0, uart=("uart", 0), reset=("button", 0),
+        luts=5280, ffs=5280, brams=30, dsps=8, lut_model=_ICE40_MODEL, default_lanes=1),
 }
 
 
@@ -183,19 +186,22 @@ def get_board(name: str) -> Board:
         raise UnknownBoard(f"unknown board {name!r}; choose from {', '.join(BOARDS)}") from None
 
 
-def estimate_luts(board: Board, tile: int, acc_bits: int = 32) -> int:
+def estimate_luts(board: Board, tile: int, acc_bits: int = 32, lanes: int | None = None) -> int:
     """Rough logic-cell count of the board top with a ``tile`` x ``tile`` array::
 
-        base + per_col * T + per_pe * T**2 + (acc_bits - 32) * (per_bit + per_bit_col * T)
+        base + per_col * L + per_pe * T**2 + (acc_bits - 32) * (per_bit + per_bit_col * L)
 
-    with the board family's calibrated numbers (``board.lut_model``). The PE term is the
-    array; the column term is mostly the per-column output path (rescaler accumulators,
-    requantizer, log4 quantizer), as wide as the accumulators; the base is the host
-    bridge, the FIFOs and the controller. Within about 5 % of every measured build; used
-    only to refuse hopeless builds before any tool runs."""
+    with L = ``lanes`` (default T) and the board family's calibrated numbers
+    (``board.lut_model``). The PE term is the array; the column term is mostly the output
+    path (rescaler, requantizer, log4 quantizer), L elements wide; the base is the host
+    bridge, the FIFOs and the controller. Fitted to full-width builds (L = T), within
+    about 5 % of each; with L < T it counts the rescaler's T x T accumulators as L wide,
+    so it errs low, which only lets a build go on to the exact checks. Used only to
+    refuse hopeless builds before any tool runs."""
     base, per_col, per_pe, per_bit, per_bit_col = board.lut_model
-    return int(base + per_col * tile + per_pe * tile * tile
-               + (acc_bits - 32) * (per_bit + per_bit_col * tile))
+    lanes = tile if lanes is None else lanes
+    return int(base + per_col * lanes + per_pe * tile * tile
+               + (acc_bits - 32) * (per_bit + per_bit_col * lanes))
 
 
 def clock_config(board: Board, freq_mhz: float | None):

@@ -224,7 +224,8 @@ class StreamOutlet(wiring.Component):
         written = Signal()                       # the beat's last byte went in last cycle
         write = self.beats.valid & ~fifo.w_full & ~written
         last = index == nbytes - 1
-        padded = Cat(self.beats.payload, Signal(8 * nbytes - self._width))
+        pad = 8 * nbytes - self._width   # no zero-width signal when the beat is whole bytes
+        padded = Cat(self.beats.payload, *([Signal(pad)] if pad else []))
         m.d.comb += [
             fifo.w_data.eq(padded.word_select(index, 8)), fifo.w_en.eq(write),
             # The beat is taken, and its bytes committed, the cycle after its last byte

@@ -52,7 +52,7 @@ from .wasm_stack import TOOLS as _WASM_TOOLS
 __all__ = ["SynthError", "synth", "check_fit", "format_report", "REPORT_FIELDS"]
 
 #: Fields every report has (more may follow).
-REPORT_FIELDS = ("board", "device", "size", "acc_bits", "luts", "luts_available", "ffs",
+REPORT_FIELDS = ("board", "device", "size", "acc_bits", "lanes", "luts", "luts_available", "ffs",
                  "dsps", "brams", "fmax_mhz", "target_mhz", "clock_mhz", "timing_met",
                  "bitstream", "seed", "stage_seconds", "total_seconds")
 
@@ -88,11 +88,18 @@ def check_fit(params: NibbleParams, board) -> None:
         b = get_board(board) if isinstance(board, str) else board
     except ValueError as e:
         raise SynthError(str(e)) from None
-    need = estimate_luts(b, params.tile, params.acc_bits)
+    need = estimate_luts(b, params.tile, params.acc_bits, params.lanes)
     if need > EARLY_MARGIN * b.luts:
         raise SynthError(
-            f"size {params.tile} does not fit {b.name} ({b.device}): about {need} logic cells "
-            f"needed with acc_bits {params.acc_bits}, {b.luts} available")
+            f"{_size_text(params)} does not fit {b.name} ({b.device}): about {need} logic "
+            f"cells needed with acc_bits {params.acc_bits}, {b.luts} available")
+
+
+def _size_text(params: NibbleParams) -> str:
+    """"size 4" or "size 4 with 1 lane", for the fit errors."""
+    if params.lanes == params.tile:
+        return f"size {params.tile}"
+    return f"size {params.tile} with {params.lanes} lane{'s' if params.lanes > 1 else ''}"
 
 
 def _cells_from_stat(stat: dict) -> dict:
@@ -125,14 +132,14 @@ def _netlist_usage(family: str, cells: dict) -> dict:
     }
 
 
-def _check_netlist_fit(b, tile: int, usage: dict) -> None:
+def _check_netlist_fit(b, params: NibbleParams, usage: dict) -> None:
     capacity = {"luts": b.luts, "ffs": b.ffs, "brams": b.brams, "dsps": b.dsps}
     for what, used in usage.items():
         if used > capacity[what]:
             name = {"luts": "logic cells", "ffs": "flip-flops", "brams": "block RAMs",
                     "dsps": "DSPs"}[what]
             raise SynthError(
-                f"size {tile} does not fit {b.name} ({b.device}): synthesis needs {used} "
+                f"{_size_text(params)} does not fit {b.name} ({b.device}): synthesis needs {used} "
                 f"{name}, {capacity[what]} available")
 
 
@@ -286,6 +293,7 @@ def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None =
     clock_text = (f"{top.clock_mhz:g} MHz (board oscillator)" if top.pll is None else
                   f"{top.clock_mhz:g} MHz (PLL from {b.osc_mhz:g} MHz)")
     progress(f"nibble synth: {b.name} ({b.device}), T={params.tile}, acc_bits={params.acc_bits}, "
+             f"lanes={params.lanes}, "
              f"clock {clock_text}, seed {seed} -> {out}")
 
     # ---- 1. elaborate into a build plan
@@ -325,7 +333,7 @@ def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None =
         except _DoesNotFit as e:
             cell, used_, avail = e.args[0]
             raise SynthError(
-                f"size {params.tile} does not fit {b.name} ({b.device}): nextpnr packs it "
+                f"{_size_text(params)} does not fit {b.name} ({b.device}): nextpnr packs it "
                 f"into {used_} {cell}, {avail} available") from None
         stage_seconds[stage] = seconds
         note = ""
@@ -335,7 +343,7 @@ def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None =
             note = (f"  netlist: {usage['luts']} logic cells, {usage['ffs']} FFs, "
                     f"{usage['brams']} BRAMs, {usage['dsps']} DSPs")
             progress(f"  {stage:<12} {seconds:6.1f} s{note}")
-            _check_netlist_fit(b, params.tile, usage)
+            _check_netlist_fit(b, params, usage)
             continue
         progress(f"  {stage:<12} {seconds:6.1f} s")
     if not bitstream.exists():
@@ -357,6 +365,7 @@ def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None =
         "device": b.device,
         "size": params.tile,
         "acc_bits": params.acc_bits,
+        "lanes": params.lanes,
         "luts": used("luts"),
         "luts_available": int(util.get(names["luts"], {}).get("available", b.luts)),
         "ffs": ffs,
@@ -389,7 +398,8 @@ def format_report(report: dict) -> str:
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in report["stage_seconds"].items())
     rows = [
         ("board", f"{report['board']} ({report['device']})"),
-        ("size", f"T={report['size']} ({report['size'] ** 2} PEs), acc_bits={report['acc_bits']}"),
+        ("size", f"T={report['size']} ({report['size'] ** 2} PEs), acc_bits={report['acc_bits']}, "
+                 f"lanes={report['lanes']}"),
         ("logic cells", pct(report["luts"], report["luts_available"])),
         ("flip-flops", str(report["ffs"])),
         ("DSPs", str(report["dsps"])),

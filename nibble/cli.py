@@ -36,6 +36,10 @@ def _add_params(parser) -> None:
                         help="tile edge T = array size, a power of two 2..64 (default 8)")
     parser.add_argument("--acc-bits", type=int, default=32, metavar="N",
                         help="accumulator width in bits (default 32)")
+    parser.add_argument("--lanes", type=int, metavar="L",
+                        help="elements per cycle of the output path, a power of two 1..T "
+                             "(default T; synth: the board's default). Fewer lanes make "
+                             "the design smaller and T/L times slower; results are the same")
 
 
 def _cmd_train(args) -> int:
@@ -44,7 +48,7 @@ def _cmd_train(args) -> int:
     from .study import STUDY_CONFIGS, format_table, run_study, write_json
     from .training import TrainConfig
 
-    params = NibbleParams(tile=args.tile, acc_bits=args.acc_bits)
+    params = NibbleParams(tile=args.tile, acc_bits=args.acc_bits, lanes=args.lanes)
     config = TrainConfig(epochs=args.epochs, batch=args.batch, lr=args.lr,
                          hidden=tuple(args.hidden), params=params)
     hardware = args.backend != "golden"
@@ -105,7 +109,7 @@ def _cmd_generate(args) -> int:
     from golden import NibbleParams
     from rtl.generate import generate
 
-    params = NibbleParams(tile=args.tile, acc_bits=args.acc_bits)
+    params = NibbleParams(tile=args.tile, acc_bits=args.acc_bits, lanes=args.lanes)
     print(f"nibble generate: T={params.tile}, acc_bits={params.acc_bits} -> {args.out}", flush=True)
     start = time.perf_counter()
 
@@ -190,7 +194,10 @@ def _cmd_synth(args) -> int:
     from fpga.synth import SynthError, format_report, synth
     from golden import NibbleParams
 
-    params = NibbleParams(tile=args.tile, acc_bits=args.acc_bits)
+    from fpga.boards import get_board
+
+    lanes = args.lanes if args.lanes is not None else get_board(args.board).default_lanes
+    params = NibbleParams(tile=args.tile, acc_bits=args.acc_bits, lanes=lanes)
     if args.freq is not None and not args.freq > 0:
         raise ValueError(f"--freq must be a positive number of MHz, got {args.freq}")
     try:

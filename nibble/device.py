@@ -121,7 +121,8 @@ class Device:
             raise DeviceError(f"board speaks protocol version {status.version}, "
                               f"this driver {P.PROTOCOL_VERSION}")
         board = NibbleParams(tile=status.tile, acc_bits=status.acc_bits)
-        if params is not None and params != board:
+        # lanes is invisible on the link (the accelerator's ports are T wide either way)
+        if params is not None and (params.tile, params.acc_bits) != (board.tile, board.acc_bits):
             raise DeviceError(f"board has T={board.tile}, acc_bits={board.acc_bits}; "
                               f"expected T={params.tile}, acc_bits={params.acc_bits}")
         self.params = board

@@ -1,8 +1,10 @@
-"""``nibble synth`` board builds: the quick refusals, and two small real builds (T=4 on one
-ECP5 board and on the iCE40 board) whose reports must be complete and whose bitstreams
-must exist."""
+"""``nibble synth`` board builds: the quick refusals, and small real builds (T=4 on one
+ECP5 board, the largest accelerator that fits the iCE40 board) whose reports must be
+complete and whose bitstreams must exist."""
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -46,23 +48,33 @@ def test_build_ecp5_t4(tmp_path):
     assert any(line.lstrip().startswith("place_route") for line in lines)
 
 
-def test_build_ice40_smallest(tmp_path):
-    """The iCE40 flow (PLL, yosys, nextpnr packing) on the smallest accelerator, T=2 with
-    the narrowest accumulators. It does not fit the UP5K today (about 6000 of 5280 logic
-    cells): then the build must stop with the one-line fit error from nextpnr's packer and
-    leave no bitstream; once it fits, the report must be complete."""
+def test_build_ice40_cli(tmp_path):
+    """The iCEBreaker build as a user runs it: T=2 with the narrowest accumulators and the
+    board's default one-lane output path fits the UP5K and meets the default clock."""
     out = tmp_path / "icebreaker"
-    params = NibbleParams(tile=2, acc_bits=18)
-    try:
-        report = synth(params, "icebreaker", out, progress=None)
-    except SynthError as e:
-        message = str(e)
-        assert message.startswith("size 2 does not fit icebreaker (iCE40UP5K): nextpnr packs it "
-                                  "into ") and "ICESTORM_LC" in message and "\n" not in message
-        assert not (out / "top.bin").exists() and not (out / "report.json").exists()
-        assert (out / "top_stat.json").exists()  # synthesis ran
-    else:
-        _check_report(report, "icebreaker", 2, out)
+    proc = subprocess.run([sys.executable, "-m", "nibble", "synth", "--board", "icebreaker",
+                           "--size", "2", "--acc-bits", "18", "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    _check_report(report, "icebreaker", 2, out)
+    assert report["lanes"] == 1 and report["acc_bits"] == 18
+    assert report["clock_mhz"] == pytest.approx(BOARDS["icebreaker"].default_mhz, rel=0.02)
+    assert report["timing_met"], f"{report['fmax_mhz']} MHz"
+    assert "lanes=1" in proc.stdout and "logic cells" in proc.stdout
+
+
+def test_ice40_packing_overflow_is_one_line_error(tmp_path):
+    """T=2 at full width (two lanes) passes the early estimate and synthesis but not
+    nextpnr's packer: the one-line fit error, and no bitstream."""
+    out = tmp_path / "icebreaker"
+    with pytest.raises(SynthError) as info:
+        synth(NibbleParams(tile=2, acc_bits=18, lanes=2), "icebreaker", out, progress=None)
+    message = str(info.value)
+    assert message.startswith("size 2 does not fit icebreaker (iCE40UP5K): nextpnr packs it "
+                              "into ") and "ICESTORM_LC" in message and "\n" not in message
+    assert not (out / "top.bin").exists() and not (out / "report.json").exists()
+    assert (out / "top_stat.json").exists()  # synthesis ran
 
 
 def test_unknown_board_is_one_line_error(tmp_path):
@@ -96,7 +108,9 @@ def test_size_estimate_grows_and_targets_fit():
     assert estimate_luts(BOARDS["ulx3s"], 16) <= BOARDS["ulx3s"].luts
     assert estimate_luts(BOARDS["orangecrab"], 8) <= BOARDS["orangecrab"].luts
     # the smallest iCE40 build is close enough to go on to the exact checks
-    check_fit(NibbleParams(tile=2, acc_bits=18), "icebreaker")
+    check_fit(NibbleParams(tile=2, acc_bits=18, lanes=1), "icebreaker")
+    # fewer lanes, a smaller estimate
+    assert estimate_luts(BOARDS["icebreaker"], 4, lanes=1) < estimate_luts(BOARDS["icebreaker"], 4)
 
 
 def test_pll_settings():
@@ -118,6 +132,8 @@ def test_pll_settings():
     (["--board", "de10nano", "--size", "4"], "unknown board 'de10nano'"),
     (["--board", "orangecrab", "--size", "32"], "size 32 does not fit orangecrab"),
     (["--board", "ulx3s", "--size", "6"], "power of two"),
+    (["--board", "icebreaker", "--size", "4"], "size 4 with 1 lane does not fit icebreaker"),
+    (["--board", "icebreaker", "--size", "2", "--lanes", "4"], "lanes must be a power of two in 1..2"),
 ])
 def test_nibble_synth_cli_refuses_in_one_line(argv, message, tmp_path):
     import subprocess
