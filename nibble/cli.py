@@ -59,7 +59,8 @@ def _cmd_train(args) -> int:
         _pyplot()                           # fail now, not after the training
     print(f"nibble train: digits MLP 64-{'-'.join(map(str, config.hidden))}-10, "
           f"{config.epochs} epochs, batch {config.batch}, seeds {seeds[0]}..{seeds[-1]}, "
-          f"backend {args.backend}, T={params.tile}, acc_bits={params.acc_bits}", flush=True)
+          f"backend {args.backend}, T={params.tile}, acc_bits={params.acc_bits}, "
+          f"lanes={params.lanes}", flush=True)
     runs = {}
     if hardware:
         from .backends import GemmMismatch
@@ -110,7 +111,8 @@ def _cmd_generate(args) -> int:
     from rtl.generate import generate
 
     params = NibbleParams(tile=args.tile, acc_bits=args.acc_bits, lanes=args.lanes)
-    print(f"nibble generate: T={params.tile}, acc_bits={params.acc_bits} -> {args.out}", flush=True)
+    print(f"nibble generate: T={params.tile}, acc_bits={params.acc_bits}, lanes={params.lanes} "
+          f"-> {args.out}", flush=True)
     start = time.perf_counter()
 
     def progress(path):

@@ -109,7 +109,8 @@ def write_json(path, results, config: TrainConfig, seeds, backend: str) -> None:
         "backend": backend,
         "seeds": list(seeds),
         "config": {**{k: v for k, v in asdict(config).items() if k != "params"},
-                   "tile": config.params.tile, "acc_bits": config.params.acc_bits},
+                   "tile": config.params.tile, "acc_bits": config.params.acc_bits,
+                   "lanes": config.params.lanes},
         "generated": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "results": results,
     }

@@ -26,12 +26,15 @@ def test_train_prints_table_and_writes_json(tmp_path):
         assert len(r["test_accs"]) == 2
         assert r["test_acc_mean"] == pytest.approx(sum(r["test_accs"]) / 2)
     assert doc["config"]["tile"] == 8 and doc["backend"] == "golden"
+    assert doc["config"]["lanes"] == 8
 
 
 @pytest.mark.parametrize("args, message", [
     (["train", "--tile", "3"], "power of two"),
     (["train", "--tile", "128"], "power of two"),
     (["train", "--acc-bits", "8"], "acc_bits"),
+    (["train", "--tile", "4", "--lanes", "3"], "lanes must be a power of two in 1..4"),
+    (["generate", "--tile", "4", "--lanes", "8", "--out", "x"], "lanes must be a power of two"),
     (["train", "--epochs", "0"], "positive integer"),
     (["train", "--lr", "nan"], "lr"),
     (["train", "--configs", "bogus"], "unknown config"),
