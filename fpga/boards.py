@@ -44,23 +44,24 @@ Fit check
     :mod:`fpga.synth` checks again on the synthesised netlist before place and route, and
     turns nextpnr's packing overflow into the same one-line error.
 
-    Measured (2026-11-29, acc_bits 32 unless noted; logic cells after place and route,
-    or after nextpnr's packer where it stopped):
+    Measured (2026-11-30, acc_bits 32 and lanes = T unless noted; logic cells after place
+    and route, or after nextpnr's packer where it stopped):
 
-    ==========  =======  ===============  ========================================
-    board       T        logic cells      verdict
-    ==========  =======  ===============  ========================================
-    orangecrab  4        10083 (42 %)     fits; 63.9 MHz, 48 MHz target met
-    orangecrab  8        21381 (88 %)     fits; 56.8 MHz, 48 MHz target met
-    ulx3s       16       60661 (72 %)     fits; placement estimate 23.6 MHz at the
-                                          100 MHz target, router2 did not converge
-    icebreaker  4 (19)   --               does not fit (yosys: 6970 LUT4, 3368 FFs)
-    icebreaker  2 (18)   6012 (114 %)     does not fit (T = 2, acc_bits 18)
-    ==========  =======  ===============  ========================================
+    ==========  ============  ===============  ======================================
+    board       T             logic cells      verdict
+    ==========  ============  ===============  ======================================
+    orangecrab  4             9994 (41 %)      fits; 62.3 MHz, 48 MHz target met
+    orangecrab  8             21471 (88 %)     fits; 60.6 MHz, 48 MHz target met
+    ulx3s       8             22043 (26 %)     fits; 46.0 MHz, 100 MHz target missed
+    ulx3s       16            60661 (72 %)     fits (2026-11-29); placement estimate
+                                               23.6 MHz, router2 did not converge
+    icebreaker  2 (18, L=1)   5191 (98 %)      fits; 21.7 MHz, 20 MHz target met
+    icebreaker  2 (18, L=2)   6012 (114 %)     does not fit
+    icebreaker  4 (19, L=1)   8154 (154 %)     does not fit
+    ==========  ============  ===============  ======================================
 
-    No nibble configuration fits the iCE40UP5K today: at small T the per-column output
-    path (rescaler, requantizer, log4 unit), the controller and the host bridge
-    dominate, not the PEs.
+    On the iCE40UP5K only T = 2 with one lane fits: at small T the output path, the
+    controller and the host bridge dominate, not the PEs.
 """
 
 from __future__ import annotations
