@@ -44,7 +44,7 @@ import sys
 import time
 from pathlib import Path
 
-from golden.params import NibbleParams
+from golden.params import NibbleParams, psum_bits
 
 from .boards import DEFAULT_BAUD, EARLY_MARGIN, BoardTop, estimate_luts, get_board
 from .wasm_stack import TOOLS as _WASM_TOOLS
@@ -92,7 +92,20 @@ def check_fit(params: NibbleParams, board) -> None:
     if need > EARLY_MARGIN * b.luts:
         raise SynthError(
             f"{_size_text(params)} does not fit {b.name} ({b.device}): about {need} logic "
-            f"cells needed with acc_bits {params.acc_bits}, {b.luts} available")
+            f"cells needed with acc_bits {params.acc_bits}, {b.luts} available"
+            f"{_shrink_hint(params)}")
+
+
+def _shrink_hint(params: NibbleParams) -> str:
+    """What the user could make smaller, e.g. "; try a smaller --size, --acc-bits or
+    --lanes" (only the knobs that have room left)."""
+    knobs = [name for name, room in (("--size", params.tile > 1),
+                                     ("--acc-bits", params.acc_bits > psum_bits(params.tile)),
+                                     ("--lanes", params.lanes > 1)) if room]
+    if not knobs:
+        return ""
+    listed = knobs[0] if len(knobs) == 1 else ", ".join(knobs[:-1]) + " or " + knobs[-1]
+    return f"; try a smaller {listed}"
 
 
 def _size_text(params: NibbleParams) -> str:
@@ -140,7 +153,7 @@ def _check_netlist_fit(b, params: NibbleParams, usage: dict) -> None:
                     "dsps": "DSPs"}[what]
             raise SynthError(
                 f"{_size_text(params)} does not fit {b.name} ({b.device}): synthesis needs {used} "
-                f"{name}, {capacity[what]} available")
+                f"{name}, {capacity[what]} available{_shrink_hint(params)}")
 
 
 def _last_error_line(*paths) -> str:
@@ -334,7 +347,7 @@ def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None =
             cell, used_, avail = e.args[0]
             raise SynthError(
                 f"{_size_text(params)} does not fit {b.name} ({b.device}): nextpnr packs it "
-                f"into {used_} {cell}, {avail} available") from None
+                f"into {used_} {cell}, {avail} available{_shrink_hint(params)}") from None
         stage_seconds[stage] = seconds
         note = ""
         if name == "yosys":

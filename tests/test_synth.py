@@ -73,6 +73,8 @@ def test_ice40_packing_overflow_is_one_line_error(tmp_path):
     message = str(info.value)
     assert message.startswith("size 2 does not fit icebreaker (iCE40UP5K): nextpnr packs it "
                               "into ") and "ICESTORM_LC" in message and "\n" not in message
+    # acc_bits 18 is the least T = 2 allows, so the hint leaves it out.
+    assert message.endswith("; try a smaller --size or --lanes")
     assert not (out / "top.bin").exists() and not (out / "report.json").exists()
     assert (out / "top_stat.json").exists()  # synthesis ran
 
@@ -133,6 +135,7 @@ def test_pll_settings():
     (["--board", "orangecrab", "--size", "32"], "size 32 does not fit orangecrab"),
     (["--board", "ulx3s", "--size", "6"], "power of two"),
     (["--board", "icebreaker", "--size", "4"], "size 4 with 1 lane does not fit icebreaker"),
+    (["--board", "icebreaker", "--size", "4"], "5280 available; try a smaller --size or --acc-bits"),
     (["--board", "icebreaker", "--size", "2", "--lanes", "4"], "lanes must be a power of two in 1..2"),
 ])
 def test_nibble_synth_cli_refuses_in_one_line(argv, message, tmp_path):
