@@ -44,7 +44,7 @@ import sys
 import time
 from pathlib import Path
 
-from golden.params import NibbleParams, psum_bits
+from golden.params import TILE_MIN, NibbleParams, psum_bits
 
 from .boards import DEFAULT_BAUD, EARLY_MARGIN, BoardTop, estimate_luts, get_board
 from .wasm_stack import TOOLS as _WASM_TOOLS
@@ -99,7 +99,7 @@ def check_fit(params: NibbleParams, board) -> None:
 def _shrink_hint(params: NibbleParams) -> str:
     """What the user could make smaller, e.g. "; try a smaller --size, --acc-bits or
     --lanes" (only the knobs that have room left)."""
-    knobs = [name for name, room in (("--size", params.tile > 1),
+    knobs = [name for name, room in (("--size", params.tile > TILE_MIN),
                                      ("--acc-bits", params.acc_bits > psum_bits(params.tile)),
                                      ("--lanes", params.lanes > 1)) if room]
     if not knobs:

@@ -55,8 +55,9 @@ class NibbleParams:
     lanes : int or None
         Elements per cycle of the accelerator's output path (rescaler, requantizer, log4
         unit): a power of two from 1 to ``tile``; None (the default) means ``tile``, one
-        tile row per cycle. Fewer lanes shrink those units about ``tile / lanes`` times
-        for small FPGAs, at ``tile / lanes`` times fewer GEMM results per cycle. It does
+        tile row per cycle. Fewer lanes shrink those units' logic (shifters, adders,
+        encoders) about ``tile / lanes`` times for small FPGAs, not their stored tiles,
+        at about ``tile / lanes`` times the cycles per GEMM. It does
         not change any result: golden ignores it.
     """
 

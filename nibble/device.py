@@ -125,7 +125,7 @@ class Device:
         if params is not None and (params.tile, params.acc_bits) != (board.tile, board.acc_bits):
             raise DeviceError(f"board has T={board.tile}, acc_bits={board.acc_bits}; "
                               f"expected T={params.tile}, acc_bits={params.acc_bits}")
-        self.params = board
+        self.params = board if params is None else params   # keeps the caller's lanes
         bits = P.port_beat_bits(board)
         self._bits = bits
         self._result_bits = P.result_beat_bits(board)

@@ -125,10 +125,10 @@ class Requantizer(wiring.Component):
     clip_exp : In(signed(8))
         Exponent of the PACT threshold.
     mask_en : In(1)
-        1: pair every accumulator row with a ``mask_in`` beat and apply it.
+        1: pair every accumulator beat with a ``mask_in`` beat and apply it.
 
     The configuration ports (``unsigned_out`` ... ``mask_en``) must be held constant from
-    4 cycles before a tile's first row is offered until its last code row has left (the
+    4 cycles before a tile's first beat is offered until its last code beat has left (the
     clip values derived from them go through 4 registers).
     """
 

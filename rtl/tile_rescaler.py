@@ -97,7 +97,7 @@ class TileRescaler(wiring.Component):
         Finished accumulator beats (on ``last`` beats), R per output tile, with out_exp.
     saturated : Out(1)
         Sticky: some accumulation saturated since the last ``clear``. It covers a beat
-        once the beat's accumulator row has been computed (at the latest when the row
+        once the beat's accumulators have been computed (at the latest when the beat
         that ends its output tile leaves on ``acc_out``).
     clear : In(1)
         Clears ``saturated`` (the controller pulses it at the start of a GEMM, when no

@@ -48,11 +48,13 @@ def training_jobs(rng, tile):
     ]
 
 
-@pytest.mark.parametrize("tile,lanes", [(4, None), (8, None), (2, 1), (4, 1), (8, 2)])
-def test_training_gemms_match_golden(tile, lanes):
+@pytest.mark.parametrize("tile,lanes,acc_bits", [(4, None, 32), (8, None, 32), (2, 1, 18),
+                                                (4, 1, 32), (8, 2, 20)])
+def test_training_gemms_match_golden(tile, lanes, acc_bits):
     """lanes < T: the narrow output path (psum rows, masks and results split into T / L
-    beats inside the accelerator) gives the same bits."""
-    params = NibbleParams(tile=tile, acc_bits=32, lanes=lanes)
+    beats inside the accelerator) gives the same bits, also with the narrowest
+    accumulators (T = 2, acc_bits 18 is the iCEBreaker build)."""
+    params = NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes)
     rng = np.random.default_rng(tile)
     jobs = training_jobs(rng, tile)
     for job, got in zip(jobs, run_jobs(params, jobs, seed=tile)):

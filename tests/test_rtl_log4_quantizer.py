@@ -234,11 +234,13 @@ def _handshakes(dut, log):
     return monitor
 
 
-@pytest.mark.parametrize("tile", [4, 8])
-def test_one_row_per_cycle(tile):
-    """Without stalls, tiles stream through at one row per cycle with no bubble between
-    tiles; a tile's first code row is valid 5 cycles after its last row is accepted."""
-    params = NibbleParams(tile=tile)
+@pytest.mark.parametrize("tile,lanes", [(4, None), (8, None), (2, 1), (4, 1), (8, 2)])
+def test_one_beat_per_cycle(tile, lanes):
+    """Without stalls, tiles stream through at one beat (a row when L = T) per cycle with
+    no bubble between tiles; a tile's first code beat is valid 5 cycles after its last
+    beat is accepted, at any lane count."""
+    params = NibbleParams(tile=tile, lanes=lanes)
+    L, per_tile = params.lanes, params.beats_per_tile
     dut = Log4Quantizer(params)
     n_tiles = 4
     rng = random.Random(tile)
@@ -247,12 +249,11 @@ def test_one_row_per_cycle(tile):
 
     async def producer(ctx):
         for flat in tiles:
-            for r in range(tile):
-                await stream_put(ctx, dut.acc_in, {"acc": flat[r * tile:(r + 1) * tile],
-                                                   "out_exp": 0})
+            for k in range(0, tile * tile, L):
+                await stream_put(ctx, dut.acc_in, {"acc": flat[k:k + L], "out_exp": 0})
 
     async def consumer(ctx):
-        for _ in range(n_tiles * tile):
+        for _ in range(n_tiles * per_tile):
             await stream_get(ctx, dut.codes_out)
 
     sim = Simulator(dut)
@@ -263,8 +264,8 @@ def test_one_row_per_cycle(tile):
     sim.run()
     accepted = [c for c, (fire, _, _) in enumerate(log) if fire]
     taken = [c for c, (_, ov, orr) in enumerate(log) if ov and orr]
-    assert accepted == list(range(n_tiles * tile))
-    assert taken == list(range(tile + 4, tile + 4 + n_tiles * tile))
+    assert accepted == list(range(n_tiles * per_tile))
+    assert taken == list(range(per_tile + 4, per_tile + 4 + n_tiles * per_tile))
 
 
 def test_valid_does_not_wait_for_ready():
