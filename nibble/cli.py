@@ -334,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "bitstream; writes DIR/report.json and prints it. "
                                          "Needs no programming tool.")
     synth_p.add_argument("--board", required=True, metavar="BOARD",
-                         help="ulx3s (ECP5-85F), orangecrab (ECP5-25F) or icebreaker (iCE40UP5K)")
+                         help="ulx3s (ECP5-85F), orangecrab (ECP5-25F) or icebreaker "
+                              "(iCE40UP5K: only --size 2 --acc-bits 18 fits)")
     synth_p.add_argument("--out", required=True, metavar="DIR", help="build directory")
     synth_p.add_argument("--freq", type=float, metavar="MHZ",
                          help="clock target in MHz (default: the board's)")
