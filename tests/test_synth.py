@@ -113,7 +113,6 @@ def test_size_estimate_grows_and_targets_fit():
     check_fit(NibbleParams(tile=2, acc_bits=18, lanes=1), "icebreaker")
 
 
-
 @pytest.mark.parametrize("board, tile, acc_bits, lanes, measured", [
     # logic cells of real builds (2026-11-30, seed 1): after place and route, or
     # nextpnr's packer count where it stopped

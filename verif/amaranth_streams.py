@@ -4,8 +4,6 @@ Producer and consumer run as separate async testbenches; ``idle`` inserts seeded
 bubbles, and ``check_stream_rules`` fails if a stalled beat is dropped or changes.
 """
 
-from amaranth.hdl import Value
-
 __all__ = ["stream_put", "stream_get", "put_bits", "idle", "check_stream_rules"]
 
 
@@ -35,7 +33,7 @@ async def check_stream_rules(ctx, stream, name="stream"):
     """Background testbench: once valid, a beat stays valid and unchanged until taken."""
     held = None
     async for _, _, valid, ready, payload in ctx.tick().sample(
-            stream.valid, stream.ready, Value.cast(stream.payload)):
+            stream.valid, stream.ready, stream.payload.as_value()):
         if held is not None:
             assert valid and payload == held, f"{name} dropped or changed a stalled beat"
         held = payload if valid and not ready else None
