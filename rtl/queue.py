@@ -1,0 +1,273 @@
+"""Queues and credit counters: how nibble's units hand data on without a ready chain.
+
+Inside the accelerator no unit stops another through a combinational ``ready``. A unit
+whose output cannot wait (the systolic array, the rescaler, the read sides of the output
+units) sends a beat only while it holds a *credit* for a free slot in the buffer it
+writes into, and takes the credit when it commits to the beat; the buffer gives the
+credit back when the beat leaves it. The credit counter is a register, so the decision
+to send looks only at registers of its own unit, and the buffer can never overflow.
+
+* :class:`Queue`: a first-word-fall-through FIFO in block RAM (or flip-flops when
+  small). Its memory is read every cycle, at the address of the next head, so a read
+  enable never fans out to the memory's wide output: popping moves an address.
+* :class:`StreamQueue`: a :class:`Queue` behind a ring of four registers, as a stream
+  whose ``valid`` and payload come from flip-flops. For the accelerator's ports, whose
+  consumers have a ``ready``.
+* :class:`Credits`: the producer's count of free slots.
+
+Each queue and counter raises a sticky ``fault`` output if it is written while full,
+read while empty, or given more credits than it has slots: in a correct design that
+never happens, and the testbenches check that it did not.
+"""
+
+from amaranth.hdl import Array, Module, Mux, Shape, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["Queue", "StreamQueue", "Credits", "QueueRead", "BLOCK_RAM_BITS", "ram_attrs"]
+
+#: Memories of at least this many bits (width x depth) are asked to map to block RAM;
+#: smaller ones are left to the tools (distributed RAM on ECP5).
+BLOCK_RAM_BITS = 256
+
+
+def QueueRead(shape) -> wiring.Signature:
+    """The read side of a :class:`Queue`, as the queue drives it: ``rdy`` (not empty, a
+    register), ``data`` (the oldest entry, while ``rdy``), ``en`` (pop it; only while
+    ``rdy``). A consumer takes it as ``In(QueueRead(shape))``."""
+    return wiring.Signature({"rdy": Out(1), "en": In(1), "data": Out(shape)})
+
+
+def ram_attrs(width: int, depth: int, platform=None) -> dict:
+    """Memory attributes for a ``width`` x ``depth`` memory elaborated for ``platform``:
+    block RAM from :data:`BLOCK_RAM_BITS` up, and always on an iCE40, which has no
+    distributed RAM (a small memory would become flip-flops and multiplexers, the logic
+    cells an iCE40 UP5K is shortest of)."""
+    ice40 = getattr(platform, "family", None) == "iCE40"
+    return {"ram_style": "block"} if ice40 or width * depth >= BLOCK_RAM_BITS else {}
+
+
+def _next(ptr: Signal, depth: int):
+    """A ring pointer (0..depth-1) plus one, wrapping."""
+    return Mux(ptr == depth - 1, 0, ptr + 1)
+
+
+def _init_next(depth: int) -> int:
+    return 1 % depth
+
+
+def _select_count(count: Signal, up, down):
+    """``count + up - down`` with the late ``up``/``down`` only selecting among sums of
+    the register (no adder after them)."""
+    return Mux(up, Mux(down, count, count + 1), Mux(down, count - 1, count))
+
+
+class Queue(wiring.Component):
+    """First in, first out; the head is always on ``r.data``.
+
+    The memory's read port has no enable: every cycle it reads the address of the next
+    cycle's head. A written entry becomes visible (``r.rdy``) two cycles after its write,
+    when a read of its address has gone through the memory.
+
+    Parameters
+    ----------
+    shape : shape-castable
+        Of one entry.
+    depth : int
+        Entries (any number >= 1).
+
+    Attributes
+    ----------
+    w : In(stream.Signature(shape, always_ready=True))
+        Entries in; there is no ready: the producer counts credits or watches ``level``.
+    r : Out(QueueRead(shape))
+        The head: ``r.data`` while ``r.rdy``; ``r.en`` pops it.
+    level : Out(range(depth + 1))
+        Entries stored, counting the ones written in the last cycle (a register).
+    fault : Out(1)
+        Sticky: a write while full or a pop while empty (the access was ignored).
+    """
+
+    def __init__(self, shape, depth: int):
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, got {depth}")
+        self._shape, self._depth = shape, depth
+        super().__init__({
+            "w": In(stream.Signature(shape, always_ready=True)),
+            "r": Out(QueueRead(shape)),
+            "level": Out(range(depth + 1)), "fault": Out(1),
+        })
+
+    def elaborate(self, platform):
+        depth = self._depth
+        m = Module()
+        width = Shape.cast(self._shape).width
+        m.submodules.mem = mem = Memory(shape=self._shape, depth=depth, init=[],
+                                        attrs=ram_attrs(width, depth, platform))
+        wp = mem.write_port()
+        # Never the slot being written: a write to the head's slot happens only when the
+        # queue is empty, and the entry is not visible until a later read.
+        rp = mem.read_port(transparent_for=())
+        produce = Signal(range(depth))
+        consume = Signal(range(depth))
+        consume1 = Signal(range(depth), init=_init_next(depth))   # _next(consume)
+        write, pop = Signal(), Signal()
+        visible = Signal(range(depth + 1))       # entries readable at the head
+        written = Signal()                       # an entry was written last cycle
+        m.d.comb += [
+            write.eq(self.w.valid & (self.level != depth)),
+            pop.eq(self.r.en & self.r.rdy),
+            wp.addr.eq(produce), wp.data.eq(self.w.payload), wp.en.eq(write),
+            # ``pop`` (the consumer's late decision) only selects between registers
+            rp.addr.eq(Mux(pop, consume1, consume)),
+            self.r.data.eq(rp.data),
+        ]
+        with m.If(write):
+            m.d.sync += produce.eq(_next(produce, depth))
+        with m.If(pop):
+            m.d.sync += [consume.eq(consume1), consume1.eq(_next(consume1, depth))]
+        # Counts: both outcomes computed from registers, ``pop``/``write`` pick one.
+        kept, popped = Signal.like(visible), Signal.like(visible)
+        m.d.comb += [kept.eq(visible + written), popped.eq(visible + written - 1)]
+        m.d.sync += [written.eq(write), visible.eq(Mux(pop, popped, kept)),
+                     self.r.rdy.eq(Mux(pop, popped != 0, kept != 0)),
+                     self.level.eq(_select_count(self.level, write, pop))]
+        with m.If((self.w.valid & (self.level == depth)) | (self.r.en & ~self.r.rdy)):
+            m.d.sync += self.fault.eq(1)
+        return m
+
+
+class StreamQueue(wiring.Component):
+    """A :class:`Queue` as a stream whose outputs come from registers.
+
+    The queue's head is popped into a register every cycle it can be, and from there
+    into a ring of four registers; the decision to pop looks only at registers (how full
+    the ring is), and every wide register loads on an enable that is itself a register,
+    so the consumer's ``ready`` moves a pointer and nothing else. ``r.valid`` is one LUT
+    from a counter, ``r.payload`` a four-way multiplexer of the ring; a consumer that is
+    always ready gets one beat per cycle.
+
+    A producer keeps one beat per cycle flowing only if the memory covers the loop its
+    flow control takes to come back: a credit returns five cycles after the write that
+    spent it (write, memory, pop, :class:`Credits` register), so a credited queue needs
+    ``depth >= 5`` for full rate, and an uncredited one ``depth >= 3`` (``w.ready`` is a
+    register). Shallower queues work, at a lower rate.
+
+    Parameters
+    ----------
+    shape : shape-castable
+        Payload of one beat.
+    depth : int
+        Beats in the memory (the ring holds four more).
+    credited : bool
+        True: the producer counts credits (``capacity`` of them) and ``w`` has no ready;
+        False: ``w.ready`` (room in the memory, from a register) is the flow control.
+
+    Attributes
+    ----------
+    w : In(stream.Signature(shape, always_ready=credited))
+        Beats in.
+    r : Out(stream.Signature(shape))
+        Beats out, oldest first.
+    capacity : int
+        Credits for a producer that counts them: ``depth`` (a beat stays counted in the
+        memory for a cycle after it moved on).
+    held : int
+        Beats it holds when the consumer stops taking them: ``depth`` in the memory and
+        ``SLOTS - 1`` in the ring.
+    fault : Out(1)
+        Sticky: a credited write found the memory full (the beat was lost).
+    """
+
+    SLOTS = 4
+
+    def __init__(self, shape, depth: int, *, credited: bool):
+        self._shape, self._depth, self._credited = shape, depth, credited
+        self.capacity = depth
+        self.held = depth + self.SLOTS - 1
+        super().__init__({
+            "w": In(stream.Signature(shape, always_ready=credited)),
+            "r": Out(stream.Signature(shape)),
+            "fault": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.queue = queue = Queue(self._shape, self._depth)
+        if self._credited:
+            m.d.comb += queue.w.valid.eq(self.w.valid)
+        else:
+            m.d.comb += [self.w.ready.eq(queue.level != self._depth),
+                         queue.w.valid.eq(self.w.valid & self.w.ready)]
+        m.d.comb += [queue.w.payload.eq(self.w.payload), self.fault.eq(queue.fault)]
+
+        # The head, popped into ``moved`` (no enable: it loads every cycle) and, one
+        # cycle later, into the ring slot that ``load`` (a register) names.
+        moved = Signal(self._shape, reset_less=True)
+        slots = Array(Signal(self._shape, name=f"slot{i}", reset_less=True)
+                      for i in range(self.SLOTS))
+        load = [Signal(name=f"load{i}") for i in range(self.SLOTS)]
+        head, tail = Signal(2), Signal(2)
+        count = Signal(range(self.SLOTS + 1))     # beats in the ring
+        arriving = Signal()                       # ``moved`` holds a beat for the ring
+        take, pop = Signal(), Signal()
+        m.d.comb += [
+            take.eq(queue.r.rdy & (count + arriving <= self.SLOTS - 2)),
+            queue.r.en.eq(take),
+            self.r.valid.eq(count != 0),
+            self.r.payload.eq(slots[head]),
+            pop.eq(self.r.valid & self.r.ready),
+        ]
+        m.d.sync += [moved.eq(queue.r.data), arriving.eq(take),
+                     count.eq(count + arriving - pop)]
+        m.d.sync += [load[i].eq(take & (tail == i)) for i in range(self.SLOTS)]
+        for i in range(self.SLOTS):
+            with m.If(load[i]):
+                m.d.sync += slots[i].eq(moved)
+        with m.If(take):
+            m.d.sync += tail.eq(tail + 1)
+        with m.If(pop):
+            m.d.sync += head.eq(head + 1)
+        return m
+
+
+class Credits(wiring.Component):
+    """Free slots of a downstream buffer, counted by its producer.
+
+    Parameters
+    ----------
+    capacity : int
+        Slots of the buffer; the count starts (and resets) full.
+
+    Attributes
+    ----------
+    ok : Out(1)
+        At least one credit: the producer may commit to one beat this cycle. A register
+        (computed from the next count), so a producer's decision starts at a flip-flop.
+    take : In(1)
+        The producer committed to a beat (only while ``ok``).
+    give : In(1)
+        A beat left the buffer: its slot is free again.
+    fault : Out(1)
+        Sticky: a take without a credit, or a give beyond the capacity.
+    """
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        super().__init__({"ok": Out(1, init=1), "take": In(1), "give": In(1), "fault": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        count = Signal(range(self.capacity + 1), init=self.capacity)
+        # ``take`` and ``give`` come late in the cycle: they only select among flags
+        # computed from the count register.
+        m.d.sync += [count.eq(_select_count(count, self.give, self.take)),
+                     self.ok.eq(Mux(self.take & ~self.give, count >= 2,
+                                    self.give | (count != 0)))]
+        with m.If((self.take & (count == 0)) |
+                  (self.give & ~self.take & (count == self.capacity))):
+            m.d.sync += self.fault.eq(1)
+        return m
