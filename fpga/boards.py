@@ -69,9 +69,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amaranth.build import Attrs
-from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Module, Signal
+import operator
+from functools import reduce
+
+from amaranth.hdl import Cat, ClockDomain, ClockSignal, Elaboratable, Module, Signal, Value
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
+from amaranth.lib.wiring import In
 from amaranth_boards.icebreaker import ICEBreakerPlatform
 from amaranth_boards.orangecrab_r0_2 import OrangeCrabR0_2_25FPlatform
 from amaranth_boards.resources import UARTResource
@@ -82,7 +86,7 @@ from golden.params import NibbleParams
 from .pll import ECP5PLL, ICE40PLL, ecp5_pll_config, ice40_pll_config
 
 __all__ = ["Board", "BOARDS", "get_board", "estimate_luts", "EARLY_MARGIN", "clock_config",
-           "BoardTop", "DEFAULT_BAUD"]
+           "BoardTop", "UnitProbeTop", "DEFAULT_BAUD"]
 
 #: UART speed of the host bridge on every board.
 DEFAULT_BAUD = 115200
@@ -246,13 +250,16 @@ class BoardTop(Elaboratable):
         self.baud = baud
 
     def elaborate(self, platform):
-        from .bridge import HostBridge
-
-        b = self.board
         m = Module()
-        m.domains.sync = ClockDomain("sync")
+        self._clock_and_reset(m, platform)
+        self._design(m, platform)
+        return m
 
-        # ---- Clock
+    def _clock_and_reset(self, m, platform):
+        """The ``sync`` domain: the board clock or a PLL; reset from a button or the PLL's
+        lock, released synchronously."""
+        b = self.board
+        m.domains.sync = ClockDomain("sync")
         clk_port = platform.request(platform.default_clk, dir="-")
         locked = Signal(init=1)
         if self.pll is None:
@@ -267,18 +274,15 @@ class BoardTop(Elaboratable):
             m.d.comb += [ClockSignal("sync").eq(pll.clk_out), locked.eq(pll.locked)]
         # The oscillator pin carries the board's clock constraint; nextpnr derives the
         # PLL output's constraint from it and the PLL's dividers.
-
-        # ---- Reset: button or PLL not locked, released synchronously.
         m.submodules.button = button = io.Buffer("i", platform.request(*b.reset, dir="-"))
         m.submodules.rst_sync = ResetSynchronizer(button.i | ~locked, domain="sync")
 
-        # ---- Host bridge on the UART, busy on an LED.
-        m.submodules.bridge = bridge = HostBridge(
-            self.params, clk_hz=int(round(self.clock_mhz * 1e6)), baud=self.baud)
+    def _uart_and_led(self, m, platform):
+        """(rx input, tx output, led output) buffers of the board's UART and busy LED."""
+        b = self.board
         uart = platform.request(*b.uart, dir="-")
         m.submodules.uart_rx = uart_rx = io.Buffer("i", uart.rx)
         m.submodules.uart_tx = uart_tx = io.Buffer("o", uart.tx)
-        m.d.comb += [bridge.rx.eq(uart_rx.i), uart_tx.o.eq(bridge.tx)]
         if b.name == "ulx3s":
             led = platform.request("led", 0, dir="-")
         elif b.name == "orangecrab":
@@ -286,5 +290,60 @@ class BoardTop(Elaboratable):
         else:
             led = platform.request("led_g", 0, dir="-")
         m.submodules.led = led_buf = io.Buffer("o", led)
-        m.d.comb += led_buf.o.eq(bridge.busy)
-        return m
+        return uart_rx.i, uart_tx.o, led_buf.o
+
+    def _design(self, m, platform):
+        """The host bridge on the UART, busy on the LED."""
+        from .bridge import HostBridge
+        m.submodules.bridge = bridge = HostBridge(
+            self.params, clk_hz=int(round(self.clock_mhz * 1e6)), baud=self.baud)
+        rx, tx, led = self._uart_and_led(m, platform)
+        m.d.comb += [bridge.rx.eq(rx), tx.eq(bridge.tx), led.eq(bridge.busy)]
+
+
+class UnitProbeTop(BoardTop):
+    """One unit alone on a board, between registers, for its own timing.
+
+    Every input port of the unit is driven by a flip-flop of one long shift register
+    fed from the UART's rx pin, and every output port goes into a flip-flop whose bits are
+    folded by registered XOR levels into the LED, so all of the unit's logic stays and
+    every path that starts or ends outside it is one register to one register. Its
+    critical path is therefore the unit's own.
+
+    Parameters
+    ----------
+    make_unit : callable(NibbleParams) -> wiring.Component
+    (others as :class:`BoardTop`)
+    """
+
+    def __init__(self, params, board, freq_mhz=None, *, make_unit, baud=DEFAULT_BAUD):
+        super().__init__(params, board, freq_mhz, baud=baud)
+        self.make_unit = make_unit
+
+    def _design(self, m, platform):
+        unit = self.make_unit(self.params)
+        m.submodules.unit = unit
+        rx, tx, led = self._uart_and_led(m, platform)
+        inputs, outputs = [], []
+        for _, member, value in unit.signature.flatten(unit):
+            value = Value.cast(value)
+            if not isinstance(value, Signal):
+                continue                       # a constant member (always-ready stream)
+            (inputs if member.flow == In else outputs).append(value)
+        chain = Signal(max(1, sum(len(v) for v in inputs)), reset_less=True)
+        m.d.sync += chain.eq(Cat(rx, chain[:-1]))
+        at = 0
+        for value in inputs:
+            m.d.comb += value.eq(chain[at:at + len(value)])
+            at += len(value)
+        bits = Signal(max(1, sum(len(v) for v in outputs)), reset_less=True)
+        m.d.sync += bits.eq(Cat(*outputs))
+        level = [bits[i] for i in range(len(bits))]
+        while len(level) > 1:
+            folded = []
+            for i in range(0, len(level), 4):
+                reg = Signal(reset_less=True)
+                m.d.sync += reg.eq(reduce(operator.xor, level[i:i + 4]))
+                folded.append(reg)
+            level = folded
+        m.d.comb += [led.eq(level[0]), tx.eq(1)]

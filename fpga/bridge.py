@@ -118,12 +118,16 @@ class ByteFifo(wiring.Component):
         with m.If(self.w_commit):
             m.d.sync += w_done.eq(w_next)
 
-        rdy = r_cur != w_done
+        # The read cursor: ``rdy`` and the cursor plus one are registers, so the next
+        # address (the block RAM's read address) is two multiplexers from them.
+        rdy = Signal()
+        r_cur1 = Signal(n, init=1)
         r_next = Signal(n)
         m.d.comb += [self.r_rdy.eq(rdy), self.r_data.eq(rport.data),
-                     r_next.eq(Mux(self.r_rewind, r_done, r_cur + (self.r_en & rdy))),
+                     r_next.eq(Mux(self.r_rewind, r_done, Mux(self.r_en & rdy, r_cur1, r_cur))),
                      rport.addr.eq(r_next[:n - 1])]
-        m.d.sync += r_cur.eq(r_next)
+        m.d.sync += [r_cur.eq(r_next), r_cur1.eq(r_next + 1),
+                     rdy.eq(r_next != Mux(self.w_commit, w_next, w_done))]
         with m.If(self.r_commit):
             m.d.sync += r_done.eq(r_next)
         return m
@@ -306,8 +310,11 @@ class HostBridge(wiring.Component):
 
         # RESET: the accelerator and the buffers start afresh (memories keep stale bytes,
         # which the reset pointers make unreachable).
-        flush = Signal()
-        flushed = ResetInserter({"sync": flush})
+        # The reset is registered (one cycle late), so the frame parser's decode does not
+        # sit in front of every resettable flip-flop of the accelerator.
+        flush, flush_r = Signal(), Signal()
+        m.d.sync += flush_r.eq(flush)
+        flushed = ResetInserter({"sync": flush_r})
         m.submodules.core = flushed(self.core)
         for port, inlet in self.inlets.items():
             m.submodules[f"inlet_{port}"] = flushed(inlet)

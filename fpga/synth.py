@@ -45,8 +45,9 @@ import time
 from pathlib import Path
 
 from golden.params import TILE_MIN, NibbleParams, psum_bits
+from rtl.pipeline import REPLICA_SUFFIX
 
-from .boards import DEFAULT_BAUD, EARLY_MARGIN, BoardTop, estimate_luts, get_board
+from .boards import DEFAULT_BAUD, EARLY_MARGIN, BoardTop, UnitProbeTop, estimate_luts, get_board
 from .wasm_stack import TOOLS as _WASM_TOOLS
 
 __all__ = ["SynthError", "synth", "check_fit", "format_report", "REPORT_FIELDS"]
@@ -54,7 +55,8 @@ __all__ = ["SynthError", "synth", "check_fit", "format_report", "REPORT_FIELDS"]
 #: Fields every report has (more may follow).
 REPORT_FIELDS = ("board", "device", "size", "acc_bits", "lanes", "luts", "luts_available", "ffs",
                  "dsps", "brams", "fmax_mhz", "target_mhz", "clock_mhz", "timing_met",
-                 "bitstream", "seed", "stage_seconds", "total_seconds")
+                 "peak_gmacs", "critical_path", "bitstream", "seed", "stage_seconds",
+                 "total_seconds")
 
 #: Build-script tools run by nibble (anything else in the script, such as the OrangeCrab's
 #: ``dfu-suffix``, prepares programming and is skipped).
@@ -241,10 +243,73 @@ def _fmax(pnr: dict) -> tuple[float | None, bool]:
     return (min(achieved) if achieved else None), (met and bool(achieved))
 
 
+def critical_path(pnr: dict) -> dict | None:
+    """The worst register-to-register path of the design clock in nextpnr's report, as
+    ``{"start", "end", "ns", "logic_levels", "routing_ns", "sources"}``: the start and
+    end cells, the path's delay, its logic stages (LUTs and carry cells, a carry chain
+    counted once), the part of the delay spent in routing, and the RTL source lines
+    nextpnr names on the path's nets. None if the report has no such path."""
+    for path in pnr.get("critical_paths", []):
+        if not (path.get("from", "").startswith("posedge") and path.get("to", "").startswith("posedge")):
+            continue
+        steps = path.get("path", [])
+        if not steps:
+            continue
+        levels, in_chain = 0, False
+        for step in steps:
+            if step["type"] == "logic":
+                chain = step["to"]["port"] in ("FCO", "COUT") or step["from"]["port"] in ("FCI", "CIN")
+                if not (chain and in_chain):
+                    levels += 1
+                in_chain = chain
+            elif step["type"] == "routing" and step["delay"] > 0:
+                in_chain = False
+        sources = []
+        for step in steps:
+            for src in step.get("sources", []):
+                short = "/".join(Path(src.split(":")[0]).parts[-2:]) + ":" + src.split(":")[1] \
+                    if ":" in src else src
+                if short not in sources and "/share/" not in src:
+                    sources.append(short)
+        return {
+            "start": steps[0]["from"]["cell"],
+            "end": steps[-1]["to"]["cell"],
+            "ns": round(sum(step["delay"] for step in steps), 2),
+            "logic_levels": levels,
+            "routing_ns": round(sum(step["delay"] for step in steps if step["type"] == "routing"), 2),
+            "sources": sources,
+        }
+    return None
+
+
+def late_endpoints(pnr: dict, period_ns: float, limit: int = 12) -> list:
+    """Where the design misses (or nearly misses) its clock: the register inputs whose
+    latest arrival (nextpnr's detailed net timing) exceeds 90 % of ``period_ns``,
+    grouped by the unit that holds them (the cell name's hierarchy), worst unit first:
+    ``[{"unit", "worst_ns", "endpoints", "example"}]``, at most ``limit`` units."""
+    groups = {}
+    for net in pnr.get("detailed_net_timings", []):
+        for ep in net.get("endpoints", []):
+            delay = ep.get("delay")
+            late = max(delay) if isinstance(delay, list) else delay
+            if late is None or late <= 0.9 * period_ns:
+                continue
+            cell = ep["cell"]
+            unit = cell.rsplit(".", 1)[0] if "." in cell else "(top)"
+            unit = unit.split("[")[0]
+            group = groups.setdefault(unit, {"unit": unit, "worst_ns": 0.0, "endpoints": 0,
+                                             "example": ""})
+            group["endpoints"] += 1
+            if late > group["worst_ns"]:
+                group["worst_ns"] = round(late, 2)
+                group["example"] = f"{cell}.{ep['port']} <- {net['net']}"
+    return sorted(groups.values(), key=lambda g: -g["worst_ns"])[:limit]
+
+
 def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None = None,
           seed: int = 1, baud: int = DEFAULT_BAUD,
           progress=functools.partial(print, flush=True),
-          heartbeat: float = 30.0) -> dict:
+          heartbeat: float = 30.0, unit: str | None = None) -> dict:
     """Build ``board``'s bitstream for ``params`` into ``out_dir`` and report it.
 
     Parameters
@@ -267,6 +332,10 @@ def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None =
         long stage); ``None`` for silence.
     heartbeat : float
         Seconds between "still running" lines; 0 for none.
+    unit : str or None
+        None: the board top (host bridge and accelerator). A unit name of
+        :data:`rtl.generate.UNITS` (``nibble_top``, ``systolic_array``, ...): that unit
+        alone between registers (:class:`fpga.boards.UnitProbeTop`), for its own timing.
 
     Returns
     -------
@@ -276,6 +345,9 @@ def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None =
         route; iCE40 flip-flop cells of the netlist), ``brams``, ``dsps``, ``fmax_mhz``
         (nextpnr's achieved Fmax of the design clock), ``target_mhz`` (requested),
         ``clock_mhz`` (the PLL's achieved frequency: the constraint), ``timing_met``,
+        ``peak_gmacs`` (T**2 MACs per cycle at the clock timing was met at, or at the
+        Fmax nextpnr found if it was missed, in GMAC/s), ``critical_path``
+        (:func:`critical_path`), ``late_endpoints`` (:func:`late_endpoints`),
         ``bitstream`` (absolute path), ``stage_seconds``, ``utilization`` (nextpnr's table),
         ``netlist_cells`` (yosys cell counts). The same dict is written to
         ``out_dir/report.json``.
@@ -294,7 +366,14 @@ def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None =
         raise SynthError(str(e)) from None
     check_fit(params, b)
     try:
-        top = BoardTop(params, b, freq_mhz, baud=baud)
+        if unit is None:
+            top = BoardTop(params, b, freq_mhz, baud=baud)
+        else:
+            from rtl.generate import UNITS, unit_factory
+            if unit not in UNITS + ("host_bridge",):
+                raise SynthError(f"unknown unit {unit!r}; choose from "
+                                 f"{', '.join(UNITS + ('host_bridge',))}")
+            top = UnitProbeTop(params, b, freq_mhz, baud=baud, make_unit=unit_factory(unit))
     except ValueError as e:
         raise SynthError(f"{b.name}: {e}") from None
     target = b.default_mhz if freq_mhz is None else float(freq_mhz)
@@ -305,7 +384,8 @@ def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None =
         stale.unlink(missing_ok=True)
     clock_text = (f"{top.clock_mhz:g} MHz (board oscillator)" if top.pll is None else
                   f"{top.clock_mhz:g} MHz (PLL from {b.osc_mhz:g} MHz)")
-    progress(f"nibble synth: {b.name} ({b.device}), T={params.tile}, acc_bits={params.acc_bits}, "
+    what = "" if unit is None else f"unit {unit} alone, "
+    progress(f"nibble synth: {what}{b.name} ({b.device}), T={params.tile}, acc_bits={params.acc_bits}, "
              f"lanes={params.lanes}, "
              f"clock {clock_text}, seed {seed} -> {out}")
 
@@ -320,12 +400,15 @@ def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None =
         # the nets (yosys issue #4349: ABC9's reintegration otherwise asserts
         # "count_id(wire->name) == 0" on some nibble units), then map and finish.
         synth_opts="-run :map_luts",
+        # flip-flop copies made for fan-out (rtl.pipeline) stay copies
+        script_after_read=f"setattr -set keep 1 w:*{REPLICA_SUFFIX} %ci1:+$dff[Q]",
         script_after_synth="\n".join([
             "splitnets",
             f"synth_{b.family} -top top -run map_luts:",
             "tee -q -o top_stat.json stat -json",
         ]),
-        nextpnr_opts=(f"--report report_pnr.json --timing-allow-fail --seed {int(seed)} "
+        nextpnr_opts=(f"--report report_pnr.json --detailed-timing-report --timing-allow-fail "
+                      f"--seed {int(seed)} "
                       + NEXTPNR_OPTS[b.family]).strip(),
     )
     plan.extract(out)
@@ -372,9 +455,13 @@ def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None =
         return int(util[cell]["used"]) if cell in util else 0
 
     fmax, met = _fmax(pnr)
+    met = bool(met and fmax is not None and fmax >= top.clock_mhz)
     ffs = used("ffs") if names["ffs"] else _netlist_usage(b.family, cells)["ffs"]
+    # The clock timing was met at, or (missed) the Fmax nextpnr found for this placement.
+    peak_mhz = top.clock_mhz if met else fmax
     report = {
         "board": b.name,
+        "unit": unit,
         "device": b.device,
         "size": params.tile,
         "acc_bits": params.acc_bits,
@@ -387,7 +474,10 @@ def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None =
         "fmax_mhz": None if fmax is None else round(fmax, 2),
         "target_mhz": target,
         "clock_mhz": round(top.clock_mhz, 4),
-        "timing_met": bool(met and fmax is not None and fmax >= top.clock_mhz),
+        "timing_met": met,
+        "peak_gmacs": None if peak_mhz is None else round(params.tile ** 2 * peak_mhz / 1000, 2),
+        "critical_path": critical_path(pnr),
+        "late_endpoints": late_endpoints(pnr, 1000 / top.clock_mhz),
         "bitstream": str(bitstream),
         "seed": int(seed),
         "baud": baud,
@@ -398,7 +488,18 @@ def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None =
         "netlist_cells": cells,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    # The detailed net timing is large (tens of MB for a big array) and summed up above.
+    pnr.pop("detailed_net_timings", None)
+    (out / "report_pnr.json").write_text(json.dumps(pnr) + "\n")
     return report
+
+
+def _path_text(path) -> str:
+    if not path:
+        return "n/a"
+    where = f" ({', '.join(path['sources'][:3])})" if path["sources"] else ""
+    return (f"{path['ns']:.1f} ns, {path['logic_levels']} logic levels, "
+            f"{path['routing_ns']:.1f} ns routing: {path['start']} -> {path['end']}{where}")
 
 
 def format_report(report: dict) -> str:
@@ -409,8 +510,10 @@ def format_report(report: dict) -> str:
     fmax = "n/a" if report["fmax_mhz"] is None else f"{report['fmax_mhz']:.1f} MHz"
     verdict = "met" if report["timing_met"] else "MISSED"
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in report["stage_seconds"].items())
+    late = report.get("late_endpoints") or []
     rows = [
-        ("board", f"{report['board']} ({report['device']})"),
+        ("board", f"{report['board']} ({report['device']})"
+                  + (f", unit {report['unit']} alone" if report.get("unit") else "")),
         ("size", f"T={report['size']} ({report['size'] ** 2} PEs), acc_bits={report['acc_bits']}, "
                  f"lanes={report['lanes']}"),
         ("logic cells", pct(report["luts"], report["luts_available"])),
@@ -420,6 +523,10 @@ def format_report(report: dict) -> str:
         ("Fmax", fmax),
         ("target", f"{report['target_mhz']:g} MHz (clock {report['clock_mhz']:g} MHz)"),
         ("timing", verdict),
+        ("peak", "n/a" if report.get("peak_gmacs") is None else f"{report['peak_gmacs']:.2f} GMAC/s"),
+        ("critical path", _path_text(report.get("critical_path"))),
+        *((("late (>90 %)" if i == 0 else ""), f"{g['worst_ns']:.1f} ns, {g['endpoints']} "
+           f"endpoints: {g['unit']}") for i, g in enumerate(late[:6])),
         ("bitstream", report["bitstream"]),
         ("wall time", f"{report['total_seconds']:.0f} s ({stages})"),
     ]

@@ -203,7 +203,8 @@ def _cmd_synth(args) -> int:
     if args.freq is not None and not args.freq > 0:
         raise ValueError(f"--freq must be a positive number of MHz, got {args.freq}")
     try:
-        report = synth(params, args.board, args.out, freq_mhz=args.freq, seed=args.seed)
+        report = synth(params, args.board, args.out, freq_mhz=args.freq, seed=args.seed,
+                       unit=args.unit)
     except SynthError as exc:
         print(f"nibble synth: error: {exc}", file=sys.stderr)
         return 2
@@ -340,6 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth_p.add_argument("--freq", type=float, metavar="MHZ",
                          help="clock target in MHz (default: the board's)")
     synth_p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    synth_p.add_argument("--unit", metavar="UNIT",
+                         help="build one unit alone between registers instead of the board "
+                              "top, to see its own critical path (nibble_top, systolic_array, "
+                              "tile_rescaler, log4_quantizer, requantizer, pe)")
     _add_params(synth_p)
     synth_p.set_defaults(func=_cmd_synth)
 

@@ -11,10 +11,12 @@ import subprocess
 from pathlib import Path
 
 from amaranth.back import verilog
+from amaranth.hdl import Signal, Value
 
 from golden.params import NibbleParams
 
-__all__ = ["UNITS", "generate", "verilog_text", "verilator_bin", "lint", "WAIVER_FILE"]
+__all__ = ["UNITS", "generate", "verilog_text", "convert", "unit_factory", "verilator_bin", "lint",
+           "WAIVER_FILE"]
 
 #: The checked-in Verilator waiver file for generated Verilog.
 WAIVER_FILE = Path(__file__).with_name("nibble.vlt")
@@ -48,9 +50,23 @@ def _units():
 UNITS = ("nibble_top", "pe", "systolic_array", "tile_rescaler", "log4_quantizer", "requantizer")
 
 
+def unit_factory(unit: str):
+    """The constructor (``params -> component``) of one of :data:`UNITS` or ``host_bridge``."""
+    return _units()[unit]
+
+
+def convert(component, name: str) -> str:
+    """Verilog of a ``wiring.Component`` with module name ``name``, reproducible byte for
+    byte. Members that are constants by their signature (the ``ready`` of a valid-only
+    ``stream.Signature(..., always_ready=True)``) are not ports."""
+    ports = [Value.cast(value) for _, _, value in component.signature.flatten(component)]
+    return verilog.convert(component, name=name, emit_src=False,
+                           ports=[p for p in ports if isinstance(p, Signal)])
+
+
 def verilog_text(unit: str, params: NibbleParams) -> str:
     """Verilog of one unit (module name = ``unit``)."""
-    return verilog.convert(_units()[unit](params), name=unit, emit_src=False)
+    return convert(_units()[unit](params), unit)
 
 
 def generate(params: NibbleParams, out_dir, units=UNITS, progress=None) -> list[Path]:

@@ -38,8 +38,10 @@ from amaranth.lib.wiring import In, Out
 
 from golden.params import NibbleParams, psum_bits
 
-__all__ = ["OperandA", "OperandB", "PE", "add_with_carry", "encode_a", "encode_b", "encode_swapped",
-           "PRODUCT_BITS"]
+from .pipeline import stage
+
+__all__ = ["OperandA", "OperandB", "Decoded", "PE", "add_with_carry", "encode_a", "encode_b",
+           "encode_swapped", "decode_operands", "product_magnitude", "PRODUCT_BITS"]
 
 #: Width (with sign) of one PE product: |uint4 * fp4| <= 15 * 4**6 = 61440 < 2**16.
 PRODUCT_BITS = 17
@@ -154,16 +156,21 @@ def add_with_carry(m: Module, x: Value, y: Value, carry_in: Value, width: int) -
 class PE(wiring.Component):
     """One MAC of the systolic array: accumulates a tile reduction, double-buffered.
 
-    On every step (``en`` high) the PE registers the operands and the ``last`` flag that
-    reach it and passes them on unchanged on ``a_out``/``b_out``/``last_out`` (a moves
-    right, b moves down, the flag moves with a). The product of the registered operands
-    is added to the accumulator on the next step; when the registered flag says that
-    product is the tile's last, the sum goes to ``psum`` and the accumulator clears.
+    The PE never stalls and has no enable. Every cycle it registers the operands, the
+    ``valid`` bit and the ``last`` flag that reach it and passes them on unchanged on
+    ``a_out``/``b_out``/``valid_out``/``last_out`` (a moves right with its two flags,
+    b moves down). Three pipeline stages follow, each a few levels of logic, so that a
+    PE closes timing however far the router takes its wires: (1) the operands are
+    decoded (:func:`decode_operands`), (2) the product's magnitude is formed
+    (:func:`product_magnitude`), (3) it is added to the accumulator with its sign. A
+    step whose ``valid`` bit is 0 is a bubble: the accumulator holds. When the flag
+    says a product is the tile's last, the sum goes to ``psum`` and the accumulator
+    clears.
 
-    Timing, in steps (clock cycles with ``en`` high): operands presented on ``a_in``/
-    ``b_in`` in step s are multiplied and accumulated in step s + 1. If ``last_in`` was
-    high in step s, ``psum`` holds the finished sum from step s + 2 on, until the next
-    tile's last product replaces it (at the earliest T steps later).
+    Timing, in clock cycles: operands presented on ``a_in``/``b_in`` in cycle c are
+    decoded in cycle c + 1, multiplied in cycle c + 2 and accumulated in cycle c + 3. If
+    ``last_in`` was high in cycle c, ``psum`` holds the finished sum from cycle c + 4 on,
+    until the next tile's last product replaces it (at the earliest T cycles later).
 
     Parameters
     ----------
@@ -172,23 +179,28 @@ class PE(wiring.Component):
 
     Attributes
     ----------
-    en : In(1)
-        Advance enable; with 0 nothing in the PE changes.
     a_in : In(OperandA)
         Operand a of this step (from the left neighbour, or the row edge).
     b_in : In(OperandB)
         Operand b of this step (from the neighbour above, or the column edge).
+    valid_in : In(1)
+        1 if this step carries a k-step of a tile reduction, 0 for a bubble.
     last_in : In(1)
-        1 if this step's operands are the last of a tile reduction (k = T - 1).
-    a_out : Out(OperandA)
-        Registered ``a_in``, for the right neighbour.
-    b_out : Out(OperandB)
-        Registered ``b_in``, for the neighbour below.
-    last_out : Out(1)
-        Registered ``last_in``, for the right neighbour.
+        1 if this step's operands are the last of a tile reduction (k = T - 1); only
+        together with ``valid_in``.
+    a_out, b_out, valid_out, last_out
+        The registered ``a_in``, ``b_in``, ``valid_in``, ``last_in``, for the
+        neighbours (a and its flags go right, b goes down).
+    clear : In(1)
+        Clears the accumulator (with priority over a product): the array's registered
+        copy of the reset, so that a GEMM cut short by a reset leaves nothing behind.
+        The operand and product registers have no reset: ``valid`` guards them.
     psum : Out(signed(psum_bits(T)))
         The last finished tile partial sum sum_k a[k] * b[k], an exact integer in
         element units (no tile exponent, no phase).
+    capture : Out(1)
+        1 in the cycle in which ``psum`` takes a finished sum (it holds it from the
+        next cycle on).
     psum_bits : int
         Width of ``psum`` and of the accumulator: :func:`golden.params.psum_bits` (T).
     """
@@ -196,80 +208,122 @@ class PE(wiring.Component):
     def __init__(self, params: NibbleParams):
         self.psum_bits = psum_bits(params.tile)
         super().__init__({
-            "en": In(1),
             "a_in": In(OperandA),
             "b_in": In(OperandB),
+            "valid_in": In(1),
             "last_in": In(1),
             "a_out": Out(OperandA),
             "b_out": Out(OperandB),
+            "valid_out": Out(1),
             "last_out": Out(1),
+            "clear": In(1),
             "psum": Out(signed(self.psum_bits)),
+            "capture": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         width = self.psum_bits
 
-        a = Signal(OperandA)
-        b = Signal(OperandB)
-        last = Signal()
-        acc = Signal(signed(width))
-        with m.If(self.en):
-            m.d.sync += [a.eq(self.a_in), b.eq(self.b_in), last.eq(self.last_in)]
-        m.d.comb += [self.a_out.eq(a), self.b_out.eq(b), self.last_out.eq(last)]
+        # Stage 0: the operands and their flags (data registers without reset).
+        a = Signal(OperandA, reset_less=True)
+        b = Signal(OperandB, reset_less=True)
+        valid, last = Signal(), Signal()
+        m.d.sync += [a.eq(self.a_in), b.eq(self.b_in), valid.eq(self.valid_in),
+                     last.eq(self.last_in)]
+        m.d.comb += [self.a_out.eq(a), self.b_out.eq(b), self.valid_out.eq(valid),
+                     self.last_out.eq(last)]
 
-        mag = Mux(a.swap, b.code, a.mag)
-        code = Mux(a.swap, a.mag, b.code)
-        neg = Signal()
-        m.d.comb += neg.eq(a.neg ^ b.neg)
+        # Stage 1: which field is the magnitude, which the code, and the code decoded.
+        dec = Signal(Decoded, name="decoded", reset_less=True)
+        m.d.sync += dec.eq(decode_operands(m, a, b))
+        valid1, last1 = Signal(), Signal()
+        m.d.sync += [valid1.eq(valid), last1.eq(last)]
+        # Stage 2: the product's magnitude (one 7-bit add, or a one-hot shift).
+        term = stage(m, product_magnitude(m, dec), "term")
+        neg2 = stage(m, dec.neg, "neg2")
+        valid2, last2 = Signal(), Signal()
+        m.d.sync += [valid2.eq(valid1), last2.eq(last1)]
 
-        # int4 b: |a| * |b| = X + Y, one 7-bit adder (the product is at most 15 * 8).
-        x4, x8, y1, y0 = Signal(), Signal(), Signal(), Signal()
-        m.d.comb += [
-            x4.eq((code >= 3) & (code <= 6)),            # X = 4|a| for |b| = 3..6
-            x8.eq((code == 7) | (code == 8)),            # X = 8|a| for |b| = 7, 8
-            y1.eq(code[1] & ~code[3]),                   # Y = 2|a| (y = 2) or -|a| (y = 3)
-            y0.eq(code[0] & ~code[3]),                   # Y = |a| (y = 1) or -|a| (y = 3)
-        ]
-        y_neg = y1 & y0
-        mag7 = Cat(mag, C(0, 3))
-        x = Signal(7)
-        y = Signal(7)
-        m.d.comb += [
-            x.eq(Mux(x4, mag7 << 2, 0) | Mux(x8, mag7 << 3, 0)),
-            # -|a| as ~|a| + 1: the + 1 is the adder's carry-in.
-            y.eq(Mux(y1, Mux(y0, ~mag7, mag7 << 1), Mux(y0, mag7, 0))),
-        ]
-        product_int = add_with_carry(m, x, y, y_neg, 7)
-
-        # FP4 b: |a| << 2(e-1), a one-hot select per exponent (at most two candidate
-        # magnitude bits per product bit), no barrel shifter.
-        sel = [Signal(name=f"fp4_sel{k}") for k in range(7)]
-        for k in range(7):
-            m.d.comb += sel[k].eq(code == FP4_CODE_BASE + 1 + k)
-
-        term = Signal(PRODUCT_BITS)
-        for j in range(PRODUCT_BITS - 1):
-            bit = 0
-            for k in range(7):
-                if 0 <= j - 2 * k < 4:
-                    bit = bit | (sel[k] & mag[j - 2 * k])
-            if j < 7:
-                bit = bit | product_int[j]           # 0 for FP4 codes, as every sel is for int4
-            m.d.comb += term[j].eq(bit ^ neg)
-        m.d.comb += term[PRODUCT_BITS - 1].eq(neg)   # sign of (|product| xor neg)
-
-        # acc + (|product| xor neg) + neg = acc +- |product|.
+        # Stage 3: acc + (|product| xor neg) + neg = acc +- |product|.
+        acc = Signal(signed(width), reset_less=True)
         term_wide = Signal(signed(width))
-        m.d.comb += term_wide.eq(term.as_signed())
-        total = add_with_carry(m, acc, term_wide, neg, width)
-
+        m.d.comb += term_wide.eq(Cat(term ^ neg2.replicate(PRODUCT_BITS - 1), neg2).as_signed())
+        total = add_with_carry(m, acc, term_wide, neg2, width)
         # The capture and the clear share one condition, which maps onto the flip-flops'
-        # clock enable and synchronous reset (one LUT per PE, none per bit).
-        capture = Signal()
-        m.d.comb += capture.eq(self.en & last)
-        with m.If(self.en):
+        # synchronous reset (one LUT per PE, none per bit).
+        with m.If(valid2):
             m.d.sync += acc.eq(total)
-        with m.If(capture):
-            m.d.sync += [acc.eq(0), self.psum.eq(total)]
+        with m.If(last2 | self.clear):
+            m.d.sync += acc.eq(0)
+        with m.If(last2):
+            m.d.sync += self.psum.eq(total)
+        m.d.comb += self.capture.eq(last2)
         return m
+
+
+class Decoded(data.Struct):
+    """A PE's operands after stage 1: the magnitude that is multiplied, the multiplier
+    code decoded, and the product's sign.
+
+    Members
+    -------
+    mag : unsigned(4)
+        |a| (or, swapped, |b|).
+    sel : unsigned(7)
+        One-hot FP4 exponent: bit k set for the power 4**k (code 9 + k); 0 for int4.
+    x4, x8, y1, y0 : unsigned(1)
+        The int4 multiply as X + Y: X = 4|a| (x4) or 8|a| (x8), Y = |a| (y0), 2|a| (y1)
+        or -|a| (both).
+    neg : unsigned(1)
+        The product is negative (a's sign xor b's).
+    """
+
+    mag: unsigned(4)
+    sel: unsigned(7)
+    x4: unsigned(1)
+    x8: unsigned(1)
+    y1: unsigned(1)
+    y0: unsigned(1)
+    neg: unsigned(1)
+
+
+def decode_operands(m: Module, a: Value, b: Value) -> Value:
+    """:class:`Decoded` bits of registered operands ``a`` (:class:`OperandA`) and ``b``
+    (:class:`OperandB`): two levels of logic (the swap multiplexer, the decode)."""
+    code = Mux(a.swap, a.mag, b.code)
+    return Cat(
+        Mux(a.swap, b.code, a.mag),
+        Cat(*(code == FP4_CODE_BASE + 1 + k for k in range(7))),
+        (code >= 3) & (code <= 6),                   # X = 4|a| for |b| = 3..6
+        (code == 7) | (code == 8),                   # X = 8|a| for |b| = 7, 8
+        code[1] & ~code[3],                          # Y = 2|a| (y = 2) or -|a| (y = 3)
+        code[0] & ~code[3],                          # Y = |a| (y = 1) or -|a| (y = 3)
+        a.neg ^ b.neg,
+    )
+
+
+def product_magnitude(m: Module, dec) -> Value:
+    """|a * b| (PRODUCT_BITS - 1 bits) from :class:`Decoded` operands: the int4 product
+    as one 7-bit addition X + Y (|b| <= 8: 3 = 4 - 1, 5 = 4 + 1, 6 = 4 + 2, 7 = 8 - 1),
+    ORed with the FP4 product |a| << 2(e-1), a one-hot select per exponent (at most two
+    candidate magnitude bits per product bit, no barrel shifter); one of them is 0."""
+    mag7 = Cat(dec.mag, C(0, 3))
+    x = Signal(7)
+    y = Signal(7)
+    m.d.comb += [
+        x.eq(Mux(dec.x4, mag7 << 2, 0) | Mux(dec.x8, mag7 << 3, 0)),
+        # -|a| as ~|a| + 1: the + 1 is the adder's carry-in.
+        y.eq(Mux(dec.y1, Mux(dec.y0, ~mag7, mag7 << 1), Mux(dec.y0, mag7, 0))),
+    ]
+    product_int = add_with_carry(m, x, y, dec.y1 & dec.y0, 7)
+    bits = []
+    for j in range(PRODUCT_BITS - 1):
+        bit = 0
+        for k in range(7):
+            if 0 <= j - 2 * k < 4:
+                bit = bit | (dec.sel[k] & dec.mag[j - 2 * k])
+        if j < 7:
+            bit = bit | product_int[j]           # 0 for FP4 codes, as every sel is for int4
+        bits.append(bit)
+    return Cat(*bits)

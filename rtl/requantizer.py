@@ -32,7 +32,6 @@ from functools import reduce
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from golden.params import EXP_MAX, EXP_MIN, NibbleParams
@@ -41,6 +40,8 @@ from golden.params import EXP_MAX, EXP_MIN, NibbleParams
 from .bit_length import bit_length_of_smear, smear
 from .layouts import (CLIP_EXP_BITS, CLIP_MANT_BITS, OUT_EXP_BITS, TILE_EXP_BITS,
                       acc_row_layout, code_row_layout)
+from .pipeline import delays, stage
+from .tile_bank import TileBank, bank_tiles
 
 __all__ = ["Requantizer"]
 
@@ -84,16 +85,24 @@ class Requantizer(wiring.Component):
     """INT requantizer: int4 / uint4 codes with one power-of-two exponent per tile.
 
     A tile travels as R = T * T / L beats of L = ``params.lanes`` elements (a beat is a
-    row when L = T), in row-major order. The unit buffers a whole tile (E needs the tile
+    row when L = T), in row-major order. The unit stores a whole tile (E needs the tile
     maximum before any element is encoded) as |x| and sign, acc_bits + 1 bits per
-    element, double-buffered in one block-RAM ``Memory`` of 2R beats: the next tile is
-    written behind the read-out of the current one, so for R >= 4 the unit sustains one
-    beat per cycle, R cycles per tile (R = 2: about 3). A tile's first code beat is valid
-    6 cycles after its last accumulator beat was accepted: 1 cycle registers the beat
-    (mask, ReLU and |x| before a register, the max tree after it), 2 compute the tile
-    exponent, 1 reads the buffer and the element shift, 1 registers the beat, and 1
-    encodes the codes into the output register. From
-    L = 8 on, the max tree is pipelined too, which adds log2(L) - 1 cycles.
+    element, in a :class:`rtl.tile_bank.TileBank` of several tiles, so the next tiles are
+    written while the current one is read: one beat per cycle in, one out.
+
+    The unit never stalls. Its input is valid-only: the producer holds one of
+    ``capacity`` credits for every beat it sends and gets one back on ``freed``. Its
+    output is valid-only too: it reads a beat out only with a credit for the buffer
+    behind it (``credit``, ``take_credit``). Pipelines, one step of logic per stage:
+
+    * write: mask, ReLU and |x| into a register, then into the bank; the tile
+      statistics (maximum magnitude, the OR of the magnitudes, the clip threshold)
+      follow through a max tree with a register per level;
+    * finalize, four stages after a tile's statistics are complete: the clip
+      threshold's shift, the threshold and the smear of the maximum, the clip test and
+      the bit length, the tile exponent E (the element shift goes in with it);
+    * read, five cycles from a read to its codes: the bank's read, a register, the
+      shift window, the rounding, the clamp into the output register.
 
     Parameters
     ----------
@@ -102,18 +111,24 @@ class Requantizer(wiring.Component):
 
     Attributes
     ----------
-    acc_in : In(stream.Signature(acc_row_layout(params)))
+    acc_in : In(stream.Signature(acc_row_layout(params), always_ready=True))
         Accumulator tiles, R beats per tile, row-major. ``acc`` holds L two's-complement
         integers; ``out_exp`` (repeated on every beat) is the tile's weight: an element's
         value is acc * 2**out_exp.
-    mask_in : In(stream.Signature(L))
-        ReLU' mask, one beat per accumulator beat (bit i for element i), consumed only
-        while ``mask_en`` is 1. Bit 1 keeps the element, bit 0 makes it 0 before
-        quantizing (the host sets it where the forward pre-activation lay in (0, alpha)).
-    codes_out : Out(stream.Signature(code_row_layout(params)))
+    mask_in : In(L)
+        The ReLU' mask of the beat on ``acc_in`` (bit i for element i), used while
+        ``mask_en`` is 1. Bit 1 keeps the element, bit 0 makes it 0 before quantizing
+        (the host sets it where the forward pre-activation lay in (0, alpha)).
+    freed : Out(1)
+        A beat's room in the unit is free again: one input credit back.
+    codes_out : Out(stream.Signature(code_row_layout(params), always_ready=True))
         Quantized tiles, R beats per tile in the same order. ``codes`` holds L codes
         q (int4: 4-bit two's complement -8..7; uint4: 0..15); ``exp`` (repeated on every
         beat) is the tile exponent E, -128..127: an element's value is q * 2**E.
+    credit : In(1)
+        The buffer behind ``codes_out`` has room for one more beat.
+    take_credit : Out(1)
+        A beat is read out (it uses that room; it arrives 5 cycles later).
     unsigned_out : In(1)
         1: uint4 with ReLU (and the optional clip); 0: int4.
     clip_en : In(1)
@@ -125,19 +140,25 @@ class Requantizer(wiring.Component):
     clip_exp : In(signed(8))
         Exponent of the PACT threshold.
     mask_en : In(1)
-        1: pair every accumulator beat with a ``mask_in`` beat and apply it.
+        1: apply ``mask_in``.
+    capacity : int
+        Input credits: the tile bank's N R beats (:func:`rtl.tile_bank.bank_tiles`).
 
     The configuration ports (``unsigned_out`` ... ``mask_en``) must be held constant from
-    4 cycles before a tile's first beat is offered until its last code beat has left (the
+    4 cycles before a tile's first beat arrives until its last code beat has left (the
     clip values derived from them go through 4 registers).
     """
 
     def __init__(self, params: NibbleParams):
         self._params = params
+        self.capacity = bank_tiles(params.beats_per_tile) * params.beats_per_tile
         super().__init__({
-            "acc_in": In(stream.Signature(acc_row_layout(params))),
-            "mask_in": In(stream.Signature(params.lanes)),
-            "codes_out": Out(stream.Signature(code_row_layout(params))),
+            "acc_in": In(stream.Signature(acc_row_layout(params), always_ready=True)),
+            "mask_in": In(params.lanes),
+            "freed": Out(1),
+            "codes_out": Out(stream.Signature(code_row_layout(params), always_ready=True)),
+            "credit": In(1),
+            "take_credit": Out(1),
             "unsigned_out": In(1),
             "clip_en": In(1),
             "clip_mant": In(unsigned(CLIP_MANT_BITS)),
@@ -145,118 +166,89 @@ class Requantizer(wiring.Component):
             "mask_en": In(1),
         })
 
+    def _element(self):
+        return data.StructLayout({"mag": unsigned(self._params.acc_bits), "neg": 1})
+
+    def _meta(self):
+        acc_bits = self._params.acc_bits
+        return data.StructLayout({"exp": signed(TILE_EXP_BITS),
+                                  "sh": range(acc_bits + _FRAC + 2), "lim": 4})
+
     def elaborate(self, platform):
-        L, R, acc_bits = self._params.lanes, self._params.beats_per_tile, self._params.acc_bits
-        SH_MAX = acc_bits + _FRAC + 1  # shifts from here on give 0
-        u = self.unsigned_out
-        clipping = u & self.clip_en
+        L, R = self._params.lanes, self._params.beats_per_tile
         m = Module()
+        m.submodules.bank = bank = TileBank(data.ArrayLayout(self._element(), L), R,
+                                            self._meta())
+        m.d.comb += self.freed.eq(bank.freed)
+        stats = self._write_side(m, bank)
+        e_alpha, q_alpha = self._clip_constants(m)
+        self._finalize(m, bank, stats, e_alpha, q_alpha)
+        self._read_side(m, bank)
+        return m
 
-        elem = data.StructLayout({"mag": unsigned(acc_bits), "neg": 1})  # |x|, x < 0
-        # Block RAM even when small: in flip-flops a small tile's buffer costs more logic
-        # cells than an iCE40 UP5K can spare.
-        m.submodules.buf = buf = Memory(shape=data.ArrayLayout(elem, L), depth=2 * R, init=[],
-                                         attrs={"ram_style": "block"})
-        wr = buf.write_port()
-        rd = buf.read_port(transparent_for=())  # never the row being written (see free)
-
-        # Per-bank state. held[b]: bank b holds a whole tile (from its last row's take)
-        # not yet fully read; full[b]: that tile is also finalized, so it may be read.
-        held = Array(Signal(name=f"held{b}") for b in range(2))
-        full = Array(Signal(name=f"full{b}") for b in range(2))
-        bank_exp = Array(Signal(signed(TILE_EXP_BITS), name=f"bank_exp{b}") for b in range(2))
-        bank_oexp = Array(Signal(signed(OUT_EXP_BITS), name=f"bank_oexp{b}") for b in range(2))
-        bank_lim = Array(Signal(4, name=f"bank_lim{b}") for b in range(2))
-
-        wbank, wrow = Signal(), Signal(range(R))
-        rbank, rrow = Signal(), Signal(range(R))
-
-        # ---- Write side: ReLU' mask, ReLU, magnitudes and the running maximum.
-        # A row may go into a bank that is still being read once the reader is past it.
-        free = ~held[wbank] | ((rbank == wbank) & (rrow > wrow))
-        mask_ok = ~self.mask_en | self.mask_in.valid
-        take = Signal()
-        m.d.comb += [
-            self.acc_in.ready.eq(free & mask_ok),
-            self.mask_in.ready.eq(self.mask_en & free & self.acc_in.valid),
-            take.eq(self.acc_in.valid & self.acc_in.ready),
-        ]
-        row = Signal(data.ArrayLayout(elem, L))
+    def _write_side(self, m, bank):
+        """Mask, ReLU, |x| and sign into a register, then into the bank; the tile's
+        running maximum and OR behind a pipelined max tree. Returns the statistics
+        registers (amax, tile_or, d = clip_exp - out_exp, out_exp) and the pulse ``done``
+        in the cycle after a tile's statistics are complete."""
+        L, acc_bits = self._params.lanes, self._params.acc_bits
+        u = self.unsigned_out
+        row = Signal(data.ArrayLayout(self._element(), L), reset_less=True)
+        w_valid = Signal()
+        d = Signal(signed(OUT_EXP_BITS + 1), reset_less=True)   # clip_exp - out_exp
+        oexp = Signal(signed(OUT_EXP_BITS), reset_less=True)
+        m.d.sync += [w_valid.eq(self.acc_in.valid),
+                     d.eq(self.clip_exp - self.acc_in.payload.out_exp),
+                     oexp.eq(self.acc_in.payload.out_exp)]
         for i in range(L):
             acc = self.acc_in.payload.acc[i]
-            zero = (self.mask_en & ~self.mask_in.payload[i]) | (u & (acc < 0))
-            m.d.comb += [
-                row[i].mag.eq(Mux(zero, 0, abs(acc))),  # unsigned: |-2**(acc_bits-1)| fits
-                row[i].neg.eq(~zero & (acc < 0)),
-            ]
-        # The buffer write is registered: its enable fans out to the whole row of RAM.
-        # A row is read at least 4 cycles after it was taken, so the delay is invisible.
-        m.d.sync += [wr.en.eq(take), wr.addr.eq(Cat(wrow, wbank)), wr.data.eq(row)]
-
-        # thr = floor(alpha / 2**out_exp), saturated: x > thr iff x * 2**out_exp > alpha.
-        d = Signal(signed(OUT_EXP_BITS + 1))
-        thr = Signal(acc_bits + CLIP_MANT_BITS)
-        m.d.comb += d.eq(self.clip_exp - self.acc_in.payload.out_exp)
-        with m.If(d >= 0):  # clip_mant << (acc_bits - 1) already exceeds every |x|
-            m.d.comb += thr.eq(self.clip_mant << Mux(d >= acc_bits - 1, acc_bits - 1,
-                                                     d[:(acc_bits - 1).bit_length()]))
-        with m.Else():
-            m.d.comb += thr.eq(self.clip_mant >> Mux(-d >= CLIP_MANT_BITS, CLIP_MANT_BITS,
-                                                     (-d)[:4]))
-
-        # The tile statistics follow one cycle behind the take, from the registered row
-        # (the buffer's write data): masking and |x| then sit in front of a register, not
-        # in front of the max tree, which is the longest path of the write side.
-        w_valid, w_first, w_last, w_bank = Signal(), Signal(), Signal(), Signal()
-        w_thr = Signal.like(thr)
-        w_oexp = Signal(signed(OUT_EXP_BITS))
-        m.d.sync += w_valid.eq(take)
-        with m.If(take):
-            m.d.sync += [w_first.eq(wrow == 0), w_last.eq(wrow == R - 1), w_bank.eq(wbank),
-                         w_thr.eq(thr), w_oexp.eq(self.acc_in.payload.out_exp)]
-        mags = [wr.data[i].mag for i in range(L)]
-        row_smear = smear(m, reduce(operator.or_, mags), "row_smear")
-        # From L = 8 on, a register after every tree level but the last (the beat's flags
-        # travel along): the longer latency still leaves one beat per cycle, as the next
-        # tile's beats take R >= L cycles to arrive. At R = 4 that would cost throughput.
-        level = 0
-        while len(mags) > 1:
-            mags = [Mux(a > b, a, b) for a, b in zip(mags[::2], mags[1::2])]
-            level += 1
-            if L >= 8 and len(mags) > 1:
-                staged = [Signal(acc_bits, name=f"row_max{level}_{i}") for i in range(len(mags))]
-                m.d.sync += [r.eq(v) for r, v in zip(staged, mags)]
-                mags = staged
-                flags = [w_valid, w_first, w_last, w_bank, w_thr, w_oexp, row_smear]
-                later = [Signal.like(f, name=f"{f.name}_l{level}") for f in flags]
-                m.d.sync += [r.eq(f) for r, f in zip(later, flags)]
-                w_valid, w_first, w_last, w_bank, w_thr, w_oexp, row_smear = later
-
-        amax = Signal(acc_bits)  # max |x| over the tile so far ...
-        amax_smear = Signal(acc_bits)  # ... and smear(amax), for a shallow finalize
-        tile_thr = Signal.like(thr)
-        tile_oexp = Signal(signed(OUT_EXP_BITS))
-        fin = [Signal(name=f"fin{k}") for k in range(2)]  # finalize pipeline: valid ...
-        fin_bank = [Signal(name=f"fin_bank{k}") for k in range(2)]  # ... and its bank
-        m.d.sync += [fin[1].eq(fin[0]), fin_bank[1].eq(fin_bank[0])]
-        m.d.sync += fin[0].eq(0)
-        with m.If(take):
-            m.d.sync += wrow.eq(wrow + 1)
-            with m.If(wrow == R - 1):
-                m.d.sync += [wrow.eq(0), wbank.eq(~wbank), held[wbank].eq(1)]
+            zero = (self.mask_en & ~self.mask_in[i]) | (u & (acc < 0))
+            m.d.sync += [row[i].mag.eq(Mux(zero, 0, abs(acc))),  # |-2**(acc_bits-1)| fits
+                         row[i].neg.eq(~zero & (acc < 0))]
+        w_first = Signal(init=1)   # the next beat written starts a tile
+        m.d.comb += [bank.w.valid.eq(w_valid), bank.w.payload.eq(row)]
         with m.If(w_valid):
-            m.d.sync += [
-                tile_oexp.eq(w_oexp),  # the same on every row
-                tile_thr.eq(w_thr),
-                amax.eq(Mux(w_first | (mags[0] > amax), mags[0], amax)),
-                amax_smear.eq(Mux(w_first, 0, amax_smear) | row_smear),
-            ]
-            with m.If(w_last):
-                m.d.sync += [fin[0].eq(1), fin_bank[0].eq(w_bank)]
+            m.d.sync += w_first.eq(bank.w_last)
 
-        # ---- Tile-independent clip values, a 4-register pipeline from the configuration
-        # (see the note on configuration ports). With an element clipped the tile takes
-        # E = clip(clip_exp + e(clip_mant)) and the cap q_alpha = round(alpha / 2**E).
+        # The max tree, one register per level (at least one); the beat's flags and
+        # tile values travel along.
+        mags = [row[i].mag for i in range(L)]
+        flags = [w_valid, w_first, bank.w_last, d, oexp, reduce(operator.or_, mags)]
+        level = 0
+        while True:
+            if len(mags) > 1:
+                mags = [Mux(a > b, a, b) for a, b in zip(mags[::2], mags[1::2])]
+            staged = [Signal(acc_bits, name=f"row_max{level}_{i}", reset_less=True)
+                      for i in range(len(mags))]
+            later = [Signal(len(f), name=f"stat{level}_{k}", reset_less=k > 0)
+                     for k, f in enumerate(flags)]
+            m.d.sync += [r.eq(v) for r, v in zip(staged, mags)]
+            m.d.sync += [r.eq(f) for r, f in zip(later, flags)]
+            mags, flags, level = staged, later, level + 1
+            if len(mags) == 1:
+                break
+        s_valid, s_first, s_last, s_d, s_oexp, s_or = flags
+
+        amax = Signal(acc_bits, reset_less=True)      # max |x| over the tile so far ...
+        tile_or = Signal(acc_bits, reset_less=True)   # ... and the OR of all |x|
+        tile_d = Signal.like(d, reset_less=True)
+        tile_oexp = Signal(signed(OUT_EXP_BITS), reset_less=True)
+        done = Signal()
+        m.d.sync += done.eq(s_valid & s_last)
+        with m.If(s_valid):
+            m.d.sync += [
+                tile_oexp.eq(s_oexp),  # the same on every beat
+                tile_d.eq(s_d.as_signed()),
+                amax.eq(Mux(s_first | (mags[0] > amax), mags[0], amax)),
+                tile_or.eq(Mux(s_first, 0, tile_or) | s_or),
+            ]
+        return amax, tile_or, tile_d, tile_oexp, done
+
+    def _clip_constants(self, m):
+        """Tile-independent clip values, a 4-register pipeline from the configuration
+        (see the note on configuration ports). With an element clipped the tile takes
+        E = clip(clip_exp + e(clip_mant)) and the cap q_alpha = round(alpha / 2**E)."""
+        u = self.unsigned_out
         e_alpha = Signal(signed(TILE_EXP_BITS))
         sh_a = Signal(range(CLIP_MANT_BITS + _FRAC + 2))  # clip_mant << 4 fits 12 bits
         qa_floor, qa_up = _round_half_even(Cat(Const(0, _FRAC), self.clip_mant), sh_a)
@@ -272,70 +264,93 @@ class Requantizer(wiring.Component):
             qa_up_r.eq(qa_up),
             q_alpha.eq(_clamp(qa_floor_r + qa_up_r, 0, 15)),
         ]
+        return e_alpha, q_alpha
 
-        # ---- Finalize, 2 pipelined steps after a tile's statistics are complete (the
-        # next tile may already be arriving). 1: the clip test and bit length / top bits
-        # of amax.
-        f_clip, f_over = Signal(), Signal()
-        f_n = Signal(range(acc_bits + 1))
-        f_oexp = Signal(signed(OUT_EXP_BITS))
-        n, over = _int_exp(m, amax, amax_smear, u, "e_amax")
-        m.d.sync += [
-            f_clip.eq(clipping & (amax > tile_thr)),
-            f_n.eq(n),
-            f_over.eq(over),
-            f_oexp.eq(tile_oexp),
-        ]
-        # 2: the tile exponent and the largest positive code (qmax, or q_alpha: see
-        # above); the bank is ready. The element shift follows from them at read time.
-        with m.If(fin[1]):
-            m.d.sync += [
-                bank_exp[fin_bank[1]].eq(Mux(f_clip, e_alpha, Mux(
-                    f_n != 0, _clamp(_exp_add(f_oexp, f_n, f_over, u), EXP_MIN, EXP_MAX),
-                    EXP_MIN))),
-                bank_oexp[fin_bank[1]].eq(f_oexp),
-                bank_lim[fin_bank[1]].eq(Mux(u, Mux(f_clip, q_alpha, 15), 7)),
-                full[fin_bank[1]].eq(1),
-            ]
+    def _finalize(self, m, bank, stats, e_alpha, q_alpha):
+        """Four register stages from a tile's complete statistics to its meta in the
+        bank: (1) the clip threshold's shift, (2) the threshold and the smear of the
+        maximum (= the smear of the OR), (3) the clip test, the maximum's bit length and
+        top bits, (4) the tile exponent E and the largest positive code; the element
+        shift E - out_exp + 4 goes in with them."""
+        acc_bits = self._params.acc_bits
+        amax, tile_or, tile_d, tile_oexp, done = stats
+        u = self.unsigned_out
+        SH_MAX = acc_bits + _FRAC + 1  # shifts from here on give 0
 
-        # ---- Read side, two stages that advance together: a registered memory read
-        # (with the bank's element shift and limit), then the encoded codes in the output
-        # register, so no encoding logic sits behind the unit's output.
-        rd_valid, out_valid = Signal(), Signal()
-        rd_exp, out_exp = Signal(signed(TILE_EXP_BITS)), Signal(signed(TILE_EXP_BITS))
-        sh = Signal(range(SH_MAX + 1))
-        lim = Signal(4)
-        codes = Signal.like(self.codes_out.payload.codes)
-        advance = ~out_valid | self.codes_out.ready
-        m.d.comb += [rd.addr.eq(Cat(rrow, rbank)), rd.en.eq(advance)]
-        with m.If(advance):
-            m.d.sync += [rd_valid.eq(full[rbank]), out_valid.eq(rd_valid), out_exp.eq(rd_exp),
-                         self.codes_out.payload.codes.eq(codes)]
-            with m.If(full[rbank]):
-                m.d.sync += [
-                    rd_exp.eq(bank_exp[rbank]),
-                    sh.eq(_clamp(bank_exp[rbank] - bank_oexp[rbank] + _FRAC, 0, SH_MAX)),
-                    lim.eq(bank_lim[rbank]),
-                    rrow.eq(rrow + 1),
-                ]
-                with m.If(rrow == R - 1):
-                    m.d.sync += [rrow.eq(0), rbank.eq(~rbank), full[rbank].eq(0),
-                                 held[rbank].eq(0)]
-
-        # Masks over magnitude bit j, shared by the row: the guard bit is at s - 1 =
-        # sh - 5, the sticky bits below it, the saturating bits above s + 4 = sh.
-        sticky_mask = Cat(*(sh > j + _FRAC + 1 for j in range(acc_bits)))
-        over_mask = Cat(Const(0, 1), *(sh < j for j in range(1, acc_bits)))  # sh < 0: never
-        for i in range(L):
-            a, neg = rd.data[i].mag, rd.data[i].neg
-            win = (Cat(Const(0, _FRAC + 1), a) >> sh)[:6]  # guard, then 5 result bits
-            up = win[0] & ((a & sticky_mask).any() | win[1])
-            qm = win[1:] + up
-            top = Mux(neg, 8, lim)  # int4 reaches -8, uint4 / int4 positives reach lim
-            cm = Mux((a & over_mask).any() | (qm > top), top, qm)
-            m.d.comb += codes[i].eq(Mux(neg, -cm, cm))
+        f = delays(m, done, 4, "fin")
+        # (1) thr = floor(alpha / 2**out_exp), saturated, x > thr iff x * 2**out_exp >
+        # alpha: its direction and amount (clip_mant << (acc_bits - 1) already exceeds
+        # every |x|, and clip_mant >> 8 is 0).
+        d = tile_d
+        left1 = stage(m, d >= 0, "thr_left1")
+        lsh1 = stage(m, Mux(d >= acc_bits - 1, acc_bits - 1, d[:(acc_bits - 1).bit_length()]),
+                     "thr_lsh1")
+        rsh1 = stage(m, Mux(-d >= CLIP_MANT_BITS, CLIP_MANT_BITS, (-d)[:4]), "thr_rsh1")
+        or1, amax1 = stage(m, tile_or, "or1"), stage(m, amax, "amax1")
+        oexp1 = stage(m, tile_oexp, "oexp1")
+        # (2)
+        thr2 = Signal(acc_bits + CLIP_MANT_BITS, name="thr2", reset_less=True)
+        m.d.sync += thr2.eq(Mux(left1, self.clip_mant << lsh1, self.clip_mant >> rsh1))
+        z2, amax2, oexp2 = (stage(m, smear(m, or1, "amax_smear"), "z2"), stage(m, amax1, "amax2"),
+                            stage(m, oexp1, "oexp2"))
+        # (3)
+        clip3 = stage(m, self.unsigned_out & self.clip_en & (amax2 > thr2), "clip3")
+        n, over = _int_exp(m, amax2, z2, u, "e_amax")
+        n3, over3, oexp3 = stage(m, n, "n3"), stage(m, over, "over3"), stage(m, oexp2, "oexp3")
+        # (4)
+        exp4 = stage(m, Mux(clip3, e_alpha, Mux(
+            n3 != 0, _clamp(_exp_add(oexp3, n3, over3, u), EXP_MIN, EXP_MAX), EXP_MIN)), "exp4")
+        lim4 = stage(m, Mux(u, Mux(clip3, q_alpha, 15), 7), "lim4")
+        oexp4 = stage(m, oexp3, "oexp4")
         m.d.comb += [
-            self.codes_out.payload.exp.eq(out_exp),
-            self.codes_out.valid.eq(out_valid),
+            bank.fin.valid.eq(f[4]),
+            bank.fin.payload.exp.eq(exp4),
+            bank.fin.payload.sh.eq(_clamp(exp4 - oexp4 + _FRAC, 0, SH_MAX)),
+            bank.fin.payload.lim.eq(lim4),
         ]
-        return m
+
+    def _read_side(self, m, bank):
+        """Five cycles from a read to its codes, one step of logic each: the bank's
+        registered read, a register (with the shift masks decoded from the tile's meta),
+        the window of 6 bits at the element shift with its sticky and overflow bits, the
+        rounding, and the clamp into the output register."""
+        L, acc_bits = self._params.lanes, self._params.acc_bits
+        read = Signal()
+        m.d.comb += [read.eq(bank.r_rdy & self.credit), bank.r_en.eq(read),
+                     self.take_credit.eq(read)]
+        v = delays(m, read, 4, "rd_valid")
+
+        # (1) the beat in flip-flops; masks over magnitude bit j, shared by the beat:
+        # the guard bit is at s - 1 = sh - 5, the sticky bits below it, the saturating
+        # bits above s + 4 = sh.
+        meta = bank.r_meta
+        beat = stage(m, bank.r_data, "rd_beat")
+        sh = stage(m, meta.sh, "rd_sh")
+        sticky_mask = stage(m, Cat(*(meta.sh > j + _FRAC + 1 for j in range(acc_bits))),
+                            "rd_sticky_mask")
+        over_mask = stage(m, Cat(Const(0, 1), *(meta.sh < j for j in range(1, acc_bits))),
+                          "rd_over_mask")
+        exp1, lim1 = stage(m, meta.exp, "rd_exp1"), stage(m, meta.lim, "rd_lim1")
+        # (2) window (guard, then 5 result bits), sticky and overflow per element.
+        win, sticky, over, neg = [], [], [], []
+        for i in range(L):
+            a = beat[i].mag
+            win.append(stage(m, (Cat(Const(0, _FRAC + 1), a) >> sh)[:6], f"win{i}"))
+            sticky.append(stage(m, (a & sticky_mask).any(), f"sticky{i}"))
+            over.append(stage(m, (a & over_mask).any(), f"over{i}"))
+            neg.append(stage(m, beat[i].neg, f"neg{i}_2"))
+        exp2, lim2 = stage(m, exp1, "rd_exp2"), stage(m, lim1, "rd_lim2")
+        # (3) round half to even.
+        qm = [stage(m, win[i][1:] + (win[i][0] & (sticky[i] | win[i][1])), f"qm{i}")
+              for i in range(L)]
+        over3 = [stage(m, over[i], f"over{i}_3") for i in range(L)]
+        neg3 = [stage(m, neg[i], f"neg{i}_3") for i in range(L)]
+        exp3, lim3 = stage(m, exp2, "rd_exp3"), stage(m, lim2, "rd_lim3")
+        # (4) clamp: int4 reaches -8, uint4 / int4 positives reach lim.
+        codes = Signal.like(self.codes_out.payload.codes)
+        for i in range(L):
+            top = Mux(neg3[i], 8, lim3)
+            cm = Mux(over3[i] | (qm[i] > top), top, qm[i])
+            m.d.comb += codes[i].eq(Mux(neg3[i], -cm, cm))
+        m.d.sync += [self.codes_out.valid.eq(v[4]), self.codes_out.payload.codes.eq(codes),
+                     self.codes_out.payload.exp.eq(exp3)]

@@ -9,50 +9,46 @@ Why output-stationary
     shifter in every PE. The partial sums stay narrow (``psum_bits(T)``), and only the
     operands move: a flows right along the rows, b flows down the columns.
 
+Why it never stalls
+    Nothing in the array has an enable: a global enable would have to reach every one of
+    its thousands of flip-flops through the fabric (FPGA tools give only clocks a global
+    network), which is what kept a 16 x 16 array from routing. Instead a ``valid`` bit
+    travels with every operand (as in Gemmini's mesh): a step with ``valid`` low is a
+    bubble, and a PE that sees one holds its accumulator. The output ``psum`` is
+    valid-only; whoever issues k-steps must make sure the rows can be stored (the
+    accelerator counts credits for its psum queue), so the array never has to wait.
+
 Data flow
     Step k of a tile reduction presents column k of the A tile (``a_col[m]`` =
     a[m, k]) and row k of the B tile (``b_row[n]`` = b[k, n]). The edges re-encode the
     codes for the PEs (:func:`rtl.pe.encode_a`, :func:`rtl.pe.encode_b`) and skew them:
-    row m of a is delayed m steps and column n of b n steps, so a[m, k] and b[k, n]
-    meet in PE(m, n). A flag marking a tile's last step travels with a; a PE that sees it
-    moves its finished sum to its drain register and starts the next tile at once
-    (double buffering), so tiles follow each other without idle steps.
+    row m of a (with its ``valid`` and ``last`` bits) is delayed m cycles and column n of
+    b n cycles, so a[m, k] and b[k, n] meet in PE(m, n). A PE that sees ``last`` moves
+    its finished sum to its drain register and starts the next tile at once (double
+    buffering), so tiles follow each other without idle steps.
 
-Timing
-    A *step* is a clock cycle with ``en`` high; in a cycle with ``en`` low nothing moves
-    (a beat on ``psum`` stays until it is taken). Let the last k-step of a tile
-    reduction (its T-th valid step) be step s.
+Timing (every cycle is a step; see :attr:`SystolicArray.latency`)
+    Let the last k-step of a tile reduction be presented in cycle s.
 
-    * PE(m, n) accumulates the products of step s' in step s' + m + n + 1 and holds the
-      finished tile from step s + m + n + 2 until step s + T + m + n + 1 at least.
-    * Row m of the tile is read out in step s + T + 1 + m (with back-to-back tiles the
-      one step in which all of row m is held). ``psum.valid`` is high and
-      ``psum.payload`` holds the row from the clock cycle after that step until the
-      beat is taken (at once when ``psum.ready`` is high). The T rows of a tile leave in
-      T consecutive steps, row 0 first.
-    * With ``en`` always high and no bubbles, a tile whose first k-step is in cycle c
-      gives its row 0 in cycle c + 2T + 1 and its row T-1 in cycle c + 3T.
+    * PE(m, n) captures the finished sum in cycle s + m + n + 3 and holds it from cycle
+      s + m + n + 4 until cycle s + T + m + n + 3 at least, so all of row m is held in
+      cycle s + T + m + 3 (with back-to-back tiles, only then). The row is sampled then.
+    * Each column picks the sampled row out of its T PEs with an AND-OR tree of 4-input
+      groups, one register per level (``drain_levels`` = ceil(log4 T) levels).
+    * Row m is on ``psum`` (``valid`` high for exactly one cycle) in cycle
+      s + T + m + 3 + ``drain_levels``: a tile whose first k-step is in cycle c gives its
+      row 0 in cycle c + ``latency`` = c + 2T + 2 + ``drain_levels`` and its row T - 1
+      T - 1 cycles later.
     * Drain bandwidth equals compute bandwidth (T rows per T-step tile), so back-to-back
-      tiles give a gap-free output stream and the array takes one k-step per ``en``
-      cycle indefinitely: 100% utilization apart from the pipeline fill and flush.
+      tiles give a gap-free output and the array takes one k-step per cycle
+      indefinitely: 100 % utilization apart from the pipeline fill and flush. Bubbles
+      anywhere are harmless: they do not count as k-steps and only delay the tiles they
+      precede or split. Between GEMMs nothing needs flushing, even when the mode changes.
 
-Flush
-    After the last step of the last tile, keep ``en`` high for 2T more steps (``valid``
-    low). The last row is on ``psum`` in the cycle after the 2T-th of them. Bubbles
-    (``valid`` low) anywhere are harmless: they push zero operands, do not count as
-    k-steps, and only delay the tiles they precede or split. Between GEMMs no flush is
-    needed: the next GEMM's tiles may follow at once, even in another mode.
-
-Backpressure
-    ``psum`` is a valid/ready stream (valid never waits on ready). A beat is read out
-    only in a step, so the rule for the controller is: ``en`` must be low in every cycle
-    in which ``psum.valid`` is high and ``psum.ready`` low, i.e. it ANDs
-    ``~psum.valid | psum.ready`` into ``en`` (a combinational path from ``psum.ready`` to
-    ``en``; none from ``en`` back to ``psum.valid``). A stalled beat then stays on
-    ``psum`` and the whole array waits with it. A consumer that is always ready (the
-    rescaler takes one row per cycle) simply ties ``psum.ready`` high, and since a tile
-    drains in exactly one tile time the array then never stalls for its output. The
-    operand inputs have no ready of their own: ``en`` is the array's flow control.
+Reset
+    Only control state has a reset: the ``valid`` and ``last`` bits, and (through one
+    register per row, :attr:`rtl.pe.PE.clear`) the accumulators, so that a GEMM cut
+    short leaves nothing behind. Operand, product and drain registers have none.
 """
 
 from functools import reduce
@@ -65,12 +61,28 @@ from golden.params import NibbleParams, psum_bits
 from rtl.layouts import operand_row_layout, psum_row_layout
 from rtl.pe import PE, OperandA, OperandB, encode_a, encode_b, encode_swapped
 
-__all__ = ["SystolicArray"]
+__all__ = ["SystolicArray", "drain_levels", "array_latency"]
+
+#: Rows combined per register level of the drain's AND-OR tree.
+DRAIN_FAN_IN = 4
+
+
+def drain_levels(tile: int) -> int:
+    """Register levels of the drain tree for T = ``tile``: ceil(log4 T), at least 1."""
+    levels, rows = 1, -(-tile // DRAIN_FAN_IN)
+    while rows > 1:
+        levels, rows = levels + 1, -(-rows // DRAIN_FAN_IN)
+    return levels
+
+
+def array_latency(tile: int) -> int:
+    """Cycles from a tile's first k-step to its row 0 on ``psum``: 2T + 2 + drain_levels(T)."""
+    return 2 * tile + 2 + drain_levels(tile)
 
 
 class SystolicArray(wiring.Component):
     """T x T output-stationary array of :class:`rtl.pe.PE`; see the module docstring
-    for the data flow, the timing and the flush rule.
+    for the data flow, the timing and the reset.
 
     Parameters
     ----------
@@ -79,129 +91,132 @@ class SystolicArray(wiring.Component):
 
     Attributes
     ----------
-    en : In(1)
-        Advance enable: in a cycle with ``en`` low nothing moves and the inputs are
-        ignored. The controller derives it from its stream handshakes.
     valid : In(1)
-        1: this step is a k-step of a tile reduction; 0: a bubble (zero operands are
-        pushed, ``first``, ``a_col`` and ``b_row`` are ignored).
-    first : In(1)
-        1 on the first k-step (k = 0) of a tile reduction. A reduction is exactly T valid
-        steps (the driver zero-pads partial tiles); ``first`` resynchronizes the step
-        count, the T-th valid step closes the tile.
+        1: this cycle's inputs are a k-step of a tile reduction; 0: a bubble (the other
+        inputs are ignored).
+    last : In(1)
+        1 on the last k-step (k = T - 1) of a tile reduction (ignored on a bubble). A
+        reduction is exactly T valid steps (the driver zero-pads partial tiles).
     a_signed : In(1)
         Kind of this step's a codes: 1 int4, 0 uint4. Sampled with the operands, so it
-        may change from one tile to the next without a flush.
+        may change from one tile to the next.
     b_fp4 : In(1)
-        Kind of this step's b codes: 1 FP4 [s | e2 e1 e0], 0 int4. Sampled with the
-        operands.
+        Kind of this step's b codes: 1 FP4 [s | e2 e1 e0], 0 int4.
     a_fp4 : In(1)
         1: this step's a codes are FP4 and its b codes int4 (dX = dY . W^T);
-        ``a_signed`` and ``b_fp4`` are then ignored. Sampled with the operands.
+        ``a_signed`` and ``b_fp4`` are then ignored.
     a_col : In(ArrayLayout(unsigned(4), T))
         Column k of the A tile: element m is the code of a[m, k].
     b_row : In(ArrayLayout(unsigned(4), T))
         Row k of the B tile: element n is the code of b[k, n].
-    psum : Out(stream.Signature(ArrayLayout(signed(psum_bits(T)), T)))
-        The finished tiles of partial sums, T beats per tile, row 0 first; element n of
-        the beat for row m is P[m, n] = sum_k a[m, k] * b[k, n] over the tile reduction,
-        exact, in element units (no tile exponents, no phase). See Backpressure in the
-        module docstring for what ``psum.ready`` asks of ``en``.
+    psum : Out(stream.Signature(ArrayLayout(signed(psum_bits(T)), T), always_ready=True))
+        The finished tiles of partial sums, T beats per tile, row 0 first, each valid for
+        one cycle (there is no ready); element n of the beat for row m is
+        P[m, n] = sum_k a[m, k] * b[k, n] over the tile reduction, exact, in element
+        units (no tile exponents, no phase).
+    latency : int
+        Cycles from a tile's first k-step to its row 0 on ``psum``: 2T + 2 +
+        ``drain_levels(T)``.
     """
 
     def __init__(self, params: NibbleParams):
         self._params = params
         self.psum_bits = psum_bits(params.tile)
+        self.latency = array_latency(params.tile)
         super().__init__({
-            "en": In(1),
             "valid": In(1),
-            "first": In(1),
+            "last": In(1),
             "a_signed": In(1),
             "b_fp4": In(1),
             "a_fp4": In(1),
             "a_col": In(operand_row_layout(params)),
             "b_row": In(operand_row_layout(params)),
-            "psum": Out(stream.Signature(psum_row_layout(params))),
+            "psum": Out(stream.Signature(psum_row_layout(params), always_ready=True)),
         })
 
     def elaborate(self, platform):
         m = Module()
         size = self._params.tile
 
-        def step_reg(value, name, shape):
-            """One step of delay: a register that moves only with ``en``."""
-            reg = Signal(shape, name=name)
-            with m.If(self.en):
+        def delay(value, cycles, name, data):
+            """``value`` delayed by ``cycles`` registers (data registers have no reset)."""
+            for i in range(cycles):
+                reg = Signal.like(value, name=f"{name}_{i}", reset_less=data)
                 m.d.sync += reg.eq(value)
-            return reg
+                value = reg
+            return value
 
         pes = [[PE(self._params) for _ in range(size)] for _ in range(size)]
         for row in range(size):
+            # A registered copy of the reset per row clears the row's accumulators.
+            clear = Signal(name=f"clear_row{row}", init=1)
+            m.d.sync += clear.eq(0)
             for col in range(size):
                 m.submodules[f"pe_{row}_{col}"] = pes[row][col]
-                m.d.comb += pes[row][col].en.eq(self.en)
+                m.d.comb += pes[row][col].clear.eq(clear)
 
-        # The T-th valid step of a reduction is its last; the flag travels with a.
-        k_step = Signal(range(size))
-        last = Signal()
-        m.d.comb += last.eq(self.valid & ~self.first & (k_step == size - 1))
-        with m.If(self.en & self.valid):
-            m.d.sync += k_step.eq(Mux(self.first, 1, k_step + 1))
-
-        # Row edge: encode (bubbles push a = 0, so every product of the step is 0), then
-        # delay row m by m steps. The flag needs the same delays, from one shared line.
-        last_line = [last]
-        for i in range(1, size):
-            last_line.append(step_reg(last_line[-1], f"last_skew{i}", 1))
+        # Row edge: encode, then delay row m (with its valid and last bits) by m cycles.
         for row in range(size):
             a_enc = Signal(OperandA, name=f"a_enc{row}")
             a_swapped, _ = encode_swapped(self.a_col[row], C(0, 4))
             a_plain = encode_a(self.a_col[row], self.a_signed)
-            m.d.comb += a_enc.eq(Mux(self.valid, Mux(self.a_fp4, a_swapped, a_plain), 0))
-            a_skewed = a_enc
-            for i in range(row):
-                a_skewed = step_reg(a_skewed, f"a_skew{row}_{i}", OperandA)
-            m.d.comb += [pes[row][0].a_in.eq(a_skewed), pes[row][0].last_in.eq(last_line[row])]
+            m.d.comb += a_enc.eq(Mux(self.a_fp4, a_swapped, a_plain))
+            pe = pes[row][0]
+            m.d.comb += [
+                pe.a_in.eq(delay(a_enc, row, f"a_skew{row}", True)),
+                pe.valid_in.eq(delay(self.valid, row, f"valid_skew{row}", False)),
+                pe.last_in.eq(delay(self.last & self.valid, row, f"last_skew{row}", False)),
+            ]
 
-        # Column edge: encode, delay column n by n steps.
+        # Column edge: encode, delay column n by n cycles.
         for col in range(size):
             b_enc = Signal(OperandB, name=f"b_enc{col}")
             _, b_swapped = encode_swapped(C(0, 4), self.b_row[col])
             m.d.comb += b_enc.eq(Mux(self.a_fp4, b_swapped, encode_b(self.b_row[col], self.b_fp4)))
-            b_skewed = b_enc
-            for i in range(col):
-                b_skewed = step_reg(b_skewed, f"b_skew{col}_{i}", OperandB)
-            m.d.comb += pes[0][col].b_in.eq(b_skewed)
+            m.d.comb += pes[0][col].b_in.eq(delay(b_enc, col, f"b_skew{col}", True))
 
         for row in range(size):
             for col in range(size):
                 pe = pes[row][col]
                 if col > 0:
-                    m.d.comb += [pe.a_in.eq(pes[row][col - 1].a_out),
-                                 pe.last_in.eq(pes[row][col - 1].last_out)]
+                    left = pes[row][col - 1]
+                    m.d.comb += [pe.a_in.eq(left.a_out), pe.valid_in.eq(left.valid_out),
+                                 pe.last_in.eq(left.last_out)]
                 if row > 0:
                     m.d.comb += pe.b_in.eq(pes[row - 1][col].b_out)
 
-        # Drain: row m is complete once its last column has captured, one step after the
-        # flag leaves PE(m, T-1). Each PE(m, n) holds its sum for T steps from its own
-        # capture, so all of row m is held in that step (with back-to-back tiles, only
-        # then), and the rows become ready one per step, row 0 first. A one-hot AND-OR
-        # per column picks the ready row. A shift chain through the drain registers
-        # cannot work here: the captures sweep the array as a skewed wavefront that
-        # would overwrite values still in flight, and deskewing the columns would cost
-        # T(T-1)/2 more psum-wide registers.
-        row_ready = Signal(size)
-        for row in range(size):
-            m.d.comb += row_ready[row].eq(step_reg(pes[row][size - 1].last_out,
-                                                   f"row_ready{row}", 1))
-        with m.If(self.en):
-            for col in range(size):
-                picked = [Mux(row_ready[row], pes[row][col].psum, 0) for row in range(size)]
-                m.d.sync += self.psum.payload[col].eq(reduce(lambda x, y: x | y, picked))
-        # en is low while a beat waits (the controller's rule), so a step may overwrite
-        # the output register: the previous beat, if any, is taken in that cycle.
-        with m.If(self.en):
-            m.d.sync += self.psum.valid.eq(row_ready.any())
-        with m.Elif(self.psum.ready):
-            m.d.sync += self.psum.valid.eq(0)
+        self._drain(m, pes)
         return m
+
+    def _drain(self, m, pes):
+        """Row m is held by all its PEs in the cycle after its last column captured
+        (see Timing); a registered one-hot ``row_ready`` picks it there. A shift chain
+        through the drain registers cannot work: the captures sweep the array as a
+        skewed wavefront that would overwrite values still in flight, and deskewing the
+        columns would cost T(T-1)/2 more psum-wide registers."""
+        size = self._params.tile
+        ready = [Signal(name=f"row_ready{row}") for row in range(size)]
+        m.d.sync += [ready[row].eq(pes[row][size - 1].capture) for row in range(size)]
+        # Level 0: every row, masked by its ready bit; each level ORs groups of
+        # DRAIN_FAN_IN into one register (the rows are one-hot, so OR picks the one).
+        parts = [([Mux(ready[row], pes[row][col].psum, 0) for col in range(size)], ready[row])
+                 for row in range(size)]
+        level = 0
+        while True:
+            groups = [parts[i:i + DRAIN_FAN_IN] for i in range(0, len(parts), DRAIN_FAN_IN)]
+            merged = []
+            for g, group in enumerate(groups):
+                cols = [Signal.like(pes[0][0].psum, name=f"drain{level}_{g}_col{col}",
+                                    reset_less=True) for col in range(size)]
+                valid = Signal(name=f"drain{level}_{g}_valid")
+                m.d.sync += [cols[col].eq(reduce(lambda x, y: x | y, [p[0][col] for p in group]))
+                             for col in range(size)]
+                m.d.sync += valid.eq(reduce(lambda x, y: x | y, [p[1] for p in group]))
+                merged.append((cols, valid))
+            parts, level = merged, level + 1
+            if len(parts) == 1:
+                break
+        cols, valid = parts[0]
+        m.d.comb += [self.psum.valid.eq(valid)]
+        m.d.comb += [self.psum.payload[col].eq(cols[col]) for col in range(size)]
+

@@ -36,9 +36,10 @@ class TileBuffer(wiring.Component):
     read_col : In(1)
         1: ``vector`` is column k of the stored tile; 0: row k.
     vector : Out(operand_row_layout(params))
-        The T codes of that row or column (element i from row/column position i).
+        Registered: the T codes of the row or column that ``step`` and ``read_col``
+        named in the previous cycle (element i from row/column position i).
     release : In(1)
-        The read bank is done (pulse with the last step): it may be loaded again.
+        The read bank is done (pulse with the last step's read): it may be loaded again.
     """
 
     def __init__(self, params: NibbleParams):
@@ -57,7 +58,8 @@ class TileBuffer(wiring.Component):
         T = self._params.tile
         m = Module()
         row_shape = operand_row_layout(self._params)
-        banks = [[Signal(row_shape, name=f"bank{b}_row{r}") for r in range(T)] for b in range(2)]
+        banks = [[Signal(row_shape, name=f"bank{b}_row{r}", reset_less=True) for r in range(T)]
+                 for b in range(2)]
         bank_full = Array(Signal(name=f"full{b}") for b in range(2))
 
         # Load side: fill bank wbank row by row.
@@ -77,11 +79,13 @@ class TileBuffer(wiring.Component):
         rbank = Signal()
         m.d.comb += self.full.eq(bank_full[rbank])
         rows = Array(Array(banks[b]) for b in range(2))
+        vector = Signal(row_shape, reset_less=True)
+        m.d.comb += self.vector.eq(vector)
         for i in range(T):
             with m.If(self.read_col):
-                m.d.comb += self.vector[i].eq(rows[rbank][i][self.step])
+                m.d.sync += vector[i].eq(rows[rbank][i][self.step])
             with m.Else():
-                m.d.comb += self.vector[i].eq(rows[rbank][self.step][i])
+                m.d.sync += vector[i].eq(rows[rbank][self.step][i])
         with m.If(self.release):
             m.d.sync += [bank_full[rbank].eq(0), rbank.eq(~rbank)]
         return m

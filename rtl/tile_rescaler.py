@@ -8,9 +8,11 @@ barrel shifter in every PE (or only L = ``lanes`` shifters, fed L elements of a 
 cycle, for small FPGAs); the shifter's controls (direction, amount, the sticky-bit mask)
 are decoded once per beat and shared by its L columns.
 
-Three pipeline stages, because shift, round, add and saturate in one cycle were the
-longest path of the whole board build: (1) register the beat and decode its shift,
-(2) shift and round, (3) add, saturate and rotate the accumulator rows.
+Four pipeline stages, because shift, round, add and saturate in one cycle were the
+longest path of the whole board build: (0, 1) register the beat while its shift is
+decoded in two steps, (2) shift and round, (3) add, saturate and rotate the accumulator
+rows. The accumulators a beat adds to are read from the ring a cycle ahead, into a
+register.
 """
 
 from amaranth.hdl import C, Cat, Module, Mux, Signal, signed
@@ -32,21 +34,30 @@ class ShiftControl:
     below the guard bit)."""
 
     def __init__(self, width: int, out_width: int, name: str):
-        self.is_left = Signal(name=f"{name}_is_left")
-        self.left = Signal(range(out_width), name=f"{name}_left")
-        self.right = Signal(range(width + 1), name=f"{name}_right")
-        self.sticky_mask = Signal(width, name=f"{name}_sticky_mask")
+        self.is_left = Signal(name=f"{name}_is_left", reset_less=True)
+        self.left = Signal(range(out_width), name=f"{name}_left", reset_less=True)
+        self.right = Signal(range(width + 1), name=f"{name}_right", reset_less=True)
+        self.sticky_mask = Signal(width, name=f"{name}_sticky_mask", reset_less=True)
 
 
-def decode_shift(shift, ctl: ShiftControl, width: int, out_width: int) -> list:
-    """The assignments that drive ``ctl`` from a signed ``shift`` (add them to the sync
-    domain: the controls are registered)."""
-    right = Mux(-shift < width, -shift, width)
-    return [
-        ctl.is_left.eq(shift >= 0),
-        ctl.left.eq(Mux(shift < 0, 0, Mux(shift < out_width, shift, out_width - 1))),
-        ctl.right.eq(Mux(shift >= 0, 0, right)),
-        ctl.sticky_mask.eq(Cat(*((shift < 0) & (right > j + 1) for j in range(width)))),
+def decode_shift(m: Module, shift, ctl: ShiftControl, width: int, out_width: int):
+    """Drive ``ctl`` from a signed ``shift`` through two registers: (1) the direction,
+    the left amount and the negated shift, (2) the right amount and the sticky mask, so
+    that no step has more than one compare or add."""
+    is_left = Signal(name=f"{ctl.is_left.name}_a", reset_less=True)
+    left = Signal.like(ctl.left, name=f"{ctl.left.name}_a", reset_less=True)
+    back = Signal(len(shift) + 1, name=f"{ctl.right.name}_neg", reset_less=True)  # -shift
+    m.d.sync += [
+        is_left.eq(shift >= 0),
+        left.eq(Mux(shift < 0, 0, Mux(shift < out_width, shift, out_width - 1))),
+        back.eq(Mux(shift < 0, -shift, 0)),
+    ]
+    right = Mux(back < width, back, width)
+    m.d.sync += [
+        ctl.is_left.eq(is_left),
+        ctl.left.eq(left),
+        ctl.right.eq(right),
+        ctl.sticky_mask.eq(Cat(*(back > j + 1 for j in range(width)))),
     ]
 
 
@@ -78,10 +89,10 @@ class TileRescaler(wiring.Component):
     a tile is R = T * T / L beats. The accumulators of one output tile are R beats kept
     in a circular shift register: beats arrive in the order 0..R-1 for every reduction
     tile, so the head of the register is always the beat the next one updates (no
-    address multiplexer). One beat per cycle; an accumulator beat leaves 3 cycles after
-    the psum beat that finished it was taken.
-    The three stages advance together whenever the output register is free or being
-    read, so ``psum_in.ready`` is ``~acc_out.valid | acc_out.ready``.
+    address multiplexer). The unit never stalls: it takes a beat in any cycle its input
+    is valid, and an accumulator beat leaves :attr:`latency` = 4 cycles after the psum
+    beat that finished it came in, valid for one cycle (there is no ready; the
+    accelerator holds a credit for every ``last`` beat it sends).
 
     Parameters
     ----------
@@ -90,25 +101,29 @@ class TileRescaler(wiring.Component):
 
     Attributes
     ----------
-    psum_in : In(stream.Signature(rescale_row_layout(params)))
+    psum_in : In(stream.Signature(rescale_row_layout(params), always_ready=True))
         Tile partial sums, R beats per reduction tile in row-major order, with the
         tile's shift s_t - out_exp and the ``first``/``last`` reduction-tile flags.
-    acc_out : Out(stream.Signature(acc_row_layout(params)))
-        Finished accumulator beats (on ``last`` beats), R per output tile, with out_exp.
+    acc_out : Out(stream.Signature(acc_row_layout(params), always_ready=True))
+        Finished accumulator beats (from ``last`` beats), R per output tile, with out_exp.
     saturated : Out(1)
         Sticky: some accumulation saturated since the last ``clear``. It covers a beat
-        once the beat's accumulators have been computed (at the latest when the beat
-        that ends its output tile leaves on ``acc_out``).
+        from the cycle after the beat's accumulators were computed (at the latest one
+        cycle after the beat that ends its output tile left on ``acc_out``).
     clear : In(1)
         Clears ``saturated`` (the controller pulses it at the start of a GEMM, when no
         beat of the previous GEMM is left in the pipeline).
+    latency : int
+        Cycles from a beat on ``psum_in`` to its accumulators on ``acc_out``.
     """
+
+    latency = 4
 
     def __init__(self, params: NibbleParams):
         self._params = params
         super().__init__({
-            "psum_in": In(stream.Signature(rescale_row_layout(params))),
-            "acc_out": Out(stream.Signature(acc_row_layout(params))),
+            "psum_in": In(stream.Signature(rescale_row_layout(params), always_ready=True)),
+            "acc_out": Out(stream.Signature(acc_row_layout(params), always_ready=True)),
             "saturated": Out(1),
             "clear": In(1),
         })
@@ -120,48 +135,44 @@ class TileRescaler(wiring.Component):
         m = Module()
         layout = rescale_row_layout(self._params)
 
-        advance = Signal()
-        m.d.comb += [
-            advance.eq(~self.acc_out.valid | self.acc_out.ready),
-            self.psum_in.ready.eq(advance),
-        ]
-
-        # ---- Stage 1: the beat and its decoded shift.
-        v1 = Signal()
-        beat1 = Signal(layout)
+        # ---- Stages 0 and 1: the beat, while its shift is decoded in two steps.
+        v0, v1 = Signal(), Signal()
+        beat0 = Signal(layout, reset_less=True)
+        beat1 = Signal(layout, reset_less=True)
         ctl = ShiftControl(width, acc_bits + 1, "shift1")
-        with m.If(advance):
-            m.d.sync += v1.eq(self.psum_in.valid)
-            with m.If(self.psum_in.valid):
-                m.d.sync += beat1.eq(self.psum_in.payload)
-                m.d.sync += decode_shift(self.psum_in.payload.shift, ctl, width, acc_bits + 1)
+        m.d.sync += [v0.eq(self.psum_in.valid), beat0.eq(self.psum_in.payload),
+                     v1.eq(v0), beat1.eq(beat0)]
+        decode_shift(m, self.psum_in.payload.shift, ctl, width, acc_bits + 1)
 
         # ---- Stage 2: the terms P_t * 2**shift, rounded.
         v2 = Signal()
-        terms = [Signal(signed(acc_bits + 1), name=f"term{n}") for n in range(L)]
-        round_up = [Signal(name=f"round_up{n}") for n in range(L)]
-        first2, last2 = Signal(), Signal()
-        oexp2 = Signal.like(beat1.out_exp)
-        with m.If(advance):
-            m.d.sync += [v2.eq(v1), first2.eq(beat1.first), last2.eq(beat1.last),
-                         oexp2.eq(beat1.out_exp)]
-            for n in range(L):
-                shifted, up = shift_round_half_even(m, beat1.psums[n], ctl, acc_bits + 1,
-                                                    f"shifted{n}")
-                m.d.sync += [terms[n].eq(shifted), round_up[n].eq(up)]
+        terms = [Signal(signed(acc_bits + 1), name=f"term{n}", reset_less=True) for n in range(L)]
+        round_up = [Signal(name=f"round_up{n}", reset_less=True) for n in range(L)]
+        last2 = Signal(reset_less=True)
+        oexp2 = Signal.like(beat1.out_exp, reset_less=True)
+        m.d.sync += [v2.eq(v1), last2.eq(beat1.last),
+                     oexp2.eq(beat1.out_exp)]
+        for n in range(L):
+            shifted, up = shift_round_half_even(m, beat1.psums[n], ctl, acc_bits + 1,
+                                                f"shifted{n}")
+            m.d.sync += [terms[n].eq(shifted), round_up[n].eq(up)]
 
-        # ---- Stage 3: add to the head beat (the rounding increment is the carry-in) and
-        # saturate. The sum has acc_bits + 2 bits; it fits acc_bits iff its top three
+        # ---- Stage 3: add to the beat's accumulators (the rounding increment is the
+        # carry-in) and saturate. The accumulators come from a register loaded one cycle
+        # ahead from the ring (zero for a first tile), so no multiplexer sits in front of
+        # the adder. The sum has acc_bits + 2 bits; it fits acc_bits iff its top three
         # bits agree.
         lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
-        rows = [Signal(L * acc_bits, name=f"acc_row{i}") for i in range(R)]
+        rows = [Signal(L * acc_bits, name=f"acc_row{i}", reset_less=True) for i in range(R)]
+        # The head after this cycle: rows[1] if the ring rotates now, else rows[0].
+        old_row = Signal(L * acc_bits, reset_less=True)
+        m.d.sync += old_row.eq(Mux(beat1.first, 0, Mux(v2, rows[1], rows[0])))
         new_row, row_saturated = [], []
         for n in range(L):
-            old = Signal(signed(acc_bits), name=f"old{n}")
-            m.d.comb += old.eq(Mux(first2, 0, rows[0][n * acc_bits:(n + 1) * acc_bits]))
             old_wide = Signal(signed(acc_bits + 2), name=f"old_wide{n}")
             term_wide = Signal(signed(acc_bits + 2), name=f"term_wide{n}")
-            m.d.comb += [old_wide.eq(old), term_wide.eq(terms[n])]
+            m.d.comb += [old_wide.eq(old_row[n * acc_bits:(n + 1) * acc_bits].as_signed()),
+                         term_wide.eq(terms[n])]
             total = Signal(signed(acc_bits + 2), name=f"sum{n}")
             m.d.comb += total.eq(
                 add_with_carry(m, old_wide, term_wide, round_up[n], acc_bits + 2))
@@ -173,21 +184,21 @@ class TileRescaler(wiring.Component):
             new_row.append(clipped)
             row_saturated.append(sat)
 
-        take = advance & v2
-        with m.If(take):
+        with m.If(v2):
             m.d.sync += [rows[i].eq(rows[i + 1]) for i in range(R - 1)]
             m.d.sync += rows[R - 1].eq(Cat(*new_row))
+        # The sticky flag follows one cycle later, from registered per-lane bits.
+        sat_r = Signal(L, reset_less=True)
+        sat_valid = Signal()
+        m.d.sync += [sat_r.eq(Cat(*row_saturated)), sat_valid.eq(v2)]
         with m.If(self.clear):
             m.d.sync += self.saturated.eq(0)
-        with m.Elif(take & Cat(*row_saturated).any()):
+        with m.Elif(sat_valid & sat_r.any()):
             m.d.sync += self.saturated.eq(1)
 
-        with m.If(self.acc_out.ready):
-            m.d.sync += self.acc_out.valid.eq(0)
-        with m.If(take & last2):
-            m.d.sync += [
-                self.acc_out.valid.eq(1),
-                self.acc_out.payload.out_exp.eq(oexp2),
-            ]
-            m.d.sync += [self.acc_out.payload.acc[n].eq(new_row[n]) for n in range(L)]
+        m.d.sync += [
+            self.acc_out.valid.eq(v2 & last2),
+            self.acc_out.payload.out_exp.eq(oexp2),
+        ]
+        m.d.sync += [self.acc_out.payload.acc[n].eq(new_row[n]) for n in range(L)]
         return m

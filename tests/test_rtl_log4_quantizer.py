@@ -10,16 +10,15 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.back import verilog
-from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from golden.formats import quantize
 from golden.params import NibbleParams
 from rtl.layouts import OUT_EXP_BITS
+from rtl.generate import convert
 from rtl.log4_quantizer import Log4Quantizer
-from verif.amaranth_streams import check_stream_rules, idle, stream_get, stream_put
+from verif.amaranth_credits import run_credited
 
 OUT_EXP_MIN, OUT_EXP_MAX = -2 ** (OUT_EXP_BITS - 1), 2 ** (OUT_EXP_BITS - 1) - 1
 
@@ -168,138 +167,89 @@ def build_segments(rng, tile, bits, phase, rounding, n_random):
 
 # ---------------------------------------------------------------------------- simulations
 
+def run_log4(params, tiles, *, phase=0, rounding="log", ext=None, seed=0, busy=0.6,
+             out_busy=None, out_hold=0, trace=None):
+    """Send ``tiles`` [(flat acc, out_exp)] through a Log4Quantizer between a credited
+    producer and consumer; return its beats [(codes, E)]."""
+    dut = Log4Quantizer(params)
+    L = params.lanes
+    beats = [{"acc": flat[k:k + L], "out_exp": oexp}
+             for flat, oexp in tiles for k in range(0, len(flat), L)]
+
+    def setup(ctx):
+        ctx.set(dut.phase, phase)
+        ctx.set(dut.linear, rounding == "linear")
+        ctx.set(dut.ext_exp_en, ext is not None)
+        ctx.set(dut.ext_exp, 0 if ext is None else ext)
+
+    return run_credited(dut, beats, setup=setup, seed=seed, busy=busy, out_busy=out_busy,
+                        out_hold=out_hold, trace=trace,
+                        convert=lambda p: ([int(c) for c in p.codes], int(p.exp))), dut
+
+
+#: Cycles from a tile's last beat in to its first code beat out, as the class docstring
+#: states them: 3 (write registers) + 1 (OR) + 5 (finalize) + 1 (bank full) + 5 (read).
+LATENCY = 15
+
+
 @pytest.mark.parametrize("rounding", ["log", "linear"])
 @pytest.mark.parametrize("phase", [0, 1])
 @pytest.mark.parametrize("tile,acc_bits,lanes", [(4, 32, None), (8, 32, None), (4, 53, None),
                                                  (2, 18, 1), (4, 32, 1), (8, 32, 2)])
 def test_matches_golden(tile, acc_bits, lanes, phase, rounding):
-    """Every corner tile against golden, with stalls; lanes < T sends L elements of a
-    tile per beat (the narrow output path)."""
+    """Every corner tile against golden, with gaps on the input and backpressure on the
+    output; lanes < T sends L elements of a tile per beat (the narrow output path). The
+    configuration changes between segments, with no tile in flight."""
     params = NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes)
     L = params.lanes
     rng = random.Random(f"log4-{tile}-{acc_bits}-{lanes}-{phase}-{rounding}")
     segments = build_segments(rng, tile, acc_bits, phase, rounding,
                               n_random=12 if tile == 4 else 6)
-    dut = Log4Quantizer(params)
-    received = [0]  # tiles the consumer has checked, so the producer knows when it drained
-
-    async def producer(ctx):
-        ctx.set(dut.phase, phase)
-        ctx.set(dut.linear, rounding == "linear")
-        sent = 0
-        for ext, jobs in segments:
-            # Configuration may change only while no tile is in flight.
-            while received[0] < sent:
-                await ctx.tick()
-            ctx.set(dut.ext_exp_en, ext is not None)
-            ctx.set(dut.ext_exp, 0 if ext is None else ext)
-            for acc, oexp, _ in jobs:
-                flat = [v for row in acc for v in row]
-                for k in range(0, len(flat), L):
-                    await idle(ctx, rng, 0.3, 4)
-                    await stream_put(ctx, dut.acc_in, {"acc": flat[k:k + L], "out_exp": oexp})
-            sent += len(jobs)
-
-    async def consumer(ctx):
-        for _, jobs in segments:
-            for acc, oexp, (want_codes, want_exp) in jobs:
-                want = [c for row in want_codes for c in row]
-                flat = [v for row in acc for v in row]
-                for k in range(0, len(flat), L):
-                    await idle(ctx, rng, 0.3, 4)
-                    beat = await stream_get(ctx, dut.codes_out)
-                    got = [int(c) for c in beat.codes]
-                    assert (got, int(beat.exp)) == (want[k:k + L], want_exp), \
-                        f"tile out_exp={oexp} elements {k}..: acc {flat[k:k + L]}"
-                received[0] += 1
-
-    async def stream_rules(ctx):
-        await check_stream_rules(ctx, dut.codes_out, "codes_out")
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.add_testbench(stream_rules, background=True)
-    sim.run()
-    assert received[0] == sum(len(jobs) for _, jobs in segments)
-
-
-def _handshakes(dut, log):
-    """Background testbench recording, per cycle, (in valid&ready, out valid, out ready)."""
-    async def monitor(ctx):
-        async for _, _, iv, ir, ov, orr in ctx.tick().sample(
-                dut.acc_in.valid, dut.acc_in.ready, dut.codes_out.valid, dut.codes_out.ready):
-            log.append((iv and ir, ov, orr))
-    return monitor
+    for n, (ext, jobs) in enumerate(segments):
+        tiles = [([v for row in acc for v in row], oexp) for acc, oexp, _ in jobs]
+        got, _ = run_log4(params, tiles, phase=phase, rounding=rounding, ext=ext, seed=n)
+        beats = iter(got)
+        for (flat, oexp), (_, _, (want_codes, want_exp)) in zip(tiles, jobs):
+            want = [c for row in want_codes for c in row]
+            for k in range(0, len(flat), L):
+                assert next(beats) == (want[k:k + L], want_exp), \
+                    f"tile out_exp={oexp} elements {k}..: acc {flat[k:k + L]}"
 
 
 @pytest.mark.parametrize("tile,lanes", [(4, None), (8, None), (2, 1), (4, 1), (8, 2)])
 def test_one_beat_per_cycle(tile, lanes):
-    """Without stalls, tiles stream through at one beat (a row when L = T) per cycle with
-    no bubble between tiles; a tile's first code beat is valid 5 cycles after its last
-    beat is accepted, at any lane count."""
+    """Without gaps or backpressure, tiles stream through at one beat (a row when L = T)
+    per cycle with no bubble between tiles; a tile's first code beat comes LATENCY cycles
+    after its last beat went in, at any lane count."""
     params = NibbleParams(tile=tile, lanes=lanes)
-    L, per_tile = params.lanes, params.beats_per_tile
-    dut = Log4Quantizer(params)
-    n_tiles = 4
+    per_tile = params.beats_per_tile
     rng = random.Random(tile)
-    tiles = [random_tile(rng, tile, params.acc_bits) for _ in range(n_tiles)]
-    log = []
-
-    async def producer(ctx):
-        for flat in tiles:
-            for k in range(0, tile * tile, L):
-                await stream_put(ctx, dut.acc_in, {"acc": flat[k:k + L], "out_exp": 0})
-
-    async def consumer(ctx):
-        for _ in range(n_tiles * per_tile):
-            await stream_get(ctx, dut.codes_out)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.add_testbench(_handshakes(dut, log), background=True)
-    sim.run()
-    accepted = [c for c, (fire, _, _) in enumerate(log) if fire]
-    taken = [c for c, (_, ov, orr) in enumerate(log) if ov and orr]
-    assert accepted == list(range(n_tiles * per_tile))
-    assert taken == list(range(per_tile + 4, per_tile + 4 + n_tiles * per_tile))
+    tiles = [(random_tile(rng, tile, params.acc_bits), 0) for _ in range(4)]
+    trace = {}
+    run_log4(params, tiles, busy=1.0, out_busy=1.0, trace=trace)
+    ins, outs = trace["in"], trace["out"]
+    assert ins == list(range(ins[0], ins[0] + len(tiles) * per_tile))
+    assert outs == list(range(outs[0], outs[0] + len(tiles) * per_tile))
+    assert outs[0] - ins[per_tile - 1] == LATENCY
 
 
-def test_valid_does_not_wait_for_ready():
-    """With ready held low, the first row still turns valid, and the unit takes exactly
-    two tiles (both buffers), one beat (its input register) and the two beats that the
-    reader has moved on (read and output registers: their slots may be refilled) before it
-    pushes back on its input."""
-    tile = 4
-    dut = Log4Quantizer(NibbleParams(tile=tile))
-    log = []
-    stall = 3 * tile + 8
-
-    async def producer(ctx):
-        for _ in range(3 * tile):
-            await stream_put(ctx, dut.acc_in, {"acc": [1, -2, 3, 0], "out_exp": 0})
-
-    async def consumer(ctx):
-        await ctx.tick().repeat(stall)
-        for _ in range(3 * tile):
-            await stream_get(ctx, dut.codes_out)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.add_testbench(_handshakes(dut, log), background=True)
-    sim.run()
-    accepted = [c for c, (fire, _, _) in enumerate(log) if fire]
-    assert accepted[:2 * tile + 3] == list(range(2 * tile + 3))
-    assert accepted[2 * tile + 3] >= stall
-    assert [ov for _, ov, _ in log[:stall]] == [0] * (tile + 4) + [1] * (stall - tile - 4)
+def test_credits_bound_what_it_takes():
+    """With no output credit for a long while, the unit emits nothing, and a producer
+    that respects its credits can send exactly ``capacity`` beats; once credits come,
+    every beat comes out exact."""
+    params = NibbleParams(tile=4)
+    rng = random.Random(3)
+    tiles = [(random_tile(rng, 4, params.acc_bits), 0) for _ in range(12)]
+    trace = {}
+    hold = 200
+    got, dut = run_log4(params, tiles, busy=1.0, out_busy=1.0, out_hold=hold, trace=trace)
+    assert sum(c < hold for c in trace["in"]) == dut.capacity < len(tiles) * 4
+    assert min(trace["out"]) >= hold
+    want = [expected_tile([flat[r * 4:(r + 1) * 4] for r in range(4)], 0, 0, "log", None, 32)
+            for flat, _ in tiles]
+    assert got == [(row, e) for codes, e in want for row in codes]
 
 
 def test_converts_to_verilog():
-    text = verilog.convert(Log4Quantizer(NibbleParams(tile=8)), name="log4_quantizer",
-                           emit_src=False)
+    text = convert(Log4Quantizer(NibbleParams(tile=8)), "log4_quantizer")
     assert "module log4_quantizer" in text

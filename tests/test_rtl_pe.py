@@ -14,10 +14,10 @@ import pytest
 from amaranth.hdl import Elaboratable, Module, Signal
 from amaranth.sim import Simulator
 
-from golden.formats import element_values
-from golden.params import NibbleParams, psum_bits
 from amaranth.hdl import Mux
 
+from golden.formats import element_values
+from golden.params import NibbleParams, psum_bits
 from rtl.pe import PE, encode_a, encode_b, encode_swapped
 
 #: (a_signed, b_fp4) -> (golden kind of a, golden kind of b); a_signed = 2 stands for the
@@ -39,7 +39,8 @@ class PEHarness(Elaboratable):
 
     def __init__(self, params: NibbleParams):
         self.pe = PE(params)
-        self.en = Signal()
+        self.valid = Signal()
+        self.clear = Signal()
         self.a_code = Signal(4)
         self.b_code = Signal(4)
         self.a_signed = Signal()
@@ -52,7 +53,8 @@ class PEHarness(Elaboratable):
         m.submodules.pe = pe = self.pe
         swapped_a, swapped_b = encode_swapped(self.a_code, self.b_code)
         m.d.comb += [
-            pe.en.eq(self.en),
+            pe.valid_in.eq(self.valid),
+            pe.clear.eq(self.clear),
             pe.a_in.eq(Mux(self.a_fp4, swapped_a, encode_a(self.a_code, self.a_signed))),
             pe.b_in.eq(Mux(self.a_fp4, swapped_b, encode_b(self.b_code, self.b_fp4))),
             pe.last_in.eq(self.last),
@@ -61,25 +63,34 @@ class PEHarness(Elaboratable):
 
 
 class PEModel:
-    """Step-level reference: operand registers, accumulator, psum register."""
+    """Cycle-level reference of the PE's documented pipeline: operand registers, the
+    registered product, the accumulator and the psum register."""
 
     def __init__(self):
-        self.regs = (0, 0, False)           # (a value, b value, last) registered
+        self.regs = (0, 0, False, False)    # (a value, b value, valid, last) registered
+        self.decoded = (0, False, False)    # (a * b, valid, last), decoded
+        self.product = (0, False, False)    # (a * b, valid, last), multiplied
         self.acc = 0
         self.psum = 0
 
-    def step(self, a: int, b: int, last: bool):
-        total = self.acc + self.regs[0] * self.regs[1]
-        if self.regs[2]:
-            self.psum, self.acc = total, 0
-        else:
+    def step(self, a: int, b: int, valid: bool, last: bool, clear: bool = False):
+        product, p_valid, p_last = self.product
+        total = self.acc + product
+        if p_last:
+            self.psum = total
+        if p_last or clear:
+            self.acc = 0
+        elif p_valid:
             self.acc = total
-        self.regs = (a, b, last)
+        self.product = self.decoded
+        self.decoded = (self.regs[0] * self.regs[1], self.regs[2], self.regs[3])
+        self.regs = (a, b, valid, last)
 
 
-def run_pe(steps, *, tile=8, check_pass_through=False):
-    """Drive ``steps`` = [(en, a_code, b_code, a_signed, b_fp4, last), ...] and compare
-    ``psum`` with :class:`PEModel` after every clock edge."""
+def run_pe(steps, *, tile=8, check_pass_through=False, clear_at=()):
+    """Drive ``steps`` = [(valid, a_code, b_code, a_signed, b_fp4, last), ...] (``clear``
+    high in the cycles ``clear_at``) and compare ``psum`` with :class:`PEModel` after
+    every clock edge."""
     params = NibbleParams(tile=tile)
     dut = PEHarness(params)
     model = PEModel()
@@ -87,9 +98,10 @@ def run_pe(steps, *, tile=8, check_pass_through=False):
     seen = []
 
     async def testbench(ctx):
-        for en, a_code, b_code, a_signed, b_fp4, last in steps:
+        for i, (valid, a_code, b_code, a_signed, b_fp4, last) in enumerate(steps):
             ka, kb = MODES[(a_signed, b_fp4)]
-            ctx.set(dut.en, en)
+            ctx.set(dut.valid, valid)
+            ctx.set(dut.clear, i in clear_at)
             ctx.set(dut.a_code, a_code)
             ctx.set(dut.b_code, b_code)
             ctx.set(dut.a_signed, a_signed & 1)
@@ -99,12 +111,13 @@ def run_pe(steps, *, tile=8, check_pass_through=False):
             if check_pass_through:
                 a_in, b_in = ctx.get(dut.pe.a_in), ctx.get(dut.pe.b_in)
             await ctx.tick()
-            if en:
-                model.step(element(a_code, ka), element(b_code, kb), bool(last))
-                if check_pass_through:
-                    assert ctx.get(dut.pe.a_out) == a_in
-                    assert ctx.get(dut.pe.b_out) == b_in
-                    assert ctx.get(dut.pe.last_out) == last
+            model.step(element(a_code, ka), element(b_code, kb), bool(valid), bool(last),
+                       i in clear_at)
+            if check_pass_through:
+                assert ctx.get(dut.pe.a_out) == a_in
+                assert ctx.get(dut.pe.b_out) == b_in
+                assert ctx.get(dut.pe.valid_out) == valid
+                assert ctx.get(dut.pe.last_out) == last
             got = ctx.get(dut.pe.psum)
             assert got == model.psum, (
                 f"step {len(seen)}: psum {got}, expected {model.psum} "
@@ -126,30 +139,30 @@ def test_product_exhaustive(mode):
     a_signed, b_fp4 = mode
     pairs = [(a, b) for a in range(16) for b in range(16)]
     steps = [(1, a, b, a_signed, b_fp4, 1) for a, b in pairs]
-    steps += [(1, 0, 0, a_signed, b_fp4, 1)] * 2          # flush the last product
+    steps += [(1, 0, 0, a_signed, b_fp4, 1)] * 4          # flush the last product
     seen = run_pe(steps, check_pass_through=True)
     ka, kb = MODES[mode]
     expected = [element(a, ka) * element(b, kb) for a, b in pairs]
-    # psum of the operands presented in step s is visible after step s + 1.
-    assert seen[1:1 + len(pairs)] == expected
+    # psum of the operands presented in cycle c is visible after cycle c + 3.
+    assert seen[3:3 + len(pairs)] == expected
     assert set(expected) >= {0}
 
 
 @pytest.mark.parametrize("tile", [4, 8, 16])
 @pytest.mark.parametrize("mode", list(MODES), ids=MODE_IDS)
-def test_accumulation_random_with_stalls(mode, tile):
+def test_accumulation_random_with_bubbles(mode, tile):
     """Random full-range tile reductions of T products back to back, with random
-    en stalls: psum is the exact sum of each reduction and holds between captures."""
+    bubbles (valid low, garbage operands): the accumulator holds through a bubble, psum
+    is the exact sum of each reduction and holds between captures."""
     rng = np.random.default_rng(1000 * tile + 10 * mode[0] + mode[1])
     a_signed, b_fp4 = mode
     steps = []
     for _ in range(12):
         for k in range(tile):
-            while rng.random() < 0.25:                      # stall: inputs are garbage
-                steps.append((0, *rng.integers(0, 16, 2), a_signed, b_fp4,
-                              int(rng.integers(0, 2))))
+            while rng.random() < 0.25:                      # bubble: operands are garbage
+                steps.append((0, *rng.integers(0, 16, 2), a_signed, b_fp4, 0))
             steps.append((1, *rng.integers(0, 16, 2), a_signed, b_fp4, int(k == tile - 1)))
-    steps += [(1, 0, 0, a_signed, b_fp4, 0)] * 2
+    steps += [(1, 0, 0, a_signed, b_fp4, 0)] * 4
     run_pe([tuple(int(v) for v in s) for s in steps], tile=tile)
 
 
@@ -175,7 +188,7 @@ def test_accumulation_extremes(case, tile):
     psum_bits(T) bound exactly and must not wrap."""
     (a_signed, b_fp4), a, b = case
     steps = [(1, a, b, a_signed, b_fp4, int(k == tile - 1)) for k in range(tile)]
-    steps += [(1, 0, 0, a_signed, b_fp4, 0)] * 2
+    steps += [(1, 0, 0, a_signed, b_fp4, 0)] * 4
     seen = run_pe(steps, tile=tile)
     ka, kb = MODES[(a_signed, b_fp4)]
     assert seen[-1] == tile * element(a, ka) * element(b, kb)
@@ -190,5 +203,18 @@ def test_mode_changes_between_steps():
         a_signed, b_fp4 = list(MODES)[int(rng.integers(0, len(MODES)))]
         steps.append((1, int(rng.integers(0, 16)), int(rng.integers(0, 16)), a_signed, b_fp4,
                       int(i % 5 == 4)))
-    steps += [(1, 0, 0, 0, 0, 0)] * 2
+    steps += [(1, 0, 0, 0, 0, 0)] * 4
     run_pe(steps)
+
+
+def test_clear_empties_the_accumulator():
+    """``clear`` (the array's registered reset) drops a half-done reduction: the next
+    tile's sum starts from zero."""
+    rng = np.random.default_rng(3)
+    half = [(1, int(rng.integers(1, 16)), int(rng.integers(1, 8)), 0, 0, 0) for _ in range(3)]
+    tile = [(1, int(rng.integers(0, 16)), int(rng.integers(0, 8)), 0, 0, int(k == 3))
+            for k in range(4)]
+    steps = half + [(0, 0, 0, 0, 0, 0)] * 3 + tile + [(0, 0, 0, 0, 0, 0)] * 4
+    seen = run_pe(steps, tile=4, clear_at=(6,))
+    want = sum(element(a, "uint4") * element(b, "int4") for _, a, b, *_ in tile)
+    assert seen[-1] == want

@@ -11,16 +11,15 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.back import verilog
-from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from golden.formats import quantize
 from golden.params import NibbleParams
 from rtl.layouts import OUT_EXP_BITS
+from rtl.generate import convert
 from rtl.requantizer import Requantizer
-from verif.amaranth_streams import stream_put
+from verif.amaranth_credits import run_credited
 
 ACC_BITS = 32
 OUT_EXP_MIN, OUT_EXP_MAX = -2 ** (OUT_EXP_BITS - 1), 2 ** (OUT_EXP_BITS - 1) - 1
@@ -132,37 +131,6 @@ def test_integer_clip_matches_golden(data):
     _formulation_case(True, out_exp, clip, data.draw(MASKS), flat)
 
 
-# ---------------------------------------------------------------------- stream helpers
-
-async def stream_get(ctx, stream, stall=0):
-    """Take one beat. Ready stays low for ``stall`` cycles first (``None``: until valid is
-    seen, which would hang if valid waited on ready); meanwhile a valid beat must stay
-    valid and unchanged."""
-    held, waited = None, 0
-    while (held is None) if stall is None else (waited < stall):
-        _, _, valid, payload = await ctx.tick().sample(stream.valid, stream.payload)
-        waited += 1
-        assert stall is not None or waited < 1000, "valid waits on ready"
-        if held is not None:
-            assert valid and _row(payload) == held, "beat changed or dropped under stall"
-        if valid:
-            held = _row(payload)
-    ctx.set(stream.ready, 1)
-    payload, = await ctx.tick().sample(stream.payload).until(stream.valid)
-    ctx.set(stream.ready, 0)
-    assert held is None or _row(payload) == held
-    return _row(payload)
-
-
-def _row(payload):
-    return [int(c) for c in payload.codes], int(payload.exp)
-
-
-def _gap(rng, busy):
-    """Idle cycles before the next beat: none at all when ``busy`` is 1.0."""
-    return 0 if rng.random() < busy else rng.randint(1, 4)
-
-
 # ---------------------------------------------------------------------------- runner
 
 def _beats(tile_rows, lanes):
@@ -172,72 +140,34 @@ def _beats(tile_rows, lanes):
 
 
 def run_requantizer(tile, tiles, *, unsigned_out, clip=None, mask_en=False, seed=0,
-                    busy=0.6, trace=None, acc_bits=ACC_BITS, lanes=None):
-    """Stream ``tiles`` [(acc, out_exp, mask)] through a Requantizer; return the
-    [(codes, E)] it produces, with int4 codes sign-extended. ``trace`` (a dict) receives
-    the cycles at which input and output beats were transferred."""
+                    busy=0.6, trace=None, acc_bits=ACC_BITS, lanes=None, out_busy=None):
+    """Send ``tiles`` [(acc, out_exp, mask)] through a Requantizer between a credited
+    producer and a credited consumer (:func:`verif.amaranth_credits.run_credited`);
+    return the [(codes, E)] it produces, with int4 codes sign-extended. ``trace`` (a
+    dict) receives the cycles at which input and output beats were transferred."""
     params = NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes)
     per_tile = params.beats_per_tile
     dut = Requantizer(params)
-    rng = random.Random(seed)
-    rows = [(beat, oexp, None if mask is None else mbeat)
-            for acc, oexp, mask in tiles
-            for beat, mbeat in zip(_beats(acc, params.lanes),
-                                   [None] * per_tile if mask is None
-                                   else _beats(mask, params.lanes))]
-    beats = []
+    beats, masks = [], []
+    for acc, oexp, mask in tiles:
+        mask_beats = [None] * per_tile if mask is None else _beats(mask, params.lanes)
+        for beat, mbeat in zip(_beats(acc, params.lanes), mask_beats):
+            beats.append({"acc": list(beat), "out_exp": oexp})
+            masks.append(0 if mbeat is None else sum(int(b) << i for i, b in enumerate(mbeat)))
 
-    async def configure_and_produce(ctx):
+    def setup(ctx):
         ctx.set(dut.unsigned_out, int(unsigned_out))
         ctx.set(dut.clip_en, int(clip is not None))
         ctx.set(dut.clip_mant, clip[0] if clip else 0)
         ctx.set(dut.clip_exp, clip[1] if clip else 0)
         ctx.set(dut.mask_en, int(mask_en))
-        await ctx.tick().repeat(4)  # the configuration settles before the first tile
-        for acc_row, oexp, _ in rows:
-            for _ in range(_gap(rng, busy)):
-                await ctx.tick()
-            await stream_put(ctx, dut.acc_in, {"acc": list(acc_row), "out_exp": oexp})
 
-    async def produce_mask(ctx):
-        mrng = random.Random(seed + 1)
-        for _, _, mrow in rows:
-            for _ in range(_gap(mrng, busy)):
-                await ctx.tick()
-            await stream_put(ctx, dut.mask_in, sum(int(b) << i for i, b in enumerate(mrow)))
-
-    async def consume(ctx):
-        crng = random.Random(seed + 2)
-        for _ in rows:
-            stall = None if busy < 1 and crng.random() < 0.1 else _gap(crng, busy)
-            beats.append(await stream_get(ctx, dut.codes_out, stall))
-
-    async def monitor(ctx):
-        cycle = 0
-        async for _, _, a_v, a_r, o_v, o_r, m_r in ctx.tick().sample(
-                dut.acc_in.valid, dut.acc_in.ready, dut.codes_out.valid, dut.codes_out.ready,
-                dut.mask_in.ready):
-            assert mask_en or not m_r, "mask_in consumed with mask_en = 0"
-            assert cycle < 12 * len(rows) + 100, "deadlock: the tiles did not come out"
-            if trace is not None:
-                if a_v and a_r:
-                    trace.setdefault("in", []).append(cycle)
-                if o_v and o_r:
-                    trace.setdefault("out", []).append(cycle)
-            cycle += 1
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(configure_and_produce)
-    if mask_en:
-        sim.add_testbench(produce_mask)
-    sim.add_testbench(consume)
-    sim.add_testbench(monitor, background=True)
-    sim.run()
-
+    got = run_credited(dut, beats, setup=setup, sideband=[(dut.mask_in, masks)], seed=seed,
+                       busy=busy, out_busy=out_busy, trace=trace,
+                       convert=lambda p: ([int(c) for c in p.codes], int(p.exp)))
     out = []
     for t in range(len(tiles)):
-        tile_beats = beats[t * per_tile:(t + 1) * per_tile]
+        tile_beats = got[t * per_tile:(t + 1) * per_tile]
         exps = {e for _, e in tile_beats}
         assert len(exps) == 1, f"tile {t}: exponent differs between beats: {exps}"
         flat = [c - 16 if not unsigned_out and c >= 8 else c for row, _ in tile_beats
@@ -402,20 +332,27 @@ def test_other_params(unsigned_out):
           acc_bits=48)
 
 
+def documented_latency(lanes):
+    """Cycles from a tile's last accumulator beat to its first code beat, as the class
+    docstring states them: 1 (register) + max(1, log2 L) (max tree) + 1 (running
+    maximum) + 4 (finalize) + 1 (bank full) + 5 (read)."""
+    return 12 + max(1, lanes.bit_length() - 1)
+
+
 @pytest.mark.parametrize("tile", TILES)
 def test_throughput_and_latency(tile):
-    """Without bubbles or backpressure: one row per cycle in and out, T cycles per tile;
-    a tile's first code row leaves 6 cycles after its last accumulator row came in, plus
-    log2(T) - 1 from T = 8 on (the pipelined max tree)."""
+    """Without gaps or backpressure: one row per cycle in and out, T cycles per tile;
+    a tile's first code row leaves ``documented_latency`` cycles after its last
+    accumulator row came in."""
     rng = random.Random(tile)
     tiles = [(*random_tile(rng, tile), None) for _ in range(6)]
     trace = {}
-    run_requantizer(tile, tiles, unsigned_out=False, busy=1.0, trace=trace)
+    run_requantizer(tile, tiles, unsigned_out=False, busy=1.0, trace=trace, out_busy=1.0)
     n = len(tiles) * tile
     ins, outs = trace["in"], trace["out"]
     assert ins == list(range(ins[0], ins[0] + n))
     assert outs == list(range(outs[0], outs[0] + n))
-    assert outs[0] - ins[tile - 1] == 6 + (tile.bit_length() - 2 if tile >= 8 else 0)
+    assert outs[0] - ins[tile - 1] == documented_latency(tile)
 
 
 # (tile, lanes): the narrow output path of small FPGAs, L elements of a tile per beat.
@@ -440,19 +377,19 @@ def test_narrow_lanes(tile, lanes):
 
 @pytest.mark.parametrize("tile,lanes", [(4, 1), (8, 2)])
 def test_narrow_lanes_throughput(tile, lanes):
-    """One beat per cycle at L < T: T * T / L cycles per tile, latency 6."""
+    """One beat per cycle at L < T: T * T / L cycles per tile, the documented latency."""
     rng = random.Random(tile + lanes)
     tiles = [(*random_tile(rng, tile), None) for _ in range(4)]
     trace = {}
-    run_requantizer(tile, tiles, unsigned_out=True, busy=1.0, trace=trace, lanes=lanes)
+    run_requantizer(tile, tiles, unsigned_out=True, busy=1.0, trace=trace, lanes=lanes,
+                    out_busy=1.0)
     per_tile = tile * tile // lanes
     ins, outs = trace["in"], trace["out"]
     assert ins == list(range(ins[0], ins[0] + len(tiles) * per_tile))
     assert outs == list(range(outs[0], outs[0] + len(tiles) * per_tile))
-    assert outs[0] - ins[per_tile - 1] == 6
+    assert outs[0] - ins[per_tile - 1] == documented_latency(lanes)
 
 
 def test_converts_to_verilog():
-    text = verilog.convert(Requantizer(NibbleParams(tile=8)), name="requantizer",
-                           emit_src=False)
+    text = convert(Requantizer(NibbleParams(tile=8)), "requantizer")
     assert "module requantizer" in text

@@ -68,6 +68,11 @@ def run_jobs(params: NibbleParams, jobs, *, seed=0, p_stall=0.3, stats=None):
     async def rules(ctx):
         await check_stream_rules(ctx, dut.result, "result")
 
+    async def no_fault(ctx):
+        async for _, _, fault in ctx.tick().sample(dut.fault):
+            assert not fault, f"Accelerator.fault rose by cycle {cycle[0]}: an internal " \
+                              "queue was written while full or read while empty"
+
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     for name in GemmBeats.INPUTS:
@@ -75,6 +80,7 @@ def run_jobs(params: NibbleParams, jobs, *, seed=0, p_stall=0.3, stats=None):
     sim.add_testbench(consumer)
     sim.add_testbench(clock_counter, background=True)
     sim.add_testbench(rules, background=True)
+    sim.add_testbench(no_fault, background=True)
     sim.run()
     if stats is not None:
         stats.job_cycles = [e - s + 1 for s, e in zip(starts, ends)]

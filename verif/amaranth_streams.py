@@ -2,9 +2,13 @@
 
 Producer and consumer run as separate async testbenches; ``idle`` inserts seeded random
 bubbles, and ``check_stream_rules`` fails if a stalled beat is dropped or changes.
+Valid-only streams (``always_ready=True``, inside the accelerator) have their own pair:
+``send_beat`` drives one beat for one cycle, ``ValidOnlyMonitor`` records every beat with
+the cycle it was in.
 """
 
-__all__ = ["stream_put", "stream_get", "put_bits", "idle", "check_stream_rules"]
+__all__ = ["stream_put", "stream_get", "put_bits", "idle", "check_stream_rules",
+           "send_beat", "ValidOnlyMonitor"]
 
 
 async def stream_put(ctx, stream, payload):
@@ -46,3 +50,27 @@ async def put_bits(ctx, stream, word):
     ctx.set(payload.as_value() if hasattr(payload, "as_value") else payload, word)
     await ctx.tick().until(stream.ready)
     ctx.set(stream.valid, 0)
+
+
+async def send_beat(ctx, stream, payload):
+    """Drive one beat of a valid-only stream for exactly one cycle."""
+    ctx.set(stream.valid, 1)
+    ctx.set(stream.payload, payload)
+    await ctx.tick()
+    ctx.set(stream.valid, 0)
+
+
+class ValidOnlyMonitor:
+    """Background testbench that records every beat of a valid-only stream as
+    (cycle, payload value); cycles count clock edges from the start of the simulation."""
+
+    def __init__(self, stream, convert=lambda payload: payload):
+        self.stream, self.convert, self.beats = stream, convert, []
+
+    async def run(self, ctx):
+        cycle = 0
+        async for _, _, valid, payload in ctx.tick().sample(self.stream.valid,
+                                                           self.stream.payload):
+            if valid:
+                self.beats.append((cycle, self.convert(payload)))
+            cycle += 1

@@ -158,6 +158,8 @@ uint64_t nb_cycles(void* handle) { return static_cast<Sim*>(handle)->cycles; }
 
 int nb_busy(void* handle) { return static_cast<Sim*>(handle)->top->busy; }
 
+int nb_fault(void* handle) { return static_cast<Sim*>(handle)->top->fault; }
+
 // Synchronous reset for `cycles` clocks (plus one: rst is registered); the wrapper
 // drops every valid and ready.
 void nb_reset(void* handle, int cycles) {

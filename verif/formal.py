@@ -10,6 +10,9 @@ modules with ``Assert`` statements, exported as RTLIL.
 * :class:`StreamRules`: on a unit's output stream, a beat that is valid and not taken
   stays valid and unchanged in the next cycle (valid is never dropped without a
   transfer, the payload is stable while stalled), for any input behaviour.
+* :class:`FixedLatency`: a never-stalling unit's output is valid exactly ``latency``
+  cycles after the input event that causes it (a credit taken, a ``last`` beat in), so
+  the credit its producer took covers every output beat, for any input behaviour.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from amaranth.hdl import Assert, Assume, C, Cat, Const, Elaboratable, Module, Mux, Signal, signed
+from amaranth.hdl import (Assert, Assume, C, Cat, Const, Elaboratable, Module, Mux, Signal, Value,
+                          signed)
 from amaranth.back import rtlil
 from amaranth.lib import wiring
 
@@ -26,12 +30,13 @@ from fpga.toolchain import tool
 from golden.params import NibbleParams
 from rtl.pe import PE, encode_a, encode_b, encode_swapped
 
-__all__ = ["PESpec", "StreamRules", "prove"]
+__all__ = ["PESpec", "StreamRules", "FixedLatency", "prove"]
 
 
 class PESpec(Elaboratable):
     """A PE fed from raw codes through the edge encoders, every step its own tile, and
-    the assertion psum == spec(a, b) two steps later."""
+    the assertion psum == spec(a, b) four cycles later (operand, decode, product and
+    accumulator registers)."""
 
     def __init__(self, tile: int = 8):
         self.pe = PE(NibbleParams(tile=tile))
@@ -46,7 +51,7 @@ class PESpec(Elaboratable):
         m.submodules.pe = pe = self.pe
         swapped_a, swapped_b = encode_swapped(self.a, self.b)
         m.d.comb += [
-            pe.en.eq(1), pe.last_in.eq(1),
+            pe.valid_in.eq(1), pe.last_in.eq(1), pe.clear.eq(0),
             pe.a_in.eq(Mux(self.a_fp4, swapped_a, encode_a(self.a, self.a_signed))),
             pe.b_in.eq(Mux(self.a_fp4, swapped_b, encode_b(self.b, self.b_fp4))),
         ]
@@ -64,11 +69,15 @@ class PESpec(Elaboratable):
         b_val = value(self.b, self.a_fp4 | 1, self.b_fp4 & ~self.a_fp4, "b")
         spec = Signal(signed(20))
         m.d.comb += spec.eq(a_val * b_val)
-        spec_d1, spec_d2 = Signal(signed(20)), Signal(signed(20))
-        steps = Signal(2)
-        m.d.sync += [spec_d1.eq(spec), spec_d2.eq(spec_d1), steps.eq(Mux(steps == 2, 2, steps + 1))]
-        with m.If(steps == 2):
-            m.d.comb += Assert(pe.psum == spec_d2)
+        delayed = spec
+        for k in range(4):
+            reg = Signal(signed(20), name=f"spec_d{k + 1}")
+            m.d.sync += reg.eq(delayed)
+            delayed = reg
+        steps = Signal(3)
+        m.d.sync += steps.eq(Mux(steps == 4, 4, steps + 1))
+        with m.If(steps == 4):
+            m.d.comb += Assert(pe.psum == delayed)
         return m
 
 
@@ -81,15 +90,11 @@ class StreamRules(Elaboratable):
         self.unit, self.name, self.held = unit, name, tuple(held)
 
     def ports(self):
-        ports = []
-        for member in self.unit.signature.members:
-            value = getattr(self.unit, member)
-            if hasattr(value, "payload"):
-                ports += [value.valid, value.ready, value.payload.as_value()
-                          if hasattr(value.payload, "as_value") else value.payload]
-            else:
-                ports.append(value.as_value() if hasattr(value, "as_value") else value)
-        return ports
+        """Every signal of the unit's interface (constant members, such as the ready of a
+        valid-only stream, are not ports)."""
+        ports = [Value.cast(value) for _, _, value in
+                 self.unit.signature.flatten(self.unit)]
+        return [p for p in ports if isinstance(p, Signal)]
 
     def elaborate(self, platform):
         m = Module()
@@ -109,6 +114,47 @@ class StreamRules(Elaboratable):
         m.d.sync += [stalled.eq(out.valid & ~out.ready), held.eq(payload)]
         with m.If(stalled):
             m.d.comb += Assert(out.valid & (payload == held))
+        return m
+
+
+class FixedLatency(Elaboratable):
+    """Wraps a unit and asserts ``out_valid == event`` delayed by ``latency`` cycles.
+
+    Parameters
+    ----------
+    unit : wiring.Component
+    event : callable(unit) -> Value
+        The input-side event (e.g. ``take_credit``).
+    out_valid : callable(unit) -> Value
+    latency : int
+    held : sequence of str
+        Configuration ports assumed constant (as in :class:`StreamRules`).
+    """
+
+    def __init__(self, unit, event, out_valid, latency: int, held=()):
+        self.unit, self.event, self.out_valid = unit, event, out_valid
+        self.latency, self.held = latency, tuple(held)
+
+    def ports(self):
+        return StreamRules.ports(self)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.unit = self.unit
+        started = Signal()
+        m.d.sync += started.eq(1)
+        for port_name in self.held:
+            port = getattr(self.unit, port_name)
+            before = Signal.like(port, name=f"{port_name}_before")
+            m.d.sync += before.eq(port)
+            with m.If(started):
+                m.d.comb += Assume(port == before)
+        delayed = self.event(self.unit)
+        for k in range(self.latency):
+            reg = Signal(name=f"event_d{k + 1}")
+            m.d.sync += reg.eq(delayed)
+            delayed = reg
+        m.d.comb += Assert(self.out_valid(self.unit) == delayed)
         return m
 
 

@@ -15,11 +15,25 @@ from pathlib import Path
 from golden.params import NibbleParams
 from rtl.generate import WAIVER_FILE, generate, verilator_bin
 
-__all__ = ["SIM_BUILD", "build_dir", "build", "run"]
+__all__ = ["SIM_BUILD", "build_dir", "build", "run", "params_from_env", "seed_from_env"]
 
 #: Root of the per-parameter-set build directories (next to the project checkout).
 SIM_BUILD = Path(os.environ.get("NIBBLE_SIM_BUILD", Path(__file__).resolve().parent.parent / "sim_build"))
 TOP = "nibble_top"
+
+
+def params_from_env() -> NibbleParams:
+    """Inside a cocotb bench: the parameter set :func:`run` built it for (``NIBBLE_TILE``,
+    ``NIBBLE_ACC_BITS``, ``NIBBLE_LANES``)."""
+    env = os.environ
+    return NibbleParams(tile=int(env.get("NIBBLE_TILE", "4")),
+                        acc_bits=int(env.get("NIBBLE_ACC_BITS", "32")),
+                        lanes=int(env["NIBBLE_LANES"]) if "NIBBLE_LANES" in env else None)
+
+
+def seed_from_env() -> int:
+    """Inside a cocotb bench: the seed :func:`run` was given (``NIBBLE_SEED``)."""
+    return int(os.environ.get("NIBBLE_SEED", "1"))
 
 
 def build_dir(params: NibbleParams) -> Path:

@@ -71,6 +71,8 @@ class TB:
         result = await self.monitor.receive(beats.result_beats)
         for task in tasks:
             await task
+        assert not self.dut.fault.value, "the accelerator's fault flag rose: an internal " \
+                                         "queue was written while full or read while empty"
         STATS["cycles"] += int((cocotb.utils.get_sim_time("ns") - start_ns) // 10)
         STATS["seconds"] += time.perf_counter() - start_s
         return decode(job, PARAMS, result)

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 
 import cocotb
@@ -26,10 +25,10 @@ from golden.output import clip_alpha
 from golden.params import NibbleParams, psum_bits
 from rtl.layouts import acc_row_layout, code_row_layout, psum_row_layout, rescale_row_layout
 
-from .cocotb_streams import StreamDriver, StreamMonitor
+from rtl.tile_bank import bank_tiles
 
-TILE = int(os.environ.get("NIBBLE_TILE", "4"))
-SEED = int(os.environ.get("NIBBLE_SEED", "1"))
+from .cocotb_streams import CreditCounter, CreditedSink, ValidOnlyDriver
+from .runner import params_from_env, seed_from_env
 
 
 async def start(dut):
@@ -54,41 +53,43 @@ def element(code, kind):
     return int(element_values(np.array([code]), kind)[0])
 
 
+async def collect_valid(dut, name, layout, count):
+    """The payloads of the next ``count`` beats of a valid-only stream."""
+    got = []
+    valid, payload = getattr(dut, f"{name}__valid"), getattr(dut, f"{name}__payload")
+    while len(got) < count:
+        await ReadOnly()
+        if valid.value:
+            got.append(data.Const(layout, payload.value.to_unsigned()))
+        await RisingEdge(dut.clk)
+    return got
+
+
 @cocotb.test()
 async def pe_exhaustive(dut):
     """P[0, 0] of a tile whose only nonzero step is (a, b) is a * b, for all pairs."""
-    params = NibbleParams(tile=TILE)
+    params = params_from_env()
+    t = params.tile
     await start(dut)
-    row = data.ArrayLayout(4, TILE)
-    psum = psum_row_layout(params)
-    dut.psum__ready.value = 1
-    dut.en.value = 1
+    row = data.ArrayLayout(4, t)
     cases = [(mode, a, b) for mode in PE_MODES for a in range(16) for b in range(16)]
-    got = []
-
-    async def collect():
-        while len(got) < len(cases) * TILE:
-            await ReadOnly()
-            if dut.psum__valid.value:
-                got.append(data.Const(psum, dut.psum__payload.value.to_unsigned()))
-            await RisingEdge(dut.clk)
-
-    task = cocotb.start_soon(collect())
+    task = cocotb.start_soon(collect_valid(dut, "psum", psum_row_layout(params),
+                                           len(cases) * t))
     for (a_signed, b_fp4, a_fp4), a, b in cases:
-        for k in range(TILE):
-            dut.valid.value, dut.first.value = 1, int(k == 0)
+        for k in range(t):
+            dut.valid.value, dut.last.value = 1, int(k == t - 1)
             dut.a_signed.value, dut.b_fp4.value, dut.a_fp4.value = a_signed, b_fp4, a_fp4
-            dut.a_col.value = row.const([a if k == 0 else 0] + [0] * (TILE - 1)).as_value().value
-            dut.b_row.value = row.const([b if k == 0 else 0] + [0] * (TILE - 1)).as_value().value
+            dut.a_col.value = row.const([a if k == 0 else 0] + [0] * (t - 1)).as_value().value
+            dut.b_row.value = row.const([b if k == 0 else 0] + [0] * (t - 1)).as_value().value
             await RisingEdge(dut.clk)
     dut.valid.value = 0
-    await task
+    got = await task
     for i, (mode, a, b) in enumerate(cases):
         ka, kb = PE_MODES[mode]
         want = element(a, ka) * element(b, kb)
-        rows = got[i * TILE:(i + 1) * TILE]
+        rows = got[i * t:(i + 1) * t]
         assert rows[0][0] == want, f"{ka} {a:#x} x {kb} {b:#x}: PE gave {rows[0][0]}, golden {want}"
-        assert all(r[n] == 0 for r in rows for n in range(TILE) if (r is not rows[0] or n)), \
+        assert all(r[n] == 0 for r in rows for n in range(t) if (r is not rows[0] or n)), \
             f"{ka} {a:#x} x {kb} {b:#x}: a zero element is nonzero"
 
 
@@ -118,19 +119,28 @@ def tile_stimulus(rng, t, acc_bits):
 
 
 async def run_tiles(dut, params, tiles, seed):
+    """Tiles through a credited output unit (requantizer or log4 unit): a producer that
+    sends only with one of the unit's input credits, a consumer buffer that gives the
+    unit few credits and empties at random; returns [(codes T x T, E)]."""
     rng = random.Random(seed)
-    drv = StreamDriver(dut, "acc_in", rng, 0.3)
-    mon = StreamMonitor(dut, "codes_out", random.Random(seed + 1), 0.3)
+    R = params.beats_per_tile
+    credits = CreditCounter(dut, bank_tiles(R) * R)
+    counter = cocotb.start_soon(credits.run())
+    drv = ValidOnlyDriver(dut, "acc_in", rng, 0.3, credits)
+    sink = CreditedSink(dut, "codes_out", random.Random(seed + 1), 0.3)
     layout = acc_row_layout(params)
-    words = [layout.const({"acc": [int(v) for v in row], "out_exp": oexp}).as_value().value
-             for acc, oexp in tiles for row in acc]
+    L, t = params.lanes, params.tile
+    words = [layout.const({"acc": [int(v) for v in flat[k:k + L]], "out_exp": oexp}).as_value().value
+             for acc, oexp in tiles for flat in [np.asarray(acc).ravel()]
+             for k in range(0, t * t, L)]
     task = cocotb.start_soon(drv.send(words))
-    out = await mon.receive(len(words))
+    out = await sink.receive(len(words))
     await task
-    rows = [data.Const(code_row_layout(params), w) for w in out]
-    t = params.tile
-    return [(np.array([[int(c) for c in r.codes] for r in rows[i * t:(i + 1) * t]]),
-             int(rows[i * t].exp)) for i in range(len(tiles))]
+    counter.cancel()
+    beats = [data.Const(code_row_layout(params), w) for w in out]
+    codes = [int(c) for b in beats for c in b.codes]
+    return [(np.array(codes[i * t * t:(i + 1) * t * t]).reshape(t, t), int(beats[i * R].exp))
+            for i in range(len(tiles))]
 
 
 def check_tiles(tiles, got, golden_fn, what):
@@ -148,28 +158,31 @@ def check_tiles(tiles, got, golden_fn, what):
 
 @cocotb.test()
 async def log4_tiles(dut):
-    params = NibbleParams(tile=TILE)
+    params, seed = params_from_env(), seed_from_env()
+    t = params.tile
     await start(dut)
-    rng = np.random.default_rng(SEED)
+    rng = np.random.default_rng(seed)
     for phase in (0, 1):
         for rounding in ("log", "linear"):
             for ext in (None, -128, 127, -20):
                 dut.phase.value, dut.linear.value = phase, int(rounding == "linear")
                 dut.ext_exp_en.value = int(ext is not None)
                 dut.ext_exp.value = (ext or 0) & 0xFF
-                tiles = tile_stimulus(rng, TILE, params.acc_bits)
-                got = await run_tiles(dut, params, tiles, SEED + phase)
+                tiles = tile_stimulus(rng, t, params.acc_bits)
+                got = await run_tiles(dut, params, tiles, seed + phase)
                 check_tiles(tiles, got, lambda v: quantize(
-                    v, "fp4", tile=TILE, phase=phase, rounding=rounding, exps=ext),
+                    v, "fp4", tile=t, phase=phase, rounding=rounding, exps=ext),
                     f"log4 phase {phase} {rounding} ext {ext}")
 
 
 @cocotb.test()
 async def requantizer_tiles(dut):
-    params = NibbleParams(tile=TILE)
+    params, seed = params_from_env(), seed_from_env()
+    t = params.tile
     await start(dut)
-    rng = np.random.default_rng(SEED)
+    rng = np.random.default_rng(seed)
     dut.mask_en.value = 0
+    dut.mask_in.value = 0
     for kind in ("int4", "uint4"):
         for clip in (None, (200, -4), (1, 3), (255, 20)):
             if clip and kind == "int4":
@@ -177,14 +190,14 @@ async def requantizer_tiles(dut):
             dut.unsigned_out.value = int(kind == "uint4")
             dut.clip_en.value = int(clip is not None)
             dut.clip_mant.value, dut.clip_exp.value = (clip or (0, 0))[0], (clip or (0, 0))[1] & 0xFF
-            tiles = tile_stimulus(rng, TILE, params.acc_bits)
-            got = await run_tiles(dut, params, tiles, SEED + 7)
+            tiles = tile_stimulus(rng, t, params.acc_bits)
+            got = await run_tiles(dut, params, tiles, seed + 7)
             alpha = clip_alpha(*clip) if clip else None
 
             def golden(v):
                 if alpha is not None:
                     v = np.minimum(np.maximum(v, 0.0), alpha)
-                return quantize(v, kind, tile=TILE)
+                return quantize(v, kind, tile=t)
             check_tiles(tiles, got, golden, f"requantizer {kind} clip {clip}")
 
 
@@ -192,11 +205,10 @@ async def requantizer_tiles(dut):
 
 @cocotb.test()
 async def rescaler_shifts(dut):
-    t = TILE
-    acc_bits = int(os.environ.get("NIBBLE_ACC_BITS", "32"))
-    params = NibbleParams(tile=t, acc_bits=acc_bits)
+    params, seed = params_from_env(), seed_from_env()
+    t, acc_bits, L = params.tile, params.acc_bits, params.lanes
     await start(dut)
-    rng = random.Random(SEED)
+    rng = random.Random(seed)
     pb = psum_bits(t)
     lim = 1 << (pb - 1)
     lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
@@ -213,21 +225,24 @@ async def rescaler_shifts(dut):
             total = (0 if step == 0 else acc) + shift_round_half_even(psum, shift)
             saturated |= bool(np.any((total < lo) | (total > hi)))
             acc = np.clip(total, lo, hi)
-            for m in range(t):
-                beats.append(layout.const({"psums": [int(v) for v in psum[m]], "shift": shift,
-                                           "out_exp": out_exp, "first": int(step == 0),
-                                           "last": int(step == kt - 1)}).as_value().value)
+            for flat in [psum.ravel()]:
+                for k in range(0, t * t, L):
+                    beats.append(layout.const({
+                        "psums": [int(v) for v in flat[k:k + L]], "shift": shift,
+                        "out_exp": out_exp, "first": int(step == 0),
+                        "last": int(step == kt - 1)}).as_value().value)
             if step == kt - 1:
-                want += [(list(map(int, row)), out_exp) for row in acc]
+                flat_acc = acc.ravel()
+                want += [(list(map(int, flat_acc[k:k + L])), out_exp)
+                         for k in range(0, t * t, L)]
     dut.clear.value = 0
-    drv = StreamDriver(dut, "psum_in", random.Random(SEED + 1), 0.3)
-    mon = StreamMonitor(dut, "acc_out", random.Random(SEED + 2), 0.3)
+    drv = ValidOnlyDriver(dut, "psum_in", random.Random(seed + 1), 0.3)
     task = cocotb.start_soon(drv.send(beats))
-    out = await mon.receive(len(want))
+    out = await collect_valid(dut, "acc_out", acc_row_layout(params), len(want))
     await task
-    for i, (word, (row, oexp)) in enumerate(zip(out, want)):
-        beat = data.Const(acc_row_layout(params), word)
+    for i, (beat, (row, oexp)) in enumerate(zip(out, want)):
         got = [int(v) for v in beat.acc]
-        assert (got, int(beat.out_exp)) == (row, oexp), f"row {i}: RTL {got}, golden {row}"
-    await RisingEdge(dut.clk)
+        assert (got, int(beat.out_exp)) == (row, oexp), f"beat {i}: RTL {got}, golden {row}"
+    for _ in range(2):
+        await RisingEdge(dut.clk)
     assert bool(dut.saturated.value) == saturated and saturated, "sticky saturation flag"

@@ -1,0 +1,158 @@
+"""The drain: finished psum rows and their exponents, paired into rescaler beats.
+
+The systolic array writes every finished tile's rows into the psum queue; the exponent
+prefetch queues each tile's s_t and each output tile's out_exp. The drain reads the
+three queues in step, computes each tile's shift s_t - out_exp ahead of its rows, and
+hands the rescaler one beat of L = ``lanes`` elements per cycle. A beat of a tile that
+finishes an output tile (``last``) also needs a credit for the output unit behind the
+rescaler, and (with the ReLU' mask on) a mask row; it waits for both here, before the
+rescaler, because nothing after this point stops.
+"""
+
+from amaranth.hdl import C, Module, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.params import NibbleParams
+
+from .exponent_prefetch import S_BITS
+from .layouts import OUT_EXP_BITS, SHIFT_BITS, TILE_COUNT_BITS, psum_row_layout, rescale_row_layout
+from .loop_counter import LoopCounter
+from .queue import QueueRead
+
+__all__ = ["PsumDrain"]
+
+_TAG = data.StructLayout({"shift": signed(SHIFT_BITS), "out_exp": signed(OUT_EXP_BITS),
+                          "first": 1, "last": 1})
+
+
+class PsumDrain(wiring.Component):
+    """Reads psum rows, s_t and out_exp from their queues; emits rescaler beats.
+
+    A tag stage computes the next tile's ``shift`` (read the exponent queues, then
+    subtract, one step per cycle) while the current tile drains; the current tile's tag
+    sits in a register beside the psum queue's head row, which leaves as T / L beats.
+    Every decision starts at registers: the queue heads' valid bits, the credit flag,
+    the tag's valid bit. One beat per cycle at full speed (with T * T / L < 4, a tile
+    every three cycles: the tag stage needs that long).
+
+    Parameters
+    ----------
+    params : NibbleParams
+        ``tile`` (T) and ``lanes`` (L).
+
+    Attributes
+    ----------
+    start : In(1)
+        A GEMM begins (the tile counters restart).
+    k_last : In(TILE_COUNT_BITS)
+        The GEMM's Kt - 1 (reduction tiles per output tile, minus one).
+    psum : In(QueueRead(psum_row_layout(params)))
+        The psum queue's rows (a :class:`rtl.queue.Queue`: the head row is on ``data``).
+    s, out_exp : In(QueueRead(...))
+        The exponent prefetch's queues.
+    tile_read : Out(1)
+        A tile's last row left the psum queue: its room there is free.
+    credit : In(1)
+        The output unit has room for one more beat.
+    take_credit : Out(1)
+        A ``last`` beat goes out (it uses that room).
+    mask_en : In(1)
+        ``last`` beats need a mask row each (int and fp4 output with ``mask_en``).
+    mask : In(stream.Signature(T))
+        ReLU' mask rows, one per row of an output tile.
+    beat : Out(stream.Signature(rescale_row_layout(params), always_ready=True))
+        The rescaler's input.
+    beat_mask : Out(L)
+        The mask bits of ``beat`` (meaningful on ``last`` beats with ``mask_en``).
+    """
+
+    def __init__(self, params: NibbleParams):
+        self._params = params
+        super().__init__({
+            "start": In(1), "k_last": In(TILE_COUNT_BITS),
+            "psum": In(QueueRead(psum_row_layout(params))),
+            "s": In(QueueRead(signed(S_BITS))),
+            "out_exp": In(QueueRead(signed(OUT_EXP_BITS))),
+            "tile_read": Out(1),
+            "credit": In(1), "take_credit": Out(1),
+            "mask_en": In(1), "mask": In(stream.Signature(params.tile)),
+            "beat": Out(stream.Signature(rescale_row_layout(params), always_ready=True)),
+            "beat_mask": Out(params.lanes),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        tag_next, tag_valid = self._tag_stage(m)
+        T, L = self._params.tile, self._params.lanes
+        slices = T // L
+
+        m.submodules.rows = rows = LoopCounter({"row": (T - 1).bit_length()})
+        m.d.comb += [rows.restart.eq(self.start), rows.row_last.eq(T - 1)]
+        tag = Signal(_TAG)
+        tag_here = Signal()          # ``tag`` belongs to the tile of the head row
+        part = Signal(range(slices)) if slices > 1 else C(0, 1)
+        part_last = part == slices - 1
+
+        emit, pop, tile_done = Signal(), Signal(), Signal()
+        need = tag.last & self.mask_en
+        m.d.comb += [
+            emit.eq(self.psum.rdy & tag_here
+                    & (~tag.last | (self.credit & (~need | self.mask.valid)))),
+            pop.eq(emit & part_last),
+            tile_done.eq(pop & rows.row_wrap),
+            self.psum.en.eq(pop),
+            rows.step.eq(pop),
+            self.tile_read.eq(tile_done),
+            self.take_credit.eq(emit & tag.last),
+            self.mask.ready.eq(pop & need),
+        ]
+        # The next tile's tag moves in as soon as the current tile is done.
+        with m.If(tile_done):
+            m.d.sync += tag_here.eq(0)
+        with m.If((~tag_here | tile_done) & tag_valid):
+            m.d.sync += [tag.eq(tag_next), tag_here.eq(1), tag_valid.eq(0)]
+        if slices > 1:
+            with m.If(emit):
+                m.d.sync += part.eq(part + 1)
+
+        width = L * len(self.psum.data[0])
+        m.d.comb += [
+            self.beat.valid.eq(emit),
+            self.beat.payload.psums.eq(self.psum.data.as_value().word_select(part, width)),
+            self.beat.payload.shift.eq(tag.shift),
+            self.beat.payload.out_exp.eq(tag.out_exp),
+            self.beat.payload.first.eq(tag.first),
+            self.beat.payload.last.eq(tag.last),
+            self.beat_mask.eq(self.mask.payload.word_select(part, L)),
+        ]
+        return m
+
+    def _tag_stage(self, m):
+        """(tag_next, tag_valid): the next tile's shift, out_exp and flags, fetched while
+        the current tile drains: pop s_t (and out_exp at t = 0) into registers, then
+        subtract."""
+        m.submodules.tags = tags = LoopCounter({"t": TILE_COUNT_BITS})
+        m.d.comb += [tags.restart.eq(self.start), tags.t_last.eq(self.k_last)]
+        tag_next = Signal(_TAG)
+        tag_valid = Signal()
+        f1, f1_first, f1_last = Signal(), Signal(), Signal()   # popped, in registers
+        s_r = Signal(signed(S_BITS))
+        oe = Signal(signed(OUT_EXP_BITS))
+        fetch = Signal()
+        m.d.comb += [
+            fetch.eq(~tag_valid & ~f1 & self.s.rdy & ((tags.t != 0) | self.out_exp.rdy)),
+            self.s.en.eq(fetch),
+            self.out_exp.en.eq(fetch & (tags.t == 0)),
+            tags.step.eq(fetch),
+        ]
+        m.d.sync += [f1.eq(fetch), f1_first.eq(tags.t == 0), f1_last.eq(tags.t_wrap)]
+        with m.If(fetch):
+            m.d.sync += s_r.eq(self.s.data)
+            with m.If(tags.t == 0):
+                m.d.sync += oe.eq(self.out_exp.data)
+        with m.If(f1):
+            m.d.sync += [tag_next.shift.eq(s_r - oe), tag_next.out_exp.eq(oe),
+                         tag_next.first.eq(f1_first), tag_next.last.eq(f1_last),
+                         tag_valid.eq(1)]
+        return tag_next, tag_valid

@@ -1,0 +1,108 @@
+"""The result port: output-path beats gathered into result rows, counted to the GEMM's end.
+
+With L = ``lanes`` < T the output path carries a row as T / L beats; the gather holds the
+first T / L - 1 of them and sends the row with the last one, so the result port is one
+row per beat whatever L is. It also counts the rows, marks the GEMM's final beat
+(``last``) and reports when it has been taken (``done``).
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.params import NibbleParams
+
+from .layouts import CODE_BITS, OUT_EXP_BITS, OUT_MODES, TILE_COUNT_BITS, command_layout, result_layout
+from .loop_counter import LoopCounter
+
+__all__ = ["ResultGather", "out_beat_layout"]
+
+
+def out_beat_layout(params: NibbleParams) -> data.StructLayout:
+    """One beat of the output path into the result queue: L accumulators (raw mode) or L
+    codes in the low ``4 L`` bits (int and fp4 modes), and the tile's exponent (out_exp in
+    raw mode, E otherwise)."""
+    return data.StructLayout({"data": params.lanes * params.acc_bits,
+                              "exp": signed(OUT_EXP_BITS)})
+
+
+class ResultGather(wiring.Component):
+    """Gathers output-path beats into result rows and counts them.
+
+    Parameters
+    ----------
+    params : NibbleParams
+        ``tile`` (T), ``lanes`` (L), ``acc_bits``.
+
+    Attributes
+    ----------
+    start : In(1)
+        A GEMM begins (the row count restarts).
+    cmd : In(command_layout())
+        The GEMM's command (``out_mode`` and the tile counts).
+    beats : In(stream.Signature(out_beat_layout(params)))
+        The output path's beats, T / L per result row.
+    saturated : In(1)
+        The rescaler's sticky flag, sent with every result row (frozen while a row waits,
+        so a stalled beat does not change).
+    result : Out(stream.Signature(result_layout(params)))
+        The result rows (:func:`rtl.layouts.result_layout`).
+    done : Out(1)
+        The GEMM's last result row is being taken.
+    """
+
+    def __init__(self, params: NibbleParams):
+        self._params = params
+        super().__init__({
+            "start": In(1), "cmd": In(command_layout()),
+            "beats": In(stream.Signature(out_beat_layout(params))),
+            "saturated": In(1),
+            "result": Out(stream.Signature(result_layout(params))),
+            "done": Out(1),
+        })
+
+    def elaborate(self, platform):
+        T, L, acc_bits = self._params.tile, self._params.lanes, self._params.acc_bits
+        slices = T // L
+        cmd, res = self.cmd, self.result.payload
+        m = Module()
+        raw = cmd.out_mode == OUT_MODES["raw"]
+        beat = self.beats.payload
+        if slices == 1:
+            m.d.comb += [self.result.valid.eq(self.beats.valid),
+                         self.beats.ready.eq(self.result.ready),
+                         res.data.eq(Mux(raw, beat.data, beat.data[:CODE_BITS * L]))]
+        else:
+            part = Signal(range(slices))
+            part_last = part == slices - 1
+            held = [Signal(L * acc_bits, name=f"held_beat{j}", reset_less=True)
+                    for j in range(slices - 1)]
+            m.d.comb += [
+                self.result.valid.eq(self.beats.valid & part_last),
+                self.beats.ready.eq(~part_last | self.result.ready),
+                res.data.eq(Mux(raw, Cat(*held, beat.data),
+                                Cat(*(h[:CODE_BITS * L] for h in held + [beat.data])))),
+            ]
+            with m.If(self.beats.valid & self.beats.ready):
+                m.d.sync += part.eq(Mux(part_last, 0, part + 1))
+                with m.Switch(part):
+                    for j in range(slices - 1):
+                        with m.Case(j):
+                            m.d.sync += held[j].eq(beat.data)
+        m.d.comb += res.exp.eq(beat.exp)
+
+        m.submodules.rows = rows = LoopCounter({"row": (T - 1).bit_length(),
+                                                "j": TILE_COUNT_BITS, "i": TILE_COUNT_BITS})
+        taken = self.result.valid & self.result.ready
+        m.d.comb += [rows.restart.eq(self.start), rows.step.eq(taken),
+                     rows.row_last.eq(T - 1), rows.j_last.eq(cmd.n_last),
+                     rows.i_last.eq(cmd.m_last),
+                     res.last.eq(rows.i_wrap), self.done.eq(taken & rows.i_wrap)]
+        # The sticky flag may rise while a row waits; freeze it in a stalled row so the
+        # payload stays stable (it is final on the last row: every accumulation is done).
+        stalled_before = Signal()
+        saturated_before = Signal()
+        m.d.sync += [stalled_before.eq(self.result.valid & ~self.result.ready),
+                     saturated_before.eq(res.saturated)]
+        m.d.comb += res.saturated.eq(Mux(stalled_before, saturated_before, self.saturated))
+        return m
