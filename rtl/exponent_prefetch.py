@@ -47,7 +47,8 @@ class ExponentPrefetch(wiring.Component):
     Attributes
     ----------
     start : In(1)
-        A GEMM begins: ``cmd`` holds its command from the next cycle until it ends.
+        A GEMM begins: ``cmd`` holds its command from this cycle until it ends (the
+        tile counters restart from it in this cycle).
     cmd : In(command_layout())
         The command (tile counts, kinds, phases).
     a_exps, b_exps : In(stream.Signature(signed(8)))

@@ -48,7 +48,8 @@ class TileBank(wiring.Component):
     shape : shape-castable
         One beat as the unit stores it.
     beats : int
-        R, beats per tile.
+        R, beats per tile: a power of two (a beat's address is its row beside the tile
+        index).
     meta : shape-castable
         What the unit records per tile when it finalizes it.
     tiles : int
@@ -83,6 +84,8 @@ class TileBank(wiring.Component):
         tiles = bank_tiles(beats) if tiles is None else tiles
         if tiles < 2 or tiles & (tiles - 1):
             raise ValueError(f"tiles must be a power of two >= 2, got {tiles}")
+        if beats < 1 or beats & (beats - 1):
+            raise ValueError(f"beats must be a power of two >= 1, got {beats}")
         self._shape, self._beats, self._meta, self._tiles = shape, beats, meta, tiles
         self.capacity = tiles * beats
         super().__init__({
