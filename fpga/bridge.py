@@ -77,7 +77,8 @@ class ByteFifo(wiring.Component):
     r_data : Out(8)
         The byte at the read cursor (valid while ``r_rdy``).
     r_rdy : Out(1)
-        A committed byte is at the read cursor.
+        A committed byte is at the read cursor (from registers: it rises two cycles
+        after the commit, and is low in the cycle after each read).
     r_en : In(1)
         Advance the read cursor.
     r_commit : In(1)
@@ -118,16 +119,22 @@ class ByteFifo(wiring.Component):
         with m.If(self.w_commit):
             m.d.sync += w_done.eq(w_next)
 
-        # The read cursor: ``rdy`` and the cursor plus one are registers, so the next
-        # address (the block RAM's read address) is two multiplexers from them.
+        # The read cursor: the cursor plus one is a register, so the next address (the
+        # block RAM's read address) is two multiplexers from registers. ``rdy`` is
+        # computed from registers only (cursor != committed end, one cycle late) and
+        # masked in the cycle after a read, when it still counts the byte just read:
+        # a byte every other cycle at most, which a UART never comes near.
+        behind = Signal()            # r_cur != w_done, as of the last cycle
+        just_read = Signal()
         rdy = Signal()
         r_cur1 = Signal(n, init=1)
         r_next = Signal(n)
-        m.d.comb += [self.r_rdy.eq(rdy), self.r_data.eq(rport.data),
+        m.d.comb += [rdy.eq(behind & ~just_read),
+                     self.r_rdy.eq(rdy), self.r_data.eq(rport.data),
                      r_next.eq(Mux(self.r_rewind, r_done, Mux(self.r_en & rdy, r_cur1, r_cur))),
                      rport.addr.eq(r_next[:n - 1])]
         m.d.sync += [r_cur.eq(r_next), r_cur1.eq(r_next + 1),
-                     rdy.eq(r_next != Mux(self.w_commit, w_next, w_done))]
+                     behind.eq(r_cur != w_done), just_read.eq(self.r_en & rdy)]
         with m.If(self.r_commit):
             m.d.sync += r_done.eq(r_next)
         return m
@@ -388,9 +395,11 @@ class HostBridge(wiring.Component):
                                              if beat_len >> i & 1))
         status = [P.PROTOCOL_VERSION, p.tile, p.acc_bits, self.core.busy,
                   outlet.level[:8], outlet.level >> 8]
-        # One CRC network for both directions: the receiver and the sender take turns.
-        crc_byte, crc_next = Signal(8), Signal(16)
-        m.d.comb += crc_next.eq(crc16_next(crc, crc_byte))
+        # The receiver updates the CRC in the cycle a byte arrives (EXECUTE checks it
+        # in the next); the sender's update follows a cycle after each byte it sends,
+        # from registers, which the UART (ten bit times per byte) never notices.
+        crc_next = Signal(16)
+        m.d.comb += crc_next.eq(crc16_next(crc, byte))
 
         def nak(error):
             m.d.sync += [kind.eq(NAK), err.eq(error)]
@@ -506,8 +515,7 @@ class HostBridge(wiring.Component):
                     with m.Default():
                         m.d.comb += tx_byte.eq(reply_len[8:])
                 with m.If(sent):
-                    m.d.sync += [idx.eq(idx + 1),
-                                 crc.eq(Mux(idx == 0, P.CRC_INIT, crc_next))]
+                    m.d.sync += idx.eq(idx + 1)
                     with m.If(idx == 4):
                         m.d.sync += [idx.eq(0), left.eq(reply_len)]
                         with m.If(reply_len == 0):
@@ -528,8 +536,7 @@ class HostBridge(wiring.Component):
                     with m.Default():
                         m.d.comb += [tx_byte.eq(outlet.r_data), outlet.r_en.eq(sent)]
                 with m.If(sent):
-                    m.d.sync += [crc.eq(crc_next), idx.eq(idx + 1),
-                                 left.eq(left - 1)]
+                    m.d.sync += [idx.eq(idx + 1), left.eq(left - 1)]
                     with m.If(left == 1):
                         m.d.sync += idx.eq(0)
                         m.next = "SEND_CRC"
@@ -543,7 +550,18 @@ class HostBridge(wiring.Component):
 
         # Inter-byte timeout: a quiet line inside a frame ends it.
         receiving = Cat(fsm.ongoing(s) for s in ("HEADER", "PAYLOAD", "CRC", "DISCARD")).any()
-        m.d.comb += crc_byte.eq(Mux(receiving, byte, tx_byte))
+        # The sender's CRC: SYNC (header byte 0) starts it, the other header and payload
+        # bytes go in, one cycle after each was sent.
+        tx_sent, tx_init, tx_step = Signal(8), Signal(), Signal()
+        header = fsm.ongoing("SEND_HEADER")
+        m.d.sync += [tx_init.eq(sent & header & (idx == 0)),
+                     tx_step.eq(sent & ((header & (idx != 0)) | fsm.ongoing("SEND_PAYLOAD")))]
+        with m.If(sent):
+            m.d.sync += tx_sent.eq(tx_byte)
+        with m.If(tx_init):
+            m.d.sync += crc.eq(P.CRC_INIT)
+        with m.Elif(tx_step):
+            m.d.sync += crc.eq(crc16_next(crc, tx_sent))
         with m.If(receiving & ~got & ~timeout):
             m.d.sync += timer.eq(timer + 1)
         with m.Else():

@@ -50,7 +50,7 @@ from .feeder import Feeder
 from .layouts import (OUT_MODES, TILE_EXP_BITS, command_layout, operand_row_layout,
                       psum_row_layout, result_layout)
 from .log4_quantizer import Log4Quantizer
-from .queue import Credits, Queue, StreamQueue
+from .queue import Credits, StreamQueue
 from .requantizer import Requantizer
 from .result_gather import ResultGather, out_beat_layout
 from .systolic_array import SystolicArray
@@ -165,7 +165,7 @@ class Accelerator(wiring.Component):
         m.d.comb += [
             feeder.start.eq(start("feeder")), feeder.cmd.eq(cmd),
             feeder.a_full.eq(buf_a.full), feeder.b_full.eq(buf_b.full),
-            buf_a.step.eq(feeder.step), buf_b.step.eq(feeder.step),
+            buf_a.step.eq(feeder.a_step), buf_b.step.eq(feeder.b_step),
             buf_a.read_col.eq(feeder.a_read_col), buf_b.read_col.eq(feeder.b_read_col),
             buf_a.release.eq(feeder.release), buf_b.release.eq(feeder.release),
             array.valid.eq(feeder.valid), array.last.eq(feeder.last),
@@ -175,8 +175,8 @@ class Accelerator(wiring.Component):
         ]
 
         # The psum queue holds whole tiles; the feeder starts one only with a credit.
-        m.submodules.psum_queue = psum_queue = Queue(psum_row_layout(p),
-                                                     self.psum_tiles * p.tile)
+        m.submodules.psum_queue = psum_queue = StreamQueue(
+            psum_row_layout(p), self.psum_tiles * p.tile, credited=True)
         m.submodules.psum_credits = psum_credits = Credits(self.psum_tiles)
         m.d.comb += [psum_queue.w.valid.eq(array.psum.valid),
                      psum_queue.w.payload.eq(array.psum.payload),

@@ -47,8 +47,9 @@ class PsumDrain(wiring.Component):
         A GEMM begins (the tile counters restart).
     k_last : In(TILE_COUNT_BITS)
         The GEMM's Kt - 1 (reduction tiles per output tile, minus one).
-    psum : In(QueueRead(psum_row_layout(params)))
-        The psum queue's rows (a :class:`rtl.queue.Queue`: the head row is on ``data``).
+    psum : In(stream.Signature(psum_row_layout(params)))
+        The psum queue's rows (a :class:`rtl.queue.StreamQueue`, whose ``valid`` and
+        ``payload`` come from registers).
     s, out_exp : In(QueueRead(...))
         The exponent prefetch's queues.
     tile_read : Out(1)
@@ -71,7 +72,7 @@ class PsumDrain(wiring.Component):
         self._params = params
         super().__init__({
             "start": In(1), "k_last": In(TILE_COUNT_BITS),
-            "psum": In(QueueRead(psum_row_layout(params))),
+            "psum": In(stream.Signature(psum_row_layout(params))),
             "s": In(QueueRead(signed(S_BITS))),
             "out_exp": In(QueueRead(signed(OUT_EXP_BITS))),
             "tile_read": Out(1),
@@ -97,11 +98,11 @@ class PsumDrain(wiring.Component):
         emit, pop, tile_done = Signal(), Signal(), Signal()
         need = tag.last & self.mask_en
         m.d.comb += [
-            emit.eq(self.psum.rdy & tag_here
+            emit.eq(self.psum.valid & tag_here
                     & (~tag.last | (self.credit & (~need | self.mask.valid)))),
             pop.eq(emit & part_last),
             tile_done.eq(pop & rows.row_wrap),
-            self.psum.en.eq(pop),
+            self.psum.ready.eq(pop),
             rows.step.eq(pop),
             self.tile_read.eq(tile_done),
             self.take_credit.eq(emit & tag.last),
@@ -116,10 +117,10 @@ class PsumDrain(wiring.Component):
             with m.If(emit):
                 m.d.sync += part.eq(part + 1)
 
-        width = L * len(self.psum.data[0])
+        width = L * len(self.psum.payload[0])
         m.d.comb += [
             self.beat.valid.eq(emit),
-            self.beat.payload.psums.eq(self.psum.data.as_value().word_select(part, width)),
+            self.beat.payload.psums.eq(self.psum.payload.as_value().word_select(part, width)),
             self.beat.payload.shift.eq(tag.shift),
             self.beat.payload.out_exp.eq(tag.out_exp),
             self.beat.payload.first.eq(tag.first),

@@ -5,7 +5,7 @@ array has room for the tile's T result rows (a credit); once started, its T k-st
 in on consecutive cycles, so the array never waits in the middle of a tile.
 """
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -13,6 +13,7 @@ from golden.params import NibbleParams
 
 from .layouts import KIND_CODES, TILE_COUNT_BITS, command_layout
 from .loop_counter import LoopCounter
+from .pipeline import register_copy
 
 __all__ = ["Feeder"]
 
@@ -28,7 +29,8 @@ class Feeder(wiring.Component):
     Attributes
     ----------
     start : In(1)
-        A GEMM begins: ``cmd`` holds its command from the next cycle until it ends.
+        A GEMM begins: ``cmd`` holds its command from this cycle until it ends (the
+        tile counters restart from it in this cycle).
     cmd : In(command_layout())
     a_full, b_full : In(1)
         The operand tile buffers hold the next A and B tile (``TileBuffer.full``).
@@ -36,8 +38,10 @@ class Feeder(wiring.Component):
         The psum queue has room for one more tile.
     take_credit : Out(1)
         A tile starts (it uses that room).
-    step : Out(range(T))
-        The k-step to read from the tile buffers (``TileBuffer.step``).
+    a_step, b_step : Out(range(T))
+        The k-step to read from each tile buffer (``TileBuffer.step``): copies of the
+        step counter in flip-flops of their own, so the buffers' read multiplexers (T * T
+        codes each) do not load the counter that decides the next issue.
     a_read_col, b_read_col : Out(1)
         How the buffers read: A needs column k of its tile, B row k; a transposed
         operand is stored the other way round.
@@ -57,7 +61,8 @@ class Feeder(wiring.Component):
             "start": In(1), "cmd": In(command_layout()),
             "a_full": In(1), "b_full": In(1),
             "credit": In(1), "take_credit": Out(1),
-            "step": Out(range(T)), "a_read_col": Out(1), "b_read_col": Out(1),
+            "a_step": Out(range(T)), "b_step": Out(range(T)),
+            "a_read_col": Out(1), "b_read_col": Out(1),
             "release": Out(1),
             "valid": Out(1), "last": Out(1),
             "a_signed": Out(1), "b_fp4": Out(1), "a_fp4": Out(1),
@@ -71,23 +76,22 @@ class Feeder(wiring.Component):
         m.submodules.steps = steps = LoopCounter({
             "k": (T - 1).bit_length(), "t": TILE_COUNT_BITS,
             "j": TILE_COUNT_BITS, "i": TILE_COUNT_BITS})
-        active = Signal()
+        active, issue = Signal(), Signal()
         with m.If(self.start):
             m.d.sync += active.eq(1)
-        with m.Elif(steps.done):
+        with m.Elif(issue & steps.i_wrap):
             m.d.sync += active.eq(0)
 
         # k = 0 starts a tile: operands and a credit needed. The other steps just follow.
-        tile_start = (steps.k == 0) & self.a_full & self.b_full & self.credit
-        issue = Signal()
+        # Every input of ``issue`` is a register (``active`` falls with the last issue).
+        in_tile = Signal()           # registered steps.k != 0
         m.d.comb += [
             steps.restart.eq(self.start),
             steps.k_last.eq(T - 1), steps.t_last.eq(cmd.k_last),
             steps.j_last.eq(cmd.n_last), steps.i_last.eq(cmd.m_last),
-            issue.eq(active & ~steps.done & ((steps.k != 0) | tile_start)),
+            issue.eq(active & (in_tile | (self.a_full & self.b_full & self.credit))),
             steps.step.eq(issue),
-            self.take_credit.eq(issue & (steps.k == 0)),
-            self.step.eq(steps.k),
+            self.take_credit.eq(issue & ~in_tile),
             self.release.eq(issue & steps.k_wrap),
             self.a_read_col.eq(~cmd.a_trans),
             self.b_read_col.eq(cmd.b_trans),
@@ -97,4 +101,15 @@ class Feeder(wiring.Component):
             self.a_fp4.eq(cmd.a_kind == KIND_CODES["fp4"]),
         ]
         m.d.sync += [self.valid.eq(issue), self.last.eq(issue & steps.k_wrap)]
+        # The read steps: steps.k one cycle ahead, in replicas.
+        k_next = Signal.like(steps.k)
+        with m.If(self.start):
+            m.d.comb += k_next.eq(0)
+        with m.Elif(issue):
+            m.d.comb += k_next.eq(Mux(steps.k_wrap, 0, steps.k + 1))
+        with m.Else():
+            m.d.comb += k_next.eq(steps.k)
+        m.d.sync += in_tile.eq(k_next != 0)
+        for name in ("a_step", "b_step"):
+            m.d.comb += getattr(self, name).eq(register_copy(m, k_next, f"feeder_{name}"))
         return m

@@ -97,7 +97,8 @@ class Requantizer(wiring.Component):
 
     * write: mask, ReLU and |x| into a register, then into the bank; the tile
       statistics (maximum magnitude, the OR of the magnitudes, the clip threshold)
-      follow through a max tree with a register per level;
+      follow through a max tree with two registers per level (compare, then select;
+      log2 L levels, at least one register);
     * finalize, four stages after a tile's statistics are complete: the clip
       threshold's shift, the threshold and the smear of the maximum, the clip test and
       the bit length, the tile exponent E (the element shift goes in with it);
@@ -210,21 +211,27 @@ class Requantizer(wiring.Component):
         with m.If(w_valid):
             m.d.sync += w_first.eq(bank.w_last)
 
-        # The max tree, one register per level (at least one); the beat's flags and
-        # tile values travel along.
+        # The max tree, two registers per level (the compares, then the selects; at
+        # least one register); the beat's flags and tile values travel along.
         mags = [row[i].mag for i in range(L)]
         flags = [w_valid, w_first, bank.w_last, d, oexp, reduce(operator.or_, mags)]
+
+        def later(flags, name):
+            regs = [Signal(len(f), name=f"{name}_{k}", reset_less=k > 0)
+                    for k, f in enumerate(flags)]
+            m.d.sync += [r.eq(f) for r, f in zip(regs, flags)]
+            return regs
+
         level = 0
         while True:
             if len(mags) > 1:
-                mags = [Mux(a > b, a, b) for a, b in zip(mags[::2], mags[1::2])]
-            staged = [Signal(acc_bits, name=f"row_max{level}_{i}", reset_less=True)
-                      for i in range(len(mags))]
-            later = [Signal(len(f), name=f"stat{level}_{k}", reset_less=k > 0)
-                     for k, f in enumerate(flags)]
-            m.d.sync += [r.eq(v) for r, v in zip(staged, mags)]
-            m.d.sync += [r.eq(f) for r, f in zip(later, flags)]
-            mags, flags, level = staged, later, level + 1
+                pairs = [(stage(m, a, f"cmp{level}_{i}a"), stage(m, b, f"cmp{level}_{i}b"),
+                          stage(m, a > b, f"cmp{level}_{i}gt"))
+                         for i, (a, b) in enumerate(zip(mags[::2], mags[1::2]))]
+                flags = later(flags, f"cmp_stat{level}")
+                mags = [Mux(gt, a, b) for a, b, gt in pairs]
+            mags = [stage(m, v, f"row_max{level}_{i}") for i, v in enumerate(mags)]
+            flags, level = later(flags, f"stat{level}"), level + 1
             if len(mags) == 1:
                 break
         s_valid, s_first, s_last, s_d, s_oexp, s_or = flags

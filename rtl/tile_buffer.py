@@ -6,7 +6,7 @@ reduction step k, column k of an A tile and row k of a B tile. A transposed oper
 rearranges data: ``transposed`` picks row or column reads.
 """
 
-from amaranth.hdl import Array, Module, Signal
+from amaranth.hdl import Array, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -30,7 +30,8 @@ class TileBuffer(wiring.Component):
     load : In(stream.Signature(operand_row_layout(params)))
         Tile rows as stored, row 0 first, T beats per tile.
     full : Out(1)
-        The read bank holds a complete tile.
+        The read bank holds a complete tile (a register: it reflects a load or a
+        release one cycle later).
     step : In(range(T))
         Reduction step k to read.
     read_col : In(1)
@@ -65,7 +66,10 @@ class TileBuffer(wiring.Component):
         # Load side: fill bank wbank row by row.
         wbank = Signal()
         wrow = Signal(range(T))
-        m.d.comb += self.load.ready.eq(~bank_full[wbank])
+        rbank = Signal()
+        loaded = Signal()            # this beat completes bank wbank
+        m.d.comb += [self.load.ready.eq(~bank_full[wbank]),
+                     loaded.eq(self.load.valid & self.load.ready & (wrow == T - 1))]
         with m.If(self.load.valid & self.load.ready):
             for b in range(2):
                 for r in range(T):
@@ -73,11 +77,18 @@ class TileBuffer(wiring.Component):
                         m.d.sync += banks[b][r].eq(self.load.payload)
             m.d.sync += wrow.eq(wrow + 1)
             with m.If(wrow == T - 1):
-                m.d.sync += [bank_full[wbank].eq(1), wbank.eq(~wbank)]
+                m.d.sync += wbank.eq(~wbank)
+        # A bank fills with its last row and empties on release (never both at once: a
+        # bank loads only while it is empty, and is released only while it is full).
+        # ``full`` is the register of bank_full[rbank] as it will be.
+        next_full = [Signal(name=f"full{b}_next") for b in range(2)]
+        for b in range(2):
+            m.d.comb += next_full[b].eq((bank_full[b] & ~(self.release & (rbank == b)))
+                                        | (loaded & (wbank == b)))
+            m.d.sync += bank_full[b].eq(next_full[b])
+        m.d.sync += self.full.eq(Mux(rbank ^ self.release, next_full[1], next_full[0]))
 
         # Read side: one row or column of bank rbank.
-        rbank = Signal()
-        m.d.comb += self.full.eq(bank_full[rbank])
         rows = Array(Array(banks[b]) for b in range(2))
         vector = Signal(row_shape, reset_less=True)
         m.d.comb += self.vector.eq(vector)
@@ -87,5 +98,5 @@ class TileBuffer(wiring.Component):
             with m.Else():
                 m.d.sync += vector[i].eq(rows[rbank][self.step][i])
         with m.If(self.release):
-            m.d.sync += [bank_full[rbank].eq(0), rbank.eq(~rbank)]
+            m.d.sync += rbank.eq(~rbank)
         return m

@@ -23,6 +23,7 @@ from golden.params import NibbleParams, psum_bits
 
 from .layouts import acc_row_layout, rescale_row_layout
 from .pe import add_with_carry
+from .pipeline import register_copy
 
 __all__ = ["TileRescaler", "ShiftControl", "decode_shift", "shift_round_half_even"]
 
@@ -164,14 +165,25 @@ class TileRescaler(wiring.Component):
         # bits agree.
         lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
         rows = [Signal(L * acc_bits, name=f"acc_row{i}", reset_less=True) for i in range(R)]
+        # The ring's enable and the first-tile flag reach R + 1 accumulators per lane:
+        # each lane gets its own flip-flop copies of them.
+        v2_lane = [register_copy(m, v1, f"rescaler_v2_lane{n}") for n in range(L)]
+        first_lane = [register_copy(m, beat0.first, f"rescaler_first_lane{n}")
+                      for n in range(L)]
+
+        def lane(row, n):
+            return row[n * acc_bits:(n + 1) * acc_bits]
+
         # The head after this cycle: rows[1] if the ring rotates now, else rows[0].
         old_row = Signal(L * acc_bits, reset_less=True)
-        m.d.sync += old_row.eq(Mux(beat1.first, 0, Mux(v2, rows[1], rows[0])))
+        for n in range(L):
+            m.d.sync += lane(old_row, n).eq(
+                Mux(first_lane[n], 0, Mux(v2_lane[n], lane(rows[1], n), lane(rows[0], n))))
         new_row, row_saturated = [], []
         for n in range(L):
             old_wide = Signal(signed(acc_bits + 2), name=f"old_wide{n}")
             term_wide = Signal(signed(acc_bits + 2), name=f"term_wide{n}")
-            m.d.comb += [old_wide.eq(old_row[n * acc_bits:(n + 1) * acc_bits].as_signed()),
+            m.d.comb += [old_wide.eq(lane(old_row, n).as_signed()),
                          term_wide.eq(terms[n])]
             total = Signal(signed(acc_bits + 2), name=f"sum{n}")
             m.d.comb += total.eq(
@@ -184,9 +196,10 @@ class TileRescaler(wiring.Component):
             new_row.append(clipped)
             row_saturated.append(sat)
 
-        with m.If(v2):
-            m.d.sync += [rows[i].eq(rows[i + 1]) for i in range(R - 1)]
-            m.d.sync += rows[R - 1].eq(Cat(*new_row))
+        for n in range(L):
+            with m.If(v2_lane[n]):
+                m.d.sync += [lane(rows[i], n).eq(lane(rows[i + 1], n)) for i in range(R - 1)]
+                m.d.sync += lane(rows[R - 1], n).eq(new_row[n])
         # The sticky flag follows one cycle later, from registered per-lane bits.
         sat_r = Signal(L, reset_less=True)
         sat_valid = Signal()
