@@ -174,7 +174,7 @@ class StreamInlet(wiring.Component):
                      self.w_full.eq(fifo.w_full), fifo.w_commit.eq(self.w_commit),
                      fifo.w_rollback.eq(self.w_rollback), fifo.r_commit.eq(1)]
         nbytes = P.beat_bytes(self._width)
-        shreg = Signal(8 * nbytes)
+        shreg = Signal(8 * nbytes, reset_less=True)
         count = Signal(range(max(nbytes, 2)))     # no zero-width signal for 1-byte beats
         take = fifo.r_rdy & ~self.beats.valid
         m.d.comb += [fifo.r_en.eq(take), self.beats.payload.eq(shreg[:self._width])]
@@ -191,8 +191,9 @@ class StreamOutlet(wiring.Component):
     """Whole beats in, bytes out on request: the buffer between the accelerator's result
     stream and the reply sender.
 
-    A beat is copied into the buffer a byte at a time straight from the stream, whose
-    payload stays put until it is taken, so no copy of the beat is kept here.
+    A beat is loaded into a shift register and written into the buffer a byte at a time
+    from its low end (no byte multiplexer in front of the block RAM); it is taken from
+    the stream the cycle after its last byte, when the bytes are committed.
 
     Parameters
     ----------
@@ -231,14 +232,20 @@ class StreamOutlet(wiring.Component):
         m = Module()
         m.submodules.fifo = fifo = ByteFifo(self._depth)
         nbytes = P.beat_bytes(self._width)
-        index = Signal(range(max(nbytes, 2)))    # byte of the offered beat to write next
+        index = Signal(range(max(nbytes, 2)))    # byte of the loaded beat to write next
         written = Signal()                       # the beat's last byte went in last cycle
-        write = self.beats.valid & ~fifo.w_full & ~written
+        held = Signal()                          # ``shreg`` holds the offered beat's rest
+        shreg = Signal(8 * nbytes, reset_less=True)
+        write = held & ~fifo.w_full
         last = index == nbytes - 1
-        pad = 8 * nbytes - self._width   # no zero-width signal when the beat is whole bytes
-        padded = Cat(self.beats.payload, *([Signal(pad)] if pad else []))
+        with m.If(self.beats.valid & ~held & ~written):
+            m.d.sync += [shreg.eq(self.beats.payload), held.eq(1)]
+        with m.If(write):
+            m.d.sync += shreg.eq(shreg >> 8)
+            with m.If(last):
+                m.d.sync += held.eq(0)
         m.d.comb += [
-            fifo.w_data.eq(padded.word_select(index, 8)), fifo.w_en.eq(write),
+            fifo.w_data.eq(shreg[:8]), fifo.w_en.eq(write),
             # The beat is taken, and its bytes committed, the cycle after its last byte
             # is written (the block RAM is not write-through).
             self.beats.ready.eq(written), fifo.w_commit.eq(written),

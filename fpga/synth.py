@@ -502,6 +502,26 @@ def _path_text(path) -> str:
             f"{path['routing_ns']:.1f} ns routing: {path['start']} -> {path['end']}{where}")
 
 
+def board_table(reports: list) -> str:
+    """Builds side by side: a Markdown table with one row per ``report.json`` of
+    :func:`synth` (board, size, logic cells, FFs, BRAMs, Fmax, target, timing, peak
+    GMAC/s, place-and-route wall time, the critical path)."""
+    head = ("| board | T | acc_bits | lanes | logic cells (of) | FFs | BRAMs | Fmax MHz | "
+            "target MHz | timing | peak GMAC/s | P&R wall | critical path |")
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in reports:
+        fmax = "n/a" if r["fmax_mhz"] is None else f"{r['fmax_mhz']:.1f}"
+        peak = "n/a" if r.get("peak_gmacs") is None else f"{r['peak_gmacs']:.2f}"
+        pnr = r["stage_seconds"].get("place_route")
+        wall = "n/a" if pnr is None else f"{pnr / 60:.1f} min"
+        lines.append(
+            f"| {r['board']} ({r['device']}) | {r['size']} | {r['acc_bits']} | {r['lanes']} | "
+            f"{r['luts']} ({r['luts_available']}) | {r['ffs']} | {r['brams']} | {fmax} | "
+            f"{r['target_mhz']:g} | {'met' if r['timing_met'] else 'missed'} | {peak} | "
+            f"{wall} | {_path_text(r.get('critical_path'))} |")
+    return "\n".join(lines)
+
+
 def format_report(report: dict) -> str:
     """The report as a small two-column table."""
     def pct(used, avail):

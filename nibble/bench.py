@@ -36,14 +36,16 @@ def _jobs_for_mode(mode, params, m, k, n, rng):
 MODES = ("forward", "backward", "weight_grad")
 
 
-def utilization(tile: int, acc_bits: int = 32, tiles: int = 8, progress=print):
+def utilization(tile: int, acc_bits: int = 32, tiles: int = 8, progress=print,
+                lanes: int | None = None):
     """Cycles of an (M, K, N) = (tiles*T,)*3 GEMM per mode, operands always available and
-    results always taken, against the ideal M*N*K / T**2. Returns a list of dicts."""
+    results always taken, against the ideal M*N*K / T**2, with ``lanes`` elements per
+    cycle in the output path (default T). Returns a list of dicts."""
     from golden.params import NibbleParams
     from rtl.gemm_protocol import expected
     from verif.amaranth_runner import RunStats, run_jobs
 
-    params = NibbleParams(tile=tile, acc_bits=acc_bits)
+    params = NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes)
     rng = np.random.default_rng(0)
     size = tiles * tile
     rows = []
@@ -57,11 +59,12 @@ def utilization(tile: int, acc_bits: int = 32, tiles: int = 8, progress=print):
                  else np.array_equal(got.codes.codes, want.codes.codes))
         ideal = size ** 3 // tile ** 2
         cycles = stats.job_cycles[0]
-        rows.append({"mode": mode, "tile": tile, "shape": (size, size, size),
+        rows.append({"mode": mode, "tile": tile, "lanes": params.lanes,
+                     "shape": (size, size, size),
                      "cycles": cycles, "ideal": ideal, "utilization": ideal / cycles,
                      "bit_exact": bool(exact), "sim_seconds": time.perf_counter() - start})
         if progress:
-            progress(f"  T={tile} {mode:<12} {cycles} cycles, ideal {ideal}: "
+            progress(f"  T={tile} L={params.lanes} {mode:<12} {cycles} cycles, ideal {ideal}: "
                      f"{100 * ideal / cycles:.1f}%  ({rows[-1]['sim_seconds']:.1f} s)")
     return rows
 

@@ -149,12 +149,13 @@ def _cmd_bench(args) -> int:
     if args.what in ("utilization", "all"):
         print(f"utilization: (M, K, N) = ({args.tiles}T)^3 GEMMs, operands always available, "
               f"results always taken (Amaranth simulation)", flush=True)
-        rows = [r for t in sizes for r in bench.utilization(t, tiles=args.tiles)]
+        rows = [r for t in sizes for r in bench.utilization(
+            t, tiles=args.tiles, lanes=args.lanes and min(args.lanes, t))]
         report["utilization"] = rows
-        print("\n| T | mode | cycles | ideal M·N·K/T² | utilization | bit-exact |")
-        print("|---|---|---|---|---|---|")
+        print("\n| T | lanes | mode | cycles | ideal M·N·K/T² | utilization | bit-exact |")
+        print("|---|---|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r['tile']} | {r['mode']} | {r['cycles']} | {r['ideal']} | "
+            print(f"| {r['tile']} | {r['lanes']} | {r['mode']} | {r['cycles']} | {r['ideal']} | "
                   f"{100 * r['utilization']:.1f}% | {'yes' if r['bit_exact'] else 'NO'} |")
     if args.what in ("cells", "all"):
         print("\ncells: yosys generic `synth -flatten`", flush=True)
@@ -184,6 +185,21 @@ def _cmd_bench(args) -> int:
                 raise ValueError(f"{args.area_json} holds no area study (no 'per_mac')")
         report["summary"] = bench.summary(tile, area=area)
         print("\n" + bench.format_summary(report["summary"]))
+    if args.what == "boards":
+        from pathlib import Path
+
+        from fpga.synth import board_table
+        if not args.reports:
+            raise ValueError("bench boards needs --reports REPORT.json ... (from nibble synth)")
+        builds = []
+        for given in args.reports:
+            path = Path(given)
+            path = path / "report.json" if path.is_dir() else path
+            if not path.is_file():
+                raise ValueError(f"no synth report at {path}")
+            builds.append(json.loads(path.read_text()))
+        report["boards"] = builds
+        print(board_table(builds))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
@@ -315,13 +331,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="utilization and cell-count benchmarks",
                            description="Measure array utilization on large GEMMs (Amaranth "
                                        "simulation) and yosys cell counts of the PE and array.")
-    bench.add_argument("what", choices=["utilization", "cells", "area", "summary", "all"],
+    bench.add_argument("what", choices=["utilization", "cells", "area", "summary", "boards",
+                                        "all"],
                        nargs="?", default="all",
                        help="utilization, cells (generic yosys), area (FP16 MAC vs nibble on "
                             "ECP5/iCE40), summary (training utilization, harness speed, area "
-                            "ratio at one T), all (utilization and cells; default)")
+                            "ratio at one T), boards (a table of `nibble synth` reports, "
+                            "--reports), all (utilization and cells; default)")
+    bench.add_argument("--reports", metavar="REPORT", nargs="+",
+                       help="boards: report.json files (or their build directories) of "
+                            "`nibble synth`")
     bench.add_argument("--sizes", type=int, nargs="+", metavar="T",
                        help="array sizes (default 4 8 16; area and summary: 8)")
+    bench.add_argument("--lanes", type=_positive_int, metavar="L",
+                       help="utilization: elements per cycle of the output path (default T; "
+                            "capped at T)")
     bench.add_argument("--tiles", type=_positive_int, default=8,
                        help="utilization GEMM edge in tiles (default 8: (8T)^3)")
     bench.add_argument("--json", metavar="PATH", help="write the figures as JSON")
@@ -336,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "Needs no programming tool.")
     synth_p.add_argument("--board", required=True, metavar="BOARD",
                          help="ulx3s (ECP5-85F), orangecrab (ECP5-25F) or icebreaker "
-                              "(iCE40UP5K: only --size 2 --acc-bits 18 fits)")
+                              "(iCE40UP5K: no size fits it since the output path was "
+                              "pipelined; see docs/boards.md)")
     synth_p.add_argument("--out", required=True, metavar="DIR", help="build directory")
     synth_p.add_argument("--freq", type=float, metavar="MHZ",
                          help="clock target in MHz (default: the board's)")

@@ -14,6 +14,7 @@ from golden.params import NibbleParams
 from .layouts import KIND_CODES, TILE_COUNT_BITS, command_layout
 from .loop_counter import LoopCounter
 from .pipeline import register_copy
+from .tile_buffer import step_copies_layout
 
 __all__ = ["Feeder"]
 
@@ -38,10 +39,11 @@ class Feeder(wiring.Component):
         The psum queue has room for one more tile.
     take_credit : Out(1)
         A tile starts (it uses that room).
-    a_step, b_step : Out(range(T))
-        The k-step to read from each tile buffer (``TileBuffer.step``): copies of the
-        step counter in flip-flops of their own, so the buffers' read multiplexers (T * T
-        codes each) do not load the counter that decides the next issue.
+    a_step, b_step : Out(step_copies_layout(params))
+        The k-step to read from each tile buffer (``TileBuffer.step``): T copies per
+        buffer of the step counter, in flip-flops of their own, so the buffers' read
+        multiplexers (T * T codes each) do not load the counter that decides the next
+        issue, and each element's multiplexer has its own select.
     a_read_col, b_read_col : Out(1)
         How the buffers read: A needs column k of its tile, B row k; a transposed
         operand is stored the other way round.
@@ -61,7 +63,8 @@ class Feeder(wiring.Component):
             "start": In(1), "cmd": In(command_layout()),
             "a_full": In(1), "b_full": In(1),
             "credit": In(1), "take_credit": Out(1),
-            "a_step": Out(range(T)), "b_step": Out(range(T)),
+            "a_step": Out(step_copies_layout(params)),
+            "b_step": Out(step_copies_layout(params)),
             "a_read_col": Out(1), "b_read_col": Out(1),
             "release": Out(1),
             "valid": Out(1), "last": Out(1),
@@ -111,5 +114,7 @@ class Feeder(wiring.Component):
             m.d.comb += k_next.eq(steps.k)
         m.d.sync += in_tile.eq(k_next != 0)
         for name in ("a_step", "b_step"):
-            m.d.comb += getattr(self, name).eq(register_copy(m, k_next, f"feeder_{name}"))
+            for i in range(T):
+                m.d.comb += getattr(self, name)[i].eq(
+                    register_copy(m, k_next, f"feeder_{name}{i}"))
         return m

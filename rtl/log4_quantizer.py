@@ -260,5 +260,7 @@ class Log4Quantizer(wiring.Component):
             m.d.comb += codes[i].eq(Cat(e, neg3 & (e != 0)))
         e2 = stage(m, e1, "rd_e2")
         e3 = stage(m, e2, "rd_e3")
-        m.d.sync += [self.codes_out.valid.eq(v[4]), self.codes_out.payload.codes.eq(codes),
-                     self.codes_out.payload.exp.eq(e3)]
+        # The output beat: datapath, so no reset (only ``valid`` has one).
+        out = Signal.like(self.codes_out.payload, reset_less=True)
+        m.d.sync += [self.codes_out.valid.eq(v[4]), out.codes.eq(codes), out.exp.eq(e3)]
+        m.d.comb += self.codes_out.payload.eq(out)

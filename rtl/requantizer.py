@@ -359,5 +359,7 @@ class Requantizer(wiring.Component):
             top = Mux(neg3[i], 8, lim3)
             cm = Mux(over3[i] | (qm[i] > top), top, qm[i])
             m.d.comb += codes[i].eq(Mux(neg3[i], -cm, cm))
-        m.d.sync += [self.codes_out.valid.eq(v[4]), self.codes_out.payload.codes.eq(codes),
-                     self.codes_out.payload.exp.eq(exp3)]
+        # The output beat: datapath, so no reset (only ``valid`` has one).
+        out = Signal.like(self.codes_out.payload, reset_less=True)
+        m.d.sync += [self.codes_out.valid.eq(v[4]), out.codes.eq(codes), out.exp.eq(exp3)]
+        m.d.comb += self.codes_out.payload.eq(out)

@@ -3,18 +3,23 @@
 The host streams every operand tile as it is stored (row by row). The GEMM needs, at
 reduction step k, column k of an A tile and row k of a B tile. A transposed operand
 (W^T in dX = dY.W^T, X^T in dW = X^T.dY) is read the other way round, so the host never
-rearranges data: ``transposed`` picks row or column reads.
+rearranges data: ``read_col`` picks column or row reads.
 """
 
 from amaranth.hdl import Array, Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.params import NibbleParams
 
 from .layouts import operand_row_layout
 
-__all__ = ["TileBuffer"]
+__all__ = ["TileBuffer", "step_copies_layout"]
+
+
+def step_copies_layout(params: NibbleParams) -> data.ArrayLayout:
+    """T copies of a reduction step k (0..T-1), one per element of a read vector."""
+    return data.ArrayLayout(range(params.tile), params.tile)
 
 
 class TileBuffer(wiring.Component):
@@ -32,8 +37,10 @@ class TileBuffer(wiring.Component):
     full : Out(1)
         The read bank holds a complete tile (a register: it reflects a load or a
         release one cycle later).
-    step : In(range(T))
-        Reduction step k to read.
+    step : In(step_copies_layout(params))
+        Reduction step k to read, one copy per element of ``vector`` (all equal): each
+        element's T-way read multiplexer then has a select of its own instead of one
+        decode shared by all T * T codes of a bank.
     read_col : In(1)
         1: ``vector`` is column k of the stored tile; 0: row k.
     vector : Out(operand_row_layout(params))
@@ -49,7 +56,7 @@ class TileBuffer(wiring.Component):
         super().__init__({
             "load": In(stream.Signature(operand_row_layout(params))),
             "full": Out(1),
-            "step": In(range(T)),
+            "step": In(step_copies_layout(params)),
             "read_col": In(1),
             "vector": Out(operand_row_layout(params)),
             "release": In(1),
@@ -94,9 +101,9 @@ class TileBuffer(wiring.Component):
         m.d.comb += self.vector.eq(vector)
         for i in range(T):
             with m.If(self.read_col):
-                m.d.sync += vector[i].eq(rows[rbank][i][self.step])
+                m.d.sync += vector[i].eq(rows[rbank][i][self.step[i]])
             with m.Else():
-                m.d.sync += vector[i].eq(rows[rbank][self.step][i])
+                m.d.sync += vector[i].eq(rows[rbank][self.step[i]][i])
         with m.If(self.release):
             m.d.sync += rbank.eq(~rbank)
         return m

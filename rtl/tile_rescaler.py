@@ -209,9 +209,9 @@ class TileRescaler(wiring.Component):
         with m.Elif(sat_valid & sat_r.any()):
             m.d.sync += self.saturated.eq(1)
 
-        m.d.sync += [
-            self.acc_out.valid.eq(v2 & last2),
-            self.acc_out.payload.out_exp.eq(oexp2),
-        ]
-        m.d.sync += [self.acc_out.payload.acc[n].eq(new_row[n]) for n in range(L)]
+        # The output beat: datapath, so no reset (only ``valid`` has one).
+        out = Signal.like(self.acc_out.payload, reset_less=True)
+        m.d.sync += [self.acc_out.valid.eq(v2 & last2), out.out_exp.eq(oexp2)]
+        m.d.sync += [out.acc[n].eq(new_row[n]) for n in range(L)]
+        m.d.comb += self.acc_out.payload.eq(out)
         return m

@@ -40,6 +40,8 @@ def test_train_prints_table_and_writes_json(tmp_path):
     (["train", "--configs", "bogus"], "unknown config"),
     (["train", "--backend", "fpga"], "invalid choice"),
     (["frobnicate"], "invalid choice"),
+    (["bench", "boards"], "needs --reports"),
+    (["bench", "boards", "--reports", "/no/such/build"], "no synth report at /no/such/build"),
 ])
 def test_bad_input_gives_one_line_error_and_exit_2(args, message):
     proc = run_nibble(*args)
@@ -60,3 +62,30 @@ def test_bench_summary_rejects_a_file_without_an_area_study(tmp_path):
                                "--area-json", str(path)], capture_output=True, text=True)
         assert proc.returncode == 2 and message in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_bench_boards_tabulates_synth_reports(tmp_path):
+    """One row per report.json (given as a file or as its build directory), with the
+    figures a reader compares: cells, Fmax, timing, peak and the critical path."""
+    def report(board, size, fmax, met, peak):
+        return {"board": board, "device": "LFE5U-85F", "size": size, "acc_bits": 32,
+                "lanes": size, "luts": 1000 * size, "luts_available": 83640, "ffs": 700 * size,
+                "brams": 3, "fmax_mhz": fmax, "target_mhz": 100, "timing_met": met,
+                "peak_gmacs": peak,
+                "stage_seconds": {"synthesis": 60.0, "place_route": 600.0},
+                "critical_path": {"ns": 1000 / fmax, "logic_levels": 5, "routing_ns": 9.0,
+                                  "start": "a_q", "end": "b_d", "sources": []}}
+    (tmp_path / "t8").mkdir()
+    (tmp_path / "t8" / "report.json").write_text(json.dumps(report("ulx3s", 8, 66.8, False, 4.27)))
+    (tmp_path / "t4.json").write_text(json.dumps(report("orangecrab", 4, 125.0, True, 1.6)))
+    proc = run_nibble("bench", "boards", "--reports", str(tmp_path / "t8"),
+                      str(tmp_path / "t4.json"))
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ulx3s")
+            or line.startswith("| orangecrab")]
+    assert len(rows) == 2
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[:11] == ["ulx3s (LFE5U-85F)", "8", "32", "8", "8000 (83640)", "5600", "3",
+                          "66.8", "100", "missed", "4.27"]
+    assert cells[11] == "10.0 min" and cells[12].startswith("15.0 ns, 5 logic levels")
+    assert "| 125.0 | 100 | met | 1.60 |" in rows[1]

@@ -47,8 +47,16 @@ def simulate(dut, bench):
 
 
 def step_ports(dut):
-    """The k-step outputs for buffer A and buffer B (one copy per buffer)."""
+    """The k-step outputs for buffer A and buffer B (T copies per buffer, one per element
+    of the read vector)."""
     return dut.a_step, dut.b_step
+
+
+def one_step(copies, where):
+    """The k-step that every copy must hold."""
+    values = {int(copies[i]) for i in range(len(copies))}
+    assert len(values) == 1, f"{where}: step copies disagree: {sorted(values)}"
+    return values.pop()
 
 
 def tiles_of(n, T):
@@ -195,7 +203,7 @@ class FeederBench:
             ctx.set(dut.b_full, b_buf.full)
             ctx.set(dut.credit, credit)
             take, release = ctx.get(dut.take_credit), ctx.get(dut.release)
-            a_step, b_step = (ctx.get(port) for port in step_ports(dut))
+            a_step, b_step = (one_step(ctx.get(port), where) for port in step_ports(dut))
             valid, last, done = ctx.get(dut.valid), ctx.get(dut.last), ctx.get(dut.done)
             # registered outputs: the issue of the previous cycle
             assert valid == (prev is not None), f"{where}: valid {valid}"

@@ -1,0 +1,496 @@
+"""Tests of ``rtl.tile_buffer.TileBuffer`` in the Amaranth simulator.
+
+Every test plays one testbench that drives the load stream and the read side cycle by
+cycle and checks every output against a Python model of the docstring:
+
+* two banks, a FIFO of complete tiles (at most 2) plus the rows of the tile being
+  loaded; tiles arrive row by row (row 0 first, T beats a tile, element 0 of a row in
+  the least significant bits); ``load.ready`` is 1 whenever a bank is free (fewer than
+  two complete tiles held, as the earlier cycles left them) and 0 while both banks are
+  full, except that in a cycle which releases one of them either value is accepted;
+  a row taken is stored in the free bank, so a held tile is never overwritten;
+* ``full`` in a cycle is "the read bank (the oldest complete tile not yet released)
+  holds a complete tile", for the state that the beats and releases of the earlier
+  cycles left (a register: a load completion or a release shows one cycle later);
+* ``vector`` in a cycle is, whenever the previous cycle had a complete tile in the read
+  bank, row ``step`` (``read_col`` = 0) or column ``step`` (``read_col`` = 1) of that
+  tile as requested in the previous cycle, element i from position i; the read of the
+  cycle that pulses ``release`` still comes from the bank being released;
+* ``release`` (only while ``full``) frees the read bank; the next complete tile, if
+  any, becomes the read bank.
+
+The testbench producer obeys the stream rules (a valid row stays valid and unchanged
+until taken) and offers rows with random gaps; the reader sets all T ``step`` copies
+equal, as the feeder does.
+"""
+
+import random
+from collections import Counter, deque
+
+import pytest
+from amaranth.hdl import ResetInserter, Shape, Signal
+from amaranth.sim import Simulator
+
+from golden.params import NibbleParams
+from rtl.tile_buffer import TileBuffer
+
+CODE_BITS = 4
+CODE_MASK = (1 << CODE_BITS) - 1
+
+
+def simulate(dut, bench):
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def pack(codes):
+    """T 4-bit codes as one integer, element 0 in the least significant bits."""
+    word = 0
+    for i, code in enumerate(codes):
+        assert 0 <= code <= CODE_MASK
+        word |= code << (CODE_BITS * i)
+    return word
+
+
+def unpack(word, T):
+    return [(word >> (CODE_BITS * i)) & CODE_MASK for i in range(T)]
+
+
+def random_tile(T, rng):
+    return [[rng.randrange(16) for _ in range(T)] for _ in range(T)]
+
+
+def tile_text(tile):
+    return "[" + " ".join("".join(f"{c:x}" for c in row) for row in tile) + "]"
+
+
+class BufferModel:
+    """The TileBuffer of the docstring: complete tiles in load order (the head is the
+    read bank), the rows of the tile being loaded, and ``full`` as the register shows it
+    in the current cycle."""
+
+    def __init__(self, T):
+        self.T = T
+        self.tiles = deque()
+        self.rows = []
+        self.full = False
+
+    @property
+    def ready(self):
+        return len(self.tiles) < 2
+
+    def read(self, step, col):
+        """The vector that a read of the read bank gives (None if it holds no tile)."""
+        if not self.tiles:
+            return None
+        tile = self.tiles[0]
+        if col:
+            return [tile[i][step] for i in range(self.T)]
+        return list(tile[step])
+
+    def after_tick(self, row, release):
+        """One clock edge: ``row`` the row accepted in the cycle (or None)."""
+        if release:
+            assert self.tiles, "testbench error: release of an empty buffer"
+            self.tiles.popleft()
+        if row is not None:
+            assert len(self.tiles) < 2, "row accepted while both banks were full"
+            self.rows.append(row)
+            if len(self.rows) == self.T:
+                self.tiles.append(self.rows)
+                self.rows = []
+        self.full = bool(self.tiles)
+
+
+class BufferBench:
+    """Drives one TileBuffer with a producer (rows of the tiles given to :meth:`send`,
+    offered with probability ``p_valid`` when none is pending) and checks ``full``,
+    ``load.ready`` and ``vector`` against :class:`BufferModel` in every cycle."""
+
+    def __init__(self, dut, T, rng, p_valid=1.0):
+        self.dut, self.T, self.rng, self.p_valid = dut, T, rng, p_valid
+        self.step_bits = Shape.cast(range(T)).width
+        self.stats = Counter()
+        self.now = 0
+        self.reset_model()
+
+    def reset_model(self):
+        self.model = BufferModel(self.T)
+        self.to_send = deque()        # rows still to offer, in order
+        self.offer = None             # the row on the load stream (valid) until taken
+        self.expect = None            # (vector, what) that ``vector`` must show now
+        self.accepted = 0             # rows taken since the reset
+
+    def send(self, *tiles):
+        for tile in tiles:
+            assert len(tile) == self.T and all(len(row) == self.T for row in tile)
+            self.to_send.extend(list(row) for row in tile)
+
+    def set_step(self, ctx, step, col):
+        copies = 0
+        for i in range(self.T):
+            copies |= step << (self.step_bits * i)
+        ctx.set(self.dut.step.as_value(), copies)
+        ctx.set(self.dut.read_col, col)
+
+    async def cycle(self, ctx, step=0, col=0, release=False):
+        """Check this cycle's outputs, drive ``step``/``read_col``/``release`` and the
+        producer for one cycle, tick, and advance the model."""
+        dut, model, T = self.dut, self.model, self.T
+        where = f"cycle {self.now}"
+        full = ctx.get(dut.full)
+        assert full == model.full, f"{where}: full {full}, model {int(model.full)}"
+        if self.expect is not None:
+            got = unpack(ctx.get(dut.vector.as_value()), T)
+            want, what = self.expect
+            assert got == want, f"{where}: vector {got} for {what}, expected {want}"
+            self.stats["checked_reads"] += 1
+        # read side
+        assert 0 <= step < T
+        assert not release or model.full, "testbench error: release while not full"
+        self.set_step(ctx, step, col)
+        ctx.set(dut.release, release)
+        want = model.read(step, col)
+        self.expect = None if want is None else (
+            want, f"{'column' if col else 'row'} {step} of {tile_text(model.tiles[0])}")
+        # producer: a row stays offered until it is taken
+        if self.offer is None and self.to_send and self.rng.random() < self.p_valid:
+            self.offer = self.to_send.popleft()
+        valid = self.offer is not None
+        ctx.set(dut.load.valid, valid)
+        ctx.set(dut.load.payload.as_value(),
+                pack(self.offer) if valid else self.rng.getrandbits(CODE_BITS * T))
+        ready = ctx.get(dut.load.ready)
+        if len(model.tiles) < 2:
+            assert ready, f"{where}: load.ready 0 with {len(model.tiles)} complete tiles held"
+        elif not release:
+            assert not ready, f"{where}: load.ready 1 with both banks full"
+        else:       # both full, one released in this cycle: taking a row now is allowed
+            self.stats["ready_on_release"] += ready
+        taken = self.offer if valid and ready else None
+        self.stats["both_full"] += len(model.tiles) == 2
+        self.stats["stalled_rows"] += valid and not ready
+        self.stats["release_and_complete"] += bool(
+            release and taken is not None and len(model.rows) == T - 1)
+        await ctx.tick()
+        self.now += 1
+        if taken is not None:
+            self.offer = None
+            self.accepted += 1
+        self.stats["releases"] += release
+        model.after_tick(taken, release)
+
+    async def read_tile(self, ctx, col, *, release=True, p_step=1.0, order=None):
+        """Wait for ``full``, then read every step of the read bank in ``order``
+        (default 0..T-1) by row or column, one step in a cycle with probability
+        ``p_step`` (idle cycles in between read random steps), ``release`` with the
+        last step. Returns the cycle of the first step."""
+        while not ctx.get(self.dut.full):
+            await self.cycle(ctx, self.rng.randrange(self.T), self.rng.randrange(2))
+        first = self.now
+        order = list(range(self.T)) if order is None else order
+        for n, k in enumerate(order):
+            while self.rng.random() >= p_step:
+                await self.cycle(ctx, self.rng.randrange(self.T), self.rng.randrange(2))
+            await self.cycle(ctx, k, col, release and n == len(order) - 1)
+        return first
+
+    async def idle(self, ctx, n):
+        for _ in range(n):
+            await self.cycle(ctx, self.rng.randrange(self.T), self.rng.randrange(2))
+
+
+# ---------------------------------------------------------------------------------------
+# Random traffic
+# ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("T", [2, 4, 8])
+def test_random_loads_and_reads_match_model(T):
+    """Random tiles loaded with random gaps (phases of fast and slow producers), read
+    with random pauses, by row and by column, in order and in random step orders, some
+    tiles read more than once before release, releases sometimes in the same cycle as
+    the other bank's last row; between reads the read side asks for random steps, and
+    every cycle's ``vector``, ``full`` and ``load.ready`` is checked against the model."""
+    rng = random.Random(f"random-{T}")
+    dut = TileBuffer(NibbleParams(tile=T))
+    bench_ = BufferBench(dut, T, rng)
+    n_tiles = {2: 160, 4: 80, 8: 40}[T]
+    tiles = [random_tile(T, rng) for _ in range(n_tiles)]
+    phases = [(0.3, 0.9), (0.9, 0.3), (0.7, 0.7), (1.0, 1.0)]   # (p_valid, p_step)
+
+    async def bench(ctx):
+        bench_.send(*tiles)
+        for n in range(n_tiles):
+            bench_.p_valid, p_step = phases[(n // 3) % len(phases)]
+            if rng.random() < 0.3:
+                await bench_.idle(ctx, rng.randrange(3 * T))     # let both banks fill
+            passes = 2 if rng.random() < 0.25 else 1
+            for p in range(passes):
+                order = list(range(T))
+                if rng.random() < 0.3:
+                    rng.shuffle(order)
+                await bench_.read_tile(ctx, rng.randrange(2), release=p == passes - 1,
+                                       p_step=p_step, order=order)
+        await bench_.idle(ctx, 3)
+        assert not bench_.model.tiles and not bench_.to_send and bench_.offer is None
+
+    simulate(dut, bench)
+    stats = bench_.stats
+    assert bench_.accepted == n_tiles * T
+    assert stats["releases"] == n_tiles
+    # the run reached the corners it claims to check
+    assert stats["both_full"] > 5 * T and stats["stalled_rows"] > 5
+    assert stats["release_and_complete"] >= 3
+    assert stats["checked_reads"] > n_tiles * T * 2
+
+
+# ---------------------------------------------------------------------------------------
+# full, ready and bank reuse
+# ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("T", [2, 4])
+def test_full_is_a_register(T):
+    """``full`` rises in the cycle after the last row of a tile is taken (not in that
+    cycle, nor after T - 1 rows), stays while the tile is read, drops in the cycle after
+    the release (not in the release cycle) and comes back one cycle after the next
+    tile's last row; with the next tile already loaded it stays up across a release."""
+    rng = random.Random(f"register-{T}")
+    dut = TileBuffer(NibbleParams(tile=T))
+    bb = BufferBench(dut, T, rng, p_valid=1.0)
+    tiles = [random_tile(T, rng) for _ in range(4)]
+
+    async def bench(ctx):
+        # one tile, rows one per cycle: full stays 0 through the last row's cycle
+        bb.send(tiles[0])
+        for r in range(T):
+            await bb.cycle(ctx)
+            assert bb.accepted == r + 1
+            assert ctx.get(dut.full) == (r == T - 1), f"full after {r + 1} rows"
+        await bb.idle(ctx, 2)
+        assert ctx.get(dut.full)
+        # release: full is still 1 in the release cycle and 0 from the next one
+        assert ctx.get(dut.full)
+        await bb.cycle(ctx, 0, 0, release=True)
+        assert not ctx.get(dut.full), "full still set in the cycle after the release"
+        await bb.idle(ctx, 2)
+        assert not ctx.get(dut.full)
+        # two tiles loaded: both banks full, full stays 1 across the first release
+        bb.send(tiles[1], tiles[2])
+        await bb.idle(ctx, 2 * T + 3)
+        assert ctx.get(dut.full) and not ctx.get(dut.load.ready)
+        await bb.read_tile(ctx, 0)
+        assert ctx.get(dut.full), "full dropped although the other bank was loaded"
+        assert ctx.get(dut.load.ready), "the released bank is not free in the next cycle"
+        # release in the same cycle as the other bank's last row: full stays 1
+        bb.send(tiles[3])
+        for r in range(T - 1):
+            await bb.cycle(ctx, r, 1)
+        assert ctx.get(dut.full)
+        await bb.cycle(ctx, T - 1, 1, release=True)   # last row of tiles[3] taken here
+        assert bb.stats["release_and_complete"] == 1
+        assert ctx.get(dut.full), "full dropped on a release with a completing load"
+        await bb.read_tile(ctx, 1)
+        assert not ctx.get(dut.full)
+        await bb.idle(ctx, 2)
+
+    simulate(dut, bench)
+
+
+@pytest.mark.parametrize("T", [2, 4, 8])
+def test_no_overwrite_while_both_banks_full(T):
+    """Three tiles offered back to back with nothing read: the first two fill both
+    banks, then ``load.ready`` stays 0 for many cycles with the third tile's first row
+    held valid (nothing taken); both held tiles then read back intact, every row and
+    every column; the third tile is taken only after the first release, into the freed
+    bank, and reads back intact too."""
+    rng = random.Random(f"overwrite-{T}")
+    dut = TileBuffer(NibbleParams(tile=T))
+    bb = BufferBench(dut, T, rng, p_valid=1.0)
+    tiles = [random_tile(T, rng) for _ in range(3)]
+
+    async def bench(ctx):
+        bb.send(*tiles)
+        await bb.idle(ctx, 2 * T)
+        assert bb.accepted == 2 * T
+        for _ in range(3 * T + 5):
+            await bb.idle(ctx, 1)
+            assert not ctx.get(dut.load.ready)
+        assert bb.accepted == 2 * T and bb.stats["stalled_rows"] >= 3 * T + 5
+        for t in range(2):
+            await bb.read_tile(ctx, 0, release=False)     # every row
+            await bb.read_tile(ctx, 1, release=False)     # every column
+            assert bb.accepted == 2 * T + t * T, "row taken before a bank was released"
+            await bb.read_tile(ctx, rng.randrange(2))     # and release
+        await bb.read_tile(ctx, 0, release=False)
+        await bb.read_tile(ctx, 1)
+        assert bb.accepted == 3 * T
+
+    simulate(dut, bench)
+
+
+# ---------------------------------------------------------------------------------------
+# Full rate
+# ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("preload", [0, 2])
+@pytest.mark.parametrize("T", [2, 4, 8])
+def test_back_to_back_tiles_at_full_rate(T, preload):
+    """Rows offered one per cycle and a reader that reads one step per cycle, releases
+    with the last step and starts the next tile as soon as ``full`` is up: once the first
+    tile is in, every cycle reads a step (no lost cycle between tiles), ``full`` never
+    drops until the last tile, and the producer is never stalled except while both banks
+    hold a tile. ``preload`` tiles are loaded before the reading starts."""
+    rng = random.Random(f"rate-{T}-{preload}")
+    dut = TileBuffer(NibbleParams(tile=T))
+    bb = BufferBench(dut, T, rng, p_valid=1.0)
+    n_tiles = 8
+    tiles = [random_tile(T, rng) for _ in range(n_tiles)]
+    cols = [rng.randrange(2) for _ in range(n_tiles)]
+
+    async def bench(ctx):
+        bb.send(*tiles)
+        if preload:
+            await bb.idle(ctx, preload * T + 1)
+            assert len(bb.model.tiles) == preload
+        starts = []
+        for n in range(n_tiles):
+            starts.append(await bb.read_tile(ctx, cols[n]))
+        assert not ctx.get(dut.full)
+        start = T if preload == 0 else preload * T + 1
+        assert starts == [start + n * T for n in range(n_tiles)], \
+            f"tiles started at cycles {starts}: lost cycles between tiles"
+        assert bb.now == start + n_tiles * T
+
+    simulate(dut, bench)
+    # from empty, the producer runs at one row per cycle throughout
+    if preload == 0:
+        assert bb.stats["stalled_rows"] == 0, bb.stats
+
+
+# ---------------------------------------------------------------------------------------
+# Extreme codes
+# ---------------------------------------------------------------------------------------
+
+def pattern_tiles(T):
+    """Tiles of extreme and structured codes: all 0x0, all 0xF, 0x5/0xA alternating
+    along rows, 0x0/0xF checkerboard, alternating rows, a 0xF diagonal on 0x0, its
+    complement, and distinct position codes (row * T + col mod 16)."""
+    return {
+        "zeros": [[0x0] * T for _ in range(T)],
+        "ones": [[0xF] * T for _ in range(T)],
+        "alt_5a": [[(0x5, 0xA)[c % 2] for c in range(T)] for _ in range(T)],
+        "checker": [[0xF * ((r + c) % 2) for c in range(T)] for r in range(T)],
+        "alt_rows": [[0xF * (r % 2)] * T for r in range(T)],
+        "diag": [[0xF * (r == c) for c in range(T)] for r in range(T)],
+        "anti_diag": [[0xF * (r != c) for c in range(T)] for r in range(T)],
+        "position": [[(r * T + c) % 16 for c in range(T)] for r in range(T)],
+    }
+
+
+@pytest.mark.parametrize("T", [2, 4, 8])
+def test_extreme_codes(T):
+    """Each pattern tile, loaded with random gaps, reads back exactly by every row and
+    every column (a tile of all 0xF after one of all 0x0 and back shows any stuck or
+    leftover bit)."""
+    rng = random.Random(f"extreme-{T}")
+    dut = TileBuffer(NibbleParams(tile=T))
+    bb = BufferBench(dut, T, rng, p_valid=0.6)
+    patterns = pattern_tiles(T)
+    names = ["zeros", "ones", "zeros", "alt_5a", "checker", "ones", "alt_rows", "diag",
+             "anti_diag", "position", "zeros"]
+
+    async def bench(ctx):
+        bb.send(*(patterns[name] for name in names))
+        for _ in names:
+            await bb.read_tile(ctx, 0, release=False, p_step=0.8)
+            await bb.read_tile(ctx, 1, p_step=0.8)
+        await bb.idle(ctx, 2)
+
+    simulate(dut, bench)
+    assert bb.stats["releases"] == len(names)
+
+
+# ---------------------------------------------------------------------------------------
+# Reset
+# ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("T", [2, 4])
+def test_reset_mid_load_and_read_then_clean_tile(T):
+    """A one-cycle reset (1) after part of a tile, (2) in the middle of reading a tile
+    with the other bank half loaded, (3) with both banks full, (4) in the cycle of a
+    release: ``full`` is 0 and ``load.ready`` 1 after it, and a clean tile (and a second
+    one behind it) loaded afterwards reads back exactly by row and by column, with no
+    row of the earlier tiles mixed in and from the right bank."""
+    rng = random.Random(f"reset-{T}")
+    dut = TileBuffer(NibbleParams(tile=T))
+    rst = Signal()
+    top = ResetInserter({"sync": rst})(dut)
+    bb = BufferBench(dut, T, rng, p_valid=0.7)
+
+    async def reset(ctx):
+        ctx.set(rst, 1)
+        ctx.set(dut.load.valid, 0)
+        ctx.set(dut.release, 0)
+        await ctx.tick()
+        ctx.set(rst, 0)
+        bb.now += 1
+        bb.reset_model()
+        assert not ctx.get(dut.full), "full set after reset"
+        assert ctx.get(dut.load.ready), "load not ready after reset"
+
+    async def clean_tiles(ctx):
+        tiles = [random_tile(T, rng) for _ in range(2)]
+        bb.send(*tiles)
+        for _ in tiles:
+            await bb.read_tile(ctx, 1, release=False, p_step=0.7)
+            await bb.read_tile(ctx, 0, p_step=0.7)
+        await bb.idle(ctx, 2)
+        assert bb.accepted == 2 * T
+
+    async def bench(ctx):
+        # (1) part of a tile loaded
+        bb.send(random_tile(T, rng))
+        while bb.accepted < T - 1:
+            await bb.idle(ctx, 1)
+        await reset(ctx)
+        await clean_tiles(ctx)
+        # (2) mid-read, other bank part loaded (odd row count)
+        bb.p_valid = 1.0
+        bb.send(random_tile(T, rng), random_tile(T, rng))
+        await bb.cycle(ctx)
+        while not ctx.get(dut.full):
+            await bb.cycle(ctx)
+        await bb.cycle(ctx, 0, 1)
+        assert 0 < len(bb.model.rows) < T
+        await reset(ctx)
+        bb.p_valid = 0.7
+        await clean_tiles(ctx)
+        # (3) both banks full, one released once so the read bank is bank 1
+        bb.send(*(random_tile(T, rng) for _ in range(3)))
+        await bb.read_tile(ctx, 0)
+        await bb.idle(ctx, 3 * T)
+        assert len(bb.model.tiles) == 2
+        await reset(ctx)
+        await clean_tiles(ctx)
+        # (4) reset in the cycle that pulses release and takes a row
+        bb.p_valid = 1.0
+        before = bb.accepted
+        bb.send(random_tile(T, rng))
+        await bb.read_tile(ctx, 0, release=False)
+        bb.send(random_tile(T, rng))
+        await bb.idle(ctx, 1)
+        assert bb.accepted == before + T + 1 and ctx.get(dut.load.ready)
+        ctx.set(dut.load.valid, 1)
+        ctx.set(dut.release, 1)
+        ctx.set(rst, 1)
+        await ctx.tick()
+        ctx.set(rst, 0)
+        bb.now += 1
+        bb.reset_model()
+        assert not ctx.get(dut.full) and ctx.get(dut.load.ready)
+        bb.p_valid = 0.7
+        await clean_tiles(ctx)
+
+    simulate(top, bench)
