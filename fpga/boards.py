@@ -44,24 +44,22 @@ Fit check
     :mod:`fpga.synth` checks again on the synthesised netlist before place and route, and
     turns nextpnr's packing overflow into the same one-line error.
 
-    Measured (2026-11-30, acc_bits 32 and lanes = T unless noted; logic cells after place
-    and route, or after nextpnr's packer where it stopped):
+    Measured (acc_bits 32, 100 MHz targets; docs/boards.md has the table, the critical
+    paths and the earlier builds):
 
     ==========  ============  ===============  ======================================
     board       T             logic cells      verdict
     ==========  ============  ===============  ======================================
-    orangecrab  4             9994 (41 %)      fits; 62.3 MHz, 48 MHz target met
-    orangecrab  8             21471 (88 %)     fits; 60.6 MHz, 48 MHz target met
-    ulx3s       8             22043 (26 %)     fits; 46.0 MHz, 100 MHz target missed
-    ulx3s       16            60661 (72 %)     fits (2026-11-29); placement estimate
-                                               23.6 MHz, router2 did not converge
-    icebreaker  2 (18, L=1)   5191 (98 %)      fits; 21.7 MHz, 20 MHz target met
-    icebreaker  2 (18, L=2)   5878 (111 %)     does not fit
-    icebreaker  4 (19, L=1)   8154 (154 %)     does not fit
+    orangecrab  8 (L=4)       19620 (81 %)     fits; 105.0 MHz, 100 MHz target met
+    orangecrab  8 (L=8)       24305 (100 %)    does not fit (packer)
+    ulx3s       8             24533 (29 %)     fits; 71.8 MHz, 100 MHz target missed
+    ulx3s       16            63456 (76 %)     placed (estimate 44.05 MHz); router2
+                                               did not converge
+    icebreaker  2 (18, L=1)   6750 (128 %)     does not fit (packer; 2026-12-05)
     ==========  ============  ===============  ======================================
 
-    On the iCE40UP5K only T = 2 with one lane fits: at small T the output path, the
-    controller and the host bridge dominate, not the PEs.
+    Since the output path was pipelined for 100 MHz on the ECP5 boards, no size fits the
+    iCE40UP5K: its pipeline registers do not share logic cells with LUTs.
 """
 
 from __future__ import annotations
@@ -201,7 +199,10 @@ def estimate_luts(board: Board, tile: int, acc_bits: int = 32, lanes: int | None
     path (rescaler, requantizer, log4 quantizer), L elements wide; the base is the host
     bridge, the FIFOs and the controller. Fitted to full-width builds (L = T), within
     about 5 % of each; with L < T it can err either way (5531 against 5191 measured at
-    T = 2, acc_bits 18, L = 1; 7834 against 8154 at T = 4, acc_bits 19, L = 1). Used only
+    T = 2, acc_bits 18, L = 1; 7834 against 8154 at T = 4, acc_bits 19, L = 1). Since the
+    output path was pipelined (issue 12) it underestimates by 4 to 18 % (21381 against
+    24533 at ULX3S T = 8; 60662 against 63456 at T = 16; 5531 against 6750 on the UP5K at
+    T = 2), so it refuses late, never wrongly; a refit belongs with issue 16. Used only
     to refuse hopeless builds before any tool runs (see :data:`EARLY_MARGIN`)."""
     base, per_col, per_pe, per_bit, per_bit_col = board.lut_model
     lanes = tile if lanes is None else lanes
