@@ -101,20 +101,26 @@ class StreamRules(Elaboratable):
         m.submodules.unit = self.unit
         out = getattr(self.unit, self.name)
         payload = out.payload.as_value() if hasattr(out.payload, "as_value") else out.payload
-        started = Signal()
-        m.d.sync += started.eq(1)
-        for port_name in self.held:
-            port = getattr(self.unit, port_name)
-            before = Signal.like(port, name=f"{port_name}_before")
-            m.d.sync += before.eq(port)
-            with m.If(started):
-                m.d.comb += Assume(port == before)
+        _assume_held(m, self.unit, self.held)
         stalled = Signal()
         held = Signal.like(payload)
         m.d.sync += [stalled.eq(out.valid & ~out.ready), held.eq(payload)]
         with m.If(stalled):
             m.d.comb += Assert(out.valid & (payload == held))
         return m
+
+
+def _assume_held(m, unit, held):
+    """Assume the configuration ports named in ``held`` keep their value from the first
+    cycle on."""
+    started = Signal()
+    m.d.sync += started.eq(1)
+    for port_name in held:
+        port = getattr(unit, port_name)
+        before = Signal.like(port, name=f"{port_name}_before")
+        m.d.sync += before.eq(port)
+        with m.If(started):
+            m.d.comb += Assume(port == before)
 
 
 class FixedLatency(Elaboratable):
@@ -141,14 +147,7 @@ class FixedLatency(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.submodules.unit = self.unit
-        started = Signal()
-        m.d.sync += started.eq(1)
-        for port_name in self.held:
-            port = getattr(self.unit, port_name)
-            before = Signal.like(port, name=f"{port_name}_before")
-            m.d.sync += before.eq(port)
-            with m.If(started):
-                m.d.comb += Assume(port == before)
+        _assume_held(m, self.unit, self.held)
         delayed = self.event(self.unit)
         for k in range(self.latency):
             reg = Signal(name=f"event_d{k + 1}")
