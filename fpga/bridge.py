@@ -23,6 +23,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.params import NibbleParams
 from rtl.accelerator import Accelerator
+from rtl.pipeline import delays
 from rtl.uart import UARTRx, UARTTx
 
 from . import protocol as P
@@ -71,13 +72,14 @@ class ByteFifo(wiring.Component):
     w_full : Out(1)
         No room, counting tentative bytes.
     w_commit : In(1)
-        The tentative bytes (with this cycle's) become readable.
+        The tentative bytes (with this cycle's) become committed, from the next cycle
+        on (a byte written in that next cycle stays tentative).
     w_rollback : In(1)
         Forget the tentative bytes.
     r_data : Out(8)
         The byte at the read cursor (valid while ``r_rdy``).
     r_rdy : Out(1)
-        A committed byte is at the read cursor (from registers: it rises two cycles
+        A committed byte is at the read cursor (from registers: it rises three cycles
         after the commit, and is low in the cycle after each read).
     r_en : In(1)
         Advance the read cursor.
@@ -110,14 +112,19 @@ class ByteFifo(wiring.Component):
 
         full = (w_spec ^ r_done) == depth
         write = self.w_en & ~full
+        # A commit acts a cycle late, from a register (the frame parser decides it at
+        # the end of a long path): the bytes up to the commit's cycle become committed.
+        # A rollback in that next cycle goes back to them too.
+        commit = Signal()
         w_next = Signal(n)
         m.d.comb += [self.w_full.eq(full),
-                     w_next.eq(Mux(self.w_rollback, w_done, w_spec + write)),
+                     w_next.eq(Mux(self.w_rollback, Mux(commit, w_spec, w_done),
+                                   w_spec + write)),
                      wport.addr.eq(w_spec[:n - 1]), wport.data.eq(self.w_data),
                      wport.en.eq(write)]
-        m.d.sync += w_spec.eq(w_next)
-        with m.If(self.w_commit):
-            m.d.sync += w_done.eq(w_next)
+        m.d.sync += [w_spec.eq(w_next), commit.eq(self.w_commit)]
+        with m.If(commit):
+            m.d.sync += w_done.eq(w_spec)
 
         # The read cursor: the cursor plus one is a register, so the next address (the
         # block RAM's read address) is two multiplexers from registers. ``rdy`` is
@@ -255,7 +262,10 @@ class StreamOutlet(wiring.Component):
         m.d.sync += written.eq(write & last)
         with m.If(write):
             m.d.sync += index.eq(Mux(last, 0, index + 1))
-        m.d.sync += self.level.eq(self.level + written - Mux(self.r_commit, self.release, 0))
+        # A beat counts once its bytes are readable: the commit's register, the
+        # committed pointer and the FIFO's ``r_rdy`` take three cycles after ``written``.
+        readable = delays(m, written, 3, "readable_d")[-1]
+        m.d.sync += self.level.eq(self.level + readable - Mux(self.r_commit, self.release, 0))
         return m
 
 

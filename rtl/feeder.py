@@ -13,8 +13,8 @@ from golden.params import NibbleParams
 
 from .layouts import KIND_CODES, TILE_COUNT_BITS, command_layout
 from .loop_counter import LoopCounter
-from .pipeline import register_copy
-from .tile_buffer import step_copies_layout
+from .pipeline import delays, register_copy
+from .tile_buffer import TileBuffer, step_copies_layout
 
 __all__ = ["Feeder"]
 
@@ -51,7 +51,8 @@ class Feeder(wiring.Component):
         The buffers' tiles are done (with the read of the last step).
     valid, last, a_signed, b_fp4, a_fp4 : Out(1)
         The :class:`rtl.systolic_array.SystolicArray` inputs for the buffer vectors of
-        this cycle (the buffers' reads are registered, so these are too).
+        this cycle (``valid`` and ``last`` follow an issue by the buffers'
+        ``TileBuffer.READ_LATENCY``, as the vectors do).
     done : Out(1)
         Every tile of the GEMM has been issued.
     """
@@ -103,7 +104,9 @@ class Feeder(wiring.Component):
             self.b_fp4.eq(cmd.b_kind == KIND_CODES["fp4"]),
             self.a_fp4.eq(cmd.a_kind == KIND_CODES["fp4"]),
         ]
-        m.d.sync += [self.valid.eq(issue), self.last.eq(issue & steps.k_wrap)]
+        valid = delays(m, issue, TileBuffer.READ_LATENCY, "valid_d")
+        last = delays(m, issue & steps.k_wrap, TileBuffer.READ_LATENCY, "last_d")
+        m.d.comb += [self.valid.eq(valid[-1]), self.last.eq(last[-1])]
         # The read steps: steps.k one cycle ahead, in replicas.
         k_next = Signal.like(steps.k)
         with m.If(self.start):

@@ -44,11 +44,17 @@ class TileBuffer(wiring.Component):
     read_col : In(1)
         1: ``vector`` is column k of the stored tile; 0: row k.
     vector : Out(operand_row_layout(params))
-        Registered: the T codes of the row or column that ``step`` and ``read_col``
-        named in the previous cycle (element i from row/column position i).
+        The T codes of the row or column that ``step`` and ``read_col`` named
+        ``READ_LATENCY`` cycles earlier (element i from row/column position i).
     release : In(1)
         The read bank is done (pulse with the last step's read): it may be loaded again.
+    READ_LATENCY : int
+        Cycles from a read (``step``) to its ``vector``: 2. The read goes through two
+        registers: each element's row and column candidates (2T-way multiplexers over
+        both banks), then the one ``read_col`` picks.
     """
+
+    READ_LATENCY = 2
 
     def __init__(self, params: NibbleParams):
         self._params = params
@@ -95,15 +101,20 @@ class TileBuffer(wiring.Component):
             m.d.sync += bank_full[b].eq(next_full[b])
         m.d.sync += self.full.eq(Mux(rbank ^ self.release, next_full[1], next_full[0]))
 
-        # Read side: one row or column of bank rbank.
+        # Read side: row k and column k of bank rbank, element by element, into
+        # registers; then the one ``read_col`` asked for. The bank may be reloaded from
+        # the cycle after its release: its last step is in the first registers by then.
         rows = Array(Array(banks[b]) for b in range(2))
+        by_row = Signal(row_shape, reset_less=True)
+        by_col = Signal(row_shape, reset_less=True)
+        read_col = Signal()
         vector = Signal(row_shape, reset_less=True)
         m.d.comb += self.vector.eq(vector)
+        m.d.sync += read_col.eq(self.read_col)
         for i in range(T):
-            with m.If(self.read_col):
-                m.d.sync += vector[i].eq(rows[rbank][i][self.step[i]])
-            with m.Else():
-                m.d.sync += vector[i].eq(rows[rbank][self.step[i]][i])
+            m.d.sync += [by_row[i].eq(rows[rbank][self.step[i]][i]),
+                         by_col[i].eq(rows[rbank][i][self.step[i]])]
+        m.d.sync += vector.eq(Mux(read_col, by_col, by_row))
         with m.If(self.release):
             m.d.sync += rbank.eq(~rbank)
         return m

@@ -120,10 +120,10 @@ def test_byte_fifo_commit_rollback_rewind():
 
     async def read(ctx, n):
         """n bytes, as fast as ``r_rdy`` allows: every other cycle, after the first
-        byte's two cycles of latency."""
+        byte's three cycles of latency."""
         out = []
         for k in range(n):
-            for _ in range(2):
+            for _ in range(3):
                 if ctx.get(dut.r_rdy):
                     break
                 await ctx.tick()

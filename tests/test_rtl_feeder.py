@@ -37,6 +37,7 @@ from golden.params import NibbleParams
 from rtl.accelerator import psum_queue_tiles
 from rtl.feeder import Feeder
 from rtl.layouts import KIND_CODES, command_layout
+from rtl.tile_buffer import TileBuffer
 
 
 def simulate(dut, bench):
@@ -188,7 +189,10 @@ class FeederBench:
         await self.tick(ctx)
         ctx.set(dut.start, 0)
         ctx.set(dut.cmd.as_value(), job.cmd)
-        k, issued, prev = 0, 0, None          # prev: (issued last cycle, its vector)
+        k, issued = 0, 0
+        # the issues of the last READ_LATENCY cycles (None: no issue), oldest first:
+        # the oldest is what ``valid``/``last`` show now
+        inflight = deque([None] * TileBuffer.READ_LATENCY)
         got, after_done, n = [], 0, 0
         while after_done < 4:
             n += 1
@@ -205,7 +209,8 @@ class FeederBench:
             take, release = ctx.get(dut.take_credit), ctx.get(dut.release)
             a_step, b_step = (one_step(ctx.get(port), where) for port in step_ports(dut))
             valid, last, done = ctx.get(dut.valid), ctx.get(dut.last), ctx.get(dut.done)
-            # registered outputs: the issue of the previous cycle
+            # registered outputs: the issue of READ_LATENCY cycles ago
+            prev = inflight.popleft()
             assert valid == (prev is not None), f"{where}: valid {valid}"
             if prev is not None:
                 assert last == prev[2], f"{where}: last"
@@ -232,10 +237,10 @@ class FeederBench:
             assert release == (issue and k == T - 1), f"{where}: release {release}"
             if issue:
                 assert a_step == k and b_step == k, f"{where}: steps {a_step}, {b_step}"
-                prev = (a_buf.read(a_step, ctx.get(dut.a_read_col)),
-                        b_buf.read(b_step, ctx.get(dut.b_read_col)), int(k == T - 1))
+                inflight.append((a_buf.read(a_step, ctx.get(dut.a_read_col)),
+                                 b_buf.read(b_step, ctx.get(dut.b_read_col)), int(k == T - 1)))
             else:
-                prev = None
+                inflight.append(None)
             await self.tick(ctx)
             a_buf.after_tick(release)
             b_buf.after_tick(release)

@@ -12,10 +12,10 @@ cycle and checks every output against a Python model of the docstring:
 * ``full`` in a cycle is "the read bank (the oldest complete tile not yet released)
   holds a complete tile", for the state that the beats and releases of the earlier
   cycles left (a register: a load completion or a release shows one cycle later);
-* ``vector`` in a cycle is, whenever the previous cycle had a complete tile in the read
-  bank, row ``step`` (``read_col`` = 0) or column ``step`` (``read_col`` = 1) of that
-  tile as requested in the previous cycle, element i from position i; the read of the
-  cycle that pulses ``release`` still comes from the bank being released;
+* ``vector`` in a cycle is, whenever the cycle ``READ_LATENCY`` earlier had a complete
+  tile in the read bank, row ``step`` (``read_col`` = 0) or column ``step``
+  (``read_col`` = 1) of that tile as requested then, element i from position i; the
+  read of the cycle that pulses ``release`` still comes from the bank being released;
 * ``release`` (only while ``full``) frees the read bank; the next complete tile, if
   any, becomes the read bank.
 
@@ -120,7 +120,9 @@ class BufferBench:
         self.model = BufferModel(self.T)
         self.to_send = deque()        # rows still to offer, in order
         self.offer = None             # the row on the load stream (valid) until taken
-        self.expect = None            # (vector, what) that ``vector`` must show now
+        # (vector, what) of the reads of the last READ_LATENCY cycles, oldest first:
+        # the oldest is what ``vector`` must show once the deque is full
+        self.expect = deque()
         self.accepted = 0             # rows taken since the reset
 
     def send(self, *tiles):
@@ -142,9 +144,11 @@ class BufferBench:
         where = f"cycle {self.now}"
         full = ctx.get(dut.full)
         assert full == model.full, f"{where}: full {full}, model {int(model.full)}"
-        if self.expect is not None:
+        due = (self.expect.popleft() if len(self.expect) == TileBuffer.READ_LATENCY
+               else None)
+        if due is not None:
             got = unpack(ctx.get(dut.vector.as_value()), T)
-            want, what = self.expect
+            want, what = due
             assert got == want, f"{where}: vector {got} for {what}, expected {want}"
             self.stats["checked_reads"] += 1
         # read side
@@ -153,8 +157,8 @@ class BufferBench:
         self.set_step(ctx, step, col)
         ctx.set(dut.release, release)
         want = model.read(step, col)
-        self.expect = None if want is None else (
-            want, f"{'column' if col else 'row'} {step} of {tile_text(model.tiles[0])}")
+        self.expect.append(None if want is None else (
+            want, f"{'column' if col else 'row'} {step} of {tile_text(model.tiles[0])}"))
         # producer: a row stays offered until it is taken
         if self.offer is None and self.to_send and self.rng.random() < self.p_valid:
             self.offer = self.to_send.popleft()
