@@ -190,7 +190,9 @@ class Accelerator(wiring.Component):
         wiring.connect(m, prefetch.out_exp, drain.out_exp)
         wiring.connect(m, mask_queue.r, drain.mask)
         m.d.comb += [drain.start.eq(start("drain")), drain.k_last.eq(cmd.k_last),
-                     drain.mask_en.eq(cmd.mask_en & (cmd.out_mode != OUT_MODES["raw"])),
+                     # from a flip-flop: the drain's beat decision is a long path
+                     drain.mask_en.eq(register_copy(
+                         m, cmd.mask_en & (cmd.out_mode != OUT_MODES["raw"]), "mask_en_drain")),
                      psum_credits.give.eq(drain.tile_read)]
         faults += [prefetch.fault, psum_queue.fault, psum_credits.fault, mask_queue.fault]
         return drain
@@ -232,9 +234,10 @@ class Accelerator(wiring.Component):
         ]
         # fp4 mode with mask_en: ReLU' zeroes masked accumulators before the log4 unit
         # (dX of the backward pass), so the tile maximum sees the masked values.
+        mask_en = register_copy(m, cmd.mask_en, "mask_en_log4")
         for n in range(L):
             m.d.comb += log4.acc_in.payload.acc[n].eq(
-                Mux(cmd.mask_en & ~mask[n], 0, acc.payload.acc[n]))
+                Mux(mask_en & ~mask[n], 0, acc.payload.acc[n]))
 
         # The units' tile banks: the drain's credits for int and fp4 mode.
         m.submodules.bank_credits = bank_credits = Credits(requant.capacity)

@@ -256,9 +256,12 @@ class PE(wiring.Component):
             m.d.sync += acc.eq(total)
         with m.If(last2 | self.clear):
             m.d.sync += acc.eq(0)
+        # The finished sum: datapath, no reset (the array reads it only on ``capture``;
+        # a reset on it was one more load of the board reset on every PE).
+        psum = Signal.like(self.psum, reset_less=True)
         with m.If(last2):
-            m.d.sync += self.psum.eq(total)
-        m.d.comb += self.capture.eq(last2)
+            m.d.sync += psum.eq(total)
+        m.d.comb += [self.psum.eq(psum), self.capture.eq(last2)]
         return m
 
 
