@@ -50,9 +50,10 @@ Fit check
     ==========  ============  ===============  ======================================
     board       T             logic cells      verdict
     ==========  ============  ===============  ======================================
-    orangecrab  8 (L=4)       19620 (81 %)     fits; 105.0 MHz, 100 MHz target met
+    orangecrab  8 (L=4)       19620 (81 %)     105.0 MHz, target met (321c00c; the
+                                               later tree did not finish routing)
     orangecrab  8 (L=8)       24305 (100 %)    does not fit (packer)
-    ulx3s       8             24533 (29 %)     fits; 71.8 MHz, 100 MHz target missed
+    ulx3s       8             24599 (29 %)     fits; 78.5 MHz, 100 MHz target missed
     ulx3s       16            63456 (76 %)     placed (estimate 44.05 MHz); router2
                                                did not converge
     icebreaker  2 (18, L=1)   6750 (128 %)     does not fit (packer; 2026-12-05)
