@@ -32,34 +32,13 @@ from collections import Counter, deque
 import numpy as np
 import pytest
 from amaranth.hdl import ResetInserter, Signal
-from amaranth.sim import Simulator
 
 from golden.formats import QTensor
 from golden.gemm import out_exponents
 from golden.params import NibbleParams, psum_bits
 from rtl.drain import PsumDrain
 from rtl.layouts import psum_row_layout, rescale_row_layout
-
-
-def simulate(dut, bench):
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
-
-
-def stream_rules(stream, on):
-    """Background checker: the ``mask`` stream as the testbench drives it keeps the
-    stream rules (guards the testbench itself) while ``on["mask"]`` (in ``mask_en``
-    jobs; the stray rows of the other jobs come and go as they like)."""
-    async def bench(ctx):
-        held = None
-        async for _, _, valid, ready, payload in ctx.tick().sample(
-                stream.valid, stream.ready, stream.payload):
-            if held is not None and on["mask"]:
-                assert valid and payload == held, "mask row dropped or changed while stalled"
-            held = payload if valid and not ready else None
-    return bench
+from verif.amaranth_streams import simulate, stream_rules
 
 
 S_RANGE = (-512, 511)          # signed(S_BITS)
@@ -151,7 +130,7 @@ class DrainBench:
         self.capacity, self.p_psum, self.p_exp = capacity, p_psum, p_exp
         self.p_withhold, self.p_mask, self.give_delay = p_withhold, p_mask, give_delay
         self.stats = Counter()
-        self.checking = {"mask": False}   # for the background stream_rules checker
+        self.checking = {"check": False}  # the mask stream checker: on in mask_en jobs
         self.reset_credits()
 
     def reset_credits(self):
@@ -168,7 +147,7 @@ class DrainBench:
         mask_valid, mask_payload = False, 0
         beats = deque(job.beats)
         emitted, tiles_read = [], 0
-        self.checking["mask"] = job.mask_en
+        self.checking["check"] = job.mask_en
         # start (k_last given with it, steady for the job)
         ctx.set(dut.start, 1)
         ctx.set(dut.k_last, job.kt - 1)
@@ -247,7 +226,7 @@ class DrainBench:
         ctx.set(dut.s.rdy, 0)
         ctx.set(dut.out_exp.rdy, 0)
         ctx.set(dut.mask.valid, 0)
-        self.checking["mask"] = False
+        self.checking["check"] = False
         for _ in range(4):
             assert not ctx.get(dut.beat.valid)
             await self.tick(ctx)
@@ -294,11 +273,9 @@ def test_random_jobs_with_stalls(tl, seed):
             await db.run(ctx, DrainJob(params, mt, kt, nt, rng, mask_en=k % 2 == 0),
                          psum_burst=rng.choice([1, T]))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.add_testbench(stream_rules(dut.mask, db.checking), background=True)
-    sim.run()
+    # the testbench's own mask stream keeps the stream rules in mask_en jobs (the stray
+    # rows of the other jobs come and go as they like)
+    simulate(dut, bench, stream_rules(dut.mask, "mask row", db.checking))
     assert db.stats["jobs"] == len(shapes)
     assert db.stats["credit_wait"] > 0
 

@@ -27,26 +27,19 @@ from collections import Counter, deque
 import numpy as np
 import pytest
 from amaranth.hdl import ResetInserter, Signal
-from amaranth.sim import Simulator
 
 from golden.formats import QTensor
 from golden.gemm import out_exponents
 from golden.params import NibbleParams, psum_bits
 from rtl.exponent_prefetch import OE_DEPTH, ExponentPrefetch
 from rtl.layouts import KIND_CODES, command_layout
+from verif.amaranth_streams import simulate
 
 #: Cycles from ``start`` to the first pair that may be taken (the bound's registers).
 BOUND_CYCLES = 3
 
 KIND_PAIRS = [("int4", "int4"), ("uint4", "int4"), ("fp4", "int4"), ("uint4", "fp4"),
               ("int4", "fp4"), ("uint4", "uint4"), ("int4", "uint4"), ("fp4", "uint4")]
-
-
-def simulate(dut, bench, top=None):
-    sim = Simulator(top or dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
 
 
 class PrefetchJob:
@@ -317,5 +310,5 @@ def test_reset_mid_job_then_clean_job(T):
             assert not ctx.get(dut.fault)
             await pb.run(ctx, PrefetchJob(T, 32, (2, 2, 1), ("fp4", "uint4"), rng))
 
-    simulate(dut, bench, top)
+    simulate(top, bench)
     assert pb.stats["jobs"] == 3

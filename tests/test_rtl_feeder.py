@@ -31,20 +31,13 @@ from collections import Counter, deque
 import numpy as np
 import pytest
 from amaranth.hdl import ResetInserter, Signal
-from amaranth.sim import Simulator
 
 from golden.params import NibbleParams
 from rtl.accelerator import psum_queue_tiles
 from rtl.feeder import Feeder
 from rtl.layouts import KIND_CODES, command_layout
 from rtl.tile_buffer import TileBuffer
-
-
-def simulate(dut, bench):
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+from verif.amaranth_streams import simulate
 
 
 def step_ports(dut):

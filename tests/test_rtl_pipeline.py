@@ -4,16 +4,9 @@ with reset, a register copy keeps its ``_replica`` name for synthesis."""
 import random
 
 from amaranth.hdl import Module, ResetInserter, Signal
-from amaranth.sim import Simulator
 
 from rtl.pipeline import REPLICA_SUFFIX, delays, register_copy, stage
-
-
-def _run(m, bench):
-    sim = Simulator(m)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+from verif.amaranth_streams import simulate
 
 
 def test_stage_is_one_cycle_and_keeps_its_value_through_reset():
@@ -36,7 +29,7 @@ def test_stage_is_one_cycle_and_keeps_its_value_through_reset():
         ctx.set(rst, 0)
         seen.append((seen[-1][0], ctx.get(y)))
 
-    _run(top, bench)
+    simulate(top, bench)
     assert all(got == v + 1 for v, got in seen)
 
 
@@ -60,7 +53,7 @@ def test_delays_are_n_cycles_and_reset_clears_them():
         await ctx.tick()
         assert [ctx.get(s) for s in line[1:]] == [0, 0, 0]
 
-    _run(top, bench)
+    simulate(top, bench)
 
 
 def test_register_copy_is_a_named_flip_flop_with_its_init():
@@ -76,4 +69,4 @@ def test_register_copy_is_a_named_flip_flop_with_its_init():
         await ctx.tick()
         assert ctx.get(copy) == 9
 
-    _run(m, bench)
+    simulate(m, bench)

@@ -16,36 +16,12 @@ from collections import Counter, deque
 
 import pytest
 from amaranth.hdl import ResetInserter, Signal
-from amaranth.sim import Simulator
 
 from rtl.queue import Credits, Queue, StreamQueue, ram_attrs
+from verif.amaranth_streams import simulate, stream_rules
 
 #: Cycles from a write into an empty Queue to ``r.rdy`` (Queue docstring).
 VISIBLE_AFTER = 2
-
-
-def simulate(dut, bench, *background):
-    """Run ``bench`` (and ``background`` testbenches) on ``dut`` until ``bench`` returns."""
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    for b in background:
-        sim.add_testbench(b, background=True)
-    sim.run()
-
-
-def stream_rules(stream):
-    """A background testbench that fails if ``stream`` breaks the stream rules: once
-    valid, a beat stays valid and unchanged until taken (``check_stream_rules`` for a
-    plain-Signal payload, which has no ``as_value``)."""
-    async def bench(ctx):
-        held = None
-        async for _, _, valid, ready, payload in ctx.tick().sample(
-                stream.valid, stream.ready, stream.payload):
-            if held is not None:
-                assert valid and payload == held, "r dropped or changed a stalled beat"
-            held = payload if valid and not ready else None
-    return bench
 
 
 # ---------------------------------------------------------------------------------------

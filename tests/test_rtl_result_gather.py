@@ -24,27 +24,11 @@ from collections import Counter, deque
 
 import pytest
 from amaranth.hdl import ResetInserter, Signal
-from amaranth.sim import Simulator
 
 from golden.params import NibbleParams
 from rtl.layouts import CODE_BITS, OUT_MODES, command_layout, result_layout
 from rtl.result_gather import ResultGather, out_beat_layout
-
-
-def stream_rules(stream, on):
-    """Background checker: once valid, a result row stays valid and unchanged until
-    taken (while ``on["check"]``: a reset in the testbench may drop a row)."""
-    async def bench(ctx):
-        held = None
-        async for _, _, valid, ready, payload in ctx.tick().sample(
-                stream.valid, stream.ready, stream.payload.as_value()):
-            if not on["check"]:
-                held = None
-                continue
-            if held is not None:
-                assert valid and payload == held, "result row dropped or changed while stalled"
-            held = payload if valid and not ready else None
-    return bench
+from verif.amaranth_streams import simulate, stream_rules
 
 
 class GatherJob:
@@ -169,14 +153,6 @@ def pid(p):
     return f"T{p[0]}L{p[1]}acc{p[2]}"
 
 
-def simulate(dut, gb, bench, top=None):
-    sim = Simulator(top or dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.add_testbench(stream_rules(dut.result, gb.on), background=True)
-    sim.run()
-
-
 @pytest.mark.parametrize("tl", PARAMS, ids=pid)
 def test_back_to_back_jobs_with_stalls(tl):
     """Jobs of every output mode and several tile counts (1 x 1 up to 3 x 2 tiles)
@@ -197,7 +173,7 @@ def test_back_to_back_jobs_with_stalls(tl):
         for mt, nt, mode in jobs:
             await gb.run(ctx, GatherJob(params, mt, nt, mode, rng))
 
-    simulate(dut, gb, bench)
+    simulate(dut, bench, stream_rules(dut.result, "result row", gb.on))
     assert gb.stats["jobs"] == len(jobs)
     assert gb.stats["stalled_rows"] > 10
 
@@ -216,7 +192,7 @@ def test_saturated_rises_while_rows_wait(tl):
         for _ in range(8):
             await gb.run(ctx, GatherJob(params, 1, 2, rng.choice(["raw", "int"]), rng))
 
-    simulate(dut, gb, bench)
+    simulate(dut, bench, stream_rules(dut.result, "result row", gb.on))
     assert gb.stats["sat_frozen"] > 0
 
 
@@ -241,11 +217,7 @@ def test_full_rate(tl):
                 assert ready, "a beat waited with the result always ready"
                 count["beats"] += 1
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.add_testbench(beat_monitor, background=True)
-    sim.run()
+    simulate(dut, bench, beat_monitor)
     assert count["beats"] == len(job.beats)
 
 
@@ -272,5 +244,5 @@ def test_reset_mid_job_then_clean_job(tl):
             assert not ctx.get(dut.result.valid)
             await gb.run(ctx, GatherJob(params, 1, 2, "fp4", rng))
 
-    simulate(dut, gb, bench, top)
+    simulate(top, bench, stream_rules(dut.result, "result row", gb.on))
     assert gb.stats["jobs"] == 3

@@ -26,16 +26,9 @@ from collections import Counter, deque
 import pytest
 from amaranth.hdl import ResetInserter, Signal, signed
 from amaranth.lib import data
-from amaranth.sim import Simulator
 
 from rtl.tile_bank import FINALIZE_MAX, TileBank, bank_tiles
-
-
-def simulate(dut, bench):
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+from verif.amaranth_streams import simulate
 
 
 #: A beat and a meta with several fields, as the requantizer and log4 unit store them.

@@ -29,20 +29,13 @@ from collections import Counter, deque
 
 import pytest
 from amaranth.hdl import ResetInserter, Shape, Signal
-from amaranth.sim import Simulator
 
 from golden.params import NibbleParams
 from rtl.tile_buffer import TileBuffer
+from verif.amaranth_streams import simulate
 
 CODE_BITS = 4
 CODE_MASK = (1 << CODE_BITS) - 1
-
-
-def simulate(dut, bench):
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
 
 
 def pack(codes):

@@ -7,8 +7,8 @@ Valid-only streams (``always_ready=True``, inside the accelerator) have their ow
 the cycle it was in.
 """
 
-__all__ = ["stream_put", "stream_get", "put_bits", "idle", "check_stream_rules",
-           "send_beat", "ValidOnlyMonitor"]
+__all__ = ["simulate", "stream_put", "stream_get", "put_bits", "idle", "check_stream_rules",
+           "stream_rules", "send_beat", "ValidOnlyMonitor"]
 
 
 async def stream_put(ctx, stream, payload):
@@ -33,14 +33,38 @@ async def idle(ctx, rng, p_stall=0.3, max_len=4):
         await ctx.tick().repeat(rng.randint(1, max_len))
 
 
-async def check_stream_rules(ctx, stream, name="stream"):
-    """Background testbench: once valid, a beat stays valid and unchanged until taken."""
+def simulate(top, bench, *background):
+    """Run ``bench`` on ``top`` with a 1 MHz clock until it returns; ``background``
+    testbenches run beside it."""
+    from amaranth.sim import Simulator
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    for other in background:
+        sim.add_testbench(other, background=True)
+    sim.run()
+
+
+async def check_stream_rules(ctx, stream, name="stream", on=None):
+    """Background testbench: once valid, a beat stays valid and unchanged until taken.
+    The payload may be a layout view or a plain Signal. ``on`` (a dict): checks only
+    while ``on["check"]`` is true (a testbench that resets the design mid-beat clears it)."""
     held = None
-    async for _, _, valid, ready, payload in ctx.tick().sample(
-            stream.valid, stream.ready, stream.payload.as_value()):
+    payload = stream.payload.as_value() if hasattr(stream.payload, "as_value") else stream.payload
+    async for _, _, valid, ready, value in ctx.tick().sample(stream.valid, stream.ready, payload):
+        if on is not None and not on["check"]:
+            held = None
+            continue
         if held is not None:
-            assert valid and payload == held, f"{name} dropped or changed a stalled beat"
-        held = payload if valid and not ready else None
+            assert valid and value == held, f"{name} dropped or changed a stalled beat"
+        held = value if valid and not ready else None
+
+
+def stream_rules(stream, name="stream", on=None):
+    """:func:`check_stream_rules` as a testbench for :func:`simulate`'s ``background``."""
+    async def bench(ctx):
+        await check_stream_rules(ctx, stream, name, on)
+    return bench
 
 
 async def put_bits(ctx, stream, word):
