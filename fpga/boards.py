@@ -71,7 +71,8 @@ from amaranth.build import Attrs
 import operator
 from functools import reduce
 
-from amaranth.hdl import Cat, ClockDomain, ClockSignal, Elaboratable, Module, Signal, Value
+from amaranth.hdl import (Cat, ClockDomain, ClockSignal, Elaboratable, Instance, Module,
+                          ResetSignal, Signal, Value)
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In
@@ -85,7 +86,7 @@ from golden.params import NibbleParams
 from .pll import ECP5PLL, ICE40PLL, ecp5_pll_config, ice40_pll_config
 
 __all__ = ["Board", "BOARDS", "get_board", "estimate_luts", "EARLY_MARGIN", "clock_config",
-           "BoardTop", "UnitProbeTop", "DEFAULT_BAUD"]
+           "BoardTop", "UnitProbeTop", "DEFAULT_BAUD", "global_buffer"]
 
 #: UART speed of the host bridge on every board.
 DEFAULT_BAUD = 115200
@@ -295,12 +296,33 @@ class BoardTop(Elaboratable):
         return uart_rx.i, uart_tx.o, led_buf.o
 
     def _design(self, m, platform):
-        """The host bridge on the UART, busy on the LED."""
+        """The host bridge on the UART, busy on the LED; the accelerator in a ``core``
+        domain on the same clock, reset by the bridge's registered ``core_rst`` through a
+        global buffer (:func:`global_buffer`)."""
         from .bridge import HostBridge
         m.submodules.bridge = bridge = HostBridge(
-            self.params, clk_hz=int(round(self.clock_mhz * 1e6)), baud=self.baud)
+            self.params, clk_hz=int(round(self.clock_mhz * 1e6)), baud=self.baud,
+            core_domain="core")
+        m.domains.core = ClockDomain("core")
+        m.d.comb += [ClockSignal("core").eq(ClockSignal("sync")),
+                     ResetSignal("core").eq(global_buffer(m, self.board, bridge.core_rst))]
         rx, tx, led = self._uart_and_led(m, platform)
         m.d.comb += [bridge.rx.eq(rx), tx.eq(bridge.tx), led.eq(bridge.busy)]
+
+
+def global_buffer(m, board: Board, net: Value) -> Value:
+    """``net`` through one of the die's global (clock) networks, for a control net that
+    reaches thousands of flip-flops: a reset.
+
+    nextpnr-ecp5 promotes only clock nets to globals by itself (``ecp5/globals.cc``), so
+    on an ECP5 the net goes through a ``DCCA`` placed here, and every flip-flop's LSR
+    takes it off the global network in its own tile. nextpnr-ice40 promotes high-fanout
+    resets and enables by itself; there the net is returned as it is."""
+    if board.family != "ecp5":
+        return net
+    out = Signal(name="global_rst")
+    m.submodules.global_rst = Instance("DCCA", i_CLKI=net, i_CE=1, o_CLKO=out)
+    return out
 
 
 class UnitProbeTop(BoardTop):

@@ -17,7 +17,7 @@ frame shows that the host has the reply, so a repeated READ gets the same beats.
 
 import math
 
-from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal
+from amaranth.hdl import Cat, DomainRenamer, Module, Mux, ResetInserter, Signal
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -80,7 +80,7 @@ class ByteFifo(wiring.Component):
         The byte at the read cursor (valid while ``r_rdy``).
     r_rdy : Out(1)
         A committed byte is at the read cursor (from registers: it rises three cycles
-        after the commit, and is low in the cycle after each read).
+        after the commit, and is low in the cycle after each read or rewind).
     r_en : In(1)
         Advance the read cursor.
     r_commit : In(1)
@@ -126,22 +126,29 @@ class ByteFifo(wiring.Component):
         with m.If(commit):
             m.d.sync += w_done.eq(w_spec)
 
-        # The read cursor: the cursor plus one is a register, so the next address (the
-        # block RAM's read address) is two multiplexers from registers. ``rdy`` is
-        # computed from registers only (cursor != committed end, one cycle late) and
-        # masked in the cycle after a read, when it still counts the byte just read:
+        # The read cursor: the cursor plus one is a register computed from the cursor
+        # register (a cycle late), so the next address (the block RAM's read address) is
+        # two multiplexers from registers. ``rdy`` is computed from registers only
+        # (cursor != committed end, one cycle late) and masked in the cycle after the
+        # cursor moves (a read or a rewind), when it and the cursor plus one are stale:
         # a byte every other cycle at most, which a UART never comes near.
         behind = Signal()            # r_cur != w_done, as of the last cycle
-        just_read = Signal()
+        just_moved = Signal()
         rdy = Signal()
         r_cur1 = Signal(n, init=1)
         r_next = Signal(n)
-        m.d.comb += [rdy.eq(behind & ~just_read),
-                     self.r_rdy.eq(rdy), self.r_data.eq(rport.data),
+        # The byte goes through a register after the block RAM (whose output is slow):
+        # it is the byte at the cursor of the cycle before, which is the cursor's byte
+        # whenever ``rdy`` is high.
+        data = Signal(8, reset_less=True)
+        m.d.sync += data.eq(rport.data)
+        m.d.comb += [rdy.eq(behind & ~just_moved),
+                     self.r_rdy.eq(rdy), self.r_data.eq(data),
                      r_next.eq(Mux(self.r_rewind, r_done, Mux(self.r_en & rdy, r_cur1, r_cur))),
                      rport.addr.eq(r_next[:n - 1])]
-        m.d.sync += [r_cur.eq(r_next), r_cur1.eq(r_next + 1),
-                     behind.eq(r_cur != w_done), just_read.eq(self.r_en & rdy)]
+        m.d.sync += [r_cur.eq(r_next), r_cur1.eq(r_cur + 1),
+                     behind.eq(r_cur != w_done),
+                     just_moved.eq((self.r_en & rdy) | self.r_rewind)]
         with m.If(self.r_commit):
             m.d.sync += r_done.eq(r_next)
         return m
@@ -284,6 +291,13 @@ class HostBridge(wiring.Component):
         Inter-byte timeout; None: :func:`fpga.protocol.interbyte_timeout` of ``baud``.
     inlet_bytes, result_bytes : int
         Buffer sizes; the host driver assumes the defaults of :mod:`fpga.protocol`.
+    core_domain : str
+        The clock domain of the accelerator and its stream buffers. ``"sync"`` (the
+        default, for simulation): they share the bridge's domain and :attr:`core_rst` is
+        inserted as an extra reset. Another name: they run in that domain, which the
+        owner must clock from the ``sync`` clock and reset from :attr:`core_rst` alone
+        (a board top puts it on a global buffer), so the core's flip-flops see one
+        registered reset net and not the OR of two.
 
     Attributes
     ----------
@@ -293,6 +307,9 @@ class HostBridge(wiring.Component):
         Serial line to the host (idle high).
     busy : Out(1)
         A GEMM is in progress (for an LED).
+    core_rst : Out(1)
+        Reset of the accelerator and its buffers, from a register: 1 during the bridge's
+        own reset and the cycle after, and the cycle after a RESET frame is accepted.
 
     Examples
     --------
@@ -306,9 +323,11 @@ class HostBridge(wiring.Component):
     rx: In(1, init=1)
     tx: Out(1, init=1)
     busy: Out(1)
+    core_rst: Out(1, init=1)
 
     def __init__(self, params: NibbleParams, *, clk_hz: int, baud: int, timeout_s=None,
-                 inlet_bytes: int = P.INLET_BYTES, result_bytes: int = P.RESULT_BYTES):
+                 inlet_bytes: int = P.INLET_BYTES, result_bytes: int = P.RESULT_BYTES,
+                 core_domain: str = "sync"):
         self.divisor = clk_hz // baud
         if self.divisor < 4 or abs(clk_hz / self.divisor / baud - 1) > 0.02:
             raise ValueError(f"{clk_hz} Hz cannot make {baud} baud within 2 % "
@@ -316,6 +335,7 @@ class HostBridge(wiring.Component):
         if inlet_bytes < P.MAX_PAYLOAD:
             raise ValueError(f"an inlet must hold a whole frame ({P.MAX_PAYLOAD} bytes)")
         self._params = params
+        self.core_domain = core_domain
         if timeout_s is None:
             timeout_s = P.interbyte_timeout(baud)
         self.timeout_cycles = math.ceil(timeout_s * clk_hz)
@@ -335,10 +355,16 @@ class HostBridge(wiring.Component):
         # RESET: the accelerator and the buffers start afresh (memories keep stale bytes,
         # which the reset pointers make unreachable).
         # The reset is registered (one cycle late), so the frame parser's decode does not
-        # sit in front of every resettable flip-flop of the accelerator.
-        flush, flush_r = Signal(), Signal()
-        m.d.sync += flush_r.eq(flush)
-        flushed = ResetInserter({"sync": flush_r})
+        # sit in front of every resettable flip-flop of the accelerator; the register is
+        # set by the bridge's own reset too, so in a core domain of its own it is the
+        # only reset the core needs.
+        flush, core_rst = Signal(), Signal(init=1)
+        m.d.sync += core_rst.eq(flush)
+        m.d.comb += self.core_rst.eq(core_rst)
+        if self.core_domain == "sync":
+            flushed = ResetInserter({"sync": core_rst})
+        else:
+            flushed = DomainRenamer({"sync": self.core_domain})
         m.submodules.core = flushed(self.core)
         for port, inlet in self.inlets.items():
             m.submodules[f"inlet_{port}"] = flushed(inlet)
