@@ -107,7 +107,10 @@ class UARTTx(wiring.Component):
     Attributes
     ----------
     data : In(stream.Signature(8))
-        Bytes to send; one is taken when the previous one's stop bit has been sent.
+        Bytes to send; one is taken into a holding register whenever it is empty
+        (``ready`` is that register's empty flag), and goes out when the previous byte's
+        stop bit has been sent. The byte's source thus ends at a register, not at the
+        shift register's load multiplexer.
     tx : Out(1)
         The serial line, idle high.
     """
@@ -125,9 +128,19 @@ class UARTTx(wiring.Component):
         timer = Signal(range(div))
         left = Signal(range(10))          # bits still to send after the current one
         shreg = Signal(9)                 # data bits then the stop bit
-        m.d.comb += self.data.ready.eq((left == 0) & (timer == 0))
-        with m.If(self.data.valid & self.data.ready):
-            m.d.sync += [self.tx.eq(0), shreg.eq(Cat(self.data.payload, 1)),
+        hold, full = Signal(8, reset_less=True), Signal()
+        m.d.comb += self.data.ready.eq(~full)
+        with m.If(self.data.valid & ~full):
+            m.d.sync += [hold.eq(self.data.payload), full.eq(1)]
+        # ``idle`` is (left == 0) & (timer == 0) in a register, decided a cycle ahead.
+        idle = Signal(init=1)
+        go = full & idle
+        with m.If(go):
+            m.d.sync += [idle.eq(0), full.eq(0)]
+        with m.Elif((left == 0) & (timer == 1)):
+            m.d.sync += idle.eq(1)
+        with m.If(go):
+            m.d.sync += [self.tx.eq(0), shreg.eq(Cat(hold, 1)),
                          left.eq(9), timer.eq(div - 1)]
         with m.Elif(timer != 0):
             m.d.sync += timer.eq(timer - 1)
