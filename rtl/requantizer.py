@@ -30,7 +30,7 @@ x is acc after mask and ReLU, a = |x|):
 import operator
 from functools import reduce
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -102,8 +102,9 @@ class Requantizer(wiring.Component):
     * finalize, four stages after a tile's statistics are complete: the clip
       threshold's shift, the threshold and the smear of the maximum, the clip test and
       the bit length, the tile exponent E (the element shift goes in with it);
-    * read, five cycles from a read to its codes: the bank's read, a register, the
-      shift window, the rounding, the clamp into the output register.
+    * read, six cycles from a read to its codes: the bank's read, a register (a block
+      RAM's output drives nothing but a register), the shift masks, the shift window,
+      the rounding, the clamp into the output register.
 
     Parameters
     ----------
@@ -146,8 +147,8 @@ class Requantizer(wiring.Component):
         Input credits: the tile bank's N R beats (:func:`rtl.tile_bank.bank_tiles`).
 
     The configuration ports (``unsigned_out`` ... ``mask_en``) must be held constant from
-    4 cycles before a tile's first beat arrives until its last code beat has left (the
-    clip values derived from them go through 4 registers).
+    5 cycles before a tile's first beat arrives until its last code beat has left (the
+    clip values derived from them go through 5 registers).
     """
 
     def __init__(self, params: NibbleParams):
@@ -252,20 +253,23 @@ class Requantizer(wiring.Component):
         return amax, tile_or, tile_d, tile_oexp, done
 
     def _clip_constants(self, m):
-        """Tile-independent clip values, a 4-register pipeline from the configuration
+        """Tile-independent clip values, a 5-register pipeline from the configuration
         (see the note on configuration ports). With an element clipped the tile takes
         E = clip(clip_exp + e(clip_mant)) and the cap q_alpha = round(alpha / 2**E)."""
         u = self.unsigned_out
+        # e(clip_mant) as (n, over) in registers, then E.
+        n_m, over_m = _int_exp(m, self.clip_mant, smear(m, self.clip_mant, "mant_smear"), u,
+                               "e_mant")
+        n_r, over_r = stage(m, n_m, "e_mant_n_r"), stage(m, over_m, "e_mant_over_r")
+        zero_r = stage(m, self.clip_mant == 0, "clip_mant_zero_r")
         e_alpha = Signal(signed(TILE_EXP_BITS))
         sh_a = Signal(range(CLIP_MANT_BITS + _FRAC + 2))  # clip_mant << 4 fits 12 bits
         qa_floor, qa_up = _round_half_even(Cat(Const(0, _FRAC), self.clip_mant), sh_a)
         qa_floor_r, qa_up_r = Signal.like(qa_floor), Signal()
         q_alpha = Signal(4)
         m.d.sync += [
-            e_alpha.eq(Mux(self.clip_mant == 0, EXP_MIN, _clamp(
-                _exp_add(self.clip_exp, *_int_exp(
-                    m, self.clip_mant, smear(m, self.clip_mant, "mant_smear"), u, "e_mant"), u),
-                EXP_MIN, EXP_MAX))),
+            e_alpha.eq(Mux(zero_r, EXP_MIN, _clamp(_exp_add(self.clip_exp, n_r, over_r, u),
+                                                   EXP_MIN, EXP_MAX))),
             sh_a.eq(_clamp(e_alpha - self.clip_exp + _FRAC, 0, CLIP_MANT_BITS + _FRAC + 1)),
             qa_floor_r.eq(qa_floor),
             qa_up_r.eq(qa_up),
@@ -317,21 +321,23 @@ class Requantizer(wiring.Component):
         ]
 
     def _read_side(self, m, bank):
-        """Five cycles from a read to its codes, one step of logic each: the bank's
-        registered read, a register (with the shift masks decoded from the tile's meta),
-        the window of 6 bits at the element shift with its sticky and overflow bits, the
-        rounding, and the clamp into the output register."""
+        """Six cycles from a read to its codes, one step of logic each: the bank's
+        registered read (a block RAM's output, slow: nothing but a register after it), a
+        register with the shift masks decoded from the tile's meta, the window of 6 bits
+        at the element shift with its sticky and overflow bits, the rounding, and the
+        clamp into the output register."""
         L, acc_bits = self._params.lanes, self._params.acc_bits
         read = Signal()
         m.d.comb += [read.eq(bank.r_rdy & self.credit), bank.r_en.eq(read),
                      self.take_credit.eq(read)]
-        v = delays(m, read, 4, "rd_valid")
+        v = delays(m, read, 5, "rd_valid")
 
-        # (1) the beat in flip-flops; masks over magnitude bit j, shared by the beat:
-        # the guard bit is at s - 1 = sh - 5, the sticky bits below it, the saturating
-        # bits above s + 4 = sh.
-        meta = bank.r_meta
-        beat = stage(m, bank.r_data, "rd_beat")
+        # (0) the beat and its tile's meta in flip-flops.
+        meta = stage(m, bank.r_meta, "rd_meta")
+        beat0 = stage(m, bank.r_data, "rd_beat0")
+        # (1) masks over magnitude bit j, shared by the beat: the guard bit is at
+        # s - 1 = sh - 5, the sticky bits below it, the saturating bits above s + 4 = sh.
+        beat = stage(m, beat0, "rd_beat")
         sh = stage(m, meta.sh, "rd_sh")
         sticky_mask = stage(m, Cat(*(meta.sh > j + _FRAC + 1 for j in range(acc_bits))),
                             "rd_sticky_mask")
@@ -361,5 +367,5 @@ class Requantizer(wiring.Component):
             m.d.comb += codes[i].eq(Mux(neg3[i], -cm, cm))
         # The output beat: datapath, so no reset (only ``valid`` has one).
         out = Signal.like(self.codes_out.payload, reset_less=True)
-        m.d.sync += [self.codes_out.valid.eq(v[4]), out.codes.eq(codes), out.exp.eq(exp3)]
+        m.d.sync += [self.codes_out.valid.eq(v[5]), out.codes.eq(codes), out.exp.eq(exp3)]
         m.d.comb += self.codes_out.payload.eq(out)
