@@ -44,7 +44,7 @@ import sys
 import time
 from pathlib import Path
 
-from golden.params import TILE_MIN, NibbleParams, psum_bits
+from golden.params import TILE_MIN, NibbleParams
 from rtl.pipeline import REPLICA_SUFFIX
 
 from .boards import DEFAULT_BAUD, EARLY_MARGIN, BoardTop, UnitProbeTop, estimate_luts, get_board
@@ -102,7 +102,7 @@ def _shrink_hint(params: NibbleParams) -> str:
     """What the user could make smaller, e.g. "; try a smaller --size, --acc-bits or
     --lanes" (only the knobs that have room left)."""
     knobs = [name for name, room in (("--size", params.tile > TILE_MIN),
-                                     ("--acc-bits", params.acc_bits > psum_bits(params.tile)),
+                                     ("--acc-bits", params.acc_bits > params.psum_bits),
                                      ("--lanes", params.lanes > 1)) if room]
     if not knobs:
         return ""

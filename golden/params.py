@@ -85,6 +85,12 @@ class NibbleParams:
         object.__setattr__(self, "lanes", lanes)
 
     @property
+    def psum_bits(self) -> int:
+        """Width of one exact tile partial sum: the PEs' accumulators and the array's
+        output elements (:func:`psum_bits` of ``tile``)."""
+        return psum_bits(self.tile)
+
+    @property
     def beats_per_tile(self) -> int:
         """Beats of ``lanes`` elements that carry one T x T tile on the output path."""
         return self.tile * self.tile // self.lanes

@@ -59,7 +59,6 @@ class Feeder(wiring.Component):
 
     def __init__(self, params: NibbleParams):
         self._params = params
-        T = params.tile
         super().__init__({
             "start": In(1), "cmd": In(command_layout()),
             "a_full": In(1), "b_full": In(1),

@@ -37,7 +37,7 @@ from __future__ import annotations
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
-from golden.params import NibbleParams, psum_bits
+from golden.params import NibbleParams
 
 __all__ = ["OUT_EXP_BITS", "TILE_EXP_BITS", "CODE_BITS", "SHIFT_BITS", "acc_row_layout",
            "code_row_layout", "operand_row_layout", "psum_row_layout", "rescale_row_layout", "KIND_CODES",
@@ -97,7 +97,7 @@ SHIFT_BITS = 11
 def psum_row_layout(params: NibbleParams) -> data.ArrayLayout:
     """One row of a tile of partial sums as the array emits it: T exact integers of
     psum_bits(T) bits (two's complement, element units), element n lowest."""
-    return data.ArrayLayout(signed(psum_bits(params.tile)), params.tile)
+    return data.ArrayLayout(signed(params.psum_bits), params.tile)
 
 
 def rescale_row_layout(params: NibbleParams) -> data.StructLayout:
@@ -118,7 +118,7 @@ def rescale_row_layout(params: NibbleParams) -> data.StructLayout:
         This is the last reduction tile: the finished accumulator row leaves.
     """
     return data.StructLayout({
-        "psums": data.ArrayLayout(signed(psum_bits(params.tile)), params.lanes),
+        "psums": data.ArrayLayout(signed(params.psum_bits), params.lanes),
         "shift": signed(SHIFT_BITS),
         "out_exp": signed(OUT_EXP_BITS),
         "first": 1,

@@ -2,7 +2,7 @@
 
 A PE owns one element P[m, n] of a T x T output tile. Each step it takes the operand pair
 that reaches it, forms the exact integer product ``a * b`` and adds it to a narrow
-accumulator (:func:`golden.params.psum_bits` bits). On the step that carries a tile
+accumulator (``NibbleParams.psum_bits`` bits). On the step that carries a tile
 reduction's last product it hands the finished partial sum to a second register
 (``psum``) and restarts, so the next tile accumulates while the previous one drains.
 
@@ -36,7 +36,7 @@ from amaranth.hdl import C, Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.params import NibbleParams, psum_bits
+from golden.params import NibbleParams
 
 from .pipeline import stage
 
@@ -195,18 +195,18 @@ class PE(wiring.Component):
         Clears the accumulator (with priority over a product): the array's registered
         copy of the reset, so that a GEMM cut short by a reset leaves nothing behind.
         The operand and product registers have no reset: ``valid`` guards them.
-    psum : Out(signed(psum_bits(T)))
+    psum : Out(signed(params.psum_bits))
         The last finished tile partial sum sum_k a[k] * b[k], an exact integer in
         element units (no tile exponent, no phase).
     capture : Out(1)
         1 in the cycle in which ``psum`` takes a finished sum (it holds it from the
         next cycle on).
     psum_bits : int
-        Width of ``psum`` and of the accumulator: :func:`golden.params.psum_bits` (T).
+        Width of ``psum`` and of the accumulator: ``params.psum_bits``.
     """
 
     def __init__(self, params: NibbleParams):
-        self.psum_bits = psum_bits(params.tile)
+        self.psum_bits = params.psum_bits
         super().__init__({
             "a_in": In(OperandA),
             "b_in": In(OperandB),

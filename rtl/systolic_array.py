@@ -6,7 +6,7 @@ Why output-stationary
     exact, at the PEs; it leaves the array once per tile, row by row, and the per-tile
     radix rescaling (P_t * 2**(Ea + Eb + phases - out_exp), one shift amount for the
     whole tile) is a single shared shifter at the array edge instead of a barrel
-    shifter in every PE. The partial sums stay narrow (``psum_bits(T)``), and only the
+    shifter in every PE. The partial sums stay narrow (``params.psum_bits``), and only the
     operands move: a flows right along the rows, b flows down the columns.
 
 Why it never stalls
@@ -57,7 +57,7 @@ from amaranth.hdl import C, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.params import NibbleParams, psum_bits
+from golden.params import NibbleParams
 from rtl.layouts import operand_row_layout, psum_row_layout
 from rtl.pe import PE, OperandA, OperandB, encode_a, encode_b, encode_swapped
 
@@ -109,7 +109,7 @@ class SystolicArray(wiring.Component):
         Column k of the A tile: element m is the code of a[m, k].
     b_row : In(ArrayLayout(unsigned(4), T))
         Row k of the B tile: element n is the code of b[k, n].
-    psum : Out(stream.Signature(ArrayLayout(signed(psum_bits(T)), T), always_ready=True))
+    psum : Out(stream.Signature(ArrayLayout(signed(params.psum_bits), T), always_ready=True))
         The finished tiles of partial sums, T beats per tile, row 0 first, each valid for
         one cycle (there is no ready); element n of the beat for row m is
         P[m, n] = sum_k a[m, k] * b[k, n] over the tile reduction, exact, in element
@@ -121,7 +121,7 @@ class SystolicArray(wiring.Component):
 
     def __init__(self, params: NibbleParams):
         self._params = params
-        self.psum_bits = psum_bits(params.tile)
+        self.psum_bits = params.psum_bits
         self.latency = array_latency(params.tile)
         super().__init__({
             "valid": In(1),

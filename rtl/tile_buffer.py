@@ -58,7 +58,6 @@ class TileBuffer(wiring.Component):
 
     def __init__(self, params: NibbleParams):
         self._params = params
-        T = params.tile
         super().__init__({
             "load": In(stream.Signature(operand_row_layout(params))),
             "full": Out(1),

@@ -19,7 +19,7 @@ from amaranth.hdl import C, Cat, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.params import NibbleParams, psum_bits
+from golden.params import NibbleParams
 
 from .layouts import acc_row_layout, rescale_row_layout
 from .pe import add_with_carry
@@ -130,9 +130,9 @@ class TileRescaler(wiring.Component):
         })
 
     def elaborate(self, platform):
-        T, L, acc_bits = self._params.tile, self._params.lanes, self._params.acc_bits
+        L, acc_bits = self._params.lanes, self._params.acc_bits
         R = self._params.beats_per_tile
-        width = psum_bits(T)
+        width = self._params.psum_bits
         m = Module()
         layout = rescale_row_layout(self._params)
 

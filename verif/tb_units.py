@@ -22,7 +22,6 @@ from cocotb.triggers import ReadOnly, RisingEdge
 from golden.formats import element_values, quantize
 from golden.gemm import shift_round_half_even
 from golden.output import clip_alpha
-from golden.params import NibbleParams, psum_bits
 from rtl.layouts import acc_row_layout, code_row_layout, psum_row_layout, rescale_row_layout
 
 from rtl.tile_bank import bank_tiles
@@ -209,7 +208,7 @@ async def rescaler_shifts(dut):
     t, acc_bits, L = params.tile, params.acc_bits, params.lanes
     await start(dut)
     rng = random.Random(seed)
-    pb = psum_bits(t)
+    pb = params.psum_bits
     lim = 1 << (pb - 1)
     lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
     beats, want, acc, saturated = [], [], np.zeros((t, t), dtype=np.int64), False
