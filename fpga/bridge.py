@@ -70,7 +70,7 @@ class ByteFifo(wiring.Component):
     w_en : In(1)
         Write ``w_data`` tentatively (ignored while ``w_full``).
     w_full : Out(1)
-        No room, counting tentative bytes.
+        No room, counting tentative bytes (a register).
     w_commit : In(1)
         The tentative bytes (with this cycle's) become committed, from the next cycle
         on (a byte written in that next cycle stays tentative).
@@ -110,7 +110,9 @@ class ByteFifo(wiring.Component):
         w_spec, w_done = Signal(n), Signal(n)
         r_cur, r_done = Signal(n), Signal(n)
 
-        full = (w_spec ^ r_done) == depth
+        # ``full`` is a register (w_spec and r_done one wrap apart, as they will be),
+        # since the writer's enables (a wide shift register in the outlet) hang off it.
+        full = Signal()
         write = self.w_en & ~full
         # A commit acts a cycle late, from a register (the frame parser decides it at
         # the end of a long path): the bytes up to the commit's cycle become committed.
@@ -151,6 +153,7 @@ class ByteFifo(wiring.Component):
                      just_moved.eq((self.r_en & rdy) | self.r_rewind)]
         with m.If(self.r_commit):
             m.d.sync += r_done.eq(r_next)
+        m.d.sync += full.eq((w_next ^ Mux(self.r_commit, r_next, r_done)) == depth)
         return m
 
 

@@ -2,9 +2,9 @@
 
 Data path (see ``docs/architecture.md``)::
 
-    a_codes, b_codes -> TileBuffer x2 -> Feeder -> SystolicArray (T x T PEs)
-                                                        | psum rows (valid only)
-    a_exps, b_exps -> ExponentPrefetch                  v
+    a_codes, b_codes -> RegisterSlice -> TileBuffer x2 -> Feeder -> SystolicArray (T x T)
+                                                                        | psum rows
+    a_exps, b_exps -> ExponentPrefetch                                  v (valid only)
                         s_t, out_exp queues -> PsumDrain <- psum queue
                                                   | beats of L elements
                                                   v
@@ -50,7 +50,7 @@ from .feeder import Feeder
 from .layouts import (OUT_MODES, TILE_EXP_BITS, command_layout, operand_row_layout,
                       psum_row_layout, result_layout)
 from .log4_quantizer import Log4Quantizer
-from .queue import Credits, StreamQueue
+from .queue import Credits, RegisterSlice, StreamQueue
 from .requantizer import Requantizer
 from .result_gather import ResultGather, out_beat_layout
 from .systolic_array import SystolicArray
@@ -158,8 +158,12 @@ class Accelerator(wiring.Component):
 
         m.submodules.buf_a = buf_a = TileBuffer(p)
         m.submodules.buf_b = buf_b = TileBuffer(p)
-        wiring.connect(m, wiring.flipped(self.a_codes), buf_a.load)
-        wiring.connect(m, wiring.flipped(self.b_codes), buf_b.load)
+        # The operand rows come from the host side, which may sit far away on the die:
+        # through a register slice each, so the buffers' row enables start at registers.
+        for port, buf in (("a_codes", buf_a), ("b_codes", buf_b)):
+            m.submodules[f"{port}_slice"] = cut = RegisterSlice(operand_row_layout(p))
+            wiring.connect(m, wiring.flipped(getattr(self, port)), cut.w)
+            wiring.connect(m, cut.r, buf.load)
         m.submodules.feeder = feeder = Feeder(p)
         m.submodules.array = array = SystolicArray(p)
         m.d.comb += [

@@ -21,7 +21,7 @@ from golden.params import ELEMENT_MAX, NibbleParams
 from .bit_length import bit_length
 from .layouts import KIND_CODES, OUT_EXP_BITS, TILE_COUNT_BITS, TILE_EXP_BITS, command_layout
 from .loop_counter import LoopCounter
-from .queue import Queue, QueueRead
+from .queue import Queue, QueueRead, RegisterSlice
 
 __all__ = ["ExponentPrefetch", "S_BITS"]
 
@@ -55,8 +55,9 @@ class ExponentPrefetch(wiring.Component):
         Ea[i, t] and Eb[t, j], Kt of each per output tile, in the tile order of
         :mod:`rtl.layouts`. Both are taken together.
     s : Out(QueueRead(signed(S_BITS)))
-        s_t, one per reduction tile, in tile order (a :class:`rtl.queue.Queue` read side:
-        the data of a read is there the cycle after it).
+        s_t, one per reduction tile, in tile order (the read side of a
+        :class:`rtl.queue.Queue`, through a :class:`rtl.queue.RegisterSlice`: ``rdy``
+        and ``data`` are registers).
     out_exp : Out(QueueRead(signed(OUT_EXP_BITS)))
         out_exp, one per output tile, in tile order.
     fault : Out(1)
@@ -81,9 +82,19 @@ class ExponentPrefetch(wiring.Component):
         cmd = self.cmd
         m.submodules.s_queue = s_queue = Queue(signed(S_BITS), self.s_depth)
         m.submodules.oe_queue = oe_queue = Queue(signed(OUT_EXP_BITS), OE_DEPTH)
-        wiring.connect(m, wiring.flipped(self.s), s_queue.r)
-        wiring.connect(m, wiring.flipped(self.out_exp), oe_queue.r)
-        m.d.comb += self.fault.eq(s_queue.fault | oe_queue.fault)
+        # Each queue's head leaves through a register slice (the queue's memory output is
+        # slow, and its reader, the drain, may sit far away).
+        for name, queue, port in (("s", s_queue, self.s), ("out_exp", oe_queue, self.out_exp)):
+            m.submodules[f"{name}_slice"] = cut = RegisterSlice(queue.r.data.shape())
+            m.d.comb += [cut.w.valid.eq(queue.r.rdy), cut.w.payload.eq(queue.r.data),
+                         queue.r.en.eq(cut.w.ready & queue.r.rdy),
+                         port.rdy.eq(cut.r.valid), port.data.eq(cut.r.payload),
+                         cut.r.ready.eq(port.en)]
+        # (a pop of an empty output is the reader's misuse, sticky like the queues')
+        misuse = Signal()
+        with m.If((self.s.en & ~self.s.rdy) | (self.out_exp.en & ~self.out_exp.rdy)):
+            m.d.sync += misuse.eq(1)
+        m.d.comb += self.fault.eq(s_queue.fault | oe_queue.fault | misuse)
 
         m.submodules.tiles = tiles = LoopCounter({"t": TILE_COUNT_BITS, "j": TILE_COUNT_BITS,
                                                   "i": TILE_COUNT_BITS})

@@ -14,6 +14,9 @@ to send looks only at registers of its own unit, and the buffer can never overfl
   whose ``valid`` and payload come from flip-flops. For the accelerator's ports, whose
   consumers have a ``ready``.
 * :class:`Credits`: the producer's count of free slots.
+* :class:`RegisterSlice`: a stream through two registers (a skid buffer), for a stream
+  that crosses the die: ``valid``, payload and ``ready`` all leave from flip-flops on
+  both sides, at one beat per cycle.
 
 Each queue and counter raises a sticky ``fault`` output if it is written while full,
 read while empty, or given more credits than it has slots: in a correct design that
@@ -25,7 +28,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Queue", "StreamQueue", "Credits", "QueueRead", "BLOCK_RAM_BITS", "ram_attrs"]
+__all__ = ["Queue", "StreamQueue", "Credits", "RegisterSlice", "QueueRead", "BLOCK_RAM_BITS",
+           "ram_attrs"]
 
 #: Memories of at least this many bits (width x depth) are asked to map to block RAM;
 #: smaller ones are left to the tools (distributed RAM on ECP5).
@@ -270,4 +274,50 @@ class Credits(wiring.Component):
         with m.If((self.take & (count == 0)) |
                   (self.give & ~self.take & (count == self.capacity))):
             m.d.sync += self.fault.eq(1)
+        return m
+
+
+class RegisterSlice(wiring.Component):
+    """A stream through registers: ``r.valid`` and ``r.payload`` come from a flip-flop
+    (the main register), and ``w.ready`` is a flip-flop too (the skid register is empty),
+    so neither side's logic reaches the other's. A beat is taken whenever the skid
+    register is empty; if the main register cannot pass its beat on in that cycle, the
+    new beat waits in the skid register. One beat per cycle with an always-ready
+    consumer; a beat leaves one cycle after it is taken at the earliest.
+
+    Parameters
+    ----------
+    shape : shape-castable
+        Payload of one beat.
+
+    Attributes
+    ----------
+    w : In(stream.Signature(shape))
+        Beats in.
+    r : Out(stream.Signature(shape))
+        The same beats, in order.
+    HELD : int
+        Beats it holds when the consumer stops taking them: 2.
+    """
+
+    HELD = 2
+
+    def __init__(self, shape):
+        self._shape = shape
+        super().__init__({"w": In(stream.Signature(shape)), "r": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        main = Signal(self._shape, reset_less=True)
+        skid = Signal(self._shape, reset_less=True)
+        main_valid, skid_valid = Signal(), Signal()
+        m.d.comb += [self.w.ready.eq(~skid_valid), self.r.valid.eq(main_valid),
+                     self.r.payload.eq(main)]
+        with m.If(~main_valid | self.r.ready):          # the main register moves on
+            with m.If(skid_valid):
+                m.d.sync += [main.eq(skid), main_valid.eq(1), skid_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [main.eq(self.w.payload), main_valid.eq(self.w.valid)]
+        with m.Elif(self.w.valid & ~skid_valid):        # it holds: the new beat waits
+            m.d.sync += [skid.eq(self.w.payload), skid_valid.eq(1)]
         return m

@@ -40,7 +40,7 @@ from golden.params import EXP_MAX, EXP_MIN, NibbleParams
 from .bit_length import bit_length_of_smear, smear
 from .layouts import (CLIP_EXP_BITS, CLIP_MANT_BITS, OUT_EXP_BITS, TILE_EXP_BITS,
                       acc_row_layout, code_row_layout)
-from .pipeline import delays, stage
+from .pipeline import REPLICA_SUFFIX, delays, stage
 from .tile_bank import TileBank, bank_tiles
 
 __all__ = ["Requantizer"]
@@ -338,7 +338,8 @@ class Requantizer(wiring.Component):
         # (1) masks over magnitude bit j, shared by the beat: the guard bit is at
         # s - 1 = sh - 5, the sticky bits below it, the saturating bits above s + 4 = sh.
         beat = stage(m, beat0, "rd_beat")
-        sh = stage(m, meta.sh, "rd_sh")
+        # the shift reaches every lane's window shifter: a flip-flop copy per lane
+        sh = [stage(m, meta.sh, f"rd_sh{i}{REPLICA_SUFFIX}") for i in range(L)]
         sticky_mask = stage(m, Cat(*(meta.sh > j + _FRAC + 1 for j in range(acc_bits))),
                             "rd_sticky_mask")
         over_mask = stage(m, Cat(Const(0, 1), *(meta.sh < j for j in range(1, acc_bits))),
@@ -348,7 +349,7 @@ class Requantizer(wiring.Component):
         win, sticky, over, neg = [], [], [], []
         for i in range(L):
             a = beat[i].mag
-            win.append(stage(m, (Cat(Const(0, _FRAC + 1), a) >> sh)[:6], f"win{i}"))
+            win.append(stage(m, (Cat(Const(0, _FRAC + 1), a) >> sh[i])[:6], f"win{i}"))
             sticky.append(stage(m, (a & sticky_mask).any(), f"sticky{i}"))
             over.append(stage(m, (a & over_mask).any(), f"over{i}"))
             neg.append(stage(m, beat[i].neg, f"neg{i}_2"))

@@ -50,8 +50,8 @@ class TileBuffer(wiring.Component):
         The read bank is done (pulse with the last step's read): it may be loaded again.
     READ_LATENCY : int
         Cycles from a read (``step``) to its ``vector``: 2. The read goes through two
-        registers: each element's row and column candidates (2T-way multiplexers over
-        both banks), then the one ``read_col`` picks.
+        registers: each element's row and column candidates in both banks (T-way
+        multiplexers), then the one ``read_col`` and the read bank pick.
     """
 
     READ_LATENCY = 2
@@ -100,20 +100,23 @@ class TileBuffer(wiring.Component):
             m.d.sync += bank_full[b].eq(next_full[b])
         m.d.sync += self.full.eq(Mux(rbank ^ self.release, next_full[1], next_full[0]))
 
-        # Read side: row k and column k of bank rbank, element by element, into
-        # registers; then the one ``read_col`` asked for. The bank may be reloaded from
-        # the cycle after its release: its last step is in the first registers by then.
-        rows = Array(Array(banks[b]) for b in range(2))
-        by_row = Signal(row_shape, reset_less=True)
-        by_col = Signal(row_shape, reset_less=True)
-        read_col = Signal()
+        # Read side: row k and column k of each bank, element by element, into
+        # registers (T-way multiplexers); then the one ``read_col`` and the read bank
+        # ask for. The bank may be reloaded from the cycle after its release: its last
+        # step is in the first registers by then.
+        by_row = [Signal(row_shape, name=f"by_row{b}", reset_less=True) for b in range(2)]
+        by_col = [Signal(row_shape, name=f"by_col{b}", reset_less=True) for b in range(2)]
+        read_col, read_bank = Signal(), Signal()
         vector = Signal(row_shape, reset_less=True)
         m.d.comb += self.vector.eq(vector)
-        m.d.sync += read_col.eq(self.read_col)
-        for i in range(T):
-            m.d.sync += [by_row[i].eq(rows[rbank][self.step[i]][i]),
-                         by_col[i].eq(rows[rbank][i][self.step[i]])]
-        m.d.sync += vector.eq(Mux(read_col, by_col, by_row))
+        m.d.sync += [read_col.eq(self.read_col), read_bank.eq(rbank)]
+        for b in range(2):
+            rows = Array(banks[b])
+            for i in range(T):
+                m.d.sync += [by_row[b][i].eq(rows[self.step[i]][i]),
+                             by_col[b][i].eq(rows[i][self.step[i]])]
+        m.d.sync += vector.eq(Mux(read_col, Mux(read_bank, by_col[1], by_col[0]),
+                                  Mux(read_bank, by_row[1], by_row[0])))
         with m.If(self.release):
             m.d.sync += rbank.eq(~rbank)
         return m

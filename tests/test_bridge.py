@@ -5,6 +5,7 @@ Every test talks to the whole HostBridge over its rx/tx pins, and watches which 
 reach the accelerator's input streams: a rejected frame must deliver none.
 """
 
+import pytest
 import random
 
 import numpy as np
@@ -157,6 +158,69 @@ def test_byte_fifo_commit_rollback_rewind():
         await write(ctx, list(range(10, 20)), "w_commit")      # 8 fit, 2 dropped
         assert ctx.get(dut.w_full)
         assert await read(ctx, 8) == list(range(10, 18))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.parametrize("depth", [4, 8])
+def test_byte_fifo_full_counts_tentative_and_unfreed_bytes(depth):
+    """``w_full`` (a register) rises in the cycle after the write that fills the FIFO,
+    counting tentative bytes; writes while full are dropped; reading k committed bytes
+    frees nothing until ``r_commit``, and from the cycle after it exactly k more
+    bytes fit; a rollback of tentative bytes frees their room too."""
+    dut = ByteFifo(depth)
+
+    async def tick(ctx, **inputs):
+        for name, value in inputs.items():
+            ctx.set(getattr(dut, name), value)
+        await ctx.tick()
+        for name in inputs:
+            ctx.set(getattr(dut, name), 0)
+
+    async def fill(ctx, first):
+        """Write bytes first, first + 1, ... until w_full; returns how many went in."""
+        n = 0
+        while not ctx.get(dut.w_full):
+            await tick(ctx, w_data=(first + n) & 0xFF, w_en=1)
+            n += 1
+            assert n <= depth, "w_full did not rise"
+        await tick(ctx, w_data=0xEE, w_en=1)          # dropped
+        assert ctx.get(dut.w_full)
+        return n
+
+    async def read(ctx, n):
+        out = []
+        for _ in range(n):
+            while not ctx.get(dut.r_rdy):
+                await tick(ctx)
+            out.append(ctx.get(dut.r_data))
+            await tick(ctx, r_en=1)
+        return out
+
+    async def bench(ctx):
+        assert await fill(ctx, 0) == depth              # tentative bytes count
+        await tick(ctx, w_rollback=1)
+        assert not ctx.get(dut.w_full), "a rollback did not free the room"
+        assert await fill(ctx, 0x40) == depth
+        await tick(ctx, w_commit=1)
+        for _ in range(3):
+            await tick(ctx)
+        k = depth // 2
+        assert await read(ctx, k) == [0x40 + i for i in range(k)]
+        for _ in range(3):
+            await tick(ctx)
+            assert ctx.get(dut.w_full), "read bytes freed before r_commit"
+        await tick(ctx, r_commit=1)
+        assert not ctx.get(dut.w_full), "w_full still up in the cycle after r_commit"
+        assert await fill(ctx, 0x80) == k
+        await tick(ctx, w_commit=1)
+        for _ in range(3):
+            await tick(ctx)
+        assert await read(ctx, depth - k + k) == (
+            [0x40 + i for i in range(k, depth)] + [0x80 + i for i in range(k)])
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)

@@ -1,4 +1,5 @@
-"""Tests of ``rtl.queue`` (Queue, StreamQueue, Credits) in the Amaranth simulator.
+"""Tests of ``rtl.queue`` (Queue, StreamQueue, Credits, RegisterSlice) in the Amaranth
+simulator.
 
 Every test plays one testbench that drives the inputs and checks the outputs cycle by
 cycle against a Python model built from the docstrings:
@@ -17,7 +18,7 @@ from collections import Counter, deque
 import pytest
 from amaranth.hdl import ResetInserter, Signal
 
-from rtl.queue import Credits, Queue, StreamQueue, ram_attrs
+from rtl.queue import Credits, Queue, RegisterSlice, StreamQueue, ram_attrs
 from verif.amaranth_streams import simulate, stream_rules
 
 #: Cycles from a write into an empty Queue to ``r.rdy`` (Queue docstring).
@@ -545,3 +546,53 @@ def test_credits_faults(capacity):
         assert ctx.get(dut.fault), "fault is not sticky"
 
     simulate(dut, give_beyond)
+
+
+# ---------------------------------------------------------------------------------------
+# RegisterSlice
+# ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("p_valid,p_ready", [(1.0, 1.0), (0.7, 0.4), (0.4, 0.9), (1.0, 0.5)])
+def test_register_slice_random_stalls(p_valid, p_ready):
+    """Random producer bubbles and consumer stalls: every beat arrives once, in order,
+    unchanged (stream rules checked on the output); ``w.ready`` and ``r.valid`` depend on
+    nothing of this cycle's inputs (flip-flops); with both sides always willing, one beat
+    per cycle after a first cycle of latency."""
+    rng = random.Random(f"slice-{p_valid}-{p_ready}")
+    dut = RegisterSlice(16)
+    beats = [rng.getrandbits(16) for _ in range(400)]
+    got, stats = [], Counter()
+
+    async def bench(ctx):
+        sent, cycle, first_out = 0, 0, None
+        while len(got) < len(beats):
+            valid = sent < len(beats) and rng.random() < p_valid
+            ready = rng.random() < p_ready
+            # the outputs before this cycle's inputs are set ...
+            w_ready, r_valid, r_payload = (ctx.get(dut.w.ready), ctx.get(dut.r.valid),
+                                           ctx.get(dut.r.payload))
+            ctx.set(dut.w.valid, valid)
+            ctx.set(dut.w.payload, beats[sent] if valid else rng.getrandbits(16))
+            ctx.set(dut.r.ready, ready)
+            # ... and after: the same (registers only)
+            assert (ctx.get(dut.w.ready), ctx.get(dut.r.valid), ctx.get(dut.r.payload)) \
+                == (w_ready, r_valid, r_payload), f"cycle {cycle}: a combinational output"
+            if r_valid and ready:
+                got.append(r_payload)
+                first_out = cycle if first_out is None else first_out
+            stats["stalled_in"] += valid and not w_ready
+            if valid and w_ready:
+                sent += 1
+            await ctx.tick()
+            cycle += 1
+            assert cycle < 20 * len(beats), "the slice stopped passing beats"
+        stats["cycles"] = cycle
+        stats["first_out"] = first_out
+
+    simulate(dut, bench, stream_rules(dut.r, "r"))
+    assert got == beats
+    if p_valid == p_ready == 1.0:
+        assert stats["first_out"] == 1 and stats["cycles"] == len(beats) + 1, stats
+        assert stats["stalled_in"] == 0
+    if p_ready < 1.0:
+        assert stats["stalled_in"] > 0, "the skid register was never full"
