@@ -10,11 +10,16 @@ from amaranth.hdl import Cat, Module, Signal, Value
 __all__ = ["bit_length", "smear", "bit_length_of_smear"]
 
 
-def smear(m: Module, x: Value, name: str) -> Signal:
+def smear(m: Module, x: Value, name: str, *, start: int = 1, stop: int | None = None) -> Value:
     """x with every bit below its leading one set: 2**bit_length(x) - 1, in log2 steps.
-    smear(max(a, b)) = smear(a | b), so a tile's smear can be accumulated row by row."""
-    z, k = x, 1
-    while k < len(x):
+    smear(max(a, b)) = smear(a | b), so a tile's smear can be accumulated row by row.
+
+    Only the doubling steps k = ``start``, 2 ``start``, ... below ``stop`` (default: all)
+    are made, so a register can sit between them:
+    ``smear(smear(x, stop=s), start=s) == smear(x)`` for a power of two ``s``."""
+    z, k = x, start
+    stop = len(x) if stop is None else stop
+    while k < min(stop, len(x)):
         step = Signal(len(x), name=f"{name}{k}")
         m.d.comb += step.eq(z | (z >> k))
         z, k = step, 2 * k

@@ -35,6 +35,10 @@ from .tile_bank import TileBank, bank_tiles
 
 __all__ = ["Log4Quantizer"]
 
+#: The magnitudes' smear is split by a register after the steps below this one (bit j
+#: ORs _PRE bits of the magnitude first).
+_PRE = 4
+
 #: Tile exponent = floor(log2 amax) - FP4_E_OFFSET puts the tile maximum on the top code.
 FP4_E_OFFSET = 2 * FP4_TOP_K
 
@@ -53,9 +57,9 @@ class Log4Quantizer(wiring.Component):
     output is valid-only too: it reads a beat out only with a credit for the buffer
     behind it (``credit``, ``take_credit``). Pipelines, one step of logic per stage:
 
-    * write: |acc| and sign into a register, their smears into a second, bit length and
-      ``mid`` into a third that the bank takes; the OR of the tile's magnitudes
-      accumulates beside it;
+    * write: |acc| and sign into a register, their smears in two halves into a second
+      and a third, bit length and ``mid`` into a fourth that the bank takes; the OR of
+      the tile's magnitudes accumulates beside it;
     * finalize, five stages after a tile's last beat is written: the smear of the OR,
       its bit length, floor(log2 amax) - 12, the clamped (or external) tile exponent E,
       the element offset out_exp - phase - E;
@@ -158,19 +162,26 @@ class Log4Quantizer(wiring.Component):
             # unsigned, so -2**(acc_bits-1) is exact
             m.d.sync += [mags[i].eq(abs(acc)), negs[i].eq(acc < 0)]
 
-        # The smears of the magnitudes (and their OR) in a register, then bit length and
-        # ``mid`` into the register the bank takes.
+        # The smears of the magnitudes in two registered halves (bit j ORs 4 bits, then
+        # 8 of those), their OR beside them, then bit length and ``mid`` into the register
+        # the bank takes.
+        p_valid = Signal()
+        p_mags = [stage(m, mags[i], f"p_mag{i}") for i in range(L)]
+        p_pre = [stage(m, smear(m, mags[i], f"mag_pre{i}", stop=_PRE), f"p_pre{i}")
+                 for i in range(L)]
+        p_negs = [stage(m, negs[i], f"p_neg{i}") for i in range(L)]
+        p_or, p_oexp = stage(m, reduce(operator.or_, mags), "p_or"), stage(m, a_oexp, "p_oexp")
+        m.d.sync += p_valid.eq(a_valid)
         b_valid = Signal()
         b_mags = [Signal(acc_bits, name=f"b_mag{i}", reset_less=True) for i in range(L)]
         b_smears = [Signal(acc_bits, name=f"b_smear{i}", reset_less=True) for i in range(L)]
         b_negs = [Signal(name=f"b_neg{i}", reset_less=True) for i in range(L)]
         b_or = Signal(acc_bits, reset_less=True)
         b_oexp = Signal(signed(OUT_EXP_BITS), reset_less=True)
-        m.d.sync += [b_valid.eq(a_valid), b_or.eq(reduce(operator.or_, mags)),
-                     b_oexp.eq(a_oexp)]
+        m.d.sync += [b_valid.eq(p_valid), b_or.eq(p_or), b_oexp.eq(p_oexp)]
         for i in range(L):
-            m.d.sync += [b_mags[i].eq(mags[i]), b_negs[i].eq(negs[i]),
-                         b_smears[i].eq(smear(m, mags[i], f"mag_smear{i}"))]
+            m.d.sync += [b_mags[i].eq(p_mags[i]), b_negs[i].eq(p_negs[i]),
+                         b_smears[i].eq(smear(m, p_pre[i], f"mag_smear{i}", start=_PRE))]
         row = Signal(data.ArrayLayout(elem, L), reset_less=True)
         w_valid = Signal()
         row_or = Signal(acc_bits, reset_less=True)

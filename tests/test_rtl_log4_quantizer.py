@@ -188,8 +188,8 @@ def run_log4(params, tiles, *, phase=0, rounding="log", ext=None, seed=0, busy=0
 
 
 #: Cycles from a tile's last beat in to its first code beat out, as the class docstring
-#: states them: 3 (write registers) + 1 (OR) + 5 (finalize) + 1 (bank full) + 5 (read).
-LATENCY = 15
+#: states them: 4 (write registers) + 1 (OR) + 5 (finalize) + 1 (bank full) + 5 (read).
+LATENCY = 16
 
 
 @pytest.mark.parametrize("rounding", ["log", "linear"])
