@@ -75,7 +75,8 @@ class ByteFifo(wiring.Component):
         The tentative bytes (with this cycle's) become committed, from the next cycle
         on (a byte written in that next cycle stays tentative).
     w_rollback : In(1)
-        Forget the tentative bytes.
+        Forget the tentative bytes, a cycle later (a byte written in that next cycle is
+        forgotten too); not in the same cycle as ``w_commit``.
     r_data : Out(8)
         The byte at the read cursor (valid while ``r_rdy``).
     r_rdy : Out(1)
@@ -114,17 +115,17 @@ class ByteFifo(wiring.Component):
         # since the writer's enables (a wide shift register in the outlet) hang off it.
         full = Signal()
         write = self.w_en & ~full
-        # A commit acts a cycle late, from a register (the frame parser decides it at
-        # the end of a long path): the bytes up to the commit's cycle become committed.
-        # A rollback in that next cycle goes back to them too.
-        commit = Signal()
+        # A commit and a rollback act a cycle late, from registers (the frame parser
+        # decides them at the end of a long path): the bytes up to the commit's cycle
+        # become committed; a rollback goes back to the committed bytes (including those
+        # of a commit given the cycle before it).
+        commit, rollback = Signal(), Signal()
         w_next = Signal(n)
         m.d.comb += [self.w_full.eq(full),
-                     w_next.eq(Mux(self.w_rollback, Mux(commit, w_spec, w_done),
-                                   w_spec + write)),
+                     w_next.eq(Mux(rollback, Mux(commit, w_spec, w_done), w_spec + write)),
                      wport.addr.eq(w_spec[:n - 1]), wport.data.eq(self.w_data),
                      wport.en.eq(write)]
-        m.d.sync += [w_spec.eq(w_next), commit.eq(self.w_commit)]
+        m.d.sync += [w_spec.eq(w_next), commit.eq(self.w_commit), rollback.eq(self.w_rollback)]
         with m.If(commit):
             m.d.sync += w_done.eq(w_spec)
 

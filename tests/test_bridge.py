@@ -170,7 +170,7 @@ def test_byte_fifo_full_counts_tentative_and_unfreed_bytes(depth):
     """``w_full`` (a register) rises in the cycle after the write that fills the FIFO,
     counting tentative bytes; writes while full are dropped; reading k committed bytes
     frees nothing until ``r_commit``, and from the cycle after it exactly k more
-    bytes fit; a rollback of tentative bytes frees their room too."""
+    bytes fit; a rollback of tentative bytes frees their room too, a cycle late."""
     dut = ByteFifo(depth)
 
     async def tick(ctx, **inputs):
@@ -203,6 +203,8 @@ def test_byte_fifo_full_counts_tentative_and_unfreed_bytes(depth):
     async def bench(ctx):
         assert await fill(ctx, 0) == depth              # tentative bytes count
         await tick(ctx, w_rollback=1)
+        assert ctx.get(dut.w_full), "a rollback acted in its own cycle"
+        await tick(ctx)
         assert not ctx.get(dut.w_full), "a rollback did not free the room"
         assert await fill(ctx, 0x40) == depth
         await tick(ctx, w_commit=1)
