@@ -399,6 +399,10 @@ class HostBridge(wiring.Component):
         is_read, is_status, is_reset = (code == P.Command.READ, code == P.Command.STATUS,
                                         code == P.Command.RESET)
         known = is_write | is_read | is_status | is_reset
+        # The checks of a received frame, in registers (state CHECK) for EXECUTE.
+        V_OK, V_BAD_CRC, V_REPLAY, V_UNKNOWN, V_BAD_LENGTH, V_BUSY = range(6)
+        verdict = Signal(range(6))
+        c_write, c_read, c_status, c_reset = Signal(), Signal(), Signal(), Signal()
 
         # WRITE: bytes into the target inlet; the length must be whole beats.
         beat_sizes = [P.beat_bytes(b) for b in P.port_beat_bits(p).values()]
@@ -442,7 +446,7 @@ class HostBridge(wiring.Component):
                                              if beat_len >> i & 1))
         status = [P.PROTOCOL_VERSION, p.tile, p.acc_bits, self.core.busy,
                   outlet.level[:8], outlet.level >> 8]
-        # The receiver updates the CRC in the cycle a byte arrives (EXECUTE checks it
+        # The receiver updates the CRC in the cycle a byte arrives (CHECK checks it
         # in the next); the sender's update follows a cycle after each byte it sends,
         # from registers, which the UART (ten bit times per byte) never notices.
         crc_next = Signal(16)
@@ -500,47 +504,62 @@ class HostBridge(wiring.Component):
                 with m.If(got):
                     m.d.sync += [crc.eq(crc_next), idx.eq(idx + 1)]
                     with m.If(idx == 1):
-                        m.next = "EXECUTE"
+                        m.next = "CHECK"
                 with m.Elif(timeout):
                     nak(P.Error.TIMEOUT)
+
+            with m.State("CHECK"):
+                # The frame's verdict and its command's kind into registers, so that
+                # EXECUTE's enables (commit, rollback, rewind, release, flush) start
+                # at registers.
+                # CRC over CODE..CRC ends at 0 for an intact frame.
+                replay = last_valid & (seq == last_seq) & (code == last_code) & ~is_reset
+                len_ok = Mux(is_write, (length != 0) & (beat_pos == 0),
+                             length == Mux(is_read, 1, 0))
+                m.d.sync += [
+                    c_write.eq(is_write), c_read.eq(is_read), c_status.eq(is_status),
+                    c_reset.eq(is_reset),
+                    verdict.eq(Mux(crc != 0, V_BAD_CRC, Mux(replay, V_REPLAY, Mux(
+                        ~known, V_UNKNOWN, Mux(~len_ok, V_BAD_LENGTH, Mux(
+                            is_write & overflow, V_BUSY, V_OK)))))),
+                ]
+                m.next = "EXECUTE"
 
             with m.State("DISCARD"):
                 with m.If(timeout):
                     nak(P.Error.BAD_LENGTH)
 
             with m.State("EXECUTE"):
-                # CRC over CODE..CRC ends at 0 for an intact frame.
-                replay = last_valid & (seq == last_seq) & (code == last_code) & ~is_reset
-                len_ok = Mux(is_write, (length != 0) & (beat_pos == 0),
-                             length == Mux(is_read, 1, 0))
+                ack_kind = Mux(c_read, ACK_READ, Mux(c_status, ACK_STATUS, ACK_EMPTY))
                 m.d.comb += rollback.eq(~commit)
                 m.d.sync += fresh_read.eq(0)
                 m.next = "PREPARE"
-                with m.If(crc != 0):
-                    nak(P.Error.BAD_CRC)
-                with m.Elif(replay):
-                    # A repeated READ sends the same beats again, from the first one not
-                    # released. (Only here: a frame that fails must leave the cursor where
-                    # the last reply ended, for the next new frame releases up to it.)
-                    m.d.comb += outlet.r_rewind.eq(is_read)
-                    m.d.sync += kind.eq(Mux(is_read, ACK_READ,
-                                            Mux(is_status, ACK_STATUS, ACK_EMPTY)))
-                with m.Else():
-                    # A new request: the host has the previous reply, so free its beats.
-                    m.d.comb += [outlet.r_commit.eq(1), outlet.release.eq(pending)]
-                    m.d.sync += pending.eq(0)
-                    with m.If(~known):
-                        nak(P.Error.UNKNOWN_CMD)
-                    with m.Elif(~len_ok):
-                        nak(P.Error.BAD_LENGTH)
-                    with m.Elif(is_write & overflow):
-                        nak(P.Error.BUSY)
-                    with m.Else():
-                        m.d.comb += [commit.eq(is_write), flush.eq(is_reset)]
-                        m.d.sync += [last_seq.eq(seq), last_code.eq(code), last_valid.eq(1),
-                                     fresh_read.eq(is_read),
-                                     kind.eq(Mux(is_read, ACK_READ,
-                                                 Mux(is_status, ACK_STATUS, ACK_EMPTY)))]
+                with m.Switch(verdict):
+                    with m.Case(V_BAD_CRC):
+                        nak(P.Error.BAD_CRC)
+                    with m.Case(V_REPLAY):
+                        # A repeated READ sends the same beats again, from the first one
+                        # not released. (Only here: a frame that fails must leave the
+                        # cursor where the last reply ended, for the next new frame
+                        # releases up to it.)
+                        m.d.comb += outlet.r_rewind.eq(c_read)
+                        m.d.sync += kind.eq(ack_kind)
+                    with m.Default():
+                        # A new request: the host has the previous reply, so free its beats.
+                        m.d.comb += [outlet.r_commit.eq(1), outlet.release.eq(pending)]
+                        m.d.sync += pending.eq(0)
+                        with m.Switch(verdict):
+                            with m.Case(V_UNKNOWN):
+                                nak(P.Error.UNKNOWN_CMD)
+                            with m.Case(V_BAD_LENGTH):
+                                nak(P.Error.BAD_LENGTH)
+                            with m.Case(V_BUSY):
+                                nak(P.Error.BUSY)
+                            with m.Default():
+                                m.d.comb += [commit.eq(c_write), flush.eq(c_reset)]
+                                m.d.sync += [last_seq.eq(seq), last_code.eq(code),
+                                             last_valid.eq(1), fresh_read.eq(c_read),
+                                             kind.eq(ack_kind)]
 
             with m.State("PREPARE"):
                 with m.If(fresh_read):
