@@ -108,8 +108,8 @@ class ByteFifo(wiring.Component):
         wport = mem.write_port()
         rport = mem.read_port()
         n = depth.bit_length()       # one wrap bit above the address
-        w_spec, w_done = Signal(n), Signal(n)
-        r_cur, r_done = Signal(n), Signal(n)
+        w_spec, w_done = Signal(n, name="w_spec"), Signal(n)
+        r_cur, r_done = Signal(n, name="r_cur"), Signal(n)
 
         # ``full`` is a register (w_spec and r_done one wrap apart, as they will be),
         # since the writer's enables (a wide shift register in the outlet) hang off it.
@@ -119,7 +119,7 @@ class ByteFifo(wiring.Component):
         # decides them at the end of a long path): the bytes up to the commit's cycle
         # become committed; a rollback goes back to the committed bytes (including those
         # of a commit given the cycle before it).
-        commit, rollback = Signal(), Signal()
+        commit, rollback = Signal(name="commit"), Signal()
         w_next = Signal(n)
         m.d.comb += [self.w_full.eq(full),
                      w_next.eq(Mux(rollback, Mux(commit, w_spec, w_done), w_spec + write)),
@@ -362,7 +362,7 @@ class HostBridge(wiring.Component):
         # sit in front of every resettable flip-flop of the accelerator; the register is
         # set by the bridge's own reset too, so in a core domain of its own it is the
         # only reset the core needs.
-        flush, core_rst = Signal(), Signal(init=1)
+        flush, core_rst = Signal(name="flush"), Signal(init=1)
         m.d.sync += core_rst.eq(flush)
         m.d.comb += self.core_rst.eq(core_rst)
         if self.core_domain == "sync":
@@ -383,7 +383,7 @@ class HostBridge(wiring.Component):
         sent = utx.data.valid & utx.data.ready
 
         # ---- The frame being received.
-        code, seq, len_lo = Signal(8), Signal(8), Signal(8)
+        code, seq, len_lo = Signal(8, name="code"), Signal(8), Signal(8)
         length = Signal(range(P.MAX_PAYLOAD + 1))
         left = Signal(range(max(P.MAX_PAYLOAD, outlet.max_beats * P.beat_bytes(
             P.result_beat_bits(p)), P.STATUS_LEN) + 1))      # payload bytes to go (rx or tx)
@@ -402,7 +402,7 @@ class HostBridge(wiring.Component):
         # The checks of a received frame, in registers (state CHECK) for EXECUTE.
         V_OK, V_BAD_CRC, V_REPLAY, V_UNKNOWN, V_BAD_LENGTH, V_BUSY = range(6)
         verdict = Signal(range(6))
-        c_write, c_read, c_status, c_reset = Signal(), Signal(), Signal(), Signal()
+        c_write, c_read, c_status, c_reset = Signal(name="c_write"), Signal(), Signal(), Signal()
 
         # WRITE: bytes into the target inlet; the length must be whole beats.
         beat_sizes = [P.beat_bytes(b) for b in P.port_beat_bits(p).values()]
@@ -424,7 +424,7 @@ class HostBridge(wiring.Component):
                 m.d.comb += target_full.eq(inlet.w_full)
 
         # ---- Replay memory: the last request executed, and the READ beats not yet released.
-        last_seq, last_code, last_valid = Signal(8), Signal(8), Signal()
+        last_seq, last_code, last_valid = Signal(8, name="last_seq"), Signal(8), Signal()
         pending = Signal.like(outlet.level)
 
         # ---- The reply.
@@ -618,7 +618,7 @@ class HostBridge(wiring.Component):
         receiving = Cat(fsm.ongoing(s) for s in ("HEADER", "PAYLOAD", "CRC", "DISCARD")).any()
         # The sender's CRC: SYNC (header byte 0) starts it, the other header and payload
         # bytes go in, one cycle after each was sent.
-        tx_sent, tx_init, tx_step = Signal(8), Signal(), Signal()
+        tx_sent, tx_init, tx_step = Signal(8, name="tx_sent"), Signal(), Signal()
         header = fsm.ongoing("SEND_HEADER")
         m.d.sync += [tx_init.eq(sent & header & (idx == 0)),
                      tx_step.eq(sent & ((header & (idx != 0)) | fsm.ongoing("SEND_PAYLOAD")))]

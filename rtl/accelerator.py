@@ -125,7 +125,7 @@ class Accelerator(wiring.Component):
         m = Module()
         # ---- Command register. A command is taken only when the previous GEMM is done.
         cmd = Signal(command_layout())
-        busy, taken = Signal(), Signal()
+        busy, taken = Signal(name="busy"), Signal()
         m.d.comb += [self.cmd.ready.eq(~busy), self.busy.eq(busy),
                      taken.eq(self.cmd.valid & self.cmd.ready)]
         with m.If(taken):

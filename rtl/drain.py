@@ -95,7 +95,7 @@ class PsumDrain(wiring.Component):
         part = Signal(range(slices)) if slices > 1 else C(0, 1)
         part_last = part == slices - 1
 
-        emit, pop, tile_done = Signal(), Signal(), Signal()
+        emit, pop, tile_done = Signal(name="emit"), Signal(), Signal()
         need = tag.last & self.mask_en
         m.d.comb += [
             emit.eq(self.psum.valid & tag_here
@@ -137,7 +137,7 @@ class PsumDrain(wiring.Component):
         m.d.comb += [tags.restart.eq(self.start), tags.t_last.eq(self.k_last)]
         tag_next = Signal(_TAG)
         tag_valid = Signal()
-        f1, f1_first, f1_last = Signal(), Signal(), Signal()   # popped, in registers
+        f1, f1_first, f1_last = Signal(name="f1"), Signal(), Signal()   # popped, in registers
         s_r = Signal(signed(S_BITS))
         oe = Signal(signed(OUT_EXP_BITS))
         fetch = Signal()

@@ -117,7 +117,7 @@ class ExponentPrefetch(wiring.Component):
 
         # (1) s_t of the pair.
         s1 = Signal(signed(S_BITS))
-        v1, first1, last1 = Signal(), Signal(), Signal()
+        v1, first1, last1 = Signal(name="v1"), Signal(), Signal()
         m.d.sync += [v1.eq(go), first1.eq(tiles.t == 0), last1.eq(tiles.t_wrap),
                      s1.eq(self.a_exps.payload + self.b_exps.payload
                            + cmd.a_phase + cmd.b_phase)]

@@ -79,7 +79,7 @@ class Feeder(wiring.Component):
         m.submodules.steps = steps = LoopCounter({
             "k": (T - 1).bit_length(), "t": TILE_COUNT_BITS,
             "j": TILE_COUNT_BITS, "i": TILE_COUNT_BITS})
-        active, issue = Signal(), Signal()
+        active, issue = Signal(name="active"), Signal()
         with m.If(self.start):
             m.d.sync += active.eq(1)
         with m.Elif(issue & steps.i_wrap):

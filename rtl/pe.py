@@ -228,7 +228,7 @@ class PE(wiring.Component):
         # Stage 0: the operands and their flags (data registers without reset).
         a = Signal(OperandA, reset_less=True)
         b = Signal(OperandB, reset_less=True)
-        valid, last = Signal(), Signal()
+        valid, last = Signal(name="valid"), Signal()
         m.d.sync += [a.eq(self.a_in), b.eq(self.b_in), valid.eq(self.valid_in),
                      last.eq(self.last_in)]
         m.d.comb += [self.a_out.eq(a), self.b_out.eq(b), self.valid_out.eq(valid),
@@ -237,12 +237,12 @@ class PE(wiring.Component):
         # Stage 1: which field is the magnitude, which the code, and the code decoded.
         dec = Signal(Decoded, name="decoded", reset_less=True)
         m.d.sync += dec.eq(decode_operands(m, a, b))
-        valid1, last1 = Signal(), Signal()
+        valid1, last1 = Signal(name="valid1"), Signal()
         m.d.sync += [valid1.eq(valid), last1.eq(last)]
         # Stage 2: the product's magnitude (one 7-bit add, or a one-hot shift).
         term = stage(m, product_magnitude(m, dec), "term")
         neg2 = stage(m, dec.neg, "neg2")
-        valid2, last2 = Signal(), Signal()
+        valid2, last2 = Signal(name="valid2"), Signal()
         m.d.sync += [valid2.eq(valid1), last2.eq(last1)]
 
         # Stage 3: acc + (|product| xor neg) + neg = acc +- |product|.

@@ -116,7 +116,7 @@ class Queue(wiring.Component):
         produce = Signal(range(depth))
         consume = Signal(range(depth))
         consume1 = Signal(range(depth), init=_init_next(depth))   # _next(consume)
-        write, pop = Signal(), Signal()
+        write, pop = Signal(name="write"), Signal()
         visible = Signal(range(depth + 1))       # entries readable at the head
         written = Signal()                       # an entry was written last cycle
         m.d.comb += [
@@ -212,10 +212,10 @@ class StreamQueue(wiring.Component):
         slots = Array(Signal(self._shape, name=f"slot{i}", reset_less=True)
                       for i in range(self.SLOTS))
         load = [Signal(name=f"load{i}") for i in range(self.SLOTS)]
-        head, tail = Signal(2), Signal(2)
+        head, tail = Signal(2, name="head"), Signal(2)
         count = Signal(range(self.SLOTS + 1))     # beats in the ring
         arriving = Signal()                       # ``moved`` holds a beat for the ring
-        take, pop = Signal(), Signal()
+        take, pop = Signal(name="take"), Signal()
         m.d.comb += [
             take.eq(queue.r.rdy & (count + arriving <= self.SLOTS - 2)),
             queue.r.en.eq(take),
@@ -310,7 +310,7 @@ class RegisterSlice(wiring.Component):
         m = Module()
         main = Signal(self._shape, reset_less=True)
         skid = Signal(self._shape, reset_less=True)
-        main_valid, skid_valid = Signal(), Signal()
+        main_valid, skid_valid = Signal(name="main_valid"), Signal()
         m.d.comb += [self.w.ready.eq(~skid_valid), self.r.valid.eq(main_valid),
                      self.r.payload.eq(main)]
         with m.If(~main_valid | self.r.ready):          # the main register moves on

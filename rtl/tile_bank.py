@@ -108,7 +108,7 @@ class TileBank(wiring.Component):
         wp = mem.write_port()
         rp = mem.read_port(transparent_for=())  # a slot is read only after it is written
 
-        wbank, wrow = Signal(range(N)), Signal(range(R))
+        wbank, wrow = Signal(range(N), name="wbank"), Signal(range(R))
         m.d.comb += [self.w_last.eq(wrow == R - 1), wp.addr.eq(Cat(wrow, wbank)),
                      wp.data.eq(self.w.payload), wp.en.eq(self.w.valid)]
         with m.If(self.w.valid):
@@ -136,7 +136,7 @@ class TileBank(wiring.Component):
         m.d.comb += [kept.eq(readable + Mux(self.fin.valid, R, 0)), read.eq(kept - 1)]
         m.d.sync += [readable.eq(Mux(self.r_en, read, kept)),
                      self.r_rdy.eq(Mux(self.r_en, read != 0, kept != 0))]
-        rbank, rrow = Signal(range(N)), Signal(range(R))
+        rbank, rrow = Signal(range(N), name="rbank"), Signal(range(R))
         m.d.comb += [rp.addr.eq(Cat(rrow, rbank)),
                      rp.en.eq(self.r_en), self.r_data.eq(rp.data), self.freed.eq(self.r_en),
                      meta_r.addr.eq(rbank), meta_r.en.eq(self.r_en),

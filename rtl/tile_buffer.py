@@ -106,7 +106,7 @@ class TileBuffer(wiring.Component):
         # step is in the first registers by then.
         by_row = [Signal(row_shape, name=f"by_row{b}", reset_less=True) for b in range(2)]
         by_col = [Signal(row_shape, name=f"by_col{b}", reset_less=True) for b in range(2)]
-        read_col, read_bank = Signal(), Signal()
+        read_col, read_bank = Signal(name="read_col"), Signal()
         vector = Signal(row_shape, reset_less=True)
         m.d.comb += self.vector.eq(vector)
         m.d.sync += [read_col.eq(self.read_col), read_bank.eq(rbank)]

@@ -137,7 +137,7 @@ class TileRescaler(wiring.Component):
         layout = rescale_row_layout(self._params)
 
         # ---- Stages 0 and 1: the beat, while its shift is decoded in two steps.
-        v0, v1 = Signal(), Signal()
+        v0, v1 = Signal(name="v0"), Signal()
         beat0 = Signal(layout, reset_less=True)
         beat1 = Signal(layout, reset_less=True)
         ctl = ShiftControl(width, acc_bits + 1, "shift1")

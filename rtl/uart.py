@@ -128,7 +128,7 @@ class UARTTx(wiring.Component):
         timer = Signal(range(div))
         left = Signal(range(10))          # bits still to send after the current one
         shreg = Signal(9)                 # data bits then the stop bit
-        hold, full = Signal(8, reset_less=True), Signal()
+        hold, full = Signal(8, reset_less=True, name="hold"), Signal()
         m.d.comb += self.data.ready.eq(~full)
         with m.If(self.data.valid & ~full):
             m.d.sync += [hold.eq(self.data.payload), full.eq(1)]
