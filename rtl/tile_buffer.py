@@ -49,12 +49,13 @@ class TileBuffer(wiring.Component):
     release : In(1)
         The read bank is done (pulse with the last step's read): it may be loaded again.
     READ_LATENCY : int
-        Cycles from a read (``step``) to its ``vector``: 2. The read goes through two
-        registers: each element's row and column candidates in both banks (T-way
-        multiplexers), then the one ``read_col`` and the read bank pick.
+        Cycles from a read (``step``) to its ``vector``: 3. The read goes through three
+        registers: the request (``step``, ``read_col`` and the read bank), each element's
+        row and column candidates in both banks (T-way multiplexers), then the one
+        ``read_col`` and the read bank pick.
     """
 
-    READ_LATENCY = 2
+    READ_LATENCY = 3
 
     def __init__(self, params: NibbleParams):
         self._params = params
@@ -100,21 +101,26 @@ class TileBuffer(wiring.Component):
             m.d.sync += bank_full[b].eq(next_full[b])
         m.d.sync += self.full.eq(Mux(rbank ^ self.release, next_full[1], next_full[0]))
 
-        # Read side: row k and column k of each bank, element by element, into
-        # registers (T-way multiplexers); then the one ``read_col`` and the read bank
-        # ask for. The bank may be reloaded from the cycle after its release: its last
-        # step is in the first registers by then.
+        # Read side: the request into registers; row k and column k of each bank,
+        # element by element, into registers (T-way multiplexers); then the one
+        # ``read_col`` and the read bank ask for. The bank may be reloaded from the
+        # cycle after its release: its last step reads it in that cycle, and a row
+        # written then lands after the read.
+        # The read request first goes into registers here (the reader sits elsewhere).
+        step = Signal.like(self.step, name="step_r", reset_less=True)
+        read_col0, read_bank0 = Signal(name="read_col0"), Signal(name="read_bank0")
+        m.d.sync += [step.eq(self.step), read_col0.eq(self.read_col), read_bank0.eq(rbank)]
         by_row = [Signal(row_shape, name=f"by_row{b}", reset_less=True) for b in range(2)]
         by_col = [Signal(row_shape, name=f"by_col{b}", reset_less=True) for b in range(2)]
-        read_col, read_bank = Signal(name="read_col"), Signal()
+        read_col, read_bank = Signal(name="read_col"), Signal(name="read_bank")
         vector = Signal(row_shape, reset_less=True)
         m.d.comb += self.vector.eq(vector)
-        m.d.sync += [read_col.eq(self.read_col), read_bank.eq(rbank)]
+        m.d.sync += [read_col.eq(read_col0), read_bank.eq(read_bank0)]
         for b in range(2):
             rows = Array(banks[b])
             for i in range(T):
-                m.d.sync += [by_row[b][i].eq(rows[self.step[i]][i]),
-                             by_col[b][i].eq(rows[i][self.step[i]])]
+                m.d.sync += [by_row[b][i].eq(rows[step[i]][i]),
+                             by_col[b][i].eq(rows[i][step[i]])]
         m.d.sync += vector.eq(Mux(read_col, Mux(read_bank, by_col[1], by_col[0]),
                                   Mux(read_bank, by_row[1], by_row[0])))
         with m.If(self.release):
