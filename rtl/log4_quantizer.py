@@ -30,6 +30,7 @@ from golden.params import EXP_MAX, EXP_MIN, NibbleParams
 
 from .bit_length import bit_length_of_smear, smear
 from .layouts import OUT_EXP_BITS, TILE_EXP_BITS, acc_row_layout, code_row_layout
+from .pe import magnitude
 from .pipeline import delays, stage
 from .tile_bank import TileBank, bank_tiles
 
@@ -103,6 +104,10 @@ class Log4Quantizer(wiring.Component):
     tile is inside the unit.
     """
 
+    #: Cycles from a beat read out of the bank (``take_credit``) to its codes on
+    #: ``codes_out``.
+    READ_LATENCY = 5
+
     def __init__(self, params: NibbleParams):
         self._params = params
         self.capacity = bank_tiles(params.beats_per_tile) * params.beats_per_tile
@@ -159,8 +164,7 @@ class Log4Quantizer(wiring.Component):
         m.d.sync += [a_valid.eq(self.acc_in.valid), a_oexp.eq(self.acc_in.payload.out_exp)]
         for i in range(L):
             acc = self.acc_in.payload.acc[i]
-            # unsigned, so -2**(acc_bits-1) is exact
-            m.d.sync += [mags[i].eq(abs(acc)), negs[i].eq(acc < 0)]
+            m.d.sync += [mags[i].eq(magnitude(m, acc)), negs[i].eq(acc < 0)]
 
         # The smears of the magnitudes in two registered halves (bit j ORs 4 bits, then
         # 8 of those), their OR beside them, then bit length and ``mid`` into the register
@@ -246,7 +250,7 @@ class Log4Quantizer(wiring.Component):
         read = Signal()
         m.d.comb += [read.eq(bank.r_rdy & self.credit), bank.r_en.eq(read),
                      self.take_credit.eq(read)]
-        v = delays(m, read, 4, "rd_valid")
+        v = delays(m, read, self.READ_LATENCY - 1, "rd_valid")
 
         beat = stage(m, bank.r_data, "rd_beat")
         base1, e1 = stage(m, bank.r_meta.base, "rd_base"), stage(m, bank.r_meta.e, "rd_e1")
@@ -273,5 +277,5 @@ class Log4Quantizer(wiring.Component):
         e3 = stage(m, e2, "rd_e3")
         # The output beat: datapath, so no reset (only ``valid`` has one).
         out = Signal.like(self.codes_out.payload, reset_less=True)
-        m.d.sync += [self.codes_out.valid.eq(v[4]), out.codes.eq(codes), out.exp.eq(e3)]
+        m.d.sync += [self.codes_out.valid.eq(v[-1]), out.codes.eq(codes), out.exp.eq(e3)]
         m.d.comb += self.codes_out.payload.eq(out)

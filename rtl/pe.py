@@ -153,6 +153,17 @@ def add_with_carry(m: Module, x: Value, y: Value, carry_in: Value, width: int) -
     return total[1:]
 
 
+def magnitude(m: Module, x: Value, zero: Value = C(0, 1)) -> Value:
+    """|x| of a signed ``x`` as an unsigned value of its width (so |-2**(w-1)| fits),
+    or 0 where ``zero``: (x xor s) + s with s the sign, one carry chain behind one LUT
+    per bit (not a negation and a multiplexer)."""
+    width = len(x)
+    s = x[-1] & ~zero
+    flipped = Signal(width, name="mag_flip")
+    m.d.comb += flipped.eq(Mux(zero, 0, x.as_unsigned() ^ s.replicate(width)))
+    return add_with_carry(m, flipped, C(0, width), s, width)
+
+
 class PE(wiring.Component):
     """One MAC of the systolic array: accumulates a tile reduction, double-buffered.
 

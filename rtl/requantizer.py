@@ -40,6 +40,7 @@ from golden.params import EXP_MAX, EXP_MIN, NibbleParams
 from .bit_length import bit_length_of_smear, smear
 from .layouts import (CLIP_EXP_BITS, CLIP_MANT_BITS, OUT_EXP_BITS, TILE_EXP_BITS,
                       acc_row_layout, code_row_layout)
+from .pe import magnitude
 from .pipeline import REPLICA_SUFFIX, delays, stage
 from .tile_bank import TileBank, bank_tiles
 
@@ -151,6 +152,10 @@ class Requantizer(wiring.Component):
     clip values derived from them go through 5 registers).
     """
 
+    #: Cycles from a beat read out of the bank (``take_credit``) to its codes on
+    #: ``codes_out``.
+    READ_LATENCY = 6
+
     def __init__(self, params: NibbleParams):
         self._params = params
         self.capacity = bank_tiles(params.beats_per_tile) * params.beats_per_tile
@@ -205,7 +210,7 @@ class Requantizer(wiring.Component):
         for i in range(L):
             acc = self.acc_in.payload.acc[i]
             zero = (self.mask_en & ~self.mask_in[i]) | (u & (acc < 0))
-            m.d.sync += [row[i].mag.eq(Mux(zero, 0, abs(acc))),  # |-2**(acc_bits-1)| fits
+            m.d.sync += [row[i].mag.eq(magnitude(m, acc, zero)),
                          row[i].neg.eq(~zero & (acc < 0))]
         w_first = Signal(init=1)   # the next beat written starts a tile
         m.d.comb += [bank.w.valid.eq(w_valid), bank.w.payload.eq(row)]
@@ -330,7 +335,7 @@ class Requantizer(wiring.Component):
         read = Signal()
         m.d.comb += [read.eq(bank.r_rdy & self.credit), bank.r_en.eq(read),
                      self.take_credit.eq(read)]
-        v = delays(m, read, 5, "rd_valid")
+        v = delays(m, read, self.READ_LATENCY - 1, "rd_valid")
 
         # (0) the beat and its tile's meta in flip-flops.
         meta = stage(m, bank.r_meta, "rd_meta")
@@ -368,5 +373,5 @@ class Requantizer(wiring.Component):
             m.d.comb += codes[i].eq(Mux(neg3[i], -cm, cm))
         # The output beat: datapath, so no reset (only ``valid`` has one).
         out = Signal.like(self.codes_out.payload, reset_less=True)
-        m.d.sync += [self.codes_out.valid.eq(v[5]), out.codes.eq(codes), out.exp.eq(exp3)]
+        m.d.sync += [self.codes_out.valid.eq(v[-1]), out.codes.eq(codes), out.exp.eq(exp3)]
         m.d.comb += self.codes_out.payload.eq(out)

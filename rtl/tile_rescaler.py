@@ -8,11 +8,11 @@ barrel shifter in every PE (or only L = ``lanes`` shifters, fed L elements of a 
 cycle, for small FPGAs); the shifter's controls (direction, amount, the sticky-bit mask)
 are decoded once per beat and shared by its L columns.
 
-Four pipeline stages, because shift, round, add and saturate in one cycle were the
+Five pipeline stages, because shift, round, add and saturate in one cycle were the
 longest path of the whole board build: (0, 1) register the beat while its shift is
-decoded in two steps, (2) shift and round, (3) add, saturate and rotate the accumulator
-rows. The accumulators a beat adds to are read from the ring a cycle ahead, into a
-register.
+decoded in two steps, (2a) the coarse shift (a multiple of 4) and the sticky bit, (2b)
+the fine shift and rounding, (3) add, saturate and rotate the accumulator rows. The
+accumulators a beat adds to are read from the ring a cycle ahead, into a register.
 """
 
 from amaranth.hdl import C, Cat, Module, Mux, Signal, signed
@@ -68,19 +68,38 @@ def shift_round_half_even(m: Module, x, ctl: ShiftControl, out_width: int, name:
     must keep the result inside ``out_width`` and give round_up = 0). The caller adds
     round_up as the carry-in of its next adder, which saves an incrementer per column.
 
+    Two register stages, each a few levels of logic: (a) x shifted by the amount's
+    multiple of 4 (both directions) and the sticky bit, (b) the rest of the shift (0..3)
+    and the rounding decision. ``shifted`` and ``round_up`` are the second stage's
+    inputs, to be registered by the caller.
+
     One arithmetic shifter of x with a zero appended below gives floor(x / 2**right) and
     the guard bit (the highest bit shifted out); the bits below the guard are ORed
     through the shared mask into the sticky bit. Ties (guard set, sticky clear) round to
-    the even neighbour."""
+    the even neighbour. The coarse right shift keeps the guard: it only drops bits below
+    right - 4, which the sticky bit has."""
+    # (a) coarse shifts and the sticky bit, into registers
+    right_lo = ctl.right[:2]
+    left_lo = ctl.left[:2]
+    y = Signal(signed(len(x) + 1), name=f"{name}_y", reset_less=True)
+    xl = Signal(signed(out_width), name=f"{name}_xl", reset_less=True)
+    sticky = Signal(name=f"{name}_sticky", reset_less=True)
+    is_left = Signal(name=f"{name}_is_left", reset_less=True)
+    r_lo = Signal(2, name=f"{name}_r_lo", reset_less=True)
+    l_lo = Signal(2, name=f"{name}_l_lo", reset_less=True)
+    m.d.sync += [
+        y.eq(Cat(C(0, 1), x).as_signed() >> Cat(C(0, 2), ctl.right[2:])),
+        xl.eq(x << Cat(C(0, 2), ctl.left[2:])),
+        sticky.eq((x.as_unsigned() & ctl.sticky_mask).any()),
+        is_left.eq(ctl.is_left), r_lo.eq(right_lo), l_lo.eq(left_lo),
+    ]
+    # (b) the fine shifts and the rounding decision
     w = Signal(signed(len(x) + 1), name=f"{name}_w")     # [floor(x / 2**right) | guard]
     up = Signal(name=f"{name}_up")
-    m.d.comb += [
-        w.eq(Cat(C(0, 1), x).as_signed() >> ctl.right),
-        up.eq(w[0] & ((x.as_unsigned() & ctl.sticky_mask).any() | w[1])),
-    ]
+    m.d.comb += [w.eq(y >> r_lo), up.eq(w[0] & (sticky | w[1]))]
     out = Signal(signed(out_width), name=name)
-    m.d.comb += out.eq(Mux(ctl.is_left, x << ctl.left, w[1:].as_signed()))
-    return out, up & ~ctl.is_left
+    m.d.comb += out.eq(Mux(is_left, xl << l_lo, w[1:].as_signed()))
+    return out, up & ~is_left
 
 
 class TileRescaler(wiring.Component):
@@ -91,7 +110,7 @@ class TileRescaler(wiring.Component):
     in a circular shift register: beats arrive in the order 0..R-1 for every reduction
     tile, so the head of the register is always the beat the next one updates (no
     address multiplexer). The unit never stalls: it takes a beat in any cycle its input
-    is valid, and an accumulator beat leaves :attr:`latency` = 4 cycles after the psum
+    is valid, and an accumulator beat leaves :attr:`latency` = 5 cycles after the psum
     beat that finished it came in, valid for one cycle (there is no ready; the
     accelerator holds a credit for every ``last`` beat it sends).
 
@@ -118,7 +137,7 @@ class TileRescaler(wiring.Component):
         Cycles from a beat on ``psum_in`` to its accumulators on ``acc_out``.
     """
 
-    latency = 4
+    latency = 5
 
     def __init__(self, params: NibbleParams):
         self._params = params
@@ -145,14 +164,15 @@ class TileRescaler(wiring.Component):
                      v1.eq(v0), beat1.eq(beat0)]
         decode_shift(m, self.psum_in.payload.shift, ctl, width, acc_bits + 1)
 
-        # ---- Stage 2: the terms P_t * 2**shift, rounded.
-        v2 = Signal()
+        # ---- Stages 2a and 2b: the terms P_t * 2**shift, rounded.
+        v2a, v2 = Signal(name="v2a"), Signal(name="v2")
         terms = [Signal(signed(acc_bits + 1), name=f"term{n}", reset_less=True) for n in range(L)]
         round_up = [Signal(name=f"round_up{n}", reset_less=True) for n in range(L)]
-        last2 = Signal(reset_less=True)
+        last2a, last2 = Signal(reset_less=True), Signal(reset_less=True)
+        oexp2a = Signal.like(beat1.out_exp, reset_less=True)
         oexp2 = Signal.like(beat1.out_exp, reset_less=True)
-        m.d.sync += [v2.eq(v1), last2.eq(beat1.last),
-                     oexp2.eq(beat1.out_exp)]
+        m.d.sync += [v2a.eq(v1), last2a.eq(beat1.last), oexp2a.eq(beat1.out_exp),
+                     v2.eq(v2a), last2.eq(last2a), oexp2.eq(oexp2a)]
         for n in range(L):
             shifted, up = shift_round_half_even(m, beat1.psums[n], ctl, acc_bits + 1,
                                                 f"shifted{n}")
@@ -167,8 +187,8 @@ class TileRescaler(wiring.Component):
         rows = [Signal(L * acc_bits, name=f"acc_row{i}", reset_less=True) for i in range(R)]
         # The ring's enable and the first-tile flag reach R + 1 accumulators per lane:
         # each lane gets its own flip-flop copies of them.
-        v2_lane = [register_copy(m, v1, f"rescaler_v2_lane{n}") for n in range(L)]
-        first_lane = [register_copy(m, beat0.first, f"rescaler_first_lane{n}")
+        v2_lane = [register_copy(m, v2a, f"rescaler_v2_lane{n}") for n in range(L)]
+        first_lane = [register_copy(m, beat1.first, f"rescaler_first_lane{n}")
                       for n in range(L)]
 
         def lane(row, n):

@@ -25,9 +25,11 @@ def test_pe_equals_specification_for_all_inputs(tile):
 UNITS = [
     (TileRescaler, lambda u: u.psum_in.valid & u.psum_in.payload.last,
      lambda u: u.acc_out.valid, TileRescaler.latency, ()),
-    (Log4Quantizer, lambda u: u.take_credit, lambda u: u.codes_out.valid, 5,
+    (Log4Quantizer, lambda u: u.take_credit, lambda u: u.codes_out.valid,
+     Log4Quantizer.READ_LATENCY,
      ("phase", "linear", "ext_exp_en", "ext_exp")),
-    (Requantizer, lambda u: u.take_credit, lambda u: u.codes_out.valid, 5,
+    (Requantizer, lambda u: u.take_credit, lambda u: u.codes_out.valid,
+     Requantizer.READ_LATENCY,
      ("unsigned_out", "clip_en", "clip_mant", "clip_exp", "mask_en")),
 ]
 
