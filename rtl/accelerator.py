@@ -169,7 +169,7 @@ class Accelerator(wiring.Component):
         m.d.comb += [
             feeder.start.eq(start("feeder")), feeder.cmd.eq(cmd),
             feeder.a_full.eq(buf_a.full), feeder.b_full.eq(buf_b.full),
-            buf_a.step.eq(feeder.a_step), buf_b.step.eq(feeder.b_step),
+            buf_a.read.eq(feeder.read), buf_b.read.eq(feeder.read),
             buf_a.read_col.eq(feeder.a_read_col), buf_b.read_col.eq(feeder.b_read_col),
             buf_a.release.eq(feeder.release), buf_b.release.eq(feeder.release),
             array.valid.eq(feeder.valid), array.last.eq(feeder.last),

@@ -13,8 +13,8 @@ from golden.params import NibbleParams
 
 from .layouts import KIND_CODES, TILE_COUNT_BITS, command_layout
 from .loop_counter import LoopCounter
-from .pipeline import delays, register_copy
-from .tile_buffer import TileBuffer, step_copies_layout
+from .pipeline import delays
+from .tile_buffer import TileBuffer
 
 __all__ = ["Feeder"]
 
@@ -39,11 +39,8 @@ class Feeder(wiring.Component):
         The psum queue has room for one more tile.
     take_credit : Out(1)
         A tile starts (it uses that room).
-    a_step, b_step : Out(step_copies_layout(params))
-        The k-step to read from each tile buffer (``TileBuffer.step``): T copies per
-        buffer of the step counter, in flip-flops of their own, so the buffers' read
-        multiplexers (T * T codes each) do not load the counter that decides the next
-        issue, and each element's multiplexer has its own select.
+    read : Out(1)
+        Read the next k-step of both tile buffers (``TileBuffer.read``): the issue.
     a_read_col, b_read_col : Out(1)
         How the buffers read: A needs column k of its tile, B row k; a transposed
         operand is stored the other way round.
@@ -63,8 +60,7 @@ class Feeder(wiring.Component):
             "start": In(1), "cmd": In(command_layout()),
             "a_full": In(1), "b_full": In(1),
             "credit": In(1), "take_credit": Out(1),
-            "a_step": Out(step_copies_layout(params)),
-            "b_step": Out(step_copies_layout(params)),
+            "read": Out(1),
             "a_read_col": Out(1), "b_read_col": Out(1),
             "release": Out(1),
             "valid": Out(1), "last": Out(1),
@@ -95,6 +91,7 @@ class Feeder(wiring.Component):
             issue.eq(active & (in_tile | (self.a_full & self.b_full & self.credit))),
             steps.step.eq(issue),
             self.take_credit.eq(issue & ~in_tile),
+            self.read.eq(issue),
             self.release.eq(issue & steps.k_wrap),
             self.a_read_col.eq(~cmd.a_trans),
             self.b_read_col.eq(cmd.b_trans),
@@ -106,7 +103,7 @@ class Feeder(wiring.Component):
         valid = delays(m, issue, TileBuffer.READ_LATENCY, "valid_d")
         last = delays(m, issue & steps.k_wrap, TileBuffer.READ_LATENCY, "last_d")
         m.d.comb += [self.valid.eq(valid[-1]), self.last.eq(last[-1])]
-        # The read steps: steps.k one cycle ahead, in replicas.
+        # in_tile: steps.k != 0 as it will be, in a register.
         k_next = Signal.like(steps.k)
         with m.If(self.start):
             m.d.comb += k_next.eq(0)
@@ -115,8 +112,4 @@ class Feeder(wiring.Component):
         with m.Else():
             m.d.comb += k_next.eq(steps.k)
         m.d.sync += in_tile.eq(k_next != 0)
-        for name in ("a_step", "b_step"):
-            for i in range(T):
-                m.d.comb += getattr(self, name)[i].eq(
-                    register_copy(m, k_next, f"feeder_{name}{i}"))
         return m

@@ -4,22 +4,22 @@ The host streams every operand tile as it is stored (row by row). The GEMM needs
 reduction step k, column k of an A tile and row k of a B tile. A transposed operand
 (W^T in dX = dY.W^T, X^T in dW = X^T.dY) is read the other way round, so the host never
 rearranges data: ``read_col`` picks column or row reads.
+
+The feeder reads a tile's steps once, in order k = 0..T-1, so the read bank does not
+need a T-way multiplexer per code (a crossbar of T * T codes, whose wiring limited the
+clock): it shifts. Each read takes row 0 (or column 0) and moves the bank up by a row
+(or left by a column), so every code only ever goes to its neighbour.
 """
 
-from amaranth.hdl import Array, Module, Mux, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.hdl import Array, Cat, Module, Mux, Signal
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.params import NibbleParams
 
 from .layouts import operand_row_layout
 
-__all__ = ["TileBuffer", "step_copies_layout"]
-
-
-def step_copies_layout(params: NibbleParams) -> data.ArrayLayout:
-    """T copies of a reduction step k (0..T-1), one per element of a read vector."""
-    return data.ArrayLayout(range(params.tile), params.tile)
+__all__ = ["TileBuffer"]
 
 
 class TileBuffer(wiring.Component):
@@ -37,32 +37,32 @@ class TileBuffer(wiring.Component):
     full : Out(1)
         The read bank holds a complete tile (a register: it reflects a load or a
         release one cycle later).
-    step : In(step_copies_layout(params))
-        Reduction step k to read, one copy per element of ``vector`` (all equal): each
-        element's T-way read multiplexer then has a select of its own instead of one
-        decode shared by all T * T codes of a bank.
+    read : In(1)
+        Read the read bank's next step: the tile's steps k = 0, 1, ..., T - 1 are read
+        once each, in that order, while ``full``, and the read bank is released with the
+        last (a read moves the bank's codes, so a step cannot be read twice).
     read_col : In(1)
-        1: ``vector`` is column k of the stored tile; 0: row k.
+        1: ``vector`` is column k of the stored tile; 0: row k (the same for all T reads
+        of a tile).
     vector : Out(operand_row_layout(params))
-        The T codes of the row or column that ``step`` and ``read_col`` named
-        ``READ_LATENCY`` cycles earlier (element i from row/column position i).
+        The T codes of the row or column that a ``read`` named ``READ_LATENCY`` cycles
+        earlier (element i from row/column position i).
     release : In(1)
         The read bank is done (pulse with the last step's read): it may be loaded again.
     READ_LATENCY : int
-        Cycles from a read (``step``) to its ``vector``: 3. The read goes through three
-        registers: the request (``step``, ``read_col`` and the read bank), each element's
-        row and column candidates in both banks (T-way multiplexers), then the one
-        ``read_col`` and the read bank pick.
+        Cycles from a ``read`` to its ``vector``: 2. The request goes into registers
+        (one copy per row of each bank, for the shift enables); in the next cycle the
+        vector register takes row 0 or column 0 of the read bank while the bank shifts.
     """
 
-    READ_LATENCY = 3
+    READ_LATENCY = 2
 
     def __init__(self, params: NibbleParams):
         self._params = params
         super().__init__({
             "load": In(stream.Signature(operand_row_layout(params))),
             "full": Out(1),
-            "step": In(step_copies_layout(params)),
+            "read": In(1),
             "read_col": In(1),
             "vector": Out(operand_row_layout(params)),
             "release": In(1),
@@ -77,17 +77,15 @@ class TileBuffer(wiring.Component):
         bank_full = Array(Signal(name=f"full{b}") for b in range(2))
 
         # Load side: fill bank wbank row by row.
-        wbank = Signal()
+        wbank = Signal(name="wbank")
         wrow = Signal(range(T))
         rbank = Signal()
         loaded = Signal()            # this beat completes bank wbank
+        take = Signal()
         m.d.comb += [self.load.ready.eq(~bank_full[wbank]),
-                     loaded.eq(self.load.valid & self.load.ready & (wrow == T - 1))]
-        with m.If(self.load.valid & self.load.ready):
-            for b in range(2):
-                for r in range(T):
-                    with m.If((wbank == b) & (wrow == r)):
-                        m.d.sync += banks[b][r].eq(self.load.payload)
+                     take.eq(self.load.valid & self.load.ready),
+                     loaded.eq(take & (wrow == T - 1))]
+        with m.If(take):
             m.d.sync += wrow.eq(wrow + 1)
             with m.If(wrow == T - 1):
                 m.d.sync += wbank.eq(~wbank)
@@ -100,29 +98,35 @@ class TileBuffer(wiring.Component):
                                         | (loaded & (wbank == b)))
             m.d.sync += bank_full[b].eq(next_full[b])
         m.d.sync += self.full.eq(Mux(rbank ^ self.release, next_full[1], next_full[0]))
-
-        # Read side: the request into registers; row k and column k of each bank,
-        # element by element, into registers (T-way multiplexers); then the one
-        # ``read_col`` and the read bank ask for. The bank may be reloaded from the
-        # cycle after its release: its last step reads it in that cycle, and a row
-        # written then lands after the read.
-        # The read request first goes into registers here (the reader sits elsewhere).
-        step = Signal.like(self.step, name="step_r", reset_less=True)
-        read_col0, read_bank0 = Signal(name="read_col0"), Signal(name="read_bank0")
-        m.d.sync += [step.eq(self.step), read_col0.eq(self.read_col), read_bank0.eq(rbank)]
-        by_row = [Signal(row_shape, name=f"by_row{b}", reset_less=True) for b in range(2)]
-        by_col = [Signal(row_shape, name=f"by_col{b}", reset_less=True) for b in range(2)]
-        read_col, read_bank = Signal(name="read_col"), Signal(name="read_bank")
-        vector = Signal(row_shape, reset_less=True)
-        m.d.comb += self.vector.eq(vector)
-        m.d.sync += [read_col.eq(read_col0), read_bank.eq(read_bank0)]
-        for b in range(2):
-            rows = Array(banks[b])
-            for i in range(T):
-                m.d.sync += [by_row[b][i].eq(rows[step[i]][i]),
-                             by_col[b][i].eq(rows[i][step[i]])]
-        m.d.sync += vector.eq(Mux(read_col, Mux(read_bank, by_col[1], by_col[0]),
-                                  Mux(read_bank, by_row[1], by_row[0])))
         with m.If(self.release):
             m.d.sync += rbank.eq(~rbank)
+
+        # Read side. The request, decoded per bank and direction, in one register per
+        # row (each drives the 4 T flip-flops of its row): up[b][r] shifts bank b up a
+        # row, left[b][r] left a column. The vector takes row 0 / column 0 of the bank
+        # that shifts, in the same cycle.
+        up = [[Signal(name=f"up{b}_{r}") for r in range(T)] for b in range(2)]
+        left = [[Signal(name=f"left{b}_{r}") for r in range(T)] for b in range(2)]
+        read_col, read_bank = Signal(name="read_col"), Signal(name="read_bank")
+        for b in range(2):
+            this = self.read & (rbank == b)
+            for r in range(T):
+                m.d.sync += [up[b][r].eq(this & ~self.read_col),
+                             left[b][r].eq(this & self.read_col)]
+        m.d.sync += [read_col.eq(self.read_col), read_bank.eq(rbank)]
+        vector = Signal(row_shape, reset_less=True)
+        m.d.comb += self.vector.eq(vector)
+        column0 = [Cat(*(banks[b][r][0] for r in range(T))) for b in range(2)]
+        m.d.sync += vector.eq(Mux(read_col, Mux(read_bank, column0[1], column0[0]),
+                                  Mux(read_bank, banks[1][0], banks[0][0])))
+        for b in range(2):
+            for r in range(T):
+                row = banks[b][r]
+                with m.If(take & (wbank == b) & (wrow == r)):
+                    m.d.sync += row.eq(self.load.payload)
+                with m.Elif(up[b][r]):
+                    if r + 1 < T:
+                        m.d.sync += row.eq(banks[b][r + 1])
+                with m.Elif(left[b][r]):
+                    m.d.sync += row.eq(Cat(*(row[c + 1] for c in range(T - 1))))
         return m

@@ -7,8 +7,9 @@ The testbench plays everything around the feeder:
   inner, and reduction tile t: A tile (i, t) and B tile (t, j), each as the host
   stores it: the stored tile (t, i) / (j, t) for a transposed operand), row by row at
   random speed into two banks; ``full`` is "the read bank holds a complete tile" (a
-  register); ``release`` frees the read bank; the vector of a read (``step``,
-  ``read_col``) appears in the next cycle, with the feeder's registered ``valid``;
+  register); ``release`` frees the read bank; a ``read`` takes the read bank's next
+  k-step (``read_col``: column or row), whose vector appears with the feeder's
+  registered ``valid``;
 * the psum queue's credits: ``capacity`` credits, one taken per ``take_credit``, each
   given back some random time later (when the drain would have read the tile); the
   ``credit`` input is "count != 0" as the earlier cycles left it, and the testbench
@@ -18,9 +19,10 @@ Reference: the vectors the array must see, computed straight from the operand ma
 (A = stored A or its transpose, the same for B), zero-padded to whole tiles, in the
 order (i, j, t, k): column k of A tile (i, t) and row k of B tile (t, j), ``last`` on
 k = T - 1. The testbench also checks the feeder's cycle-level contract: a tile starts
-(``take_credit``, ``step`` 0) in the first cycle where both buffers are full and a
-credit is there, and never otherwise; its T steps follow on consecutive cycles;
-``release`` comes with step T - 1; ``valid``/``last`` are the issue one cycle later;
+(``take_credit`` and the read of step 0) in the first cycle where both buffers are full
+and a credit is there, and never otherwise; its T reads follow on consecutive cycles;
+``release`` comes with step T - 1; ``valid``/``last`` are the issue ``READ_LATENCY``
+cycles later;
 ``done`` rises after the last step of the last tile and nothing is issued after it; the
 kind flags and read directions follow the command.
 """
@@ -38,19 +40,6 @@ from rtl.feeder import Feeder
 from rtl.layouts import KIND_CODES, command_layout
 from rtl.tile_buffer import TileBuffer
 from verif.amaranth_streams import simulate
-
-
-def step_ports(dut):
-    """The k-step outputs for buffer A and buffer B (T copies per buffer, one per element
-    of the read vector)."""
-    return dut.a_step, dut.b_step
-
-
-def one_step(copies, where):
-    """The k-step that every copy must hold."""
-    values = {int(copies[i]) for i in range(len(copies))}
-    assert len(values) == 1, f"{where}: step copies disagree: {sorted(values)}"
-    return values.pop()
 
 
 def tiles_of(n, T):
@@ -200,7 +189,7 @@ class FeederBench:
             ctx.set(dut.b_full, b_buf.full)
             ctx.set(dut.credit, credit)
             take, release = ctx.get(dut.take_credit), ctx.get(dut.release)
-            a_step, b_step = (one_step(ctx.get(port), where) for port in step_ports(dut))
+            read = ctx.get(dut.read)
             valid, last, done = ctx.get(dut.valid), ctx.get(dut.last), ctx.get(dut.done)
             # registered outputs: the issue of READ_LATENCY cycles ago
             prev = inflight.popleft()
@@ -228,10 +217,10 @@ class FeederBench:
             assert take == (issue and k == 0), \
                 f"{where}: take_credit {take}, expected {issue and k == 0}"
             assert release == (issue and k == T - 1), f"{where}: release {release}"
+            assert read == issue, f"{where}: read {read}, expected {issue}"
             if issue:
-                assert a_step == k and b_step == k, f"{where}: steps {a_step}, {b_step}"
-                inflight.append((a_buf.read(a_step, ctx.get(dut.a_read_col)),
-                                 b_buf.read(b_step, ctx.get(dut.b_read_col)), int(k == T - 1)))
+                inflight.append((a_buf.read(k, ctx.get(dut.a_read_col)),
+                                 b_buf.read(k, ctx.get(dut.b_read_col)), int(k == T - 1)))
             else:
                 inflight.append(None)
             await self.tick(ctx)
