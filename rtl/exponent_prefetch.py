@@ -64,6 +64,10 @@ class ExponentPrefetch(wiring.Component):
         Sticky: a queue was misused (never in a correct design).
     """
 
+    #: Cycles from ``start`` to the first exponent pair it may take (the bound's
+    #: registers).
+    BOUND_CYCLES = 4
+
     def __init__(self, params: NibbleParams):
         self._params = params
         self.s_depth = 2 << TILE_COUNT_BITS   # two output tiles of up to 256 terms
@@ -137,7 +141,7 @@ class ExponentPrefetch(wiring.Component):
 
     def _bound(self, m):
         """(bound_bits - (acc_bits - 1), ready): fixed for the whole GEMM, so computed
-        once per command in registered steps after ``start`` (ready three cycles after
+        once per command in registered steps after ``start`` (ready four cycles after
         it). Each Amax is odd * 2**z with odd in {1, 15} (int4 8, uint4 15, fp4 4096),
         so Kt * T * Amax * Bmax is Kt times at most two factors 15 = 16 - 1 (two
         subtractions, no multiplier), shifted by the z's and log2 T, which only add to
@@ -151,10 +155,16 @@ class ExponentPrefetch(wiring.Component):
             odd_15[code], pow_2[code] = value >> z == 15, z
         scaled = Signal(TILE_COUNT_BITS + 1)
         m.d.comb += scaled.eq(cmd.k_last + 1)
-        for kind_field in (cmd.a_kind, cmd.b_kind):
+        for n, kind_field in enumerate((cmd.a_kind, cmd.b_kind)):
+            # one subtraction per register (the first into ``scaled0``, the second into
+            # ``scaled_r`` below)
             is_15 = Cat(*(kind_field == code for code, yes in odd_15.items() if yes)).any()
-            wider = Signal(len(scaled) + 4)
-            m.d.comb += wider.eq(Mux(is_15, (scaled << 4) - scaled, scaled))
+            wider = Signal(len(scaled) + 4, name=f"scaled{n}")
+            value = Mux(is_15, (scaled << 4) - scaled, scaled)
+            if n == 0:
+                m.d.sync += wider.eq(value)
+            else:
+                m.d.comb += wider.eq(value)
             scaled = wider
         pow_sum = Signal(range(64))
         with m.Switch(Cat(cmd.a_kind, cmd.b_kind)):
@@ -170,7 +180,7 @@ class ExponentPrefetch(wiring.Component):
                               - (self._params.acc_bits - 1))]
         wait = Signal(2)  # cycles until ``bound`` holds this command's value
         with m.If(self.start):
-            m.d.sync += wait.eq(2)
+            m.d.sync += wait.eq(self.BOUND_CYCLES - 1)
         with m.Elif(wait != 0):
             m.d.sync += wait.eq(wait - 1)
         return bound, wait == 0

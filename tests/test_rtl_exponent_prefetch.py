@@ -37,7 +37,7 @@ from rtl.queue import RegisterSlice
 from verif.amaranth_streams import simulate
 
 #: Cycles from ``start`` to the first pair that may be taken (the bound's registers).
-BOUND_CYCLES = 3
+BOUND_CYCLES = ExponentPrefetch.BOUND_CYCLES
 
 KIND_PAIRS = [("int4", "int4"), ("uint4", "int4"), ("fp4", "int4"), ("uint4", "fp4"),
               ("int4", "fp4"), ("uint4", "uint4"), ("int4", "uint4"), ("fp4", "uint4")]
