@@ -313,7 +313,8 @@ class HostBridge(wiring.Component):
         A GEMM is in progress (for an LED).
     core_rst : Out(1)
         Reset of the accelerator and its buffers, from a register: 1 during the bridge's
-        own reset and the cycle after, and the cycle after a RESET frame is accepted.
+        own reset and the cycle after, and for one cycle two cycles after a RESET frame
+        is accepted (before its reply is sent).
 
     Examples
     --------
@@ -363,7 +364,8 @@ class HostBridge(wiring.Component):
         # set by the bridge's own reset too, so in a core domain of its own it is the
         # only reset the core needs.
         flush, core_rst = Signal(name="flush"), Signal(init=1)
-        m.d.sync += core_rst.eq(flush)
+        flush_r = Signal()           # a register on each side: core_rst sits by its buffer
+        m.d.sync += [flush_r.eq(flush), core_rst.eq(flush_r)]
         m.d.comb += self.core_rst.eq(core_rst)
         if self.core_domain == "sync":
             flushed = ResetInserter({"sync": core_rst})

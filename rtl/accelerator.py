@@ -140,7 +140,11 @@ class Accelerator(wiring.Component):
         rescaler, out = self._output_path(m, cmd, start, drain, faults)
         m.submodules.gather = gather = ResultGather(p)
         wiring.connect(m, out.r, gather.beats)
-        wiring.connect(m, gather.result, wiring.flipped(self.result))
+        # The result leaves through a register slice: the host side may sit far away
+        # on the die, and the gather's payload is a multiplexer of the result queue.
+        m.submodules.result_slice = cut = RegisterSlice(result_layout(p))
+        wiring.connect(m, gather.result, cut.w)
+        wiring.connect(m, cut.r, wiring.flipped(self.result))
         m.d.comb += [gather.start.eq(start("gather")), gather.cmd.eq(cmd),
                      gather.saturated.eq(rescaler.saturated)]
         with m.If(gather.done):
