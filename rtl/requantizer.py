@@ -103,9 +103,9 @@ class Requantizer(wiring.Component):
     * finalize, four stages after a tile's statistics are complete: the clip
       threshold's shift, the threshold and the smear of the maximum, the clip test and
       the bit length, the tile exponent E (the element shift goes in with it);
-    * read, six cycles from a read to its codes: the bank's read, a register (a block
-      RAM's output drives nothing but a register), the shift masks, the shift window,
-      the rounding, the clamp into the output register.
+    * read, seven cycles from a read to its codes: the bank's read, a register (a block
+      RAM's output drives nothing but a register), the shift masks, the coarse shift,
+      the shift window, the rounding, the clamp into the output register.
 
     Parameters
     ----------
@@ -154,7 +154,7 @@ class Requantizer(wiring.Component):
 
     #: Cycles from a beat read out of the bank (``take_credit``) to its codes on
     #: ``codes_out``.
-    READ_LATENCY = 6
+    READ_LATENCY = 7
 
     def __init__(self, params: NibbleParams):
         self._params = params
@@ -326,11 +326,12 @@ class Requantizer(wiring.Component):
         ]
 
     def _read_side(self, m, bank):
-        """Six cycles from a read to its codes, one step of logic each: the bank's
+        """Seven cycles from a read to its codes, one step of logic each: the bank's
         registered read (a block RAM's output, slow: nothing but a register after it), a
-        register with the shift masks decoded from the tile's meta, the window of 6 bits
-        at the element shift with its sticky and overflow bits, the rounding, and the
-        clamp into the output register."""
+        register with the shift masks decoded from the tile's meta, the magnitude
+        shifted by the element shift's multiple of 8 with the sticky and overflow bits,
+        the window of 6 bits (the rest of the shift), the rounding, and the clamp into
+        the output register."""
         L, acc_bits = self._params.lanes, self._params.acc_bits
         read = Signal()
         m.d.comb += [read.eq(bank.r_rdy & self.credit), bank.r_en.eq(read),
@@ -350,15 +351,24 @@ class Requantizer(wiring.Component):
         over_mask = stage(m, Cat(Const(0, 1), *(meta.sh < j for j in range(1, acc_bits))),
                           "rd_over_mask")
         exp1, lim1 = stage(m, meta.exp, "rd_exp1"), stage(m, meta.lim, "rd_lim1")
-        # (2) window (guard, then 5 result bits), sticky and overflow per element.
+        # (2a) the magnitude shifted by sh's multiple of 8 (the 13 bits the window can
+        # still take), sticky and overflow per element; (2b) the window (guard, then 5
+        # result bits) at the rest of the shift.
         win, sticky, over, neg = [], [], [], []
         for i in range(L):
             a = beat[i].mag
-            win.append(stage(m, (Cat(Const(0, _FRAC + 1), a) >> sh[i])[:6], f"win{i}"))
-            sticky.append(stage(m, (a & sticky_mask).any(), f"sticky{i}"))
-            over.append(stage(m, (a & over_mask).any(), f"over{i}"))
-            neg.append(stage(m, beat[i].neg, f"neg{i}_2"))
-        exp2, lim2 = stage(m, exp1, "rd_exp2"), stage(m, lim1, "rd_lim2")
+            coarse = stage(m, (Cat(Const(0, _FRAC + 1), a) >> Cat(Const(0, 3), sh[i][3:]))[:13],
+                           f"coarse{i}")
+            fine = stage(m, sh[i][:3], f"fine{i}")
+            sticky_a = stage(m, (a & sticky_mask).any(), f"sticky{i}_a")
+            over_a = stage(m, (a & over_mask).any(), f"over{i}_a")
+            neg_a = stage(m, beat[i].neg, f"neg{i}_a")
+            win.append(stage(m, (coarse >> fine)[:6], f"win{i}"))
+            sticky.append(stage(m, sticky_a, f"sticky{i}"))
+            over.append(stage(m, over_a, f"over{i}"))
+            neg.append(stage(m, neg_a, f"neg{i}_2"))
+        exp2, lim2 = (stage(m, stage(m, exp1, "rd_exp2a"), "rd_exp2"),
+                      stage(m, stage(m, lim1, "rd_lim2a"), "rd_lim2"))
         # (3) round half to even.
         qm = [stage(m, win[i][1:] + (win[i][0] & (sticky[i] | win[i][1])), f"qm{i}")
               for i in range(L)]
