@@ -232,9 +232,13 @@ class Accelerator(wiring.Component):
             requant.acc_in.valid.eq(acc.valid & int_mode),
             requant.acc_in.payload.eq(acc.payload),
             requant.mask_in.eq(mask),
-            requant.unsigned_out.eq(cmd.out_unsigned), requant.clip_en.eq(cmd.clip_en),
-            requant.clip_mant.eq(cmd.clip_mant), requant.clip_exp.eq(cmd.clip_exp),
-            requant.mask_en.eq(cmd.mask_en),
+            # (the configuration in flip-flops of the requantizer's own: the command
+            # register sits elsewhere, and the requantizer takes it 5 cycles ahead)
+            requant.unsigned_out.eq(register_copy(m, cmd.out_unsigned, "unsigned_requant")),
+            requant.clip_en.eq(register_copy(m, cmd.clip_en, "clip_en_requant")),
+            requant.clip_mant.eq(register_copy(m, cmd.clip_mant, "clip_mant_requant")),
+            requant.clip_exp.eq(register_copy(m, cmd.clip_exp, "clip_exp_requant")),
+            requant.mask_en.eq(register_copy(m, cmd.mask_en, "mask_en_requant")),
             log4.acc_in.valid.eq(acc.valid & fp4_mode),
             log4.acc_in.payload.out_exp.eq(acc.payload.out_exp),
             log4.phase.eq(cmd.out_phase), log4.linear.eq(cmd.out_linear),

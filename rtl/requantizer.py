@@ -100,9 +100,9 @@ class Requantizer(wiring.Component):
       statistics (maximum magnitude, the OR of the magnitudes, the clip threshold)
       follow through a max tree with two registers per level (compare, then select;
       log2 L levels, at least one register);
-    * finalize, four stages after a tile's statistics are complete: the clip
+    * finalize, six stages after a tile's statistics are complete: the clip
       threshold's shift, the threshold and the smear of the maximum, the clip test and
-      the bit length, the tile exponent E (the element shift goes in with it);
+      the bit length, the unclamped exponent, the tile exponent E, the element shift;
     * read, seven cycles from a read to its codes: the bank's read, a register (a block
       RAM's output drives nothing but a register), the shift masks, the coarse shift,
       the shift window, the rounding, the clamp into the output register.
@@ -283,17 +283,17 @@ class Requantizer(wiring.Component):
         return e_alpha, q_alpha
 
     def _finalize(self, m, bank, stats, e_alpha, q_alpha):
-        """Four register stages from a tile's complete statistics to its meta in the
+        """Six register stages from a tile's complete statistics to its meta in the
         bank: (1) the clip threshold's shift, (2) the threshold and the smear of the
         maximum (= the smear of the OR), (3) the clip test, the maximum's bit length and
-        top bits, (4) the tile exponent E and the largest positive code; the element
-        shift E - out_exp + 4 goes in with them."""
+        top bits, (4) the unclamped exponent and the largest positive code, (5) the
+        tile exponent E, (6) the element shift E - out_exp + 4."""
         acc_bits = self._params.acc_bits
         amax, tile_or, tile_d, tile_oexp, done = stats
         u = self.unsigned_out
         SH_MAX = acc_bits + _FRAC + 1  # shifts from here on give 0
 
-        f = delays(m, done, 4, "fin")
+        f = delays(m, done, 6, "fin")
         # (1) thr = floor(alpha / 2**out_exp), saturated, x > thr iff x * 2**out_exp >
         # alpha: its direction and amount (clip_mant << (acc_bits - 1) already exceeds
         # every |x|, and clip_mant >> 8 is 0).
@@ -314,15 +314,23 @@ class Requantizer(wiring.Component):
         n, over = _int_exp(m, amax2, z2, u, "e_amax")
         n3, over3, oexp3 = stage(m, n, "n3"), stage(m, over, "over3"), stage(m, oexp2, "oexp3")
         # (4)
-        exp4 = stage(m, Mux(clip3, e_alpha, Mux(
-            n3 != 0, _clamp(_exp_add(oexp3, n3, over3, u), EXP_MIN, EXP_MAX), EXP_MIN)), "exp4")
+        esum4 = stage(m, _exp_add(oexp3, n3, over3, u), "esum4")
+        nonzero4, clip4 = stage(m, n3 != 0, "nonzero4"), stage(m, clip3, "clip4")
         lim4 = stage(m, Mux(u, Mux(clip3, q_alpha, 15), 7), "lim4")
         oexp4 = stage(m, oexp3, "oexp4")
+        # (5)
+        exp5 = stage(m, Mux(clip4, e_alpha, Mux(nonzero4, _clamp(esum4, EXP_MIN, EXP_MAX),
+                                                EXP_MIN)), "exp5")
+        lim5, oexp5 = stage(m, lim4, "lim5"), stage(m, oexp4, "oexp5")
+        # (6)
+        sh6 = stage(m, _clamp(exp5 - oexp5 + _FRAC, 0, SH_MAX), "sh6",
+                    shape=range(SH_MAX + 1))
+        exp6, lim6 = stage(m, exp5, "exp6"), stage(m, lim5, "lim6")
         m.d.comb += [
-            bank.fin.valid.eq(f[4]),
-            bank.fin.payload.exp.eq(exp4),
-            bank.fin.payload.sh.eq(_clamp(exp4 - oexp4 + _FRAC, 0, SH_MAX)),
-            bank.fin.payload.lim.eq(lim4),
+            bank.fin.valid.eq(f[6]),
+            bank.fin.payload.exp.eq(exp6),
+            bank.fin.payload.sh.eq(sh6),
+            bank.fin.payload.lim.eq(lim6),
         ]
 
     def _read_side(self, m, bank):

@@ -335,8 +335,8 @@ def test_other_params(unsigned_out):
 def documented_latency(lanes):
     """Cycles from a tile's last accumulator beat to its first code beat, as the class
     docstring states them: 1 (register) + max(1, 2 log2 L) (max tree: compare, then
-    select) + 1 (running maximum) + 4 (finalize) + 1 (bank full) + 7 (read)."""
-    return 14 + max(1, 2 * (lanes.bit_length() - 1))
+    select) + 1 (running maximum) + 6 (finalize) + 1 (bank full) + 7 (read)."""
+    return 16 + max(1, 2 * (lanes.bit_length() - 1))
 
 
 @pytest.mark.parametrize("tile", TILES)
