@@ -154,7 +154,11 @@ class ByteFifo(wiring.Component):
                      just_moved.eq((self.r_en & rdy) | self.r_rewind)]
         with m.If(self.r_commit):
             m.d.sync += r_done.eq(r_next)
-        m.d.sync += full.eq((w_next ^ Mux(self.r_commit, r_next, r_done)) == depth)
+        # (the late ``write`` and ``rollback`` only pick among comparisons of registers)
+        r_done_next = Mux(self.r_commit, r_next, r_done)
+        m.d.sync += full.eq(Mux(rollback, (Mux(commit, w_spec, w_done) ^ r_done_next) == depth,
+                                Mux(write, ((w_spec + 1)[:n] ^ r_done_next) == depth,
+                                    (w_spec ^ r_done_next) == depth)))
         return m
 
 
