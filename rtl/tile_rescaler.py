@@ -6,7 +6,7 @@ after each addition, and a sticky flag records any saturation. The shift is one 
 for the whole T x T tile, so the array needs one shifter per column at its edge, not a
 barrel shifter in every PE (or only L = ``lanes`` shifters, fed L elements of a row per
 cycle, for small FPGAs); the shifter's controls (direction, amount, the sticky-bit mask)
-are decoded once per beat and shared by its L columns.
+are decoded once per beat, into one register copy per lane.
 
 Five pipeline stages, because shift, round, add and saturate in one cycle were the
 longest path of the whole board build: (0, 1) register the beat while its shift is
@@ -23,28 +23,34 @@ from golden.params import NibbleParams
 
 from .layouts import acc_row_layout, rescale_row_layout
 from .pe import add_with_carry
-from .pipeline import register_copy
+from .pipeline import REPLICA_SUFFIX, register_copy
 
 __all__ = ["TileRescaler", "ShiftControl", "decode_shift", "shift_round_half_even"]
 
 
 class ShiftControl:
-    """Registered controls of one ``x * 2**shift`` for x of ``width`` bits, shared by
-    every column: ``is_left``; ``left`` (0..out_width-1); ``right`` (0..width, past which
+    """Registered controls of one ``x * 2**shift`` for x of ``width`` bits (one copy per
+    lane): ``is_left``; ``left`` (0..out_width-1); ``right`` (0..width, past which
     every x rounds to 0 anyway); ``sticky_mask`` (bit j set iff j < right - 1: the bits
     below the guard bit)."""
 
     def __init__(self, width: int, out_width: int, name: str):
-        self.is_left = Signal(name=f"{name}_is_left", reset_less=True)
-        self.left = Signal(range(out_width), name=f"{name}_left", reset_less=True)
-        self.right = Signal(range(width + 1), name=f"{name}_right", reset_less=True)
-        self.sticky_mask = Signal(width, name=f"{name}_sticky_mask", reset_less=True)
+        # (named as flip-flop copies: synthesis keeps one set per lane, see rtl.pipeline)
+        self.is_left = Signal(name=f"{name}_is_left{REPLICA_SUFFIX}", reset_less=True)
+        self.left = Signal(range(out_width), name=f"{name}_left{REPLICA_SUFFIX}",
+                           reset_less=True)
+        self.right = Signal(range(width + 1), name=f"{name}_right{REPLICA_SUFFIX}",
+                            reset_less=True)
+        self.sticky_mask = Signal(width, name=f"{name}_sticky_mask{REPLICA_SUFFIX}",
+                                  reset_less=True)
 
 
-def decode_shift(m: Module, shift, ctl: ShiftControl, width: int, out_width: int):
-    """Drive ``ctl`` from a signed ``shift`` through two registers: (1) the direction,
-    the left amount and the negated shift, (2) the right amount and the sticky mask, so
-    that no step has more than one compare or add."""
+def decode_shift(m: Module, shift, ctls, width: int, out_width: int):
+    """Drive every :class:`ShiftControl` of ``ctls`` (copies, one per consumer) from a
+    signed ``shift`` through two registers: (1) the direction, the left amount and the
+    negated shift, (2) the right amount and the sticky mask, so that no step has more
+    than one compare or add."""
+    ctl = ctls[0]
     is_left = Signal(name=f"{ctl.is_left.name}_a", reset_less=True)
     left = Signal.like(ctl.left, name=f"{ctl.left.name}_a", reset_less=True)
     back = Signal(len(shift) + 1, name=f"{ctl.right.name}_neg", reset_less=True)  # -shift
@@ -54,12 +60,14 @@ def decode_shift(m: Module, shift, ctl: ShiftControl, width: int, out_width: int
         back.eq(Mux(shift < 0, -shift, 0)),
     ]
     right = Mux(back < width, back, width)
-    m.d.sync += [
-        ctl.is_left.eq(is_left),
-        ctl.left.eq(left),
-        ctl.right.eq(right),
-        ctl.sticky_mask.eq(Cat(*(back > j + 1 for j in range(width)))),
-    ]
+    sticky_mask = Cat(*(back > j + 1 for j in range(width)))
+    for copy in ctls:
+        m.d.sync += [
+            copy.is_left.eq(is_left),
+            copy.left.eq(left),
+            copy.right.eq(right),
+            copy.sticky_mask.eq(sticky_mask),
+        ]
 
 
 def shift_round_half_even(m: Module, x, ctl: ShiftControl, out_width: int, name: str):
@@ -159,10 +167,11 @@ class TileRescaler(wiring.Component):
         v0, v1 = Signal(name="v0"), Signal()
         beat0 = Signal(layout, reset_less=True)
         beat1 = Signal(layout, reset_less=True)
-        ctl = ShiftControl(width, acc_bits + 1, "shift1")
+        # The decoded shift reaches every lane's shifters: a copy of its registers per lane.
+        ctls = [ShiftControl(width, acc_bits + 1, f"shift1_lane{n}") for n in range(L)]
         m.d.sync += [v0.eq(self.psum_in.valid), beat0.eq(self.psum_in.payload),
                      v1.eq(v0), beat1.eq(beat0)]
-        decode_shift(m, self.psum_in.payload.shift, ctl, width, acc_bits + 1)
+        decode_shift(m, self.psum_in.payload.shift, ctls, width, acc_bits + 1)
 
         # ---- Stages 2a and 2b: the terms P_t * 2**shift, rounded.
         v2a, v2 = Signal(name="v2a"), Signal(name="v2")
@@ -174,7 +183,7 @@ class TileRescaler(wiring.Component):
         m.d.sync += [v2a.eq(v1), last2a.eq(beat1.last), oexp2a.eq(beat1.out_exp),
                      v2.eq(v2a), last2.eq(last2a), oexp2.eq(oexp2a)]
         for n in range(L):
-            shifted, up = shift_round_half_even(m, beat1.psums[n], ctl, acc_bits + 1,
+            shifted, up = shift_round_half_even(m, beat1.psums[n], ctls[n], acc_bits + 1,
                                                 f"shifted{n}")
             m.d.sync += [terms[n].eq(shifted), round_up[n].eq(up)]
 
