@@ -50,13 +50,15 @@ Fit check
     ==========  ============  ===============  ======================================
     board       T             logic cells      verdict
     ==========  ============  ===============  ======================================
-    orangecrab  8 (L=4)       19620 (81 %)     105.0 MHz, target met (321c00c; the
-                                               later tree did not finish routing)
+    orangecrab  8 (L=4)       19620 (81 %)     105.0 MHz, target met (321c00c); at
+                                               d6243c3 20806 (85 %), still placing
+                                               after 27 minutes
     orangecrab  8 (L=8)       24305 (100 %)    does not fit (packer)
-    ulx3s       8             24599 (29 %)     fits; 78.5 MHz, 100 MHz target missed
-    ulx3s       16            63456 (76 %)     placed (estimate 44.05 MHz); router2
-                                               did not converge
-    icebreaker  2 (18, L=1)   6750 (128 %)     does not fit (packer; 2026-12-05)
+    ulx3s       8             25189 (30 %)     fits; 88.7 MHz at 80cc55d, 100 MHz
+                                               target missed (92.9 at aa1f326)
+    ulx3s       16            65859 (78 %)     placement past 45 minutes (03f4f49);
+                                               router2 did not converge at 78ee5c7
+    icebreaker  2 (18, L=1)   7760 (147 %)     does not fit (packer; 2026-12-07)
     ==========  ============  ===============  ======================================
 
     Since the output path was pipelined for 100 MHz on the ECP5 boards, no size fits the
