@@ -31,6 +31,22 @@ def _anchors(page: Path) -> set:
     return {results._anchor(h) for h in re.findall(r"^#+ (.+)$", text, re.M)}
 
 
+# ---- the README -------------------------------------------------------------------------
+
+def test_readme_is_at_most_150_lines():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 150, f"README.md has {len(lines)} lines; move detail into docs/"
+
+
+def test_readme_set_up_is_what_ci_runs():
+    """The two set-up commands are the ones .ci/run executes, verbatim."""
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    for command in ('pip install -e ".[dev]"', "pytest -n 2"):
+        assert f"\n{command}\n" in readme, command
+        assert command in ci, command
+
+
 # ---- links ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
