@@ -359,7 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="utilization and cell-count benchmarks",
                            description="Measure array utilization on large GEMMs (Amaranth "
-                                       "simulation) and yosys cell counts of the PE and array.")
+                                       "simulation), yosys cell counts, the area against an "
+                                       "FP16 MAC and the RTL training harness; tabulate synth "
+                                       "reports (boards); write docs/results.md from the JSON "
+                                       "files in docs/ (report).")
     bench.add_argument("what", choices=["utilization", "cells", "area", "summary", "boards",
                                         "report", "all"],
                        nargs="?", default="all",
