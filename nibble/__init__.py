@@ -1,3 +1,4 @@
-"""nibble: an open 4-bit deep-learning training accelerator (host side: CLI and training)."""
+"""nibble: an open 4-bit deep-learning training accelerator (host side: the CLI, training,
+benchmarks, the results page and the board driver)."""
 
 __version__ = "0.1.0"

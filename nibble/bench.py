@@ -1,4 +1,6 @@
-"""Benchmarks: array utilization (Amaranth simulation) and yosys cell counts.
+"""Benchmarks (``nibble bench``): array utilization (Amaranth simulation), yosys cell counts,
+the RTL training harness's speed, the summary of all three with the area ratios, and the
+tables they print (which ``docs/results.md`` reuses).
 
 Figures are measured in one run and printed as tables; nothing here is a timed test.
 """
@@ -13,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["utilization", "cell_counts", "training_harness", "summary", "format_summary"]
+__all__ = ["utilization", "cell_counts", "training_harness", "summary", "format_utilization",
+           "format_cells", "format_summary"]
 
 
 def _jobs_for_mode(mode, params, m, k, n, rng):
@@ -69,6 +72,16 @@ def utilization(tile: int, acc_bits: int = 32, tiles: int = 8, progress=print,
     return rows
 
 
+def format_utilization(rows) -> str:
+    """Markdown table of :func:`utilization` rows (what ``nibble bench utilization`` prints)."""
+    lines = ["| T | lanes | mode | cycles | ideal M·N·K/T² | utilization | bit-exact |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['tile']} | {r['lanes']} | {r['mode']} | {r['cycles']} | {r['ideal']} | "
+                     f"{100 * r['utilization']:.1f}% | {'yes' if r['bit_exact'] else 'NO'} |")
+    return "\n".join(lines)
+
+
 def cell_counts(tile: int, units=("pe", "systolic_array"), acc_bits: int = 32, progress=print):
     """Generic ``synth -flatten`` cell counts of the PE and the array; returns dicts."""
     from fpga.toolchain import tool
@@ -98,6 +111,14 @@ def cell_counts(tile: int, units=("pe", "systolic_array"), acc_bits: int = 32, p
                 progress(f"  T={tile} {unit:<15} {cells} cells, {cells / macs:.1f} per MAC "
                          f"({rows[-1]['seconds']:.1f} s)")
     return rows
+
+
+def format_cells(rows) -> str:
+    """Markdown table of :func:`cell_counts` rows (what ``nibble bench cells`` prints)."""
+    lines = ["| T | unit | cells | cells per MAC |", "|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['tile']} | {r['unit']} | {r['cells']} | {r['cells_per_mac']:.1f} |")
+    return "\n".join(lines)
 
 
 def training_harness(tile: int = 8, epochs: int = 1, acc_bits: int = 32, progress=print) -> dict:

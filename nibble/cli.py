@@ -1,7 +1,7 @@
-"""The ``nibble`` command line.
+"""The ``nibble`` command line: train, generate, regress, synth and bench.
 
-Subcommands are added as they work; each takes its numbers through the one
-:class:`golden.params.NibbleParams` object.
+Each subcommand takes its numbers through the one :class:`golden.params.NibbleParams`
+object; ``bench report`` writes ``docs/results.md`` from the other commands' JSON.
 """
 
 from __future__ import annotations
@@ -152,19 +152,12 @@ def _cmd_bench(args) -> int:
         rows = [r for t in sizes for r in bench.utilization(
             t, tiles=args.tiles, lanes=args.lanes and min(args.lanes, t))]
         report["utilization"] = rows
-        print("\n| T | lanes | mode | cycles | ideal M·N·K/T² | utilization | bit-exact |")
-        print("|---|---|---|---|---|---|---|")
-        for r in rows:
-            print(f"| {r['tile']} | {r['lanes']} | {r['mode']} | {r['cycles']} | {r['ideal']} | "
-                  f"{100 * r['utilization']:.1f}% | {'yes' if r['bit_exact'] else 'NO'} |")
+        print("\n" + bench.format_utilization(rows))
     if args.what in ("cells", "all"):
         print("\ncells: yosys generic `synth -flatten`", flush=True)
         rows = [r for t in sizes for r in bench.cell_counts(t)]
         report["cells"] = rows
-        print("\n| T | unit | cells | cells per MAC |")
-        print("|---|---|---|---|")
-        for r in rows:
-            print(f"| {r['tile']} | {r['unit']} | {r['cells']} | {r['cells_per_mac']:.1f} |")
+        print("\n" + bench.format_cells(rows))
     if args.what == "area":
         from fpga.area import area_study, format_table
         area_sizes = sizes if args.sizes_given else [8]
@@ -185,9 +178,20 @@ def _cmd_bench(args) -> int:
                 raise ValueError(f"{args.area_json} holds no area study (no 'per_mac')")
         report["summary"] = bench.summary(tile, area=area)
         print("\n" + bench.format_summary(report["summary"]))
+    if args.what == "report":
+        from . import results
+        docs = Path(args.docs) if args.docs else results.default_docs_dir()
+        out = Path(args.out) if args.out else docs / "results.md"
+        if args.check:
+            if results.check(docs, out):
+                print(f"{out} is up to date with the files in {docs}")
+                return 0
+            print(f"nibble bench: {out} differs from what `nibble bench report` writes from "
+                  f"{docs}: run it and commit the result", file=sys.stderr)
+            return 1
+        print(f"wrote {results.write(docs, out)} from the files in {docs}")
+        return 0
     if args.what == "boards":
-        from pathlib import Path
-
         from fpga.synth import board_table
         if not args.reports:
             raise ValueError("bench boards needs --reports REPORT.json ... (from nibble synth)")
@@ -201,6 +205,9 @@ def _cmd_bench(args) -> int:
         report["boards"] = builds
         print(board_table(builds))
     if args.json:
+        if args.what != "boards":              # boards only tabulates earlier measurements
+            from .results import measurement_stamp
+            report["measured"] = measurement_stamp()
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
             f.write("\n")
@@ -230,6 +237,8 @@ def _cmd_synth(args) -> int:
 
 
 def _cmd_regress(args) -> int:
+    import json
+
     from golden.params import check_tile
     from verif.coverage import all_bins
     from verif.regress import plan, run_plan
@@ -269,24 +278,44 @@ def _cmd_regress(args) -> int:
                       f"reproduce: nibble regress --size {tile} --seed {sh['seed']} --gemms "
                       f"{sh['gemms']}" + (f"; waves {vcd}" if sh["waves"] else " --waves"))
 
-    print("\n| T | tests | GEMMs checked | MACs checked | failures | seconds | sim cycles/s | MACs/s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        sim_s = r["sim_seconds"] or float("nan")
-        print(f"| {r['tile']} | {r['tests']} | {r['gemms']} | {r['macs']:,} | {r['failed']} | "
-              f"{r['seconds']:.1f} | {r['cycles'] / sim_s:,.0f} | {r['macs'] / sim_s:,.0f} |")
+    print("\n" + regress_table(rows))
     print(f"wall time {wall:.1f} s on {args.jobs} job(s); cycles/s and MACs/s are per simulation "
           f"process")
-    empty = []
     print("\ncoverage (GEMMs per bin; mode | output | rounding | phase | stalls | tiles):")
-    for key in all_bins():
-        counts = [r["coverage"].get(key, 0) for r in rows]
-        if not all(counts):
-            empty.append(key)
-        print(f"  {key:<55} " + "  ".join(f"T={r['tile']}: {c}" for r, c in zip(rows, counts)))
+    print(coverage_table(rows))
+    empty = [key for key in all_bins() if not all(r["coverage"].get(key, 0) for r in rows)]
     if empty:
         print(f"{len(empty)} coverage bins empty" + (" (fails --long)" if args.long else ""))
+    if args.json:
+        from .results import measurement_stamp
+        doc = {"regress": {"sizes": sizes, "acc_bits": args.acc_bits, "seed": args.seed,
+                           "gemms_per_size": gemms, "jobs": args.jobs, "long": args.long,
+                           "wall_seconds": wall, "rows": rows, "empty_bins": empty},
+               "measured": measurement_stamp()}
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=2)
+            f.write("\n")
+        print(f"\nwrote {args.json}")
     return 1 if failed_any or (args.long and empty) else 0
+
+
+def regress_table(rows) -> str:
+    """Markdown table of ``nibble regress``'s per-size rows (also in its ``--json``)."""
+    lines = ["| T | tests | GEMMs checked | MACs checked | failures | seconds | sim cycles/s | "
+             "MACs/s |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        sim_s = r["sim_seconds"] or float("nan")
+        lines.append(f"| {r['tile']} | {r['tests']} | {r['gemms']} | {r['macs']:,} | {r['failed']} | "
+                     f"{r['seconds']:.1f} | {r['cycles'] / sim_s:,.0f} | {r['macs'] / sim_s:,.0f} |")
+    return "\n".join(lines)
+
+
+def coverage_table(rows) -> str:
+    """GEMMs per coverage bin and size, one line per bin of :func:`verif.coverage.all_bins`."""
+    from verif.coverage import all_bins
+
+    return "\n".join(f"  {key:<55} " + "  ".join(f"T={r['tile']}: {r['coverage'].get(key, 0)}"
+                                                  for r in rows) for key in all_bins())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -330,14 +359,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="utilization and cell-count benchmarks",
                            description="Measure array utilization on large GEMMs (Amaranth "
-                                       "simulation) and yosys cell counts of the PE and array.")
+                                       "simulation), yosys cell counts, the area against an "
+                                       "FP16 MAC and the RTL training harness; tabulate synth "
+                                       "reports (boards); write docs/results.md from the JSON "
+                                       "files in docs/ (report).")
     bench.add_argument("what", choices=["utilization", "cells", "area", "summary", "boards",
-                                        "all"],
+                                        "report", "all"],
                        nargs="?", default="all",
                        help="utilization, cells (generic yosys), area (FP16 MAC vs nibble on "
                             "ECP5/iCE40), summary (training utilization, harness speed, area "
                             "ratio at one T), boards (a table of `nibble synth` reports, "
-                            "--reports), all (utilization and cells; default)")
+                            "--reports), report (docs/results.md from the JSON files in "
+                            "docs/; measures nothing), all (utilization and cells; default)")
     bench.add_argument("--reports", metavar="REPORT", nargs="+",
                        help="boards: report.json files (or their build directories) of "
                             "`nibble synth`")
@@ -351,6 +384,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     bench.add_argument("--area-json", metavar="PATH",
                        help="summary: take the area ratios from an earlier `bench area --json`")
+    bench.add_argument("--docs", metavar="DIR",
+                       help="report: the directory of the JSON files (default: this "
+                            "checkout's docs/)")
+    bench.add_argument("--out", metavar="PATH",
+                       help="report: the page to write (default DIR/results.md)")
+    bench.add_argument("--check", action="store_true",
+                       help="report: write nothing; exit 1 if the page differs from what "
+                            "report would write")
     bench.set_defaults(func=_cmd_bench)
 
     synth_p = sub.add_parser("synth", help="build a board bitstream with yosys and nextpnr",
@@ -391,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     regress.add_argument("--waves", action="store_true", help="write a VCD (dump.vcd)")
     regress.add_argument("-k", metavar="TEST", help="run only this cocotb test "
                          "(random_gemms, reset_mid_gemm)")
+    regress.add_argument("--json", metavar="PATH",
+                         help="write the table's rows, the coverage and the settings as JSON")
     regress.set_defaults(func=_cmd_regress)
     return parser
 

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .digits import load_digits_split
+from .results import measurement_stamp
 from .training import QuantConfig, TrainConfig, train_run
 
 __all__ = ["STUDY_CONFIGS", "StudyConfig", "run_study", "format_table", "write_json"]
@@ -112,6 +113,7 @@ def write_json(path, results, config: TrainConfig, seeds, backend: str) -> None:
                    "tile": config.params.tile, "acc_bits": config.params.acc_bits,
                    "lanes": config.params.lanes},
         "generated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "measured": measurement_stamp(),
         "results": results,
     }
     with open(path, "w") as f:

