@@ -139,7 +139,11 @@ class Accelerator(wiring.Component):
         drain = self._front(m, cmd, start, faults)
         rescaler, out = self._output_path(m, cmd, start, drain, faults)
         m.submodules.gather = gather = ResultGather(p)
-        wiring.connect(m, out.r, gather.beats)
+        # The result queue's head is a four-way multiplexer of its ring: through a
+        # register slice, so the gather's row multiplexer starts at flip-flops.
+        m.submodules.beat_slice = beat_cut = RegisterSlice(out_beat_layout(p))
+        wiring.connect(m, out.r, beat_cut.w)
+        wiring.connect(m, beat_cut.r, gather.beats)
         # The result leaves through a register slice: the host side may sit far away
         # on the die, and the gather's payload is a multiplexer of the result queue.
         m.submodules.result_slice = cut = RegisterSlice(result_layout(p))

@@ -285,9 +285,10 @@ class Requantizer(wiring.Component):
     def _finalize(self, m, bank, stats, e_alpha, q_alpha):
         """Six register stages from a tile's complete statistics to its meta in the
         bank: (1) the clip threshold's shift, (2) the threshold and the smear of the
-        maximum (= the smear of the OR), (3) the clip test, the maximum's bit length and
-        top bits, (4) the unclamped exponent and the largest positive code, (5) the
-        tile exponent E, (6) the element shift E - out_exp + 4."""
+        maximum (= the smear of the OR; its first two steps in (1)), (3) the clip test,
+        the maximum's bit length and top bits, (4) the unclamped exponent and the
+        largest positive code, (5) the tile exponent E, (6) the element shift
+        E - out_exp + 4."""
         acc_bits = self._params.acc_bits
         amax, tile_or, tile_d, tile_oexp, done = stats
         u = self.unsigned_out
@@ -302,12 +303,15 @@ class Requantizer(wiring.Component):
         lsh1 = stage(m, Mux(d >= acc_bits - 1, acc_bits - 1, d[:(acc_bits - 1).bit_length()]),
                      "thr_lsh1")
         rsh1 = stage(m, Mux(-d >= CLIP_MANT_BITS, CLIP_MANT_BITS, (-d)[:4]), "thr_rsh1")
-        or1, amax1 = stage(m, tile_or, "or1"), stage(m, amax, "amax1")
+        # (the smear in two halves, across the register: smear(smear(x, stop=4),
+        # start=4) == smear(x))
+        or1 = stage(m, smear(m, tile_or, "or_smear", stop=4), "or1")
+        amax1 = stage(m, amax, "amax1")
         oexp1 = stage(m, tile_oexp, "oexp1")
         # (2)
         thr2 = Signal(acc_bits + CLIP_MANT_BITS, name="thr2", reset_less=True)
         m.d.sync += thr2.eq(Mux(left1, self.clip_mant << lsh1, self.clip_mant >> rsh1))
-        z2, amax2, oexp2 = (stage(m, smear(m, or1, "amax_smear"), "z2"), stage(m, amax1, "amax2"),
+        z2, amax2, oexp2 = (stage(m, smear(m, or1, "amax_smear", start=4), "z2"), stage(m, amax1, "amax2"),
                             stage(m, oexp1, "oexp2"))
         # (3)
         clip3 = stage(m, self.unsigned_out & self.clip_en & (amax2 > thr2), "clip3")
