@@ -23,7 +23,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.params import NibbleParams
 from rtl.accelerator import Accelerator
-from rtl.pipeline import delays
+from rtl.pipeline import delays, register_copy
 from rtl.uart import UARTRx, UARTTx
 
 from . import protocol as P
@@ -62,6 +62,8 @@ class ByteFifo(wiring.Component):
     ----------
     depth : int
         Bytes; a power of two.
+    room : int
+        Bytes that ``w_room`` asks for (default 1).
 
     Attributes
     ----------
@@ -70,7 +72,12 @@ class ByteFifo(wiring.Component):
     w_en : In(1)
         Write ``w_data`` tentatively (ignored while ``w_full``).
     w_full : Out(1)
-        No room, counting tentative bytes (a register).
+        No room, counting tentative bytes (a register). It rises in the cycle after the
+        write that fills the FIFO; room freed by ``r_commit`` or a rollback shows from the
+        second cycle after it.
+    w_room : Out(1)
+        At least ``room`` bytes free, counting tentative bytes (a register, a cycle
+        behind: exact for a writer whose last write is two cycles old).
     w_commit : In(1)
         The tentative bytes (with this cycle's) become committed, from the next cycle
         on (a byte written in that next cycle stays tentative).
@@ -90,12 +97,14 @@ class ByteFifo(wiring.Component):
         Move the read cursor back to the first byte not freed.
     """
 
-    def __init__(self, depth: int):
+    def __init__(self, depth: int, *, room: int = 1):
         if depth < 2 or depth & (depth - 1):
             raise ValueError(f"depth must be a power of two >= 2, got {depth}")
-        self._depth = depth
+        if not 1 <= room <= depth:
+            raise ValueError(f"room must be 1 to {depth} bytes, got {room}")
+        self._depth, self._room = depth, room
         super().__init__({
-            "w_data": In(8), "w_en": In(1), "w_full": Out(1),
+            "w_data": In(8), "w_en": In(1), "w_full": Out(1), "w_room": Out(1, init=1),
             "w_commit": In(1), "w_rollback": In(1),
             "r_data": Out(8), "r_rdy": Out(1), "r_en": In(1),
             "r_commit": In(1), "r_rewind": In(1),
@@ -120,12 +129,14 @@ class ByteFifo(wiring.Component):
         # become committed; a rollback goes back to the committed bytes (including those
         # of a commit given the cycle before it).
         commit, rollback = Signal(name="commit"), Signal()
-        w_next = Signal(n)
+        w_spec1 = Signal(n, init=1)  # w_spec + 1, a register: ``write`` only selects
+        back = Mux(commit, w_spec, w_done)
         m.d.comb += [self.w_full.eq(full),
-                     w_next.eq(Mux(rollback, Mux(commit, w_spec, w_done), w_spec + write)),
                      wport.addr.eq(w_spec[:n - 1]), wport.data.eq(self.w_data),
                      wport.en.eq(write)]
-        m.d.sync += [w_spec.eq(w_next), commit.eq(self.w_commit), rollback.eq(self.w_rollback)]
+        m.d.sync += [w_spec.eq(Mux(rollback, back, Mux(write, w_spec1, w_spec))),
+                     w_spec1.eq(Mux(rollback, back + 1, Mux(write, w_spec1 + 1, w_spec1))),
+                     commit.eq(self.w_commit), rollback.eq(self.w_rollback)]
         with m.If(commit):
             m.d.sync += w_done.eq(w_spec)
 
@@ -154,11 +165,13 @@ class ByteFifo(wiring.Component):
                      just_moved.eq((self.r_en & rdy) | self.r_rewind)]
         with m.If(self.r_commit):
             m.d.sync += r_done.eq(r_next)
-        # (the late ``write`` and ``rollback`` only pick among comparisons of registers)
-        r_done_next = Mux(self.r_commit, r_next, r_done)
-        m.d.sync += full.eq(Mux(rollback, (Mux(commit, w_spec, w_done) ^ r_done_next) == depth,
-                                Mux(write, ((w_spec + 1)[:n] ^ r_done_next) == depth,
-                                    (w_spec ^ r_done_next) == depth)))
+        # (the late ``write`` and ``rollback`` only pick among comparisons of registers;
+        # the room a read commit frees counts from the cycle after it, once ``r_done``
+        # holds it, so the reader's late decisions do not reach this comparison)
+        m.d.sync += full.eq(Mux(rollback, (Mux(commit, w_spec, w_done) ^ r_done) == depth,
+                                Mux(write, (w_spec1 ^ r_done) == depth,
+                                    (w_spec ^ r_done) == depth)))
+        m.d.sync += self.w_room.eq((w_spec - r_done)[:n] <= depth - self._room)
         return m
 
 
@@ -213,9 +226,12 @@ class StreamOutlet(wiring.Component):
     """Whole beats in, bytes out on request: the buffer between the accelerator's result
     stream and the reply sender.
 
-    A beat is loaded into a shift register and written into the buffer a byte at a time
-    from its low end (no byte multiplexer in front of the block RAM); it is taken from
-    the stream the cycle after its last byte, when the bytes are committed.
+    A beat is loaded into a shift register only when the buffer has room for all of its
+    bytes, and then written into the buffer a byte per cycle from its low end (no byte
+    multiplexer in front of the block RAM, and no wait in the middle of a beat); it is
+    taken from the stream the cycle after its last byte, when the bytes are committed.
+    The shift register's enables come from flip-flops, one copy per byte: the result
+    beat is hundreds of bits wide.
 
     Parameters
     ----------
@@ -252,31 +268,45 @@ class StreamOutlet(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.fifo = fifo = ByteFifo(self._depth)
         nbytes = P.beat_bytes(self._width)
+        m.submodules.fifo = fifo = ByteFifo(self._depth, room=nbytes)
         index = Signal(range(max(nbytes, 2)))    # byte of the loaded beat to write next
+        last = Signal(init=nbytes == 1)          # ``index`` is the beat's last byte
         written = Signal()                       # the beat's last byte went in last cycle
-        held = Signal()                          # ``shreg`` holds the offered beat's rest
-        shreg = Signal(8 * nbytes, reset_less=True)
-        write = held & ~fifo.w_full
-        last = index == nbytes - 1
-        with m.If(self.beats.valid & ~held & ~written):
-            m.d.sync += [shreg.eq(self.beats.payload), held.eq(1)]
-        with m.If(write):
-            m.d.sync += shreg.eq(shreg >> 8)
-            with m.If(last):
-                m.d.sync += held.eq(0)
+        held = Signal()                          # the shift register holds a beat's rest
+        # ``idle``: a cycle ago nothing was held or just written and the buffer had room
+        # for a beat (its ``w_room`` is exact two cycles after the last write). It stays
+        # true while no beat is loaded, so a load needs only ``~held`` besides.
+        idle_now = ~held & ~written & fifo.w_room
+        load = Signal()
+        held_next = Mux(load, 1, held & ~last)
+        m.d.comb += load.eq(self.beats.valid & register_copy(m, idle_now, "idle") & ~held)
+        m.d.sync += [held.eq(held_next), written.eq(held & last)]
+        if nbytes > 1:
+            with m.If(held):
+                m.d.sync += [index.eq(Mux(last, 0, index + 1)),
+                             last.eq(~last & (index == nbytes - 2))]
+        # The shift register, a byte at a time, each byte with its own flip-flop copies
+        # of ``held`` and ``idle``: the beat is hundreds of bits wide, and no enable net
+        # reaches all of it.
+        payload = self.beats.payload
+        shreg = [Signal(8, name=f"shreg{k}", reset_less=True) for k in range(nbytes)]
+        for k, byte in enumerate(shreg):
+            held_k = register_copy(m, held_next, f"held{k}")
+            idle_k = register_copy(m, idle_now, f"idle{k}")
+            with m.If(held_k):
+                m.d.sync += byte.eq(shreg[k + 1] if k + 1 < nbytes else 0)
+            with m.Elif(self.beats.valid & idle_k):
+                m.d.sync += byte.eq(payload[8 * k:8 * (k + 1)])
+        m.d.comb += fifo.w_data.eq(shreg[0])
         m.d.comb += [
-            fifo.w_data.eq(shreg[:8]), fifo.w_en.eq(write),
+            fifo.w_en.eq(held),
             # The beat is taken, and its bytes committed, the cycle after its last byte
             # is written (the block RAM is not write-through).
             self.beats.ready.eq(written), fifo.w_commit.eq(written),
             self.r_data.eq(fifo.r_data), fifo.r_en.eq(self.r_en),
             fifo.r_rewind.eq(self.r_rewind), fifo.r_commit.eq(self.r_commit),
         ]
-        m.d.sync += written.eq(write & last)
-        with m.If(write):
-            m.d.sync += index.eq(Mux(last, 0, index + 1))
         # A beat counts once its bytes are readable: the commit's register, the
         # committed pointer and the FIFO's ``r_rdy`` take three cycles after ``written``.
         readable = delays(m, written, 3, "readable_d")[-1]
@@ -422,9 +452,13 @@ class HostBridge(wiring.Component):
         commit = Signal()          # the frame executes: its bytes go on to the accelerator
         rollback = Signal()
         target_full = Signal()
+        # An inlet takes its byte and its commit or rollback from registers of its own, a
+        # cycle after the parser decides them (the parser's decisions are long paths, and
+        # bytes arrive tens of cycles apart: ``w_full`` has long caught up with a write
+        # when the next byte comes).
         for i, inlet in enumerate(self.inlets.values()):
             here = port_idx == i
-            m.d.comb += [inlet.w_data.eq(byte), inlet.w_en.eq(write_byte & here),
+            m.d.sync += [inlet.w_data.eq(byte), inlet.w_en.eq(write_byte & here),
                          inlet.w_commit.eq(commit & here), inlet.w_rollback.eq(rollback)]
             with m.If(here):
                 m.d.comb += target_full.eq(inlet.w_full)
