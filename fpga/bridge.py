@@ -228,8 +228,9 @@ class StreamOutlet(wiring.Component):
 
     A beat is loaded into a shift register only when the buffer has room for all of its
     bytes, and then written into the buffer a byte per cycle from its low end (no byte
-    multiplexer in front of the block RAM, and no wait in the middle of a beat); it is
-    taken from the stream the cycle after its last byte, when the bytes are committed.
+    multiplexer in front of the block RAM, and no wait in the middle of a beat). The
+    beat is taken from the stream when it is loaded; its bytes are committed the cycle
+    after the last of them is written.
     The shift register's enables come from flip-flops, one copy per byte: the result
     beat is hundreds of bits wide.
 
@@ -280,7 +281,8 @@ class StreamOutlet(wiring.Component):
         idle_now = ~held & ~written & fifo.w_room
         load = Signal()
         held_next = Mux(load, 1, held & ~last)
-        m.d.comb += load.eq(self.beats.valid & register_copy(m, idle_now, "idle") & ~held)
+        m.d.comb += [self.beats.ready.eq(register_copy(m, idle_now, "idle") & ~held),
+                     load.eq(self.beats.valid & self.beats.ready)]
         m.d.sync += [held.eq(held_next), written.eq(held & last)]
         if nbytes > 1:
             with m.If(held):
@@ -301,9 +303,10 @@ class StreamOutlet(wiring.Component):
         m.d.comb += fifo.w_data.eq(shreg[0])
         m.d.comb += [
             fifo.w_en.eq(held),
-            # The beat is taken, and its bytes committed, the cycle after its last byte
-            # is written (the block RAM is not write-through).
-            self.beats.ready.eq(written), fifo.w_commit.eq(written),
+            # The beat is taken when it is loaded (``ready`` is two flip-flops, so the
+            # producer's wide enables start at registers); its bytes are committed the
+            # cycle after its last one is written (the block RAM is not write-through).
+            fifo.w_commit.eq(written),
             self.r_data.eq(fifo.r_data), fifo.r_en.eq(self.r_en),
             fifo.r_rewind.eq(self.r_rewind), fifo.r_commit.eq(self.r_commit),
         ]

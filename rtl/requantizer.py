@@ -98,8 +98,9 @@ class Requantizer(wiring.Component):
 
     * write: mask, ReLU and |x| into a register, then into the bank; the tile
       statistics (maximum magnitude, the OR of the magnitudes, the clip threshold)
-      follow through a max tree with two registers per level (compare, then select;
-      log2 L levels, at least one register);
+      follow through a register of their own (the bank's register sits by its block
+      RAM) and a max tree with two registers per level (compare, then select; log2 L
+      levels, at least one register);
     * finalize, six stages after a tile's statistics are complete: the clip
       threshold's shift, the threshold and the smear of the maximum, the clip test and
       the bit length, the unclamped exponent, the tile exponent E, the element shift;
@@ -228,6 +229,10 @@ class Requantizer(wiring.Component):
             m.d.sync += [r.eq(f) for r, f in zip(regs, flags)]
             return regs
 
+        # The tree starts from a register of its own: ``row`` sits by the bank's block
+        # RAM, and a net from it to the first compares crossed the die.
+        mags = [stage(m, mag, f"tree_in{i}") for i, mag in enumerate(mags)]
+        flags = later(flags, "tree_in")
         level = 0
         while True:
             if len(mags) > 1:

@@ -92,6 +92,16 @@ class TileBuffer(wiring.Component):
         # A bank fills with its last row and empties on release (never both at once: a
         # bank loads only while it is empty, and is released only while it is full).
         # ``full`` is the register of bank_full[rbank] as it will be.
+        # The beat taken in one cycle is written into its row in the next, from
+        # registers: the payload and one enable per row of each bank (each drives the
+        # 4 T flip-flops of its row). The bank counts as full as soon as its last beat
+        # is taken: a read moves the bank's rows two cycles after ``full`` shows it,
+        # one cycle after that last row is written.
+        payload = Signal(row_shape, reset_less=True)
+        m.d.sync += payload.eq(self.load.payload)
+        wen = [[Signal(name=f"wen{b}_{r}") for r in range(T)] for b in range(2)]
+        for b in range(2):
+            m.d.sync += [wen[b][r].eq(take & (wbank == b) & (wrow == r)) for r in range(T)]
         next_full = [Signal(name=f"full{b}_next") for b in range(2)]
         for b in range(2):
             m.d.comb += next_full[b].eq((bank_full[b] & ~(self.release & (rbank == b)))
@@ -122,8 +132,8 @@ class TileBuffer(wiring.Component):
         for b in range(2):
             for r in range(T):
                 row = banks[b][r]
-                with m.If(take & (wbank == b) & (wrow == r)):
-                    m.d.sync += row.eq(self.load.payload)
+                with m.If(wen[b][r]):
+                    m.d.sync += row.eq(payload)
                 with m.Elif(up[b][r]):
                     if r + 1 < T:
                         m.d.sync += row.eq(banks[b][r + 1])

@@ -334,9 +334,10 @@ def test_other_params(unsigned_out):
 
 def documented_latency(lanes):
     """Cycles from a tile's last accumulator beat to its first code beat, as the class
-    docstring states them: 1 (register) + max(1, 2 log2 L) (max tree: compare, then
-    select) + 1 (running maximum) + 6 (finalize) + 1 (bank full) + 7 (read)."""
-    return 16 + max(1, 2 * (lanes.bit_length() - 1))
+    docstring states them: 1 (register) + 1 (the statistics' own register) +
+    max(1, 2 log2 L) (max tree: compare, then select) + 1 (running maximum) +
+    6 (finalize) + 1 (bank full) + 7 (read)."""
+    return 17 + max(1, 2 * (lanes.bit_length() - 1))
 
 
 @pytest.mark.parametrize("tile", TILES)
