@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from golden.formats import quantize
 from golden.gemm import out_exponents, shift_round_half_even, tiled_gemm
 from golden.params import NibbleParams, psum_bits
 from rtl.generate import convert
 from rtl.tile_rescaler import TileRescaler
 from verif.amaranth_streams import ValidOnlyMonitor, send_beat
+from verif.stimulus import random_operand, with_tile_exps
 
 
 def run_rescaler(params, tiles, seed):
@@ -95,11 +95,9 @@ def test_gemm_accumulators_equal_golden(tile, lanes, kinds):
     rng = np.random.default_rng(tile)
     m, k, n = 2 * tile + 1, 3 * tile - 1, tile + 3
     def operand(shape, kind, phase):
-        x = rng.normal(size=shape) * np.exp2(rng.integers(-30, 30, size=shape))
-        q = quantize(x, kind, tile=tile, phase=phase)
+        q = random_operand(rng, shape, kind, tile, phase, binades=30, zeros=0.0)
         # replace the tile exponents by a wide spread, including the int8 extremes
-        exps = rng.choice([-128, 127, -5, 0, 3, 60, -60], size=q.exps.shape)
-        return type(q)(q.codes, exps, q.kind, q.tile, q.phase)
+        return with_tile_exps(q, rng.choice([-128, 127, -5, 0, 3, 60, -60], size=q.exps.shape))
     a = operand((m, k), kinds[0], 0)
     b = operand((k, n), kinds[1], 1 if kinds[1] == "fp4" else 0)
     want = tiled_gemm(a, b, acc_bits=params.acc_bits)

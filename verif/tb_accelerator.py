@@ -18,13 +18,13 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge
 
-from golden.formats import quantize
 from golden.params import NibbleParams
-from rtl.gemm_protocol import GemmBeats, GemmJob, OutputSpec, decode, encode, expected
+from rtl.gemm_protocol import GemmBeats, GemmJob, decode, encode, expected
 
 from .cocotb_streams import StreamDriver, StreamMonitor
-from .coverage import MODES, OUTPUT_VARIANTS, coverage_bin
+from .coverage import coverage_bin
 from .scoreboard import first_mismatch
+from .stimulus import GEMM_ROLES, OUTPUT_VARIANTS, edge_jobs, random_job
 
 PARAMS = NibbleParams(tile=int(os.environ.get("NIBBLE_TILE", "4")),
                       acc_bits=int(os.environ.get("NIBBLE_ACC_BITS", "32")),
@@ -100,69 +100,23 @@ def scoreboard(job: GemmJob, got, index: int, stalled: bool = True) -> None:
     _write_stats()
 
 
-def random_job(rng: np.random.Generator, target=None) -> GemmJob:
-    """A random training-mode GEMM with full-range operands. ``target`` = (mode index,
-    output variant index, partial) steers it into one coverage bin; None picks at random."""
-    t = PARAMS.tile
-    if target is None:
-        target = (int(rng.integers(0, len(MODES))), int(rng.integers(0, len(OUTPUT_VARIANTS))),
-                  bool(rng.random() < 0.7))
-    mode, variant, partial = target
-    while True:
-        if partial:
-            m, k, n = (int(v) for v in rng.integers(1, 3 * t + 1, size=3))
-        else:
-            m, k, n = (t * int(v) for v in rng.integers(1, 4, size=3))
-        if bool(m % t or k % t or n % t) == partial:
-            break
-
-    def operand(shape, kind, phase=0):
-        x = rng.normal(size=shape) * np.exp2(rng.integers(-20, 20, size=shape))
-        x[rng.random(shape) < 0.1] = 0.0
-        q = quantize(x, kind, tile=t, phase=phase)
-        if rng.random() < 0.3:                         # extreme tile exponents
-            exps = rng.choice([-128, 127, 0, -60, 60], size=q.exps.shape)
-            q = type(q)(q.codes, exps, q.kind, t, q.phase)
-        return q
-
-    if MODES[mode] == "forward":                       # Y = X . W
-        a, b, a_trans, b_trans = operand((m, k), "uint4"), operand((k, n), "int4"), False, False
-    elif MODES[mode] == "backward":                    # dX = dY . W^T
-        a, b, a_trans, b_trans = operand((m, k), "fp4"), operand((n, k), "int4"), False, True
-    else:                                              # dW = X^T . dY
-        a, b, a_trans, b_trans = operand((k, m), "uint4"), operand((k, n), "fp4", 1), True, False
-    out, rounding, phase = OUTPUT_VARIANTS[variant]
-    if out == "int":
-        clip = (int(rng.integers(1, 256)), int(rng.integers(-20, 20))) if rng.random() < 0.5 else None
-        mask = rng.random((m, n)) < 0.7 if rng.random() < 0.5 else None
-        spec = OutputSpec("int", kind="uint4" if clip or rng.random() < 0.5 else "int4",
-                          clip=clip, mask=mask)
-    elif out == "fp4":
-        spec = OutputSpec("fp4", phase=phase, rounding=rounding,
-                          ext_exp=int(rng.integers(-40, 10)) if rng.random() < 0.3 else None,
-                          mask=rng.random((m, n)) < 0.7 if rng.random() < 0.3 else None)
-    else:
-        spec = OutputSpec("raw")
-    return GemmJob(a, b, a_trans, b_trans, spec)
-
-
 @cocotb.test()
 async def random_gemms(dut):
-    """Random back-to-back GEMMs in all three training modes and all output modes."""
+    """Random back-to-back GEMMs in all three training roles and all output modes."""
     count = int(os.environ.get("NIBBLE_GEMMS", "12"))
     dut._log.info(f"seed {SEED}, T={PARAMS.tile}, acc_bits={PARAMS.acc_bits}, {count} GEMMs")
     tb = TB(dut, SEED)
     await tb.reset()
     rng = np.random.default_rng(SEED)
-    bins = [(m, v, s, p) for m in range(len(MODES)) for v in range(len(OUTPUT_VARIANTS))
+    bins = [(m, v, s, p) for m in range(len(GEMM_ROLES)) for v in range(len(OUTPUT_VARIANTS))
             for s in (False, True) for p in (False, True)]
     for i in range(count):
         # Coverage-driven: the first len(bins) GEMMs visit every bin, then random ones.
         if i < len(bins):
-            mode, variant, stalled, partial = bins[i]
-            job = random_job(rng, (mode, variant, partial))
+            role, variant, stalled, partial = bins[i]
+            job = random_job(rng, PARAMS, (role, variant, partial))
         else:
-            job, stalled = random_job(rng), bool(rng.random() < 0.7)
+            job, stalled = random_job(rng, PARAMS), bool(rng.random() < 0.7)
         tb.set_stalls(0.3 if stalled else 0.0)
         scoreboard(job, await tb.run_job(job), i, stalled)
 
@@ -170,25 +124,9 @@ async def random_gemms(dut):
 @cocotb.test()
 async def edge_shapes(dut):
     """1x1x1, and the longest reduction the exponent buffers allow (256 tiles of K)."""
-    from golden.params import EXP_MAX
-    from rtl.layouts import TILE_COUNT_BITS
-
     tb = TB(dut, SEED + 2)
     await tb.reset()
-    rng = np.random.default_rng(SEED + 2)
-    t = PARAMS.tile
-    longest = (1 << TILE_COUNT_BITS) * t
-    jobs = [
-        GemmJob(quantize(rng.normal(size=(1, 1)), "uint4", tile=t),
-                quantize(rng.normal(size=(1, 1)), "int4", tile=t)),
-        GemmJob(quantize(rng.normal(size=(1, 1)), "fp4", tile=t),
-                quantize(rng.normal(size=(1, 1)), "int4", tile=t), out=OutputSpec("fp4")),
-        GemmJob(quantize(np.full((t, longest), 15.0), "uint4", tile=t),
-                quantize(np.full((longest, t), -8.0), "int4", tile=t)),
-        GemmJob(quantize(rng.normal(size=(longest, t - 1)), "uint4", tile=t),
-                quantize(rng.normal(size=(longest, 2)) * EXP_MAX, "fp4", tile=t, phase=1),
-                a_trans=True, out=OutputSpec("fp4", rounding="linear")),
-    ]
+    jobs = edge_jobs(np.random.default_rng(SEED + 2), PARAMS.tile)
     tb.set_stalls(0.1)
     for i, job in enumerate(jobs):
         scoreboard(job, await tb.run_job(job), i, stalled=True)
@@ -201,7 +139,7 @@ async def reset_mid_gemm(dut):
     await tb.reset()
     rng = np.random.default_rng(SEED + 1)
     for trial in range(3):
-        first = random_job(rng)
+        first = random_job(rng, PARAMS)
         beats = encode(first, PARAMS)
         words = beats.inputs()
         tasks = [cocotb.start_soon(tb.drivers[n].send(words[n])) for n in tb.INPUTS]
@@ -213,5 +151,5 @@ async def reset_mid_gemm(dut):
         for name in tb.INPUTS:
             tb.drivers[name].valid.value = 0
         await tb.reset()
-        job = random_job(rng)
+        job = random_job(rng, PARAMS)
         scoreboard(job, await tb.run_job(job), trial)

@@ -20,7 +20,8 @@ from cocotb.task import bridge
 
 from nibble.device import Device
 
-from .tb_accelerator import PARAMS, SEED, random_job, scoreboard
+from .stimulus import random_job
+from .tb_accelerator import PARAMS, SEED, scoreboard
 
 
 class LineFaults:
@@ -66,8 +67,8 @@ def _run_gemms(dut, count, seed, faults=None):
         device.link.to_board, device.link.to_host = faults.to_board, faults.to_host
     rng = np.random.default_rng(seed)
     for i in range(count):
-        # modes and output variants in turn, shapes at random (random_job's bins)
-        job = random_job(rng, (i % 3, i % 5, bool(rng.random() < 0.7)))
+        # roles and output variants in turn, shapes at random (random_job's bins)
+        job = random_job(rng, PARAMS, (i % 3, i % 5, bool(rng.random() < 0.7)))
         scoreboard(job, device.run(job), i, stalled=True)
     return device
 
