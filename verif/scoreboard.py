@@ -1,16 +1,28 @@
-"""Compare an accelerator's GEMM output with golden's and describe the first mismatch.
+"""Compare an accelerator's output with golden's.
 
-Used by the cocotb bench, the fast harness's users and the training backends, so a
-mismatch reads the same everywhere: which value, where, both values, and the operands.
+* :func:`first_mismatch` describes the first differing value of a GEMM; used by the
+  cocotb benches, the fast harness's users and the training backends, so a mismatch
+  reads the same everywhere: which value, where, both values, and the operands.
+* :class:`Scoreboard` checks GEMMs against :func:`rtl.gemm_protocol.expected` and keeps
+  the statistics of what it checked (``stats.json`` for ``nibble regress``).
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
-from rtl.gemm_protocol import GemmJob, GemmOutput
+from golden.params import NibbleParams
+from rtl.gemm_protocol import GemmJob, GemmOutput, expected
 
-__all__ = ["first_mismatch"]
+from .coverage import coverage_bin
+
+__all__ = ["first_mismatch", "Scoreboard", "STATS_FILE"]
+
+#: The file a simulation run's scoreboards add their statistics to (in the run directory).
+STATS_FILE = "stats.json"
 
 
 def first_mismatch(job: GemmJob, got: GemmOutput, want: GemmOutput) -> str | None:
@@ -34,3 +46,69 @@ def first_mismatch(job: GemmJob, got: GemmOutput, want: GemmOutput) -> str | Non
     if got.saturated != want.saturated:
         return f"{what}: saturated flag RTL {got.saturated}, golden {want.saturated}"
     return None
+
+
+class Scoreboard:
+    """Checks GEMMs against golden and counts what it checked.
+
+    Attributes
+    ----------
+    counts : dict
+        ``gemms`` and ``macs`` checked, ``coverage`` (GEMMs per bin of
+        :mod:`verif.coverage`), and the ``cycles`` and wall ``seconds`` the driver
+        reports through :meth:`add_time`.
+
+    With ``path``, every check adds what was counted since the previous one into that
+    JSON file (with ``info``, e.g. the seed and tile), so the tests of one simulation
+    run add up in one file; :func:`verif.runner.run` removes it before a run.
+    """
+
+    def __init__(self, params: NibbleParams, path: str | Path | None = None,
+                 info: dict | None = None):
+        self.params = params
+        self.path = None if path is None else Path(path)
+        self.info = dict(info or {})
+        self.counts = self._zero()
+        self._unwritten = self._zero()
+
+    @staticmethod
+    def _zero() -> dict:
+        return {"gemms": 0, "macs": 0, "cycles": 0, "seconds": 0.0, "coverage": {}}
+
+    def _add(self, key, value) -> None:
+        for counts in (self.counts, self._unwritten):
+            counts[key] += value
+
+    def add_time(self, cycles: int, seconds: float) -> None:
+        """Simulated clock cycles and wall seconds spent on one GEMM."""
+        self._add("cycles", int(cycles))
+        self._add("seconds", float(seconds))
+
+    def check(self, job: GemmJob, got: GemmOutput, index: int, stalled: bool = True) -> None:
+        """Compare with golden; raise with the first mismatch's coordinates and operands,
+        else count the GEMM (``stalled``: whether its streams stalled, a coverage axis)."""
+        report = first_mismatch(job, got, expected(job, self.params))
+        if report:
+            raise AssertionError(f"GEMM {index}: {report}")
+        m, k, n = job.shape
+        self._add("gemms", 1)
+        self._add("macs", m * k * n)
+        key = coverage_bin(job, self.params.tile, stalled)
+        for counts in (self.counts, self._unwritten):
+            counts["coverage"][key] = counts["coverage"].get(key, 0) + 1
+        if self.path is not None:
+            self.write()
+
+    def write(self) -> None:
+        """Add what was counted since the last write into :attr:`path`."""
+        total = json.loads(self.path.read_text()) if self.path.exists() else {}
+        for key, value in self._unwritten.items():
+            if key == "coverage":
+                bins = total.setdefault("coverage", {})
+                for name, count in value.items():
+                    bins[name] = bins.get(name, 0) + count
+            else:
+                total[key] = total.get(key, 0) + value
+        self.path.write_text(json.dumps({**total, **self.info}))
+        self._unwritten = self._zero()
+

@@ -5,8 +5,14 @@
 * ``log4_tiles`` (top ``log4_quantizer``), ``requantizer_tiles`` (top ``requantizer``):
   random full-range tiles plus every rounding threshold, flush, saturation and all-zero
   tiles, compared code for code and exponent for exponent with ``golden``.
+  Parametrized by the phase (log4) and the output kind (requantizer); within a test
+  the other settings change between back-to-back tile batches without a reset.
 * ``rescaler_shifts`` (top ``tile_rescaler``): shifts far right to the largest left
   shift at the narrowest accumulator, so rounding and saturation both happen.
+
+Each test builds a :class:`UnitTB`, which owns the parameters
+(:class:`verif.runner.Bench`, checked against the unit's port widths), the seed, the
+clock and the reset. Nothing is built at import.
 """
 
 from __future__ import annotations
@@ -22,22 +28,40 @@ from cocotb.triggers import ReadOnly, RisingEdge
 from golden.formats import element_values, quantize
 from golden.gemm import shift_round_half_even
 from golden.output import clip_alpha
-from rtl.layouts import acc_row_layout, code_row_layout, psum_row_layout, rescale_row_layout
-
+from rtl.layouts import (acc_row_layout, code_row_layout, operand_row_layout,
+                         psum_row_layout, rescale_row_layout)
 from rtl.tile_bank import bank_tiles
 
-from .cocotb_streams import CreditCounter, CreditedSink, ValidOnlyDriver
-from .runner import params_from_env, seed_from_env
+from .cocotb_streams import CreditCounter, CreditedSink, ValidOnlyDriver, check_port_widths
+from .runner import Bench
 
 
-async def start(dut):
-    """Start the clock and reset the unit for two cycles."""
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    for _ in range(2):
+#: Per top: its data ports and the layouts that give their widths.
+PORTS = {
+    "systolic_array": {"a_col": operand_row_layout, "psum__payload": psum_row_layout},
+    "log4_quantizer": {"acc_in__payload": acc_row_layout, "codes_out__payload": code_row_layout},
+    "requantizer": {"acc_in__payload": acc_row_layout, "codes_out__payload": code_row_layout},
+    "tile_rescaler": {"psum_in__payload": rescale_row_layout, "acc_out__payload": acc_row_layout},
+}
+
+
+class UnitTB(Bench):
+    """One test's bench around one unit (``top``, a key of :data:`PORTS`); parameters
+    and seed: :class:`verif.runner.Bench`."""
+
+    def __init__(self, dut, top: str):
+        super().__init__(dut)
+        check_port_widths(dut, self.params, PORTS[top])
+
+    async def start(self):
+        """Start the clock and reset the unit for two cycles."""
+        dut = self.dut
+        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+        dut.rst.value = 1
+        for _ in range(2):
+            await RisingEdge(dut.clk)
+        dut.rst.value = 0
         await RisingEdge(dut.clk)
-    dut.rst.value = 0
-    await RisingEdge(dut.clk)
 
 
 # ------------------------------------------------------------------------------- PE
@@ -67,9 +91,9 @@ async def collect_valid(dut, name, layout, count):
 @cocotb.test()
 async def pe_exhaustive(dut):
     """P[0, 0] of a tile whose only nonzero step is (a, b) is a * b, for all pairs."""
-    params = params_from_env()
-    t = params.tile
-    await start(dut)
+    tb = UnitTB(dut, "systolic_array")
+    params, t = tb.params, tb.params.tile
+    await tb.start()
     row = data.ArrayLayout(4, t)
     cases = [(mode, a, b) for mode in PE_MODES for a in range(16) for b in range(16)]
     task = cocotb.start_soon(collect_valid(dut, "psum", psum_row_layout(params),
@@ -156,57 +180,59 @@ def check_tiles(tiles, got, golden_fn, what):
 
 
 @cocotb.test()
-async def log4_tiles(dut):
-    params, seed = params_from_env(), seed_from_env()
+@cocotb.parametrize(phase=[0, 1])
+async def log4_tiles(dut, phase):
+    tb = UnitTB(dut, "log4_quantizer")
+    params, seed = tb.params, tb.seed
     t = params.tile
-    await start(dut)
-    rng = np.random.default_rng(seed)
-    for phase in (0, 1):
-        for rounding in ("log", "linear"):
-            for ext in (None, -128, 127, -20):
-                dut.phase.value, dut.linear.value = phase, int(rounding == "linear")
-                dut.ext_exp_en.value = int(ext is not None)
-                dut.ext_exp.value = (ext or 0) & 0xFF
-                tiles = tile_stimulus(rng, t, params.acc_bits)
-                got = await run_tiles(dut, params, tiles, seed + phase)
-                check_tiles(tiles, got, lambda v: quantize(
-                    v, "fp4", tile=t, phase=phase, rounding=rounding, exps=ext),
-                    f"log4 phase {phase} {rounding} ext {ext}")
+    await tb.start()
+    rng = np.random.default_rng([seed, phase])
+    for rounding in ("log", "linear"):
+        for ext in (None, -128, 127, -20):
+            dut.phase.value, dut.linear.value = phase, int(rounding == "linear")
+            dut.ext_exp_en.value = int(ext is not None)
+            dut.ext_exp.value = (ext or 0) & 0xFF
+            tiles = tile_stimulus(rng, t, params.acc_bits)
+            got = await run_tiles(dut, params, tiles, seed + phase)
+            check_tiles(tiles, got, lambda v: quantize(
+                v, "fp4", tile=t, phase=phase, rounding=rounding, exps=ext),
+                f"log4 phase {phase} {rounding} ext {ext}")
 
 
 @cocotb.test()
-async def requantizer_tiles(dut):
-    params, seed = params_from_env(), seed_from_env()
+@cocotb.parametrize(kind=["int4", "uint4"])
+async def requantizer_tiles(dut, kind):
+    tb = UnitTB(dut, "requantizer")
+    params, seed = tb.params, tb.seed
     t = params.tile
-    await start(dut)
-    rng = np.random.default_rng(seed)
+    await tb.start()
+    rng = np.random.default_rng([seed, int(kind == "uint4")])
     dut.mask_en.value = 0
     dut.mask_in.value = 0
-    for kind in ("int4", "uint4"):
-        for clip in (None, (200, -4), (1, 3), (255, 20)):
-            if clip and kind == "int4":
-                continue
-            dut.unsigned_out.value = int(kind == "uint4")
-            dut.clip_en.value = int(clip is not None)
-            dut.clip_mant.value, dut.clip_exp.value = (clip or (0, 0))[0], (clip or (0, 0))[1] & 0xFF
-            tiles = tile_stimulus(rng, t, params.acc_bits)
-            got = await run_tiles(dut, params, tiles, seed + 7)
-            alpha = clip_alpha(*clip) if clip else None
+    # a PACT clip applies to uint4 output only
+    for clip in (None, (200, -4), (1, 3), (255, 20)) if kind == "uint4" else (None,):
+        dut.unsigned_out.value = int(kind == "uint4")
+        dut.clip_en.value = int(clip is not None)
+        dut.clip_mant.value, dut.clip_exp.value = (clip or (0, 0))[0], (clip or (0, 0))[1] & 0xFF
+        tiles = tile_stimulus(rng, t, params.acc_bits)
+        got = await run_tiles(dut, params, tiles, seed + 7)
+        alpha = clip_alpha(*clip) if clip else None
 
-            def golden(v):
-                if alpha is not None:
-                    v = np.minimum(np.maximum(v, 0.0), alpha)
-                return quantize(v, kind, tile=t)
-            check_tiles(tiles, got, golden, f"requantizer {kind} clip {clip}")
+        def golden(v):
+            if alpha is not None:
+                v = np.minimum(np.maximum(v, 0.0), alpha)
+            return quantize(v, kind, tile=t)
+        check_tiles(tiles, got, golden, f"requantizer {kind} clip {clip}")
 
 
 # ----------------------------------------------------------------------------- rescaler
 
 @cocotb.test()
 async def rescaler_shifts(dut):
-    params, seed = params_from_env(), seed_from_env()
+    tb = UnitTB(dut, "tile_rescaler")
+    params, seed = tb.params, tb.seed
     t, acc_bits, L = params.tile, params.acc_bits, params.lanes
-    await start(dut)
+    await tb.start()
     rng = random.Random(seed)
     pb = params.psum_bits
     lim = 1 << (pb - 1)
