@@ -1,10 +1,14 @@
-"""Compare an accelerator's output with golden's.
+"""Compare an accelerator's output with golden's: expected values always come from
+golden, never from a copy of its rules.
 
 * :func:`first_mismatch` describes the first differing value of a GEMM; used by the
   cocotb benches, the fast harness's users and the training backends, so a mismatch
   reads the same everywhere: which value, where, both values, and the operands.
 * :class:`Scoreboard` checks GEMMs against :func:`rtl.gemm_protocol.expected` and keeps
   the statistics of what it checked (``stats.json`` for ``nibble regress``).
+* :func:`tile_result` hands one tile of accumulators to golden's output stages
+  (:func:`golden.output.int_output`, :func:`golden.output.fp4_output`), for the benches
+  and tests of the requantizer and the log4 unit.
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from golden.params import NibbleParams
+from golden.gemm import GemmResult
+from golden.params import ACC_BITS_MAX, NibbleParams
 from rtl.gemm_protocol import GemmJob, GemmOutput, expected
 
 from .coverage import coverage_bin
 
-__all__ = ["first_mismatch", "Scoreboard", "STATS_FILE"]
+__all__ = ["first_mismatch", "Scoreboard", "STATS_FILE", "tile_result"]
 
 #: The file a simulation run's scoreboards add their statistics to (in the run directory).
 STATS_FILE = "stats.json"
@@ -111,4 +116,16 @@ class Scoreboard:
                 total[key] = total.get(key, 0) + value
         self.path.write_text(json.dumps({**total, **self.info}))
         self._unwritten = self._zero()
+
+
+def tile_result(acc, out_exp: int, *, tile: int | None = None,
+                acc_bits: int = ACC_BITS_MAX) -> GemmResult:
+    """One output tile of accumulators ``acc`` (ints, at most ``tile`` x ``tile``;
+    ``tile`` defaults to its row count) with weight 2**``out_exp``, as the
+    :class:`golden.gemm.GemmResult` golden's output stages take."""
+    acc = np.asarray(acc, dtype=np.int64)
+    tile = acc.shape[0] if tile is None else tile
+    if acc.ndim != 2 or max(acc.shape) > tile:
+        raise ValueError(f"one tile of at most {tile} x {tile} accumulators, got {acc.shape}")
+    return GemmResult(acc, np.array([[out_exp]]), False, tile, acc_bits)
 

@@ -21,7 +21,7 @@ from rtl.layouts import TILE_COUNT_BITS
 
 __all__ = ["Role", "ROLES", "GEMM_ROLES", "forward_job", "backward_job", "weight_grad_job",
            "OUTPUT_VARIANTS", "EXTREME_EXPS", "random_operand", "with_tile_exps",
-           "random_role_job", "random_job", "edge_jobs"]
+           "random_role_job", "random_job", "edge_jobs", "quantizer_tiles"]
 
 
 @dataclass(frozen=True)
@@ -151,4 +151,32 @@ def edge_jobs(rng: np.random.Generator, tile: int) -> list[GemmJob]:
                         quantize(rng.normal(size=(longest, 2)) * EXP_MAX, "fp4", tile=t, phase=1),
                         OutputSpec("fp4", rounding="linear")),
     ]
+
+
+# ------------------------------------------------------------- output-path unit stimulus
+
+def quantizer_tiles(rng: np.random.Generator, tile: int, acc_bits: int) -> list:
+    """[(acc T x T ints, out_exp)] for the requantizer and the log4 unit: random full
+    range over every bit length, plus all-zero, most-negative, rounding-threshold and
+    exponent-clipping tiles."""
+    t = tile
+    lim = 1 << (acc_bits - 1)
+    tiles = []
+    for _ in range(40):
+        bits = rng.integers(0, acc_bits, size=(t, t))
+        acc = rng.integers(-(1 << 62), 1 << 62, size=(t, t)) >> (63 - bits)
+        tiles.append((np.clip(acc, -lim, lim - 1), int(rng.integers(-300, 300))))
+    tiles.append((np.zeros((t, t), dtype=np.int64), 0))                   # all zero
+    one = np.zeros((t, t), dtype=np.int64)
+    one[t - 1, 0] = -lim                                                    # most negative
+    tiles.append((one, -40))
+    # every fp4 rounding threshold and int tie around a maximum of 2**20
+    near = [(1 << 20), 3 << 19, 5 << 18, (5 << 18) - 1, 1 << 8, (1 << 8) - 1, 3 << 7, 1,
+            -(3 << 19), -(5 << 18), 7, 15, 23, -25, 8 << 10]
+    for start in range(0, len(near), t * t):
+        chunk = near[start:start + t * t] + [0] * max(0, t * t - len(near[start:]))
+        tiles.append((np.array(chunk[:t * t], dtype=np.int64).reshape(t, t), -10))
+    for oexp in (-500, 500, -140, 120):                                     # E clipping
+        tiles.append((rng.integers(-1000, 1000, size=(t, t)), oexp))
+    return tiles
 

@@ -4,9 +4,11 @@
   one pair per tile reduction, through the array's own edge encoders.
 * ``log4_tiles`` (top ``log4_quantizer``), ``requantizer_tiles`` (top ``requantizer``):
   random full-range tiles plus every rounding threshold, flush, saturation and all-zero
-  tiles, compared code for code and exponent for exponent with ``golden``.
-  Parametrized by the phase (log4) and the output kind (requantizer); within a test
-  the other settings change between back-to-back tile batches without a reset.
+  tiles (:func:`verif.stimulus.quantizer_tiles`), compared code for code and exponent
+  for exponent with golden's output stages (:func:`golden.output.fp4_output`,
+  :func:`golden.output.int_output`). Parametrized by the phase (log4) and the output
+  kind (requantizer); within a test the other settings change between back-to-back
+  tile batches without a reset.
 * ``rescaler_shifts`` (top ``tile_rescaler``): shifts far right to the largest left
   shift at the narrowest accumulator, so rounding and saturation both happen.
 
@@ -25,16 +27,17 @@ from amaranth.lib import data
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from golden.formats import element_values, quantize
+from golden.formats import element_values
 from golden.gemm import shift_round_half_even
-from golden.output import clip_alpha
+from golden.output import fp4_output, int_output
 from rtl.layouts import (acc_row_layout, code_row_layout, operand_row_layout,
                          psum_row_layout, rescale_row_layout)
 from rtl.tile_bank import bank_tiles
 
 from .cocotb_streams import CreditCounter, CreditedSink, ValidOnlyDriver, check_port_widths
 from .runner import Bench
-
+from .scoreboard import tile_result
+from .stimulus import quantizer_tiles
 
 #: Per top: its data ports and the layouts that give their widths.
 PORTS = {
@@ -118,29 +121,6 @@ async def pe_exhaustive(dut):
 
 # --------------------------------------------------------------------- tile quantizers
 
-def tile_stimulus(rng, t, acc_bits):
-    """(acc T x T ints, out_exp): random full range plus edge tiles."""
-    lim = 1 << (acc_bits - 1)
-    tiles = []
-    for _ in range(40):
-        bits = rng.integers(0, acc_bits, size=(t, t))
-        acc = rng.integers(-(1 << 62), 1 << 62, size=(t, t)) >> (63 - bits)
-        tiles.append((np.clip(acc, -lim, lim - 1), int(rng.integers(-300, 300))))
-    tiles.append((np.zeros((t, t), dtype=np.int64), 0))                   # all zero
-    one = np.zeros((t, t), dtype=np.int64)
-    one[t - 1, 0] = -lim                                                    # most negative
-    tiles.append((one, -40))
-    # every fp4 rounding threshold and int tie around a maximum of 2**20
-    near = [(1 << 20), 3 << 19, 5 << 18, (5 << 18) - 1, 1 << 8, (1 << 8) - 1, 3 << 7, 1,
-            -(3 << 19), -(5 << 18), 7, 15, 23, -25, 8 << 10]
-    for start in range(0, len(near), t * t):
-        chunk = near[start:start + t * t] + [0] * max(0, t * t - len(near[start:]))
-        tiles.append((np.array(chunk[:t * t], dtype=np.int64).reshape(t, t), -10))
-    for oexp in (-500, 500, -140, 120):                                     # E clipping
-        tiles.append((rng.integers(-1000, 1000, size=(t, t)), oexp))
-    return tiles
-
-
 async def run_tiles(dut, params, tiles, seed):
     """Tiles through a credited output unit (requantizer or log4 unit): a producer that
     sends only with one of the unit's input credits, a consumer buffer that gives the
@@ -166,9 +146,10 @@ async def run_tiles(dut, params, tiles, seed):
             for i in range(len(tiles))]
 
 
-def check_tiles(tiles, got, golden_fn, what):
+def check_tiles(tiles, got, expect, what):
+    """Compare [(codes, E)] with ``expect(tile_result)``, golden's QTensor of a tile."""
     for i, ((acc, oexp), (codes, exp)) in enumerate(zip(tiles, got)):
-        want = golden_fn(np.ldexp(acc.astype(np.float64), oexp))
+        want = expect(tile_result(acc, oexp))
         want_codes = want.codes.astype(np.int64) & 0xF
         if exp != int(want.exps[0, 0]) or not np.array_equal(codes, want_codes):
             bad = np.argwhere(codes != want_codes)
@@ -184,7 +165,6 @@ def check_tiles(tiles, got, golden_fn, what):
 async def log4_tiles(dut, phase):
     tb = UnitTB(dut, "log4_quantizer")
     params, seed = tb.params, tb.seed
-    t = params.tile
     await tb.start()
     rng = np.random.default_rng([seed, phase])
     for rounding in ("log", "linear"):
@@ -192,11 +172,11 @@ async def log4_tiles(dut, phase):
             dut.phase.value, dut.linear.value = phase, int(rounding == "linear")
             dut.ext_exp_en.value = int(ext is not None)
             dut.ext_exp.value = (ext or 0) & 0xFF
-            tiles = tile_stimulus(rng, t, params.acc_bits)
+            tiles = quantizer_tiles(rng, params.tile, params.acc_bits)
             got = await run_tiles(dut, params, tiles, seed + phase)
-            check_tiles(tiles, got, lambda v: quantize(
-                v, "fp4", tile=t, phase=phase, rounding=rounding, exps=ext),
-                f"log4 phase {phase} {rounding} ext {ext}")
+            check_tiles(tiles, got, lambda r: fp4_output(r, phase=phase, rounding=rounding,
+                                                         exps=ext),
+                        f"log4 phase {phase} {rounding} ext {ext}")
 
 
 @cocotb.test()
@@ -204,7 +184,6 @@ async def log4_tiles(dut, phase):
 async def requantizer_tiles(dut, kind):
     tb = UnitTB(dut, "requantizer")
     params, seed = tb.params, tb.seed
-    t = params.tile
     await tb.start()
     rng = np.random.default_rng([seed, int(kind == "uint4")])
     dut.mask_en.value = 0
@@ -214,15 +193,10 @@ async def requantizer_tiles(dut, kind):
         dut.unsigned_out.value = int(kind == "uint4")
         dut.clip_en.value = int(clip is not None)
         dut.clip_mant.value, dut.clip_exp.value = (clip or (0, 0))[0], (clip or (0, 0))[1] & 0xFF
-        tiles = tile_stimulus(rng, t, params.acc_bits)
+        tiles = quantizer_tiles(rng, params.tile, params.acc_bits)
         got = await run_tiles(dut, params, tiles, seed + 7)
-        alpha = clip_alpha(*clip) if clip else None
-
-        def golden(v):
-            if alpha is not None:
-                v = np.minimum(np.maximum(v, 0.0), alpha)
-            return quantize(v, kind, tile=t)
-        check_tiles(tiles, got, golden, f"requantizer {kind} clip {clip}")
+        check_tiles(tiles, got, lambda r: int_output(r, kind, clip=clip),
+                    f"requantizer {kind} clip {clip}")
 
 
 # ----------------------------------------------------------------------------- rescaler
