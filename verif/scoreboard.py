@@ -8,7 +8,8 @@ golden, never from a copy of its rules.
   the statistics of what it checked (``stats.json`` for ``nibble regress``).
 * :func:`tile_result` hands one tile of accumulators to golden's output stages
   (:func:`golden.output.int_output`, :func:`golden.output.fp4_output`), for the benches
-  and tests of the requantizer and the log4 unit.
+  and tests of the requantizer and the log4 unit; :func:`rescaled` is golden's
+  accumulation step on given partial sums, for the rescaler's.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from golden.gemm import GemmResult
+from golden.gemm import GemmResult, shift_round_half_even
 from golden.params import ACC_BITS_MAX, NibbleParams
 from rtl.gemm_protocol import GemmJob, GemmOutput, expected
 
 from .coverage import coverage_bin
 
-__all__ = ["first_mismatch", "Scoreboard", "STATS_FILE", "tile_result"]
+__all__ = ["first_mismatch", "Scoreboard", "STATS_FILE", "tile_result", "rescaled"]
 
 #: The file a simulation run's scoreboards add their statistics to (in the run directory).
 STATS_FILE = "stats.json"
@@ -129,3 +130,20 @@ def tile_result(acc, out_exp: int, *, tile: int | None = None,
         raise ValueError(f"one tile of at most {tile} x {tile} accumulators, got {acc.shape}")
     return GemmResult(acc, np.array([[out_exp]]), False, tile, acc_bits)
 
+
+def rescaled(steps, tile: int, acc_bits: int):
+    """What the rescaler must emit for ``steps`` = [(psum T x T ints, shift, out_exp,
+    first, last)]: golden's accumulation (:mod:`golden.gemm`: each term shifted with
+    :func:`golden.gemm.shift_round_half_even`, added, the sum saturated to ``acc_bits``)
+    on the given partial sums. Returns ([(row, out_exp)] per row of every finished tile,
+    whether any addition saturated)."""
+    lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
+    acc = np.zeros((tile, tile), dtype=np.int64)
+    out, saturated = [], False
+    for psum, shift, out_exp, first, last in steps:
+        total = (0 if first else acc) + shift_round_half_even(np.asarray(psum), shift)
+        saturated |= bool(np.any((total > hi) | (total < lo)))
+        acc = np.clip(total, lo, hi)
+        if last:
+            out += [(list(map(int, row)), out_exp) for row in acc]
+    return out, saturated

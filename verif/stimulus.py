@@ -21,7 +21,7 @@ from rtl.layouts import TILE_COUNT_BITS
 
 __all__ = ["Role", "ROLES", "GEMM_ROLES", "forward_job", "backward_job", "weight_grad_job",
            "OUTPUT_VARIANTS", "EXTREME_EXPS", "random_operand", "with_tile_exps",
-           "random_role_job", "random_job", "edge_jobs", "quantizer_tiles"]
+           "random_role_job", "random_job", "edge_jobs", "quantizer_tiles", "rescaler_steps"]
 
 
 @dataclass(frozen=True)
@@ -180,3 +180,23 @@ def quantizer_tiles(rng: np.random.Generator, tile: int, acc_bits: int) -> list:
         tiles.append((rng.integers(-1000, 1000, size=(t, t)), oexp))
     return tiles
 
+
+def rescaler_steps(rng, tile: int, acc_bits: int, groups: int) -> list:
+    """[(psum T x T ints, shift, out_exp, first, last)] for the rescaler: ``groups``
+    output tiles of 1 to 4 reduction steps each, partial sums at the extremes of
+    ``psum_bits`` (and small odd values), shifts from far right past every bit to the
+    largest left shift ``acc_bits`` can take, so rounding and saturation both happen.
+    ``rng`` is a :class:`random.Random`."""
+    pb = NibbleParams(tile=tile, acc_bits=acc_bits).psum_bits
+    lim = 1 << (pb - 1)
+    steps = []
+    for _ in range(groups):
+        kt = rng.randint(1, 4)
+        out_exp = rng.randint(-512, 511)
+        for t in range(kt):
+            psum = [[rng.choice([-lim, lim - 1, 0, 1, -1, 3, -3, rng.randint(-lim, lim - 1)])
+                     for _ in range(tile)] for _ in range(tile)]
+            shift = rng.choice([-1024, -pb - 3, -pb, -pb + 1, -2, -1, 0, 1, acc_bits + 1 - pb,
+                                rng.randint(-pb, acc_bits + 1 - pb)])
+            steps.append((psum, shift, out_exp, t == 0, t == kt - 1))
+    return steps

@@ -10,7 +10,9 @@
   kind (requantizer); within a test the other settings change between back-to-back
   tile batches without a reset.
 * ``rescaler_shifts`` (top ``tile_rescaler``): shifts far right to the largest left
-  shift at the narrowest accumulator, so rounding and saturation both happen.
+  shift at the narrowest accumulator (:func:`verif.stimulus.rescaler_steps`), so
+  rounding and saturation both happen, against golden's accumulation
+  (:func:`verif.scoreboard.rescaled`).
 
 Each test builds a :class:`UnitTB`, which owns the parameters
 (:class:`verif.runner.Bench`, checked against the unit's port widths), the seed, the
@@ -28,7 +30,6 @@ from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
 from golden.formats import element_values
-from golden.gemm import shift_round_half_even
 from golden.output import fp4_output, int_output
 from rtl.layouts import (acc_row_layout, code_row_layout, operand_row_layout,
                          psum_row_layout, rescale_row_layout)
@@ -36,8 +37,8 @@ from rtl.tile_bank import bank_tiles
 
 from .cocotb_streams import CreditCounter, CreditedSink, ValidOnlyDriver, check_port_widths
 from .runner import Bench
-from .scoreboard import tile_result
-from .stimulus import quantizer_tiles
+from .scoreboard import rescaled, tile_result
+from .stimulus import quantizer_tiles, rescaler_steps
 
 #: Per top: its data ports and the layouts that give their widths.
 PORTS = {
@@ -205,35 +206,17 @@ async def requantizer_tiles(dut, kind):
 async def rescaler_shifts(dut):
     tb = UnitTB(dut, "tile_rescaler")
     params, seed = tb.params, tb.seed
-    t, acc_bits, L = params.tile, params.acc_bits, params.lanes
+    t, L = params.tile, params.lanes
     await tb.start()
-    rng = random.Random(seed)
-    pb = params.psum_bits
-    lim = 1 << (pb - 1)
-    lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
-    beats, want, acc, saturated = [], [], np.zeros((t, t), dtype=np.int64), False
+    steps = rescaler_steps(random.Random(seed), t, params.acc_bits, groups=30)
+    rows, saturated = rescaled(steps, t, params.acc_bits)
+    want = [(row[k:k + L], oexp) for row, oexp in rows for k in range(0, t, L)]
     layout = rescale_row_layout(params)
-    for _ in range(30):
-        kt = rng.randint(1, 4)
-        out_exp = rng.randint(-512, 511)
-        for step in range(kt):
-            psum = np.array([[rng.choice([-lim, lim - 1, 0, 1, -1, 3, -3, rng.randint(-lim, lim - 1)])
-                              for _ in range(t)] for _ in range(t)], dtype=np.int64)
-            shift = rng.choice([-1024, -pb, -2, -1, 0, 1, acc_bits + 1 - pb,
-                                rng.randint(-pb, acc_bits + 1 - pb)])
-            total = (0 if step == 0 else acc) + shift_round_half_even(psum, shift)
-            saturated |= bool(np.any((total < lo) | (total > hi)))
-            acc = np.clip(total, lo, hi)
-            for flat in [psum.ravel()]:
-                for k in range(0, t * t, L):
-                    beats.append(layout.const({
-                        "psums": [int(v) for v in flat[k:k + L]], "shift": shift,
-                        "out_exp": out_exp, "first": int(step == 0),
-                        "last": int(step == kt - 1)}).as_value().value)
-            if step == kt - 1:
-                flat_acc = acc.ravel()
-                want += [(list(map(int, flat_acc[k:k + L])), out_exp)
-                         for k in range(0, t * t, L)]
+    beats = [layout.const({"psums": [int(v) for v in flat[k:k + L]], "shift": shift,
+                           "out_exp": out_exp, "first": int(first), "last": int(last)}
+                          ).as_value().value
+             for psum, shift, out_exp, first, last in steps
+             for flat in [np.asarray(psum).ravel()] for k in range(0, t * t, L)]
     dut.clear.value = 0
     drv = ValidOnlyDriver(dut, "psum_in", random.Random(seed + 1), 0.3)
     task = cocotb.start_soon(drv.send(beats))
