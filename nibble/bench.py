@@ -19,24 +19,10 @@ __all__ = ["utilization", "cell_counts", "training_harness", "summary", "format_
            "format_cells", "format_summary"]
 
 
-def _jobs_for_mode(mode, params, m, k, n, rng):
-    from golden.formats import quantize
-    from rtl.gemm_protocol import GemmJob, OutputSpec
-
-    def q(shape, kind, phase=0):
-        return quantize(rng.normal(size=shape), kind, tile=params.tile, phase=phase)
-
-    if mode == "forward":            # Y = X . W, requantized to uint4
-        return GemmJob(q((m, k), "uint4"), q((k, n), "int4"), out=OutputSpec("int", kind="uint4"))
-    if mode == "backward":           # dX = dY . W^T, log4-quantized
-        return GemmJob(q((m, k), "fp4"), q((n, k), "int4"), b_trans=True,
-                       out=OutputSpec("fp4"))
-    if mode == "weight_grad":        # dW = X^T . dY, raw accumulators
-        return GemmJob(q((k, m), "uint4"), q((k, n), "fp4", 1), a_trans=True)
-    raise ValueError(f"unknown mode {mode!r}")
-
-
-MODES = ("forward", "backward", "weight_grad")
+#: Output stage per role in the utilization benchmark: forward requantized to uint4,
+#: backward log4-quantized, weight gradient raw accumulators.
+_UTILIZATION_OUT = {"forward": ("int", "uint4"), "backward": ("fp4", "int4"),
+                    "weight_grad": ("raw", "int4")}
 
 
 def utilization(tile: int, acc_bits: int = 32, tiles: int = 8, progress=print,
@@ -45,15 +31,18 @@ def utilization(tile: int, acc_bits: int = 32, tiles: int = 8, progress=print,
     results always taken, against the ideal M*N*K / T**2, with ``lanes`` elements per
     cycle in the output path (default T). Returns a list of dicts."""
     from golden.params import NibbleParams
-    from rtl.gemm_protocol import expected
+    from rtl.gemm_protocol import OutputSpec, expected
     from verif.amaranth_runner import RunStats, run_jobs
+    from verif.stimulus import GEMM_ROLES, random_role_job
 
     params = NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes)
     rng = np.random.default_rng(0)
     size = tiles * tile
     rows = []
-    for mode in MODES:
-        job = _jobs_for_mode(mode, params, size, size, size, rng)
+    for mode in GEMM_ROLES:
+        out, kind = _UTILIZATION_OUT[mode]
+        job = random_role_job(rng, mode, (size, size, size), tile, OutputSpec(out, kind=kind),
+                              binades=0, zeros=0.0)
         stats = RunStats([], 0)
         start = time.perf_counter()
         got = run_jobs(params, [job], p_stall=0.0, stats=stats)[0]

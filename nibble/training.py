@@ -30,12 +30,11 @@ from golden import NibbleParams, quantize
 from golden.output import alpha_clip, pact_masks
 from golden.scaling import GradScale, sawb_clip
 from rtl.gemm_protocol import GemmJob, GemmOutput, OutputSpec, expected
+from verif.stimulus import GEMM_ROLES, backward_job, forward_job, weight_grad_job
 
 from .digits import Digits
 
 __all__ = ["QuantConfig", "TrainConfig", "GoldenBackend", "RunResult", "train_run"]
-
-GEMM_ROLES = ("forward", "backward", "weight_grad")
 
 
 @dataclass(frozen=True)
@@ -213,13 +212,13 @@ class MLP:
         for l, w in enumerate(self.w):
             w_q = quantize(sawb_clip(w), "int4", tile=tile)
             if l == last:
-                y = backend.run(GemmJob(a_q, w_q), "forward", l).raw.value() + self.b[l]
+                y = backend.run(forward_job(a_q, w_q), "forward", l).raw.value() + self.b[l]
                 cache.append((a_q, w_q, None))
             else:
                 clip = alpha_clip(self.alpha[l])
                 out = OutputSpec("int", kind="uint4", clip=clip)
                 cache.append((a_q, w_q, clip))
-                a_q = backend.run(GemmJob(a_q, w_q, out=out), "forward", l).codes
+                a_q = backend.run(forward_job(a_q, w_q, out), "forward", l).codes
         return y, cache
 
     def quant_grads(self, x, labels, backend, quant: QuantConfig, scales):
@@ -237,18 +236,18 @@ class MLP:
         grads = {("b", top): g.sum(axis=0)}
         for l in reversed(range(len(self.w))):
             a_q, w_q, _ = cache[l]
-            grads["w", l] = backend.run(GemmJob(a_q, dy[p_dw], a_trans=True),
+            grads["w", l] = backend.run(weight_grad_job(a_q, dy[p_dw]),
                                         "weight_grad", l).raw.value()
             if not l:
                 break
             # dX = dY . W^T; its elementwise PACT backward uses masks read from a_q.
             in_range, clipped = pact_masks(a_q, cache[l - 1][2])
-            dx = backend.run(GemmJob(dy[p_dx], w_q, b_trans=True), "backward", l).raw.value()
+            dx = backend.run(backward_job(dy[p_dx], w_q), "backward", l).raw.value()
             grads["alpha", l - 1] = float(np.sum(dx * clipped))
             g_prev = dx * in_range
             exps = scales[l - 1].exponent(g_prev) if quant.gradscale else None
             if quant.grad_kind == "fp4":     # the log4 unit, once per TPR phase
-                dy = {p: backend.run(GemmJob(dy[p_dx], w_q, b_trans=True, out=OutputSpec(
+                dy = {p: backend.run(backward_job(dy[p_dx], w_q, OutputSpec(
                           "fp4", phase=p, rounding=quant.rounding, ext_exp=exps, mask=in_range)),
                           "backward", l).codes for p in phases}
             else:                            # radix-2 study ablation: no hardware, host quantizes

@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 from amaranth.lib import data
 
-import verif.tb_accelerator as tb
 from golden.formats import quantize
 from golden.params import NibbleParams, psum_bits
 from rtl.gemm_protocol import GemmBeats, GemmJob, OutputSpec, decode, encode, expected
 from rtl.layouts import command_layout, operand_row_layout, result_layout
-from verif.coverage import MODES, OUTPUT_VARIANTS
 from verif.fast_sim import FastAccelerator, SimHang
+from verif.stimulus import GEMM_ROLES, OUTPUT_VARIANTS, edge_jobs, random_job
 
 T4 = NibbleParams(tile=4, acc_bits=32)
 
@@ -23,13 +22,12 @@ def acc():
     return FastAccelerator(T4, seed=1)
 
 
-def random_jobs(monkeypatch, params, rng, count=0):
-    """The cocotb bench's job generator at ``params``: one job per (training mode,
+def random_jobs(params, rng, count=0):
+    """The cocotb bench's job generator at ``params``: one job per (training role,
     output variant, partial tiles) bin, then ``count`` random ones."""
-    monkeypatch.setattr(tb, "PARAMS", params)
-    jobs = [tb.random_job(rng, (mode, variant, partial)) for mode in range(len(MODES))
+    jobs = [random_job(rng, params, (role, variant, partial)) for role in range(len(GEMM_ROLES))
             for variant in range(len(OUTPUT_VARIANTS)) for partial in (False, True)]
-    return jobs + [tb.random_job(rng) for _ in range(count)]
+    return jobs + [random_job(rng, params) for _ in range(count)]
 
 
 def assert_matches(job, params, got, index=0):
@@ -94,10 +92,10 @@ def reference_fields(params, beats):
 
 
 @pytest.mark.parametrize("tile", [2, 4, 8, 16, 32])
-def test_encode_matches_per_row_reference(monkeypatch, tile):
+def test_encode_matches_per_row_reference(tile):
     params = NibbleParams(tile=tile, acc_bits=max(32, psum_bits(tile)))
     rng = np.random.default_rng(tile)
-    for job in random_jobs(monkeypatch, params, rng)[:: 1 if tile <= 16 else 6]:
+    for job in random_jobs(params, rng)[:: 1 if tile <= 16 else 6]:
         got, want = encode(job, params), reference_encode(job, params)
         assert got == want
         assert all(type(w) is int for name in GemmBeats.INPUTS for w in got.inputs()[name])
@@ -114,13 +112,13 @@ def test_command_packing_is_the_layout():
 
 
 @pytest.mark.parametrize("tile", [4, 16])
-def test_decode_matches_const_unpacking(monkeypatch, tile):
+def test_decode_matches_const_unpacking(tile):
     """Random result beats (in-range exponents, 'last' on the final beat) decode to
     the fields an Amaranth Const of the result layout gives."""
     params = NibbleParams(tile=tile, acc_bits=max(32, psum_bits(tile)))
     rng = np.random.default_rng(tile)
     layout = result_layout(params)
-    for job in random_jobs(monkeypatch, params, rng)[::3]:
+    for job in random_jobs(params, rng)[::3]:
         n = encode(job, params).result_beats
         beats = [int.from_bytes(rng.bytes(layout.size // 8 + 1), "little")
                  & ((1 << layout["exp"].offset) - 1) for _ in range(n)]
@@ -169,13 +167,13 @@ def test_beats_cross_to_c_as_little_endian_words():
 
 
 @pytest.mark.parametrize("p_stall", [0.0, 0.3])
-def test_random_gemms_match_golden(monkeypatch, p_stall):
+def test_random_gemms_match_golden(p_stall):
     """Every (mode, output variant, partial) bin plus random jobs: int4 / uint4 with
     PACT clip, fp4 both phases and roundings, masks, ext_exp, transposed operands,
     extreme tile exponents. Half one GEMM per call, half batched."""
     params = T4
     rng = np.random.default_rng(int(p_stall * 10) + 1)
-    jobs = random_jobs(monkeypatch, params, rng, count=24)
+    jobs = random_jobs(params, rng, count=24)
     sim = FastAccelerator(params, seed=7, p_stall=p_stall)
     half = len(jobs) // 2
     outs = [sim.run(job) for job in jobs[:half]] + sim.run_many(jobs[half:])
@@ -187,27 +185,14 @@ def test_random_gemms_match_golden(monkeypatch, p_stall):
 
 def test_edge_shapes(acc):
     """1x1x1 and the longest reduction the exponent buffers allow (256 tiles of K)."""
-    from golden.params import EXP_MAX
-    rng = np.random.default_rng(2)
-    t, longest = 4, 256 * 4
-    jobs = [
-        GemmJob(quantize(rng.normal(size=(1, 1)), "uint4", tile=t),
-                quantize(rng.normal(size=(1, 1)), "int4", tile=t)),
-        GemmJob(quantize(rng.normal(size=(1, 1)), "fp4", tile=t),
-                quantize(rng.normal(size=(1, 1)), "int4", tile=t), out=OutputSpec("fp4")),
-        GemmJob(quantize(np.full((t, longest), 15.0), "uint4", tile=t),
-                quantize(np.full((longest, t), -8.0), "int4", tile=t)),
-        GemmJob(quantize(rng.normal(size=(longest, t - 1)), "uint4", tile=t),
-                quantize(rng.normal(size=(longest, 2)) * EXP_MAX, "fp4", tile=t, phase=1),
-                a_trans=True, out=OutputSpec("fp4", rounding="linear")),
-    ]
+    jobs = edge_jobs(np.random.default_rng(2), 4)
     for i, (job, got) in enumerate(zip(jobs, acc.run_many(jobs))):
         assert_matches(job, T4, got, i)
 
 
-def test_counters_and_determinism(monkeypatch):
+def test_counters_and_determinism():
     rng = np.random.default_rng(5)
-    jobs = random_jobs(monkeypatch, T4, rng)[:6]
+    jobs = random_jobs(T4, rng)[:6]
     runs = []
     for _ in range(2):
         sim = FastAccelerator(T4, seed=11, p_stall=0.2)
@@ -225,11 +210,11 @@ def test_counters_and_determinism(monkeypatch):
     assert sim.cycles - start >= mt * kt * nt * 4
 
 
-def test_reset_between_gemms_and_after_a_hang(monkeypatch, acc):
+def test_reset_between_gemms_and_after_a_hang(acc):
     """A GEMM without its B exponents hangs with a message naming the waiting streams;
     after reset() the next GEMMs are exact."""
     rng = np.random.default_rng(3)
-    jobs = random_jobs(monkeypatch, T4, rng)[:4]
+    jobs = random_jobs(T4, rng)[:4]
     assert_matches(jobs[0], T4, acc.run(jobs[0]))
     acc.reset()
     assert_matches(jobs[1], T4, acc.run(jobs[1]))
@@ -272,10 +257,10 @@ def test_bad_jobs_raise(acc):
 
 @pytest.mark.long
 @pytest.mark.parametrize("tile", [8, 16])
-def test_wide_tiles_match_golden(monkeypatch, tile):
+def test_wide_tiles_match_golden(tile):
     """T=8 and T=16 (results of 268 and 524 bits): every bin, with stalls."""
     params = NibbleParams(tile=tile)
-    jobs = random_jobs(monkeypatch, params, np.random.default_rng(tile), count=8)
+    jobs = random_jobs(params, np.random.default_rng(tile), count=8)
     sim = FastAccelerator(params, seed=tile, p_stall=0.2)
     for i, (job, got) in enumerate(zip(jobs, sim.run_many(jobs))):
         assert_matches(job, params, got, i)

@@ -4,10 +4,11 @@ training modes and every output mode, with random stalls on every stream."""
 import numpy as np
 import pytest
 
-from golden.formats import quantize
 from golden.params import NibbleParams
 from rtl.gemm_protocol import GemmJob, OutputSpec, expected
 from verif.amaranth_runner import run_jobs
+from verif.stimulus import (backward_job, forward_job, random_operand, weight_grad_job,
+                            with_tile_exps)
 
 
 def assert_matches(job, params, got):
@@ -21,15 +22,9 @@ def assert_matches(job, params, got):
     assert got.saturated == want.saturated
 
 
-def random_operand(rng, shape, kind, tile, phase=0):
-    """Full-range values over many binades, some all-zero rows."""
-    x = rng.normal(size=shape) * np.exp2(rng.integers(-20, 20, size=shape))
-    x[rng.random(shape) < 0.1] = 0.0
-    return quantize(x, kind, tile=tile, phase=phase)
-
-
 def training_jobs(rng, tile):
-    """The three training GEMMs of one layer, shapes not multiples of T, each output mode."""
+    """The three training GEMMs of one layer, shapes not multiples of T, each output mode
+    (and dX = dY . W^T once with W stored transposed, so B is read as stored)."""
     batch, fan_in, fan_out = 2 * tile + 1, tile + 3, 2 * tile - 1
     x = random_operand(rng, (batch, fan_in), "uint4", tile)
     w = random_operand(rng, (fan_in, fan_out), "int4", tile)
@@ -37,14 +32,14 @@ def training_jobs(rng, tile):
     dy1 = random_operand(rng, (batch, fan_out), "fp4", tile, phase=1)
     mask = rng.random((batch, fan_out)) < 0.7
     return [
-        GemmJob(x, w, out=OutputSpec("int", kind="uint4", clip=(rng.integers(1, 255), -3), mask=mask)),
-        GemmJob(x, w, out=OutputSpec("raw")),
-        GemmJob(dy0, w, b_trans=True, out=OutputSpec("fp4", phase=0)),
+        forward_job(x, w, OutputSpec("int", kind="uint4", clip=(rng.integers(1, 255), -3), mask=mask)),
+        forward_job(x, w, OutputSpec("raw")),
+        backward_job(dy0, w, OutputSpec("fp4", phase=0)),
         GemmJob(dy0, w.T, out=OutputSpec("fp4", phase=0, mask=rng.random((batch, fan_in)) < 0.5)),
-        GemmJob(dy0, w, b_trans=True, out=OutputSpec("fp4", phase=1, rounding="linear")),
-        GemmJob(x, dy1, a_trans=True, out=OutputSpec("raw")),
-        GemmJob(x, w, out=OutputSpec("int", kind="int4")),
-        GemmJob(x, dy1, a_trans=True, out=OutputSpec("fp4", ext_exp=-20)),
+        backward_job(dy0, w, OutputSpec("fp4", phase=1, rounding="linear")),
+        weight_grad_job(x, dy1, OutputSpec("raw")),
+        forward_job(x, w, OutputSpec("int", kind="int4")),
+        weight_grad_job(x, dy1, OutputSpec("fp4", ext_exp=-20)),
     ]
 
 
@@ -67,9 +62,9 @@ def test_one_by_one_and_extreme_exponents():
     a = random_operand(rng, (1, 1), "uint4", 4)
     b = random_operand(rng, (1, 1), "int4", 4)
     big_a = random_operand(rng, (5, 9), "int4", 4)
-    big_a = type(big_a)(big_a.codes, rng.choice([-128, 127, 0], size=big_a.exps.shape), "int4", 4)
+    big_a = with_tile_exps(big_a, rng.choice([-128, 127, 0], size=big_a.exps.shape))
     big_b = random_operand(rng, (9, 6), "fp4", 4, phase=1)
-    big_b = type(big_b)(big_b.codes, rng.choice([-128, 127, -60], size=big_b.exps.shape), "fp4", 4, 1)
+    big_b = with_tile_exps(big_b, rng.choice([-128, 127, -60], size=big_b.exps.shape))
     jobs = [GemmJob(a, b), GemmJob(big_a, big_b), GemmJob(big_a, big_b, out=OutputSpec("fp4"))]
     for job, got in zip(jobs, run_jobs(params, jobs, seed=1)):
         assert_matches(job, params, got)
@@ -90,8 +85,8 @@ def test_reset_mid_gemm_then_clean_gemm():
     rng = np.random.default_rng(11)
     first = GemmJob(random_operand(rng, (12, 12), "uint4", 4),
                     random_operand(rng, (12, 12), "fp4", 4, phase=1), out=OutputSpec("fp4"))
-    second = GemmJob(random_operand(rng, (9, 7), "fp4", 4),
-                     random_operand(rng, (5, 7), "int4", 4), b_trans=True)
+    second = backward_job(random_operand(rng, (9, 7), "fp4", 4),
+                          random_operand(rng, (5, 7), "int4", 4))
     beats = [encode(first, params), encode(second, params)]
     dut = Accelerator(params)
     rst, abort = Signal(), Signal()

@@ -38,6 +38,7 @@ from golden.params import NibbleParams
 from rtl.accelerator import psum_queue_tiles
 from rtl.feeder import Feeder
 from rtl.layouts import KIND_CODES, command_layout
+from verif.stimulus import ROLES
 from rtl.tile_buffer import TileBuffer
 from verif.amaranth_streams import simulate
 
@@ -244,10 +245,11 @@ class FeederBench:
         self.stats["tiles"] += job.n_tiles
 
 
-GEMMS = {  # name: (a kinds, b kind, a_trans, b_trans)
-    "forward": (("uint4", "int4"), "int4", 0, 0),          # Y = X . W
-    "backward": (("fp4",), "int4", 0, 1),                  # dX = dY . W^T
-    "weight_grad": (("uint4", "int4"), "fp4", 1, 0),       # dW = X^T . dY
+#: name: (a kinds, b kind, a_trans, b_trans). The training roles as verif.stimulus.ROLES
+#: defines them, a uint4 A also as int4 (the PE's signed mode); and both transposed.
+GEMMS = {
+    **{role.name: ((role.a_kind, "int4") if role.a_kind == "uint4" else (role.a_kind,),
+                   role.b_kind, int(role.a_trans), int(role.b_trans)) for role in ROLES.values()},
     "both_transposed": (("int4",), "uint4", 1, 1),
 }
 

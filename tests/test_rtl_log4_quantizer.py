@@ -1,4 +1,5 @@
-"""Log4Quantizer against golden.formats.quantize, code for code, in Amaranth's simulator.
+"""Log4Quantizer against golden's fp4 output stage (golden.output.fp4_output), code for
+code, in Amaranth's simulator.
 
 Stimulus is full-range and stalled: random accumulators over every bit length, out_exp
 over -300..300 (so E clips at -128 and 127) plus the layout's extremes, tiles that sit
@@ -8,17 +9,17 @@ random valid gaps on the input and random ready backpressure on the output.
 
 import random
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from golden.formats import quantize
+from golden.output import fp4_output
 from golden.params import NibbleParams
 from rtl.layouts import OUT_EXP_BITS
 from rtl.generate import convert
 from rtl.log4_quantizer import Log4Quantizer
 from verif.amaranth_credits import run_credited
+from verif.scoreboard import tile_result
 
 OUT_EXP_MIN, OUT_EXP_MAX = -2 ** (OUT_EXP_BITS - 1), 2 ** (OUT_EXP_BITS - 1) - 1
 
@@ -26,9 +27,9 @@ OUT_EXP_MIN, OUT_EXP_MAX = -2 ** (OUT_EXP_BITS - 1), 2 ** (OUT_EXP_BITS - 1) - 1
 # ---------------------------------------------------------------------------- models
 
 def golden_tile(acc, out_exp, phase, rounding, ext):
-    """(codes, E) of one tile from the golden model; exact for |acc| < 2**53."""
-    value = np.ldexp(np.asarray(acc, dtype=np.float64), out_exp)
-    q = quantize(value, "fp4", tile=len(acc), phase=phase, rounding=rounding, exps=ext)
+    """(codes, E) of one tile from golden's fp4 output stage
+    (:func:`golden.output.fp4_output`); exact for |acc| < 2**53."""
+    q = fp4_output(tile_result(acc, out_exp), phase=phase, rounding=rounding, exps=ext)
     return q.codes.astype(int).tolist(), int(q.exps[0, 0])
 
 

@@ -1,4 +1,5 @@
-"""Requantizer against golden.formats.quantize, code for code, in Amaranth's simulator.
+"""Requantizer against golden's int output stage (golden.output.int_output), code for code,
+in Amaranth's simulator.
 
 Stimulus is full-range and stalled: random accumulators over every bit length, out_exp
 over -300..300 plus the layout's extremes (so E clips at -128 and 127), tiles exactly on
@@ -9,17 +10,17 @@ ReLU' mask, random valid gaps on both inputs and random ready backpressure on th
 
 import random
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from golden.formats import quantize
+from golden.output import int_output
 from golden.params import NibbleParams
 from rtl.layouts import OUT_EXP_BITS
 from rtl.generate import convert
 from rtl.requantizer import Requantizer
 from verif.amaranth_credits import run_credited
+from verif.scoreboard import tile_result
 
 ACC_BITS = 32
 OUT_EXP_MIN, OUT_EXP_MAX = -2 ** (OUT_EXP_BITS - 1), 2 ** (OUT_EXP_BITS - 1) - 1
@@ -28,24 +29,12 @@ ACC_MIN, ACC_MAX = -2 ** (ACC_BITS - 1), 2 ** (ACC_BITS - 1) - 1
 
 # ---------------------------------------------------------------------------- models
 
-def clip_alpha(mant, exp) -> float:
-    """The PACT threshold of the hardware pair (clip_mant, clip_exp): mant * 2**exp."""
-    return float(np.ldexp(float(mant), exp))
-
-
 def golden_tile(acc, out_exp, unsigned_out, clip=None, mask=None):
-    """(codes, E) of one tile from golden.formats.quantize; exact for |acc| < 2**53.
-
-    ``clip`` is a (mant, exp) pair or None; ``mask`` a 0/1 array (0 zeroes the element).
-    """
-    y = np.ldexp(np.asarray(acc, dtype=np.float64), out_exp)
-    if mask is not None:
-        y = np.where(np.asarray(mask, dtype=bool), y, 0.0)
-    if unsigned_out:
-        y = np.maximum(y, 0.0)
-        if clip is not None:
-            y = np.minimum(y, clip_alpha(*clip))
-    q = quantize(y, "uint4" if unsigned_out else "int4", tile=len(acc))
+    """(codes, E) of one tile from golden's int output stage
+    (:func:`golden.output.int_output`); ``clip`` is a (mant, exp) pair or None, which the
+    hardware ignores for int4 output; ``mask`` a 0/1 array (0 zeroes the element)."""
+    q = int_output(tile_result(acc, out_exp), "uint4" if unsigned_out else "int4",
+                   clip=clip if unsigned_out else None, mask=mask)
     return q.codes.astype(int).tolist(), int(q.exps[0, 0])
 
 

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from golden.formats import quantize
-from golden.gemm import out_exponents, shift_round_half_even, tiled_gemm
+from golden.gemm import out_exponents, tiled_gemm
 from golden.params import NibbleParams, psum_bits
 from rtl.generate import convert
 from rtl.tile_rescaler import TileRescaler
 from verif.amaranth_streams import ValidOnlyMonitor, send_beat
+from verif.scoreboard import rescaled
+from verif.stimulus import random_operand, rescaler_steps, with_tile_exps
 
 
 def run_rescaler(params, tiles, seed):
@@ -95,11 +96,9 @@ def test_gemm_accumulators_equal_golden(tile, lanes, kinds):
     rng = np.random.default_rng(tile)
     m, k, n = 2 * tile + 1, 3 * tile - 1, tile + 3
     def operand(shape, kind, phase):
-        x = rng.normal(size=shape) * np.exp2(rng.integers(-30, 30, size=shape))
-        q = quantize(x, kind, tile=tile, phase=phase)
+        q = random_operand(rng, shape, kind, tile, phase, binades=30, zeros=0.0)
         # replace the tile exponents by a wide spread, including the int8 extremes
-        exps = rng.choice([-128, 127, -5, 0, 3, 60, -60], size=q.exps.shape)
-        return type(q)(q.codes, exps, q.kind, q.tile, q.phase)
+        return with_tile_exps(q, rng.choice([-128, 127, -5, 0, 3, 60, -60], size=q.exps.shape))
     a = operand((m, k), kinds[0], 0)
     b = operand((k, n), kinds[1], 1 if kinds[1] == "fp4" else 0)
     want = tiled_gemm(a, b, acc_bits=params.acc_bits)
@@ -119,20 +118,6 @@ def test_gemm_accumulators_equal_golden(tile, lanes, kinds):
     assert saturated == want.saturated
 
 
-def reference(tiles, T, acc_bits):
-    """Accumulate with golden's rounding shift and per-addition saturation."""
-    lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
-    acc = np.zeros((T, T), dtype=np.int64)
-    out, saturated = [], False
-    for psum, shift, out_exp, first, last in tiles:
-        total = (0 if first else acc) + shift_round_half_even(np.asarray(psum), shift)
-        saturated |= bool(np.any((total > hi) | (total < lo)))
-        acc = np.clip(total, lo, hi)
-        if last:
-            out += [(list(map(int, row)), out_exp) for row in acc]
-    return out, saturated
-
-
 @pytest.mark.parametrize("tile,lanes", [(2, None), (4, None), (8, None), (2, 1), (4, 1),
                                         (8, 2)])
 def test_extreme_psums_shifts_and_saturation(tile, lanes):
@@ -140,20 +125,8 @@ def test_extreme_psums_shifts_and_saturation(tile, lanes):
     shift the accumulator can take, at the narrowest accumulator: saturates often."""
     acc_bits = psum_bits(tile)
     params = NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes)
-    rng = random.Random(tile)
-    pb = psum_bits(tile)
-    lim = 1 << (pb - 1)
-    tiles = []
-    for _ in range(12):
-        kt = rng.randint(1, 4)
-        out_exp = rng.randint(-512, 511)
-        for t in range(kt):
-            psum = [[rng.choice([-lim, lim - 1, 0, 1, -1, rng.randint(-lim, lim - 1)])
-                     for _ in range(tile)] for _ in range(tile)]
-            shift = rng.choice([-1024, -pb - 3, -pb, -pb + 1, -2, -1, 0, 1,
-                                acc_bits + 1 - pb, rng.randint(-pb, acc_bits + 1 - pb)])
-            tiles.append((psum, shift, out_exp, t == 0, t == kt - 1))
-    want, want_sat = reference(tiles, tile, acc_bits)
+    tiles = rescaler_steps(random.Random(tile), tile, acc_bits, groups=12)
+    want, want_sat = rescaled(tiles, tile, acc_bits)
     got, saturated = run_rescaler(params, tiles, seed=tile + 100)
     assert got == want
     assert saturated == want_sat and want_sat          # this stimulus must saturate

@@ -4,10 +4,11 @@ loop learns, and runs are reproducible."""
 import numpy as np
 import pytest
 
-from golden import quantize, tiled_gemm
+from golden import tiled_gemm
 from golden.output import alpha_clip, clip_alpha, int_output, pact_masks
 from nibble.digits import load_digits_split
 from nibble.training import GoldenBackend, QuantConfig, TrainConfig, train_run
+from verif.scoreboard import tile_result
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +108,9 @@ def test_pact_masks_follow_the_clip():
 
 
 def int_output_of(y, clip):
-    return quantize(np.minimum(np.maximum(y, 0.0), clip_alpha(*clip)), "uint4", tile=8)
+    """The requantizer's clipped uint4 output (golden.output.int_output) for a row of
+    values ``y``, given to it as accumulators with weight 2**-30."""
+    return int_output(tile_result(np.rint(np.ldexp(y, 30)), -30, tile=8), "uint4", clip=clip)
 
 
 def test_alpha_clip_rounds_to_the_hardware_form():

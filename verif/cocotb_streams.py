@@ -6,7 +6,17 @@ from __future__ import annotations
 
 from cocotb.triggers import ReadOnly, RisingEdge
 
-__all__ = ["StreamDriver", "StreamMonitor", "ValidOnlyDriver", "CreditCounter", "CreditedSink"]
+__all__ = ["StreamDriver", "StreamMonitor", "ValidOnlyDriver", "CreditCounter", "CreditedSink",
+           "check_port_widths"]
+
+
+def check_port_widths(dut, params, ports: dict) -> None:
+    """Fail at once unless every port of ``ports`` ({name: layout function of params})
+    is as wide as ``params`` make it: a bench run on a build for other parameters."""
+    for port, layout in ports.items():
+        width, need = len(getattr(dut, port)), layout(params).size
+        assert width == need, f"{port} is {width} bits, {params} needs {need}: " \
+                              f"the simulation was built for other parameters"
 
 
 class StreamDriver:

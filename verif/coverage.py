@@ -4,31 +4,32 @@ from __future__ import annotations
 
 from rtl.gemm_protocol import GemmJob
 
-__all__ = ["MODES", "OUTPUT_VARIANTS", "STALLS", "PARTIAL", "all_bins", "coverage_key",
-           "coverage_bin", "training_mode"]
+from .stimulus import GEMM_ROLES, OUTPUT_VARIANTS
 
-#: Functional coverage: the crosses that matter. Rounding and phase belong to the fp4
-#: output stage, so raw and int outputs have one variant each. Saturation is not a
-#: bin: golden's out_exp rule leaves at least one bit of headroom, so a legal GEMM of at
-#: most 256 reduction tiles cannot saturate (the rescaler's unit tests force it).
-MODES = ("forward", "backward", "weight_grad")
-OUTPUT_VARIANTS = (("raw", "-", 0), ("int", "-", 0), ("fp4", "log", 0), ("fp4", "log", 1),
-                   ("fp4", "linear", 0), ("fp4", "linear", 1))
+__all__ = ["STALLS", "PARTIAL", "all_bins", "coverage_key", "coverage_bin", "gemm_role"]
+
+#: Functional coverage: the crosses that matter, training role x output variant
+#: (:data:`verif.stimulus.GEMM_ROLES`, :data:`verif.stimulus.OUTPUT_VARIANTS`) x stalls x
+#: partial tiles. Saturation is not a bin: golden's out_exp rule leaves at least one bit
+#: of headroom, so a legal GEMM of at most 256 reduction tiles cannot saturate (the
+#: rescaler's unit tests force it).
 STALLS = ("none", "random")
 PARTIAL = (False, True)
 
 
 def all_bins() -> list:
-    return [coverage_key(m, v, s, p) for m in MODES for v in OUTPUT_VARIANTS
+    return [coverage_key(m, v, s, p) for m in GEMM_ROLES for v in OUTPUT_VARIANTS
             for s in STALLS for p in PARTIAL]
 
 
-def coverage_key(mode, variant, stalls, partial) -> str:
+def coverage_key(role, variant, stalls, partial) -> str:
     out, rounding, phase = variant
-    return f"{mode} | {out} | {rounding} | {phase} | {stalls} | {'partial' if partial else 'whole'}"
+    return f"{role} | {out} | {rounding} | {phase} | {stalls} | {'partial' if partial else 'whole'}"
 
 
-def training_mode(job: GemmJob) -> str:
+def gemm_role(job: GemmJob) -> str:
+    """The training role (one of :data:`verif.stimulus.GEMM_ROLES`) a job's operand
+    kinds say it plays."""
     if job.a_op.kind == "fp4":
         return "backward"
     return "weight_grad" if job.b_op.kind == "fp4" else "forward"
@@ -39,5 +40,5 @@ def coverage_bin(job: GemmJob, t: int, stalled: bool) -> str:
     m, k, n = job.shape
     out = job.out
     variant = (out.mode, out.rounding, out.phase) if out.mode == "fp4" else (out.mode, "-", 0)
-    return coverage_key(training_mode(job), variant, STALLS[stalled],
+    return coverage_key(gemm_role(job), variant, STALLS[stalled],
                         bool(m % t or k % t or n % t))

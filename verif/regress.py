@@ -74,16 +74,15 @@ def run_shard(shard: Shard) -> dict:
     from cocotb_tools.check_results import get_results
 
     from verif.runner import run
+    from verif.scoreboard import STATS_FILE
 
     run_dir = Path(shard.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "stats.json").unlink(missing_ok=True)
     start = time.perf_counter()
     results = run(shard.params, TEST_MODULE, seed=shard.seed, waves=shard.waves,
                   testcase=shard.testcase, extra_env={"NIBBLE_GEMMS": str(shard.gemms)},
                   run_dir=run_dir)
     tests, failed = get_results(results)
-    stats_file = run_dir / "stats.json"
+    stats_file = run_dir / STATS_FILE      # run() removed the last run's before starting
     outcome = {"shard": asdict(shard), "tests": tests, "failed": failed,
                "results": str(results), "wall_seconds": time.perf_counter() - start,
                "stats": json.loads(stats_file.read_text()) if stats_file.exists() else {}}

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 from pathlib import Path
 
 from golden.params import NibbleParams
 from rtl.generate import WAIVER_FILE, generate, verilator_bin
 
-__all__ = ["SIM_BUILD", "build_dir", "build", "run", "params_from_env", "seed_from_env"]
+from .scoreboard import STATS_FILE, Scoreboard
+
+__all__ = ["SIM_BUILD", "build_dir", "build", "run", "params_from_env", "seed_from_env", "Bench"]
 
 #: Root of the per-parameter-set build directories (next to the project checkout).
 SIM_BUILD = Path(os.environ.get("NIBBLE_SIM_BUILD", Path(__file__).resolve().parent.parent / "sim_build"))
@@ -34,6 +37,40 @@ def params_from_env() -> NibbleParams:
 def seed_from_env() -> int:
     """Inside a cocotb bench: the seed :func:`run` was given (``NIBBLE_SEED``)."""
     return int(os.environ.get("NIBBLE_SEED", "1"))
+
+
+class Bench:
+    """Base of every cocotb bench's ``TB``: what a test gets from its run, read when the
+    test builds its TB, never at import.
+
+    Attributes
+    ----------
+    params : NibbleParams
+        The parameter set :func:`run` built the simulation for (:func:`params_from_env`);
+        a subclass checks the DUT's port widths against it
+        (:func:`verif.cocotb_streams.check_port_widths`).
+    run_seed, seed : int
+        The run's seed (:func:`seed_from_env`), and the test's: ``run_seed + seed_offset``.
+    """
+
+    def __init__(self, dut, seed_offset: int = 0):
+        self.dut = dut
+        self.params = params_from_env()
+        self.run_seed = seed_from_env()
+        self.seed = self.run_seed + seed_offset
+
+    def make_scoreboard(self) -> Scoreboard:
+        """A GEMM scoreboard that adds the test's statistics to the run's ``stats.json``."""
+        return Scoreboard(self.params, STATS_FILE,
+                          info={"seed": self.run_seed, "tile": self.params.tile})
+
+    def gemms(self, default: int, name: str = "NIBBLE_GEMMS") -> int:
+        """The number of random GEMMs the run asks for (``name`` in its ``extra_env``),
+        logged with the seed and the parameters."""
+        count = int(os.environ.get(name, str(default)))
+        self.dut._log.info(f"seed {self.seed}, T={self.params.tile}, "
+                           f"acc_bits={self.params.acc_bits}, {count} GEMMs")
+        return count
 
 
 def build_dir(params: NibbleParams) -> Path:
@@ -107,12 +144,21 @@ def run(params: NibbleParams, test_module: str, *, top: str = TOP, seed: int = 1
         waves: bool = False, testcase=None, extra_env=None, run_dir=None):
     """Build (if needed) and run the cocotb ``test_module`` against ``top``.
     Returns the path of the results XML; the run's files (``results.xml``,
-    ``stats.json``, ``dump.vcd``) land in ``run_dir`` (default ``build_dir(params) / top``)."""
+    ``stats.json``, ``dump.vcd``) land in ``run_dir`` (default ``build_dir(params) / top``).
+    ``testcase`` names tests, a parametrized one with all its variants
+    (``log4_tiles`` runs every ``log4_tiles/...``)."""
     runner = build(params, top=top, waves=waves)
     env = {"NIBBLE_TILE": str(params.tile), "NIBBLE_ACC_BITS": str(params.acc_bits),
            "NIBBLE_LANES": str(params.lanes),
            "NIBBLE_SEED": str(seed), **(extra_env or {})}
-    return runner.test(hdl_toplevel=top, test_module=test_module, testcase=testcase,
-                       build_dir=_sim_dir(params, top, waves),
-                       test_dir=run_dir or build_dir(params) / top,
+    test_dir = Path(run_dir or build_dir(params) / top)
+    test_dir.mkdir(parents=True, exist_ok=True)
+    # the run's scoreboards add up their statistics in this file: start from nothing
+    (test_dir / STATS_FILE).unlink(missing_ok=True)
+    names = ([n.strip() for n in testcase.split(",") if n.strip()] if isinstance(testcase, str)
+             else testcase)
+    test_filter = None if names is None else \
+        r"\.(" + "|".join(rf".*{re.escape(name)}" for name in names) + r")(/.*)?$"
+    return runner.test(hdl_toplevel=top, test_module=test_module, test_filter=test_filter,
+                       build_dir=_sim_dir(params, top, waves), test_dir=test_dir,
                        extra_env=env, waves=waves, seed=seed)

@@ -1,16 +1,19 @@
 """cocotb testbench of ``nibble_top`` (the Accelerator) against the golden model.
 
-Structure after the verilog-axi / matrix_multiplier anchors: a ``TB`` with the clock,
-reset, one ``StreamDriver`` per input stream and a ``StreamMonitor`` on the result; the
-transaction-level model is :func:`rtl.gemm_protocol.expected` (golden), and the
-scoreboard reports the first mismatch with its coordinates, operands and both values.
-Parameters come from the environment (set by :mod:`verif.runner`).
+Structure after the verilog-axi / matrix_multiplier anchors: a ``TB`` per test that owns
+everything the test uses — its parameters (:func:`verif.runner.params_from_env`,
+checked against the DUT's port widths), the clock, reset, one ``StreamDriver`` per
+input stream and a ``StreamMonitor`` on the result, its seeded stimulus
+(:mod:`verif.stimulus`) and a :class:`verif.scoreboard.Scoreboard` that compares with
+:func:`rtl.gemm_protocol.expected` (golden), reports the first mismatch with its
+coordinates, operands and both values, and adds the test's statistics to
+``stats.json``. Nothing is built at import.
 """
 
 from __future__ import annotations
 
-import os
 import random
+import time
 
 import cocotb
 import cocotb.utils
@@ -18,34 +21,40 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge
 
-from golden.formats import quantize
-from golden.params import NibbleParams
-from rtl.gemm_protocol import GemmBeats, GemmJob, OutputSpec, decode, encode, expected
+from rtl.gemm_protocol import GemmBeats, GemmJob, GemmOutput, decode, encode
+from rtl.layouts import operand_row_layout, result_layout
 
-from .cocotb_streams import StreamDriver, StreamMonitor
-from .coverage import MODES, OUTPUT_VARIANTS, coverage_bin
-from .scoreboard import first_mismatch
+from .cocotb_streams import StreamDriver, StreamMonitor, check_port_widths
+from .runner import Bench
+from .stimulus import GEMM_ROLES, OUTPUT_VARIANTS, edge_jobs, random_job
 
-PARAMS = NibbleParams(tile=int(os.environ.get("NIBBLE_TILE", "4")),
-                      acc_bits=int(os.environ.get("NIBBLE_ACC_BITS", "32")),
-                      lanes=int(os.environ["NIBBLE_LANES"]) if "NIBBLE_LANES" in os.environ
-                      else None)
-SEED = int(os.environ.get("NIBBLE_SEED", "1"))
+CLOCK_NS = 10
 
 
-class TB:
-    """Clock, reset, drivers and monitor around one ``nibble_top``."""
+class TB(Bench):
+    """One test's bench around ``nibble_top`` (parameters and seeds: :class:`Bench`).
+
+    Attributes
+    ----------
+    rng : numpy.random.Generator
+        The test's stimulus, seeded with ``seed`` (the streams' stalls are too).
+    scoreboard : Scoreboard
+        Checks every GEMM and counts what it checked into ``stats.json``.
+    """
 
     INPUTS = GemmBeats.INPUTS
 
-    def __init__(self, dut, seed, p_stall=0.3):
-        self.dut = dut
-        self.p_stall = p_stall
-        self.rng = random.Random(seed)
-        self.drivers = {n: StreamDriver(dut, n, random.Random(self.rng.random()), p_stall)
+    def __init__(self, dut, seed_offset: int = 0, p_stall: float = 0.3):
+        super().__init__(dut, seed_offset)
+        check_port_widths(dut, self.params, {"a_codes__payload": operand_row_layout,
+                                             "result__payload": result_layout})
+        self.rng = np.random.default_rng(self.seed)
+        stalls = random.Random(self.seed)
+        self.drivers = {n: StreamDriver(dut, n, random.Random(stalls.random()), p_stall)
                         for n in self.INPUTS}
-        self.monitor = StreamMonitor(dut, "result", random.Random(self.rng.random()), p_stall)
-        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+        self.monitor = StreamMonitor(dut, "result", random.Random(stalls.random()), p_stall)
+        self.scoreboard = self.make_scoreboard()
+        cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
 
     async def reset(self, cycles=2):
         self.dut.rst.value = 1
@@ -56,162 +65,81 @@ class TB:
 
     def set_stalls(self, p_stall: float) -> None:
         """Probability of a valid gap / ready stall per beat on every stream."""
-        self.p_stall = p_stall
         for driver in self.drivers.values():
             driver.p_gap = p_stall
         self.monitor.p_stall = p_stall
 
-    async def run_job(self, job: GemmJob):
-        """Drive one GEMM and return the decoded result."""
-        import time
-        start_ns, start_s = cocotb.utils.get_sim_time("ns"), time.perf_counter()
-        beats = encode(job, PARAMS)
+    def random_job(self, target=None) -> GemmJob:
+        """The next random GEMM of this test's stimulus (:func:`verif.stimulus.random_job`)."""
+        return random_job(self.rng, self.params, target)
+
+    def start_job(self, job: GemmJob):
+        """Start driving ``job``'s input beats and taking its result beats; returns the
+        driver tasks and the monitor task (whose result is the result beats)."""
+        beats = encode(job, self.params)
         words = beats.inputs()
         tasks = [cocotb.start_soon(self.drivers[n].send(words[n])) for n in self.INPUTS]
-        result = await self.monitor.receive(beats.result_beats)
+        return tasks, cocotb.start_soon(self.monitor.receive(beats.result_beats))
+
+    async def run_job(self, job: GemmJob) -> GemmOutput:
+        """Drive one GEMM and return the decoded result."""
+        start_ns, start_s = cocotb.utils.get_sim_time("ns"), time.perf_counter()
+        tasks, receive = self.start_job(job)
+        result = await receive
         for task in tasks:
             await task
         assert not self.dut.fault.value, "the accelerator's fault flag rose: an internal " \
                                          "queue was written while full or read while empty"
-        STATS["cycles"] += int((cocotb.utils.get_sim_time("ns") - start_ns) // 10)
-        STATS["seconds"] += time.perf_counter() - start_s
-        return decode(job, PARAMS, result)
+        self.scoreboard.add_time((cocotb.utils.get_sim_time("ns") - start_ns) // CLOCK_NS,
+                                 time.perf_counter() - start_s)
+        return decode(job, self.params, result)
 
-
-#: Work checked by this simulation, written to ``stats.json`` for ``nibble regress``.
-STATS = {"gemms": 0, "macs": 0, "cycles": 0, "seconds": 0.0, "coverage": {}}
-
-def _write_stats():
-    import json
-    with open("stats.json", "w") as f:
-        json.dump({**STATS, "seed": SEED, "tile": PARAMS.tile}, f)
-
-
-def scoreboard(job: GemmJob, got, index: int, stalled: bool = True) -> None:
-    """Compare with golden; raise with the first mismatch's coordinates and operands."""
-    report = first_mismatch(job, got, expected(job, PARAMS))
-    if report:
-        raise AssertionError(f"GEMM {index}: {report}")
-    m, k, n = job.shape
-    STATS["gemms"] += 1
-    STATS["macs"] += m * k * n
-    key = coverage_bin(job, PARAMS.tile, stalled)
-    STATS["coverage"][key] = STATS["coverage"].get(key, 0) + 1
-    _write_stats()
-
-
-def random_job(rng: np.random.Generator, target=None) -> GemmJob:
-    """A random training-mode GEMM with full-range operands. ``target`` = (mode index,
-    output variant index, partial) steers it into one coverage bin; None picks at random."""
-    t = PARAMS.tile
-    if target is None:
-        target = (int(rng.integers(0, len(MODES))), int(rng.integers(0, len(OUTPUT_VARIANTS))),
-                  bool(rng.random() < 0.7))
-    mode, variant, partial = target
-    while True:
-        if partial:
-            m, k, n = (int(v) for v in rng.integers(1, 3 * t + 1, size=3))
-        else:
-            m, k, n = (t * int(v) for v in rng.integers(1, 4, size=3))
-        if bool(m % t or k % t or n % t) == partial:
-            break
-
-    def operand(shape, kind, phase=0):
-        x = rng.normal(size=shape) * np.exp2(rng.integers(-20, 20, size=shape))
-        x[rng.random(shape) < 0.1] = 0.0
-        q = quantize(x, kind, tile=t, phase=phase)
-        if rng.random() < 0.3:                         # extreme tile exponents
-            exps = rng.choice([-128, 127, 0, -60, 60], size=q.exps.shape)
-            q = type(q)(q.codes, exps, q.kind, t, q.phase)
-        return q
-
-    if MODES[mode] == "forward":                       # Y = X . W
-        a, b, a_trans, b_trans = operand((m, k), "uint4"), operand((k, n), "int4"), False, False
-    elif MODES[mode] == "backward":                    # dX = dY . W^T
-        a, b, a_trans, b_trans = operand((m, k), "fp4"), operand((n, k), "int4"), False, True
-    else:                                              # dW = X^T . dY
-        a, b, a_trans, b_trans = operand((k, m), "uint4"), operand((k, n), "fp4", 1), True, False
-    out, rounding, phase = OUTPUT_VARIANTS[variant]
-    if out == "int":
-        clip = (int(rng.integers(1, 256)), int(rng.integers(-20, 20))) if rng.random() < 0.5 else None
-        mask = rng.random((m, n)) < 0.7 if rng.random() < 0.5 else None
-        spec = OutputSpec("int", kind="uint4" if clip or rng.random() < 0.5 else "int4",
-                          clip=clip, mask=mask)
-    elif out == "fp4":
-        spec = OutputSpec("fp4", phase=phase, rounding=rounding,
-                          ext_exp=int(rng.integers(-40, 10)) if rng.random() < 0.3 else None,
-                          mask=rng.random((m, n)) < 0.7 if rng.random() < 0.3 else None)
-    else:
-        spec = OutputSpec("raw")
-    return GemmJob(a, b, a_trans, b_trans, spec)
+    async def check_job(self, job: GemmJob, index: int, stalled: bool = True) -> None:
+        """Run ``job`` and check it against golden."""
+        self.scoreboard.check(job, await self.run_job(job), index, stalled)
 
 
 @cocotb.test()
 async def random_gemms(dut):
-    """Random back-to-back GEMMs in all three training modes and all output modes."""
-    count = int(os.environ.get("NIBBLE_GEMMS", "12"))
-    dut._log.info(f"seed {SEED}, T={PARAMS.tile}, acc_bits={PARAMS.acc_bits}, {count} GEMMs")
-    tb = TB(dut, SEED)
+    """Random back-to-back GEMMs in all three training roles and all output modes."""
+    tb = TB(dut)
+    count = tb.gemms(default=12)
     await tb.reset()
-    rng = np.random.default_rng(SEED)
-    bins = [(m, v, s, p) for m in range(len(MODES)) for v in range(len(OUTPUT_VARIANTS))
+    bins = [(m, v, s, p) for m in range(len(GEMM_ROLES)) for v in range(len(OUTPUT_VARIANTS))
             for s in (False, True) for p in (False, True)]
     for i in range(count):
         # Coverage-driven: the first len(bins) GEMMs visit every bin, then random ones.
         if i < len(bins):
-            mode, variant, stalled, partial = bins[i]
-            job = random_job(rng, (mode, variant, partial))
+            role, variant, stalled, partial = bins[i]
+            job = tb.random_job((role, variant, partial))
         else:
-            job, stalled = random_job(rng), bool(rng.random() < 0.7)
+            job, stalled = tb.random_job(), bool(tb.rng.random() < 0.7)
         tb.set_stalls(0.3 if stalled else 0.0)
-        scoreboard(job, await tb.run_job(job), i, stalled)
+        await tb.check_job(job, i, stalled)
 
 
 @cocotb.test()
 async def edge_shapes(dut):
     """1x1x1, and the longest reduction the exponent buffers allow (256 tiles of K)."""
-    from golden.params import EXP_MAX
-    from rtl.layouts import TILE_COUNT_BITS
-
-    tb = TB(dut, SEED + 2)
+    tb = TB(dut, seed_offset=2)
     await tb.reset()
-    rng = np.random.default_rng(SEED + 2)
-    t = PARAMS.tile
-    longest = (1 << TILE_COUNT_BITS) * t
-    jobs = [
-        GemmJob(quantize(rng.normal(size=(1, 1)), "uint4", tile=t),
-                quantize(rng.normal(size=(1, 1)), "int4", tile=t)),
-        GemmJob(quantize(rng.normal(size=(1, 1)), "fp4", tile=t),
-                quantize(rng.normal(size=(1, 1)), "int4", tile=t), out=OutputSpec("fp4")),
-        GemmJob(quantize(np.full((t, longest), 15.0), "uint4", tile=t),
-                quantize(np.full((longest, t), -8.0), "int4", tile=t)),
-        GemmJob(quantize(rng.normal(size=(longest, t - 1)), "uint4", tile=t),
-                quantize(rng.normal(size=(longest, 2)) * EXP_MAX, "fp4", tile=t, phase=1),
-                a_trans=True, out=OutputSpec("fp4", rounding="linear")),
-    ]
     tb.set_stalls(0.1)
-    for i, job in enumerate(jobs):
-        scoreboard(job, await tb.run_job(job), i, stalled=True)
+    for i, job in enumerate(edge_jobs(tb.rng, tb.params.tile)):
+        await tb.check_job(job, i, stalled=True)
 
 
 @cocotb.test()
 async def reset_mid_gemm(dut):
     """Reset while a GEMM is half done, then a clean GEMM must be exact."""
-    tb = TB(dut, SEED + 1)
+    tb = TB(dut, seed_offset=1)
     await tb.reset()
-    rng = np.random.default_rng(SEED + 1)
     for trial in range(3):
-        first = random_job(rng)
-        beats = encode(first, PARAMS)
-        words = beats.inputs()
-        tasks = [cocotb.start_soon(tb.drivers[n].send(words[n])) for n in tb.INPUTS]
-        partial = cocotb.start_soon(tb.monitor.receive(beats.result_beats))
-        for _ in range(int(rng.integers(5, 60))):
+        tasks, partial = tb.start_job(tb.random_job())
+        for _ in range(int(tb.rng.integers(5, 60))):
             await RisingEdge(dut.clk)
         for task in (*tasks, partial):
             task.cancel()
         for name in tb.INPUTS:
             tb.drivers[name].valid.value = 0
         await tb.reset()
-        job = random_job(rng)
-        scoreboard(job, await tb.run_job(job), trial)
+        await tb.check_job(tb.random_job(), trial)

@@ -2,16 +2,15 @@
 through the host driver :class:`nibble.device.Device` on the ``sim`` link.
 
 The Device runs in a ``cocotb.task.bridge`` thread; :class:`verif.sim_link.SimLink`
-is the line (driver and monitor), :func:`rtl.gemm_protocol.expected` the model, and
-:func:`verif.tb_accelerator.scoreboard` compares. :class:`LineFaults` damages frames
+is the line (driver and monitor), :func:`rtl.gemm_protocol.expected` the model, and a
+:class:`verif.scoreboard.Scoreboard` compares. :class:`LineFaults` damages frames
 on their way to the board and bytes on their way to the host; the driver must retry
-and every result must stay exact. Parameters come from the environment
-(:mod:`verif.runner`).
+and every result must stay exact. Each test's :class:`TB` owns its parameters and
+seed (:class:`verif.runner.Bench`), stimulus and scoreboard.
 """
 
 from __future__ import annotations
 
-import os
 import random
 
 import cocotb
@@ -20,7 +19,8 @@ from cocotb.task import bridge
 
 from nibble.device import Device
 
-from .tb_accelerator import PARAMS, SEED, random_job, scoreboard
+from .runner import Bench
+from .stimulus import random_job
 
 
 class LineFaults:
@@ -58,26 +58,34 @@ class LineFaults:
         return byte
 
 
-def _run_gemms(dut, count, seed, faults=None):
-    """Open a Device on the simulated board and run ``count`` random GEMMs; runs in a
-    bridge thread. Returns the Device (for its stats)."""
-    device = Device.sim(dut, params=PARAMS)
-    if faults is not None:          # after opening: STATUS/RESET themselves are clean
-        device.link.to_board, device.link.to_host = faults.to_board, faults.to_host
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        # modes and output variants in turn, shapes at random (random_job's bins)
-        job = random_job(rng, (i % 3, i % 5, bool(rng.random() < 0.7)))
-        scoreboard(job, device.run(job), i, stalled=True)
-    return device
+class TB(Bench):
+    """One test's bench (parameters and seeds: :class:`Bench`): a scoreboard, and
+    :meth:`run_gemms`, which runs in a bridge thread."""
+
+    def __init__(self, dut, seed_offset: int = 0):
+        super().__init__(dut, seed_offset)
+        self.scoreboard = self.make_scoreboard()
+
+    def run_gemms(self, count, faults=None):
+        """Open a Device on the simulated board and run ``count`` random GEMMs, each
+        checked against golden. Returns the Device (for its stats)."""
+        device = Device.sim(self.dut, params=self.params)
+        if faults is not None:          # after opening: STATUS/RESET themselves are clean
+            device.link.to_board, device.link.to_host = faults.to_board, faults.to_host
+        rng = np.random.default_rng(self.seed)
+        for i in range(count):
+            # roles and output variants in turn, shapes at random (random_job's bins)
+            job = random_job(rng, self.params, (i % 3, i % 5, bool(rng.random() < 0.7)))
+            self.scoreboard.check(job, device.run(job), i, stalled=True)
+        return device
 
 
 @cocotb.test()
 async def gemms_over_uart(dut):
     """Random GEMMs in every training and output mode over a clean line."""
-    count = int(os.environ.get("NIBBLE_GEMMS", "6"))
-    dut._log.info(f"seed {SEED}, T={PARAMS.tile}, acc_bits={PARAMS.acc_bits}, {count} GEMMs")
-    device = await bridge(_run_gemms)(dut, count, SEED)
+    tb = TB(dut)
+    count = tb.gemms(default=6)
+    device = await bridge(tb.run_gemms)(count)
     dut._log.info(f"link: {device.stats}; {device.link.sent} bytes sent, "
                   f"{device.link.received} received")
     assert device.stats.retries == 0, f"retries on a clean line: {device.stats}"
@@ -87,11 +95,12 @@ async def gemms_over_uart(dut):
 async def gemms_over_a_faulty_line(dut):
     """Flipped bits both ways and frames cut short: the driver retries, the results
     stay exact, and no request is executed twice."""
-    faults = LineFaults(random.Random(SEED + 1), p_flip=0.08, p_cut=0.08, p_host=0.002)
-    count = int(os.environ.get("NIBBLE_FAULTY_GEMMS", "8"))
-    device = await bridge(_run_gemms)(dut, count, SEED + 1, faults)
+    tb = TB(dut, seed_offset=1)
+    faults = LineFaults(random.Random(tb.seed), p_flip=0.08, p_cut=0.08, p_host=0.002)
+    count = tb.gemms(default=8, name="NIBBLE_FAULTY_GEMMS")
+    device = await bridge(tb.run_gemms)(count, faults)
     stats = device.stats
-    dut._log.info(f"seed {SEED + 1}; link: {stats}; injected {faults.flipped} flipped and "
+    dut._log.info(f"seed {tb.seed}; link: {stats}; injected {faults.flipped} flipped and "
                   f"{faults.cut} cut frames to the board, {faults.host_flipped} flipped bytes "
                   f"to the host")
     assert faults.flipped and faults.cut and faults.host_flipped, "a fault kind was never injected"
@@ -105,8 +114,9 @@ async def gemms_over_a_faulty_line(dut):
 async def repeated_reads_return_the_same_beats(dut):
     """Only replies are damaged: READs and WRITEs are resent with the same sequence
     number, and the board replays instead of executing twice."""
-    faults = LineFaults(random.Random(SEED + 2), p_host=0.003)
-    device = await bridge(_run_gemms)(dut, 3, SEED + 2, faults)
-    dut._log.info(f"seed {SEED + 2}; link: {device.stats}; "
+    tb = TB(dut, seed_offset=2)
+    faults = LineFaults(random.Random(tb.seed), p_host=0.003)
+    device = await bridge(tb.run_gemms)(3, faults)
+    dut._log.info(f"seed {tb.seed}; link: {device.stats}; "
                   f"{faults.host_flipped} flipped bytes to the host")
     assert faults.host_flipped and device.stats.resent["READ"], str(device.stats)

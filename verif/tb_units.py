@@ -4,9 +4,19 @@
   one pair per tile reduction, through the array's own edge encoders.
 * ``log4_tiles`` (top ``log4_quantizer``), ``requantizer_tiles`` (top ``requantizer``):
   random full-range tiles plus every rounding threshold, flush, saturation and all-zero
-  tiles, compared code for code and exponent for exponent with ``golden``.
+  tiles (:func:`verif.stimulus.quantizer_tiles`), compared code for code and exponent
+  for exponent with golden's output stages (:func:`golden.output.fp4_output`,
+  :func:`golden.output.int_output`). Parametrized by the phase (log4) and the output
+  kind (requantizer); within a test the other settings change between back-to-back
+  tile batches without a reset.
 * ``rescaler_shifts`` (top ``tile_rescaler``): shifts far right to the largest left
-  shift at the narrowest accumulator, so rounding and saturation both happen.
+  shift at the narrowest accumulator (:func:`verif.stimulus.rescaler_steps`), so
+  rounding and saturation both happen, against golden's accumulation
+  (:func:`verif.scoreboard.rescaled`).
+
+Each test builds a :class:`UnitTB`, which owns the parameters
+(:class:`verif.runner.Bench`, checked against the unit's port widths), the seed, the
+clock and the reset. Nothing is built at import.
 """
 
 from __future__ import annotations
@@ -19,25 +29,43 @@ from amaranth.lib import data
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from golden.formats import element_values, quantize
-from golden.gemm import shift_round_half_even
-from golden.output import clip_alpha
-from rtl.layouts import acc_row_layout, code_row_layout, psum_row_layout, rescale_row_layout
-
+from golden.formats import element_values
+from golden.output import fp4_output, int_output
+from rtl.layouts import (acc_row_layout, code_row_layout, operand_row_layout,
+                         psum_row_layout, rescale_row_layout)
 from rtl.tile_bank import bank_tiles
 
-from .cocotb_streams import CreditCounter, CreditedSink, ValidOnlyDriver
-from .runner import params_from_env, seed_from_env
+from .cocotb_streams import CreditCounter, CreditedSink, ValidOnlyDriver, check_port_widths
+from .runner import Bench
+from .scoreboard import rescaled, tile_result
+from .stimulus import quantizer_tiles, rescaler_steps
+
+#: Per top: its data ports and the layouts that give their widths.
+PORTS = {
+    "systolic_array": {"a_col": operand_row_layout, "psum__payload": psum_row_layout},
+    "log4_quantizer": {"acc_in__payload": acc_row_layout, "codes_out__payload": code_row_layout},
+    "requantizer": {"acc_in__payload": acc_row_layout, "codes_out__payload": code_row_layout},
+    "tile_rescaler": {"psum_in__payload": rescale_row_layout, "acc_out__payload": acc_row_layout},
+}
 
 
-async def start(dut):
-    """Start the clock and reset the unit for two cycles."""
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    for _ in range(2):
+class UnitTB(Bench):
+    """One test's bench around one unit (``top``, a key of :data:`PORTS`); parameters
+    and seed: :class:`verif.runner.Bench`."""
+
+    def __init__(self, dut, top: str):
+        super().__init__(dut)
+        check_port_widths(dut, self.params, PORTS[top])
+
+    async def start(self):
+        """Start the clock and reset the unit for two cycles."""
+        dut = self.dut
+        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+        dut.rst.value = 1
+        for _ in range(2):
+            await RisingEdge(dut.clk)
+        dut.rst.value = 0
         await RisingEdge(dut.clk)
-    dut.rst.value = 0
-    await RisingEdge(dut.clk)
 
 
 # ------------------------------------------------------------------------------- PE
@@ -67,9 +95,9 @@ async def collect_valid(dut, name, layout, count):
 @cocotb.test()
 async def pe_exhaustive(dut):
     """P[0, 0] of a tile whose only nonzero step is (a, b) is a * b, for all pairs."""
-    params = params_from_env()
-    t = params.tile
-    await start(dut)
+    tb = UnitTB(dut, "systolic_array")
+    params, t = tb.params, tb.params.tile
+    await tb.start()
     row = data.ArrayLayout(4, t)
     cases = [(mode, a, b) for mode in PE_MODES for a in range(16) for b in range(16)]
     task = cocotb.start_soon(collect_valid(dut, "psum", psum_row_layout(params),
@@ -93,29 +121,6 @@ async def pe_exhaustive(dut):
 
 
 # --------------------------------------------------------------------- tile quantizers
-
-def tile_stimulus(rng, t, acc_bits):
-    """(acc T x T ints, out_exp): random full range plus edge tiles."""
-    lim = 1 << (acc_bits - 1)
-    tiles = []
-    for _ in range(40):
-        bits = rng.integers(0, acc_bits, size=(t, t))
-        acc = rng.integers(-(1 << 62), 1 << 62, size=(t, t)) >> (63 - bits)
-        tiles.append((np.clip(acc, -lim, lim - 1), int(rng.integers(-300, 300))))
-    tiles.append((np.zeros((t, t), dtype=np.int64), 0))                   # all zero
-    one = np.zeros((t, t), dtype=np.int64)
-    one[t - 1, 0] = -lim                                                    # most negative
-    tiles.append((one, -40))
-    # every fp4 rounding threshold and int tie around a maximum of 2**20
-    near = [(1 << 20), 3 << 19, 5 << 18, (5 << 18) - 1, 1 << 8, (1 << 8) - 1, 3 << 7, 1,
-            -(3 << 19), -(5 << 18), 7, 15, 23, -25, 8 << 10]
-    for start in range(0, len(near), t * t):
-        chunk = near[start:start + t * t] + [0] * max(0, t * t - len(near[start:]))
-        tiles.append((np.array(chunk[:t * t], dtype=np.int64).reshape(t, t), -10))
-    for oexp in (-500, 500, -140, 120):                                     # E clipping
-        tiles.append((rng.integers(-1000, 1000, size=(t, t)), oexp))
-    return tiles
-
 
 async def run_tiles(dut, params, tiles, seed):
     """Tiles through a credited output unit (requantizer or log4 unit): a producer that
@@ -142,9 +147,10 @@ async def run_tiles(dut, params, tiles, seed):
             for i in range(len(tiles))]
 
 
-def check_tiles(tiles, got, golden_fn, what):
+def check_tiles(tiles, got, expect, what):
+    """Compare [(codes, E)] with ``expect(tile_result)``, golden's QTensor of a tile."""
     for i, ((acc, oexp), (codes, exp)) in enumerate(zip(tiles, got)):
-        want = golden_fn(np.ldexp(acc.astype(np.float64), oexp))
+        want = expect(tile_result(acc, oexp))
         want_codes = want.codes.astype(np.int64) & 0xF
         if exp != int(want.exps[0, 0]) or not np.array_equal(codes, want_codes):
             bad = np.argwhere(codes != want_codes)
@@ -156,84 +162,61 @@ def check_tiles(tiles, got, golden_fn, what):
 
 
 @cocotb.test()
-async def log4_tiles(dut):
-    params, seed = params_from_env(), seed_from_env()
-    t = params.tile
-    await start(dut)
-    rng = np.random.default_rng(seed)
-    for phase in (0, 1):
-        for rounding in ("log", "linear"):
-            for ext in (None, -128, 127, -20):
-                dut.phase.value, dut.linear.value = phase, int(rounding == "linear")
-                dut.ext_exp_en.value = int(ext is not None)
-                dut.ext_exp.value = (ext or 0) & 0xFF
-                tiles = tile_stimulus(rng, t, params.acc_bits)
-                got = await run_tiles(dut, params, tiles, seed + phase)
-                check_tiles(tiles, got, lambda v: quantize(
-                    v, "fp4", tile=t, phase=phase, rounding=rounding, exps=ext),
-                    f"log4 phase {phase} {rounding} ext {ext}")
+@cocotb.parametrize(phase=[0, 1])
+async def log4_tiles(dut, phase):
+    tb = UnitTB(dut, "log4_quantizer")
+    params, seed = tb.params, tb.seed
+    await tb.start()
+    rng = np.random.default_rng([seed, phase])
+    for rounding in ("log", "linear"):
+        for ext in (None, -128, 127, -20):
+            dut.phase.value, dut.linear.value = phase, int(rounding == "linear")
+            dut.ext_exp_en.value = int(ext is not None)
+            dut.ext_exp.value = (ext or 0) & 0xFF
+            tiles = quantizer_tiles(rng, params.tile, params.acc_bits)
+            got = await run_tiles(dut, params, tiles, seed + phase)
+            check_tiles(tiles, got, lambda r: fp4_output(r, phase=phase, rounding=rounding,
+                                                         exps=ext),
+                        f"log4 phase {phase} {rounding} ext {ext}")
 
 
 @cocotb.test()
-async def requantizer_tiles(dut):
-    params, seed = params_from_env(), seed_from_env()
-    t = params.tile
-    await start(dut)
-    rng = np.random.default_rng(seed)
+@cocotb.parametrize(kind=["int4", "uint4"])
+async def requantizer_tiles(dut, kind):
+    tb = UnitTB(dut, "requantizer")
+    params, seed = tb.params, tb.seed
+    await tb.start()
+    rng = np.random.default_rng([seed, int(kind == "uint4")])
     dut.mask_en.value = 0
     dut.mask_in.value = 0
-    for kind in ("int4", "uint4"):
-        for clip in (None, (200, -4), (1, 3), (255, 20)):
-            if clip and kind == "int4":
-                continue
-            dut.unsigned_out.value = int(kind == "uint4")
-            dut.clip_en.value = int(clip is not None)
-            dut.clip_mant.value, dut.clip_exp.value = (clip or (0, 0))[0], (clip or (0, 0))[1] & 0xFF
-            tiles = tile_stimulus(rng, t, params.acc_bits)
-            got = await run_tiles(dut, params, tiles, seed + 7)
-            alpha = clip_alpha(*clip) if clip else None
-
-            def golden(v):
-                if alpha is not None:
-                    v = np.minimum(np.maximum(v, 0.0), alpha)
-                return quantize(v, kind, tile=t)
-            check_tiles(tiles, got, golden, f"requantizer {kind} clip {clip}")
+    # a PACT clip applies to uint4 output only
+    for clip in (None, (200, -4), (1, 3), (255, 20)) if kind == "uint4" else (None,):
+        dut.unsigned_out.value = int(kind == "uint4")
+        dut.clip_en.value = int(clip is not None)
+        dut.clip_mant.value, dut.clip_exp.value = (clip or (0, 0))[0], (clip or (0, 0))[1] & 0xFF
+        tiles = quantizer_tiles(rng, params.tile, params.acc_bits)
+        got = await run_tiles(dut, params, tiles, seed + 7)
+        check_tiles(tiles, got, lambda r: int_output(r, kind, clip=clip),
+                    f"requantizer {kind} clip {clip}")
 
 
 # ----------------------------------------------------------------------------- rescaler
 
 @cocotb.test()
 async def rescaler_shifts(dut):
-    params, seed = params_from_env(), seed_from_env()
-    t, acc_bits, L = params.tile, params.acc_bits, params.lanes
-    await start(dut)
-    rng = random.Random(seed)
-    pb = params.psum_bits
-    lim = 1 << (pb - 1)
-    lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
-    beats, want, acc, saturated = [], [], np.zeros((t, t), dtype=np.int64), False
+    tb = UnitTB(dut, "tile_rescaler")
+    params, seed = tb.params, tb.seed
+    t, L = params.tile, params.lanes
+    await tb.start()
+    steps = rescaler_steps(random.Random(seed), t, params.acc_bits, groups=30)
+    rows, saturated = rescaled(steps, t, params.acc_bits)
+    want = [(row[k:k + L], oexp) for row, oexp in rows for k in range(0, t, L)]
     layout = rescale_row_layout(params)
-    for _ in range(30):
-        kt = rng.randint(1, 4)
-        out_exp = rng.randint(-512, 511)
-        for step in range(kt):
-            psum = np.array([[rng.choice([-lim, lim - 1, 0, 1, -1, 3, -3, rng.randint(-lim, lim - 1)])
-                              for _ in range(t)] for _ in range(t)], dtype=np.int64)
-            shift = rng.choice([-1024, -pb, -2, -1, 0, 1, acc_bits + 1 - pb,
-                                rng.randint(-pb, acc_bits + 1 - pb)])
-            total = (0 if step == 0 else acc) + shift_round_half_even(psum, shift)
-            saturated |= bool(np.any((total < lo) | (total > hi)))
-            acc = np.clip(total, lo, hi)
-            for flat in [psum.ravel()]:
-                for k in range(0, t * t, L):
-                    beats.append(layout.const({
-                        "psums": [int(v) for v in flat[k:k + L]], "shift": shift,
-                        "out_exp": out_exp, "first": int(step == 0),
-                        "last": int(step == kt - 1)}).as_value().value)
-            if step == kt - 1:
-                flat_acc = acc.ravel()
-                want += [(list(map(int, flat_acc[k:k + L])), out_exp)
-                         for k in range(0, t * t, L)]
+    beats = [layout.const({"psums": [int(v) for v in flat[k:k + L]], "shift": shift,
+                           "out_exp": out_exp, "first": int(first), "last": int(last)}
+                          ).as_value().value
+             for psum, shift, out_exp, first, last in steps
+             for flat in [np.asarray(psum).ravel()] for k in range(0, t * t, L)]
     dut.clear.value = 0
     drv = ValidOnlyDriver(dut, "psum_in", random.Random(seed + 1), 0.3)
     task = cocotb.start_soon(drv.send(beats))

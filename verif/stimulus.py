@@ -1,0 +1,202 @@
+"""What the accelerator is fed: the three training GEMMs as jobs, and random operands.
+
+One module for the training loop (:mod:`nibble.training`), the benchmarks
+(:mod:`nibble.bench`), the cocotb benches (``verif.tb_*``) and the tests, so a training
+role's operand kinds, phases and transposes are written once (:data:`ROLES`) and every
+random GEMM is drawn by the same functions. Nothing here is built from the environment
+or kept between calls: a caller passes its own ``numpy.random.Generator`` and
+:class:`golden.params.NibbleParams`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from golden.formats import QTensor, quantize
+from golden.params import EXP_MAX, NibbleParams
+from rtl.gemm_protocol import GemmJob, OutputSpec
+from rtl.layouts import TILE_COUNT_BITS
+
+__all__ = ["Role", "ROLES", "GEMM_ROLES", "forward_job", "backward_job", "weight_grad_job",
+           "OUTPUT_VARIANTS", "EXTREME_EXPS", "random_operand", "with_tile_exps",
+           "random_role_job", "random_job", "edge_jobs", "quantizer_tiles", "rescaler_steps"]
+
+
+@dataclass(frozen=True)
+class Role:
+    """One training GEMM of a layer as the training loop stores its operands: A's and
+    B's kinds and TPR phases (those of random operands; the job itself takes whatever
+    QTensors it is given), and which operand the array reads transposed."""
+
+    name: str
+    a_kind: str
+    a_phase: int
+    a_trans: bool
+    b_kind: str
+    b_phase: int
+    b_trans: bool
+
+    def job(self, a: QTensor, b: QTensor, out: OutputSpec | None = None) -> GemmJob:
+        """The GEMM of this role on stored operands ``a`` and ``b``."""
+        return GemmJob(a, b, self.a_trans, self.b_trans, out if out is not None else OutputSpec())
+
+    def stored_shapes(self, m: int, k: int, n: int) -> tuple[tuple, tuple]:
+        """Shapes of A and B as stored for a GEMM of (M, K, N)."""
+        return (k, m) if self.a_trans else (m, k), (n, k) if self.b_trans else (k, n)
+
+
+#: Y = X . W: X (batch, fan_in) uint4, W (fan_in, fan_out) int4.
+FORWARD = Role("forward", "uint4", 0, False, "int4", 0, False)
+#: dX = dY . W^T: dY (batch, fan_out) fp4 at phase 0, W as the forward pass stores it.
+BACKWARD = Role("backward", "fp4", 0, False, "int4", 0, True)
+#: dW = X^T . dY: X as the forward pass stores it, dY (batch, fan_out) fp4 at phase 1.
+WEIGHT_GRAD = Role("weight_grad", "uint4", 0, True, "fp4", 1, False)
+
+#: The training roles by name, in the order coverage and reports list them.
+ROLES = {role.name: role for role in (FORWARD, BACKWARD, WEIGHT_GRAD)}
+GEMM_ROLES = tuple(ROLES)
+
+forward_job, backward_job, weight_grad_job = FORWARD.job, BACKWARD.job, WEIGHT_GRAD.job
+
+#: Output-stage settings (mode, rounding, phase). Rounding and phase belong to the fp4
+#: output stage, so raw and int outputs have one variant each.
+OUTPUT_VARIANTS = (("raw", "-", 0), ("int", "-", 0), ("fp4", "log", 0), ("fp4", "log", 1),
+                   ("fp4", "linear", 0), ("fp4", "linear", 1))
+
+#: Tile exponents at and near the int8 extremes, for operands whose exponents are forced.
+EXTREME_EXPS = (-128, 127, 0, -60, 60)
+
+
+def with_tile_exps(q: QTensor, exps) -> QTensor:
+    """``q`` with its tile exponents replaced by ``exps`` (the codes unchanged)."""
+    return type(q)(q.codes, np.asarray(exps), q.kind, q.tile, q.phase)
+
+
+def random_operand(rng: np.random.Generator, shape, kind: str, tile: int, phase: int = 0, *,
+                   binades: int = 20, zeros: float = 0.1, p_extreme: float = 0.0) -> QTensor:
+    """A random operand quantized to ``kind``: normal values times 2**e with e uniform in
+    -binades..binades-1 (none for 0), a fraction ``zeros`` of exact zeros, and with
+    probability ``p_extreme`` every tile exponent drawn from :data:`EXTREME_EXPS`."""
+    x = rng.normal(size=shape)
+    if binades:
+        x = x * np.exp2(rng.integers(-binades, binades, size=shape))
+    if zeros:
+        x[rng.random(shape) < zeros] = 0.0
+    q = quantize(x, kind, tile=tile, phase=phase)
+    if p_extreme and rng.random() < p_extreme:
+        q = with_tile_exps(q, rng.choice(EXTREME_EXPS, size=q.exps.shape))
+    return q
+
+
+def random_role_job(rng: np.random.Generator, role: str, shape, tile: int,
+                    out: OutputSpec | None = None, **operand) -> GemmJob:
+    """A ``role`` GEMM of (M, K, N) = ``shape`` on random operands of the role's kinds
+    and phases, stored as the training loop stores them; ``operand`` goes to
+    :func:`random_operand` (A is drawn first, then B)."""
+    r = ROLES[role]
+    a_shape, b_shape = r.stored_shapes(*shape)
+    a = random_operand(rng, a_shape, r.a_kind, tile, r.a_phase, **operand)
+    b = random_operand(rng, b_shape, r.b_kind, tile, r.b_phase, **operand)
+    return r.job(a, b, out)
+
+
+def random_job(rng: np.random.Generator, params: NibbleParams, target=None) -> GemmJob:
+    """A random training GEMM with full-range operands (a third of them with extreme
+    tile exponents). ``target`` = (role index in :data:`GEMM_ROLES`, index in
+    :data:`OUTPUT_VARIANTS`, partial tiles) steers it into one coverage bin of
+    :mod:`verif.coverage`; None picks one at random."""
+    t = params.tile
+    if target is None:
+        target = (int(rng.integers(0, len(GEMM_ROLES))), int(rng.integers(0, len(OUTPUT_VARIANTS))),
+                  bool(rng.random() < 0.7))
+    role, variant, partial = target
+    while True:
+        if partial:
+            m, k, n = (int(v) for v in rng.integers(1, 3 * t + 1, size=3))
+        else:
+            m, k, n = (t * int(v) for v in rng.integers(1, 4, size=3))
+        if bool(m % t or k % t or n % t) == partial:
+            break
+    job = random_role_job(rng, GEMM_ROLES[role], (m, k, n), t, p_extreme=0.3)
+    out, rounding, phase = OUTPUT_VARIANTS[variant]
+    if out == "int":
+        clip = (int(rng.integers(1, 256)), int(rng.integers(-20, 20))) if rng.random() < 0.5 else None
+        mask = rng.random((m, n)) < 0.7 if rng.random() < 0.5 else None
+        spec = OutputSpec("int", kind="uint4" if clip or rng.random() < 0.5 else "int4",
+                          clip=clip, mask=mask)
+    elif out == "fp4":
+        spec = OutputSpec("fp4", phase=phase, rounding=rounding,
+                          ext_exp=int(rng.integers(-40, 10)) if rng.random() < 0.3 else None,
+                          mask=rng.random((m, n)) < 0.7 if rng.random() < 0.3 else None)
+    else:
+        spec = OutputSpec("raw")
+    return replace(job, out=spec)
+
+
+def edge_jobs(rng: np.random.Generator, tile: int) -> list[GemmJob]:
+    """1x1x1 GEMMs (int and fp4 output), and the longest reduction the exponent buffers
+    allow (2**TILE_COUNT_BITS tiles of K) at full scale and transposed."""
+    t = tile
+    longest = (1 << TILE_COUNT_BITS) * t
+    return [
+        GemmJob(quantize(rng.normal(size=(1, 1)), "uint4", tile=t),
+                quantize(rng.normal(size=(1, 1)), "int4", tile=t)),
+        GemmJob(quantize(rng.normal(size=(1, 1)), "fp4", tile=t),
+                quantize(rng.normal(size=(1, 1)), "int4", tile=t), out=OutputSpec("fp4")),
+        GemmJob(quantize(np.full((t, longest), 15.0), "uint4", tile=t),
+                quantize(np.full((longest, t), -8.0), "int4", tile=t)),
+        weight_grad_job(quantize(rng.normal(size=(longest, t - 1)), "uint4", tile=t),
+                        quantize(rng.normal(size=(longest, 2)) * EXP_MAX, "fp4", tile=t, phase=1),
+                        OutputSpec("fp4", rounding="linear")),
+    ]
+
+
+# ------------------------------------------------------------- output-path unit stimulus
+
+def quantizer_tiles(rng: np.random.Generator, tile: int, acc_bits: int) -> list:
+    """[(acc T x T ints, out_exp)] for the requantizer and the log4 unit: random full
+    range over every bit length, plus all-zero, most-negative, rounding-threshold and
+    exponent-clipping tiles."""
+    t = tile
+    lim = 1 << (acc_bits - 1)
+    tiles = []
+    for _ in range(40):
+        bits = rng.integers(0, acc_bits, size=(t, t))
+        acc = rng.integers(-(1 << 62), 1 << 62, size=(t, t)) >> (63 - bits)
+        tiles.append((np.clip(acc, -lim, lim - 1), int(rng.integers(-300, 300))))
+    tiles.append((np.zeros((t, t), dtype=np.int64), 0))                   # all zero
+    one = np.zeros((t, t), dtype=np.int64)
+    one[t - 1, 0] = -lim                                                    # most negative
+    tiles.append((one, -40))
+    # every fp4 rounding threshold and int tie around a maximum of 2**20
+    near = [(1 << 20), 3 << 19, 5 << 18, (5 << 18) - 1, 1 << 8, (1 << 8) - 1, 3 << 7, 1,
+            -(3 << 19), -(5 << 18), 7, 15, 23, -25, 8 << 10]
+    for start in range(0, len(near), t * t):
+        chunk = near[start:start + t * t] + [0] * max(0, t * t - len(near[start:]))
+        tiles.append((np.array(chunk[:t * t], dtype=np.int64).reshape(t, t), -10))
+    for oexp in (-500, 500, -140, 120):                                     # E clipping
+        tiles.append((rng.integers(-1000, 1000, size=(t, t)), oexp))
+    return tiles
+
+
+def rescaler_steps(rng, tile: int, acc_bits: int, groups: int) -> list:
+    """[(psum T x T ints, shift, out_exp, first, last)] for the rescaler: ``groups``
+    output tiles of 1 to 4 reduction steps each, partial sums at the extremes of
+    ``psum_bits`` (and small odd values), shifts from far right past every bit to the
+    largest left shift ``acc_bits`` can take, so rounding and saturation both happen.
+    ``rng`` is a :class:`random.Random`."""
+    pb = NibbleParams(tile=tile, acc_bits=acc_bits).psum_bits
+    lim = 1 << (pb - 1)
+    steps = []
+    for _ in range(groups):
+        kt = rng.randint(1, 4)
+        out_exp = rng.randint(-512, 511)
+        for t in range(kt):
+            psum = [[rng.choice([-lim, lim - 1, 0, 1, -1, 3, -3, rng.randint(-lim, lim - 1)])
+                     for _ in range(tile)] for _ in range(tile)]
+            shift = rng.choice([-1024, -pb - 3, -pb, -pb + 1, -2, -1, 0, 1, acc_bits + 1 - pb,
+                                rng.randint(-pb, acc_bits + 1 - pb)])
+            steps.append((psum, shift, out_exp, t == 0, t == kt - 1))
+    return steps
