@@ -151,6 +151,22 @@ def test_unknown_command_is_a_device_error():
         device.read(1)
 
 
+def test_gemm_with_an_illegal_kind_pair_is_refused_before_any_frame():
+    """The issue's uint4 x uint4 (and fp4 x uint4): a one-line ValueError from the
+    driver, and not one WRITE reaches the board."""
+    from golden.formats import QTensor
+
+    board = ScriptedBoard(ack)
+    device = Device(board)
+    for a_kind in ("uint4", "fp4"):
+        a = QTensor([[1]], [[0]], a_kind, 4)
+        b = QTensor([[8]], [[0]], "uint4", 4)
+        with pytest.raises(ValueError, match=rf"cannot multiply {a_kind} \(A\) by uint4 \(B\)") as err:
+            device.gemm(a, b)
+        assert "\n" not in str(err.value)
+    assert [f.code for f in board.requests] == [P.Command.STATUS, P.Command.RESET]
+
+
 def test_serial_backend_names_its_extra():
     try:
         import serial  # noqa: F401

@@ -248,7 +248,7 @@ GEMMS = {  # name: (a kinds, b kind, a_trans, b_trans)
     "forward": (("uint4", "int4"), "int4", 0, 0),          # Y = X . W
     "backward": (("fp4",), "int4", 0, 1),                  # dX = dY . W^T
     "weight_grad": (("uint4", "int4"), "fp4", 1, 0),       # dW = X^T . dY
-    "both_transposed": (("int4",), "uint4", 1, 1),
+    "both_transposed": (("int4",), "int4", 1, 1),          # (B is never uint4: golden.gemm.KIND_PAIRS)
 }
 
 
