@@ -109,7 +109,10 @@ def test_host_check_refuses_what_the_hardware_has_no_code_for():
     study = GemmJob(q(rng, (4, 4), "uint4", 4), q(rng, (4, 4), "fp4r2", 4))
     with pytest.raises(ValueError, match="fp4r2, a kind the hardware does not implement"):
         encode(study, params)
-    tiled_gemm(study.a, study.b)                          # golden alone runs the study kind
+    want = expected(study, params)                        # golden alone runs the study kind
+    assert np.array_equal(want.raw.acc, tiled_gemm(study.a, study.b).acc)
+    with pytest.raises(ValueError, match="cannot multiply fp4r2"):
+        expected(GemmJob(study.b, study.b), params)
     bad_mask = GemmJob(q(rng, (3, 4), "uint4", 4), q(rng, (4, 2), "int4", 4),
                        out=OutputSpec("int", mask=np.ones((2, 3), bool)))
     with pytest.raises(ValueError, match="mask shape"):
