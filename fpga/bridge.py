@@ -487,7 +487,7 @@ class HostBridge(wiring.Component):
                 beat_len = P.beat_bytes(P.result_beat_bits(p))
                 m.d.comb += reply_len.eq(sum(pending << i for i in range(beat_len.bit_length())
                                              if beat_len >> i & 1))
-        status = [P.PROTOCOL_VERSION, p.tile, p.acc_bits, self.core.busy,
+        status = [P.PROTOCOL_VERSION, p.tile, p.acc_bits, Cat(self.core.busy, self.core.refused),
                   outlet.level[:8], outlet.level >> 8]
         # The receiver updates the CRC in the cycle a byte arrives (CHECK checks it
         # in the next); the sender's update follows a cycle after each byte it sends,

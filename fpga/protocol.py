@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 __all__ = ["SYNC", "DEFAULT_BAUD", "PROTOCOL_VERSION", "MAX_PAYLOAD", "INLET_BYTES",
-           "RESULT_BYTES", "STATUS_LEN", "STATUS_BUSY", "HEADER_LEN", "OVERHEAD", "PORTS",
+           "RESULT_BYTES", "STATUS_LEN", "STATUS_BUSY", "STATUS_REFUSED", "HEADER_LEN", "OVERHEAD", "PORTS",
            "Command", "Reply", "Error", "Frame", "FrameError", "Status", "crc16",
            "crc16_update", "encode_frame", "parse_frame", "find_frame", "beat_bytes", "pack_beats", "unpack_beats",
            "port_beat_bits", "result_beat_bits", "interbyte_timeout", "byte_time",
@@ -117,6 +117,10 @@ class Error(IntEnum):
 STATUS_LEN = 6
 #: STATUS flags bit 0: a GEMM is in progress.
 STATUS_BUSY = 0x01
+#: STATUS flags bit 1: the accelerator refused an illegal command (``Accelerator.refused``,
+#: see ``rtl.layouts.command_layout``); sticky until RESET. (The bit read 0 before it
+#: was defined, so the protocol version did not change.)
+STATUS_REFUSED = 0x02
 
 
 @dataclass(frozen=True)
@@ -128,13 +132,14 @@ class Status:
     acc_bits: int
     busy: bool
     results: int
+    refused: bool = False
 
     @classmethod
     def decode(cls, payload: bytes) -> "Status":
         if len(payload) != STATUS_LEN:
             raise FrameError(f"STATUS reply has {len(payload)} bytes, not {STATUS_LEN}")
         return cls(payload[0], payload[1], payload[2], bool(payload[3] & STATUS_BUSY),
-                   payload[4] | payload[5] << 8)
+                   payload[4] | payload[5] << 8, bool(payload[3] & STATUS_REFUSED))
 
 
 # ----------------------------------------------------------------------------- CRC

@@ -1,5 +1,17 @@
 """Tiled GEMM with per-tile radix rescaling: the accumulator contract.
 
+Operand kinds
+    C = A . B takes A (the left operand) of kind int4, uint4 or fp4 and B (the right one)
+    of kind int4 or fp4, not both fp4: the pairs of :data:`KIND_PAIRS`. Any other pair
+    is a ``ValueError``. The reason is the processing element (``rtl/pe.py``): it
+    multiplies a as int4 or uint4 by b as int4, or shifts by b as FP4, and for an fp4 A
+    swaps the roles with an int4 B. B's magnitude code holds |b| <= 8 (int4) or an FP4
+    exponent, so a uint4 B (up to 15) has no encoding, and two fp4 operands would need a
+    shifter on both sides. The first contract accepted every pair here while the
+    hardware computed a uint4 B as int4 (codes 8..15 as -8..-1): a silent wrong answer.
+    The training GEMMs need only these pairs: B is always W (int4) or dY (fp4). The
+    study-only kind ``fp4r2`` pairs as fp4.
+
 For output tile (i, j) and reduction tile t:
 
 * P_t = sum_k a[m, k] * b[k, n] over the tile, exact, on integer element values
@@ -26,7 +38,12 @@ import numpy as np
 from .formats import QTensor, _expand
 from .params import ELEMENT_MAX, NibbleParams
 
-__all__ = ["GemmResult", "tiled_gemm", "shift_round_half_even", "out_exponents"]
+__all__ = ["GemmResult", "tiled_gemm", "shift_round_half_even", "out_exponents", "KIND_PAIRS",
+           "check_kind_pair"]
+
+#: (A kind, B kind) pairs a GEMM may multiply: the ones the PE implements (see above).
+KIND_PAIRS = (("int4", "int4"), ("uint4", "int4"), ("int4", "fp4"), ("uint4", "fp4"),
+              ("fp4", "int4"))
 
 # Right shifts past this are all equivalent: every partial sum is far below 2**61.
 _MAX_RIGHT_SHIFT = 62
@@ -85,6 +102,16 @@ class GemmResult:
         return np.ldexp(self.acc.astype(np.float64), e.astype(np.int32))
 
 
+def check_kind_pair(a_kind: str, b_kind: str) -> None:
+    """Raise a one-line ``ValueError`` unless A of ``a_kind`` times B of ``b_kind`` is one
+    of :data:`KIND_PAIRS` (the study kind ``fp4r2`` counts as fp4)."""
+    pair = tuple("fp4" if k == "fp4r2" else k for k in (a_kind, b_kind))
+    if pair not in KIND_PAIRS:
+        legal = ", ".join(f"{a} x {b}" for a, b in KIND_PAIRS)
+        raise ValueError(f"a GEMM cannot multiply {a_kind} (A) by {b_kind} (B); "
+                         f"the legal A x B kinds are {legal}")
+
+
 def out_exponents(a: QTensor, b: QTensor, acc_bits: int) -> np.ndarray:
     """out_exp per output tile, shape (Mt, Nt), by the rule in the module docstring."""
     s = a.exps.astype(np.int64)[:, :, None] + b.exps.astype(np.int64)[None, :, :]
@@ -102,7 +129,8 @@ def tiled_gemm(a: QTensor, b: QTensor, *, acc_bits: int = 32) -> GemmResult:
     a : QTensor
         Left operand, (M, K).
     b : QTensor
-        Right operand, (K, N), same tile T as ``a``.
+        Right operand, (K, N), same tile T as ``a``; (a.kind, b.kind) one of
+        :data:`KIND_PAIRS`.
     acc_bits : int
         Accumulator width; see :class:`golden.params.NibbleParams`.
 
@@ -116,6 +144,7 @@ def tiled_gemm(a: QTensor, b: QTensor, *, acc_bits: int = 32) -> GemmResult:
         raise ValueError(f"operands have different tiles: {a.tile} and {b.tile}")
     if a.shape[1] != b.shape[0]:
         raise ValueError(f"inner dimensions differ: a is {a.shape}, b is {b.shape}")
+    check_kind_pair(a.kind, b.kind)
     params = NibbleParams(tile=a.tile, acc_bits=acc_bits)
     t = params.tile
     (m, k), n = a.shape, b.shape[1]
@@ -129,7 +158,7 @@ def tiled_gemm(a: QTensor, b: QTensor, *, acc_bits: int = 32) -> GemmResult:
     saturated = False
     for kt in range(a.exps.shape[1]):
         cols = slice(kt * t, min((kt + 1) * t, k))
-        # float64 is exact here: |P_t| <= 64 * 4096 * 4096 = 2**30.
+        # float64 is exact here: |P_t| <= 64 * 15 * 4096 < 2**22.
         psum = (ai[:, cols] @ bi[cols, :]).astype(np.int64)
         shift = ea[:, kt][:, None] + eb[kt, :][None, :] - out_exps
         term = shift_round_half_even(psum, _expand(shift, t, (m, n)))

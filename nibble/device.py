@@ -182,6 +182,10 @@ class Device:
     def run(self, job):
         """Run one :class:`~rtl.gemm_protocol.GemmJob`; return its ``GemmOutput``.
 
+        A job the hardware cannot run (an operand kind pair outside
+        ``golden.gemm.KIND_PAIRS``, e.g. a uint4 B) raises ``ValueError`` before any
+        frame is sent (:func:`rtl.gemm_protocol.check_job`).
+
         The streams are sent round robin, a frame of whole beats at a time. A BUSY inlet
         is skipped for that round (the accelerator is still busy with what it holds)
         and results are collected, so neither side waits for the other forever.
@@ -210,9 +214,11 @@ class Device:
                 progress |= bool(got)
             idle = 0 if progress else idle + 1
             if idle > self.stall_rounds:
+                why = ("; the board refused a command as illegal (STATUS), reset it"
+                       if self.status().refused else "")
                 raise DeviceError(f"no progress in {self.stall_rounds} rounds: {len(results)} of "
                                   f"{beats.result_beats} result beats, streams left "
-                                  f"{sorted(todo)}")
+                                  f"{sorted(todo)}{why}")
         return decode(job, self.params, results)
 
     # ------------------------------------------------------------------ link

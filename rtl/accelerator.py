@@ -47,8 +47,8 @@ from .drain import PsumDrain
 from .exponent_prefetch import ExponentPrefetch
 from .pipeline import register_copy
 from .feeder import Feeder
-from .layouts import (OUT_MODES, TILE_EXP_BITS, command_layout, operand_row_layout,
-                      psum_row_layout, result_layout)
+from .layouts import (OUT_MODES, TILE_EXP_BITS, command_is_legal, command_layout,
+                      operand_row_layout, psum_row_layout, result_layout)
 from .log4_quantizer import Log4Quantizer
 from .queue import Credits, RegisterSlice, StreamQueue
 from .requantizer import Requantizer
@@ -87,7 +87,9 @@ class Accelerator(wiring.Component):
     Attributes
     ----------
     cmd : In(stream.Signature(command_layout()))
-        GEMM commands. A command is taken when the previous GEMM has fully left.
+        GEMM commands. A command is taken once the previous GEMM has produced its last
+        result beat (which may still wait at ``result``); an illegal one
+        (:func:`rtl.layouts.command_is_legal`) is taken and refused.
     a_codes, b_codes : In(stream.Signature(operand_row_layout(params)))
         Operand tile rows, in the order :mod:`rtl.layouts` gives.
     a_exps, b_exps : In(stream.Signature(signed(8)))
@@ -98,6 +100,9 @@ class Accelerator(wiring.Component):
         Result rows, T per output tile.
     busy : Out(1)
         A GEMM is in progress.
+    refused : Out(1)
+        Sticky until reset: an illegal command was taken and refused (no GEMM ran, no
+        result came for it). Beats sent for it are still queued: reset before going on.
     fault : Out(1)
         Sticky until reset: an internal queue or credit counter was misused (a write into
         a full queue, a read of an empty one). Never set in a correct design; the
@@ -117,6 +122,7 @@ class Accelerator(wiring.Component):
             "mask": In(stream.Signature(T)),
             "result": Out(stream.Signature(result_layout(params))),
             "busy": Out(1),
+            "refused": Out(1),
             "fault": Out(1),
         })
 
@@ -125,15 +131,20 @@ class Accelerator(wiring.Component):
         m = Module()
         # ---- Command register. A command is taken only when the previous GEMM is done.
         cmd = Signal(command_layout())
-        busy, taken = Signal(name="busy"), Signal()
+        busy, taken, run = Signal(name="busy"), Signal(), Signal()
         m.d.comb += [self.cmd.ready.eq(~busy), self.busy.eq(busy),
-                     taken.eq(self.cmd.valid & self.cmd.ready)]
+                     taken.eq(self.cmd.valid & self.cmd.ready),
+                     run.eq(taken & command_is_legal(self.cmd.payload))]
         with m.If(taken):
-            m.d.sync += [cmd.eq(self.cmd.payload), busy.eq(1)]
+            m.d.sync += cmd.eq(self.cmd.payload)
+        with m.If(run):
+            m.d.sync += busy.eq(1)
+        with m.If(taken & ~run):                      # illegal: refused, nothing starts
+            m.d.sync += self.refused.eq(1)
         # The units start one cycle after the command is taken, each from a start
         # register of its own (the pulse restarts counters all over the design).
         def start(unit):
-            return register_copy(m, taken, f"start_{unit}")
+            return register_copy(m, run, f"start_{unit}")
 
         faults = []
         drain = self._front(m, cmd, start, faults)

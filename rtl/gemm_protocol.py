@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from golden.formats import QTensor
-from golden.gemm import GemmResult, tiled_gemm
-from golden.output import fp4_output, int_output
+from golden.formats import ROUNDINGS, QTensor
+from golden.gemm import GemmResult, check_kind_pair, tiled_gemm
+from golden.output import clip_alpha, fp4_output, int_output
+from golden.params import EXP_MAX, EXP_MIN
 from golden.params import NibbleParams
 
 from .layouts import (KIND_CODES, OUT_MODES, TILE_COUNT_BITS, command_layout,
@@ -30,11 +31,15 @@ class OutputSpec:
     kind : {"int4", "uint4"}
         int mode's kind.
     clip : (int, int) or None
-        int mode, uint4: PACT threshold (mant, exp).
+        int mode, uint4: PACT threshold (mant 0..255, exp -128..127).
     mask : array or None
         int or fp4 mode: ReLU' mask, shape of the result (0 zeroes the element).
     phase, rounding, ext_exp
-        fp4 mode: TPR phase, "log" or "linear", external exponent or None.
+        fp4 mode: TPR phase, "log" or "linear", external exponent (-128..127) or None.
+
+    An option the mode does not use (a clip on int4 or outside int mode, a mask in raw
+    mode, an fp4 option outside fp4 mode) is a ``ValueError``, not silently dropped: the
+    command would carry it to hardware that ignores it.
     """
 
     mode: str = "raw"
@@ -48,6 +53,24 @@ class OutputSpec:
     def __post_init__(self):
         if self.mode not in OUT_MODES:
             raise ValueError(f"output mode must be one of {', '.join(OUT_MODES)}, got {self.mode!r}")
+        if self.kind not in ("int4", "uint4"):
+            raise ValueError(f"int output kind must be int4 or uint4, got {self.kind!r}")
+        if self.clip is not None:
+            if (self.mode, self.kind) != ("int", "uint4"):
+                raise ValueError("a PACT clip applies to int mode with uint4 output only")
+            clip_alpha(*self.clip)                       # mant 0..255, exp -128..127
+        if self.mask is not None and self.mode == "raw":
+            raise ValueError("a mask applies to int and fp4 output only, not raw")
+        if self.rounding not in ROUNDINGS:
+            raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {self.rounding!r}")
+        if isinstance(self.phase, bool) or self.phase not in (0, 1):
+            raise ValueError(f"phase must be 0 or 1, got {self.phase!r}")
+        if self.mode != "fp4" and (self.phase, self.rounding, self.ext_exp) != (0, "log", None):
+            raise ValueError("phase, rounding and ext_exp apply to fp4 output only")
+        if self.ext_exp is not None and not (
+                isinstance(self.ext_exp, (int, np.integer)) and not isinstance(self.ext_exp, bool)
+                and EXP_MIN <= self.ext_exp <= EXP_MAX):
+            raise ValueError(f"ext_exp must be an integer in {EXP_MIN}..{EXP_MAX}, got {self.ext_exp!r}")
 
 
 @dataclass(frozen=True)
@@ -114,22 +137,32 @@ class GemmBeats:
                 "b_codes": self.b_codes, "b_exps": self.b_exps, "mask": self.mask}
 
 
-def check_job(job: GemmJob, params: NibbleParams) -> None:
-    """Raise ValueError unless the hardware can run ``job`` with ``params``."""
+def check_job(job: GemmJob, params: NibbleParams, *, study: bool = False) -> None:
+    """Raise a one-line ValueError unless the hardware can run ``job`` with ``params``:
+    so no illegal command (:func:`rtl.layouts.command_is_legal`) is ever built.
+    ``study=True`` (golden only, :func:`expected`) also lets the study kind fp4r2 pass,
+    which the hardware has no code for."""
     a, b = job.a_op, job.b_op
     if a.tile != params.tile or b.tile != params.tile:
         raise ValueError(f"operand tiles {a.tile}, {b.tile} differ from the array's {params.tile}")
     if a.shape[1] != b.shape[0]:
         raise ValueError(f"inner dimensions differ: A is {a.shape}, B is {b.shape}")
-    if a.kind == "fp4" and b.kind == "fp4":
-        raise ValueError("at most one operand may be fp4")
+    for name, q in (("A", a), ("B", b)):
+        if q.kind not in KIND_CODES and not (study and q.kind == "fp4r2"):
+            raise ValueError(f"{name} is {q.kind}, a kind the hardware does not implement "
+                             f"(it has {', '.join(KIND_CODES)})")
+    check_kind_pair(a.kind, b.kind)
     if max(job.tiles) > 1 << TILE_COUNT_BITS:
         raise ValueError(f"at most {1 << TILE_COUNT_BITS} tiles per dimension, got {job.tiles}")
+    mask = job.out.mask
+    if mask is not None and np.shape(mask) != (a.shape[0], b.shape[1]):
+        raise ValueError(f"mask shape {np.shape(mask)} differs from the result's "
+                         f"{(a.shape[0], b.shape[1])}")
 
 
 def expected(job: GemmJob, params: NibbleParams) -> GemmOutput:
-    """The golden result of ``job``."""
-    check_job(job, params)
+    """The golden result of ``job`` (which may use the study kind fp4r2)."""
+    check_job(job, params, study=True)
     raw = tiled_gemm(job.a_op, job.b_op, acc_bits=params.acc_bits)
     out = job.out
     if out.mode == "raw":

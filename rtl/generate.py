@@ -1,7 +1,20 @@
 """Verilog generation (``nibble generate``) and its Verilator lint.
 
-All files go through :func:`amaranth.back.verilog.convert` with ``emit_src=False``, so
-the output is reproducible byte for byte for a given parameter set.
+All files go through :func:`convert`: Amaranth's RTLIL with ``emit_src=False``, so the
+output is reproducible byte for byte for a given parameter set, written out by yosys's
+``write_verilog -sv``.
+
+Why ``-sv``: the output is SystemVerilog (IEEE 1800)
+    Without ``-sv``, yosys writes combinational logic as ``always @*`` blocks that
+    start with a dummy trigger, ``reg $auto$...dump_module$1 = 0;``, so that they run
+    once at time 0 (yosys PR #2273). That trick relies on Verilog-2005 semantics, where
+    a declaration initializer is an ``initial`` assignment and makes an event. Under
+    SystemVerilog semantics (Icarus ``-g2012``, cocotb's default for Icarus) it
+    makes none: blocks whose inputs never change stay X, and ``nibble_top`` never
+    leaves reset. With ``-sv`` yosys writes ``always_comb`` (which runs at time 0 by
+    definition, no trigger needed) and ``always_ff``; nothing else changes. The files
+    keep the ``.v`` name; a tool that needs telling reads them as SystemVerilog
+    (``read_verilog -sv``, ``iverilog -g2012``; Verilator always does).
 """
 
 from __future__ import annotations
@@ -10,13 +23,13 @@ import os
 import subprocess
 from pathlib import Path
 
-from amaranth.back import verilog
+from amaranth.back import rtlil, verilog
 from amaranth.hdl import Signal, Value
 
 from golden.params import NibbleParams
 
 __all__ = ["UNITS", "generate", "verilog_text", "convert", "unit_factory", "verilator_bin", "lint",
-           "WAIVER_FILE"]
+           "WAIVER_FILE", "WRITE_VERILOG_OPTS"]
 
 #: The checked-in Verilator waiver file for generated Verilog.
 WAIVER_FILE = Path(__file__).with_name("nibble.vlt")
@@ -55,13 +68,20 @@ def unit_factory(unit: str):
     return _units()[unit]
 
 
+#: Options of yosys's ``write_verilog`` (besides Amaranth's ``-norename``); see above.
+WRITE_VERILOG_OPTS = ("-sv",)
+
+
 def convert(component, name: str) -> str:
-    """Verilog of a ``wiring.Component`` with module name ``name``, reproducible byte for
-    byte. Members that are constants by their signature (the ``ready`` of a valid-only
-    ``stream.Signature(..., always_ready=True)``) are not ports."""
+    """(System)Verilog of a ``wiring.Component`` with module name ``name``, reproducible
+    byte for byte. Members that are constants by their signature (the ``ready`` of a
+    valid-only ``stream.Signature(..., always_ready=True)``) are not ports."""
     ports = [Value.cast(value) for _, _, value in component.signature.flatten(component)]
-    return verilog.convert(component, name=name, emit_src=False,
-                           ports=[p for p in ports if isinstance(p, Signal)])
+    il_text = rtlil.convert(component, name=name, emit_src=False,
+                            ports=[p for p in ports if isinstance(p, Signal)])
+    # amaranth.back.verilog.convert is this plus the same yosys script, but has no way to
+    # pass write_verilog options; its helper does (amaranth is pinned to 0.5.x).
+    return verilog._convert_rtlil_text(il_text, write_verilog_opts=WRITE_VERILOG_OPTS)
 
 
 def verilog_text(unit: str, params: NibbleParams) -> str:

@@ -302,6 +302,30 @@ def test_status_and_write():
     assert not any(host.delivered[p] for p in P.PORTS if p != "a_codes")
 
 
+def test_status_reports_a_refused_command_until_reset():
+    """An illegal command (B uint4) reaches the accelerator, which refuses it; STATUS
+    flags it (bit 1), RESET clears it."""
+    from rtl.layouts import KIND_CODES, command_layout
+    illegal = command_layout().const({"a_kind": KIND_CODES["uint4"],
+                                      "b_kind": KIND_CODES["uint4"]}).as_value().value
+
+    async def script(ctx, host):
+        status = P.Status.decode((await host.request(ctx, P.Command.STATUS, 1)).payload)
+        assert not status.refused
+        reply = await host.request(ctx, P.Command.WRITE + P.PORTS.index("cmd"), 2,
+                                   P.pack_beats([illegal], BITS["cmd"]))
+        assert reply == P.Frame(P.Reply.ACK, 2, b"")
+        await ctx.tick().repeat(20)
+        status = P.Status.decode((await host.request(ctx, P.Command.STATUS, 3)).payload)
+        assert status.refused and not status.busy and status.results == 0
+        assert await host.request(ctx, P.Command.RESET, 4) == P.Frame(P.Reply.ACK, 4)
+        status = P.Status.decode((await host.request(ctx, P.Command.STATUS, 5)).payload)
+        assert not status.refused
+
+    host = run(script)
+    assert host.delivered["cmd"] == [illegal]
+
+
 def test_damaged_frames_are_refused_and_the_receiver_resyncs():
     """Bad CRC, bad length, unknown command, LEN above the maximum and a truncated
     frame each get their NAK, deliver nothing, and the next good frame is executed."""

@@ -60,12 +60,12 @@ class ScriptedBoard:
 
     baud, latency_s, interbyte_timeout_s = 1_000_000, 0.0, 0.001
 
-    def __init__(self, answer, params=NibbleParams(tile=4), version=P.PROTOCOL_VERSION):
-        self.answer, self.params, self.version = answer, params, version
+    def __init__(self, answer, params=NibbleParams(tile=4), version=P.PROTOCOL_VERSION, flags=0):
+        self.answer, self.params, self.version, self.flags = answer, params, version, flags
         self.requests, self.inbox = [], bytearray()
 
     def status_reply(self, frame):
-        payload = bytes([self.version, self.params.tile, self.params.acc_bits, 0, 0, 0])
+        payload = bytes([self.version, self.params.tile, self.params.acc_bits, self.flags, 0, 0])
         return P.encode_frame(P.Reply.ACK, frame.seq, payload)
 
     def write(self, data):
@@ -149,6 +149,48 @@ def test_unknown_command_is_a_device_error():
         lambda f, a: P.encode_frame(P.Reply.NAK, f.seq, bytes([P.Error.UNKNOWN_CMD]))))
     with pytest.raises(DeviceError, match="does not know"):
         device.read(1)
+
+
+def test_status_flags_decode():
+    payload = bytes([P.PROTOCOL_VERSION, 4, 32, P.STATUS_BUSY | P.STATUS_REFUSED, 5, 1])
+    assert P.Status.decode(payload) == P.Status(P.PROTOCOL_VERSION, 4, 32, True, 261, True)
+    assert not P.Status.decode(bytes([1, 4, 32, P.STATUS_BUSY, 0, 0])).refused
+
+
+def test_gemm_with_an_illegal_kind_pair_is_refused_before_any_frame():
+    """The issue's uint4 x uint4 (and fp4 x uint4): a one-line ValueError from the
+    driver, and not one WRITE reaches the board."""
+    from golden.formats import QTensor
+
+    board = ScriptedBoard(ack)
+    device = Device(board)
+    for a_kind in ("uint4", "fp4"):
+        a = QTensor([[1]], [[0]], a_kind, 4)
+        b = QTensor([[8]], [[0]], "uint4", 4)
+        with pytest.raises(ValueError, match=rf"cannot multiply {a_kind} \(A\) by uint4 \(B\)") as err:
+            device.gemm(a, b)
+        assert "\n" not in str(err.value)
+    assert [f.code for f in board.requests] == [P.Command.STATUS, P.Command.RESET]
+
+
+def test_a_stalled_gemm_names_a_refused_command():
+    """A board whose STATUS flags a refused command (say, built from other RTL than
+    this driver checks against): the stall error says so."""
+    from golden.formats import QTensor
+
+    def answer(frame, attempt):
+        if frame.code == P.Command.READ:
+            return ack(frame)
+        return P.encode_frame(P.Reply.NAK, frame.seq, bytes([P.Error.BUSY]))
+
+    device = Device(ScriptedBoard(answer, flags=P.STATUS_REFUSED), stall_rounds=3)
+    a, b = QTensor([[1]], [[0]], "uint4", 4), QTensor([[1]], [[0]], "int4", 4)
+    with pytest.raises(DeviceError, match="refused a command as illegal"):
+        device.gemm(a, b)
+    device = Device(ScriptedBoard(answer), stall_rounds=3)
+    with pytest.raises(DeviceError, match=r"no progress in 3 rounds: 0 of 4 result beats, "
+                                          r"streams left \[[^]]*\]$"):
+        device.gemm(a, b)
 
 
 def test_serial_backend_names_its_extra():

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from golden.formats import QTensor
-from golden.gemm import GemmResult, shift_round_half_even, tiled_gemm
+from golden.gemm import KIND_PAIRS, GemmResult, check_kind_pair, shift_round_half_even, tiled_gemm
 from golden.params import ACC_BITS_MAX, NibbleParams
 
 EMIN, EMAX = -128, 127
@@ -27,7 +27,12 @@ KINDS = ("int4", "uint4", "fp4")
 #: (a kind, b kind) pairs of the three training GEMMs (forward, dX, dW, both orders).
 TRAINING_PAIRS = [("uint4", "int4"), ("int4", "int4"), ("fp4", "int4"), ("uint4", "fp4"),
                   ("int4", "fp4")]
-ALL_PAIRS = [(a, b) for a in KINDS for b in KINDS]
+#: Every pair the golden GEMM takes (golden.gemm.KIND_PAIRS; B is never uint4, not both fp4).
+ALL_PAIRS = list(KIND_PAIRS)
+#: The pairs it refuses.
+ILLEGAL_PAIRS = [(a, b) for a in KINDS for b in KINDS if (a, b) not in KIND_PAIRS]
+#: Legal pairs whose transpose (B^T A^T) is legal too.
+SWAPPABLE_PAIRS = [(a, b) for a, b in ALL_PAIRS if (b, a) in ALL_PAIRS]
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -317,14 +322,15 @@ def test_tiled_gemm_extreme_exponent_spread_hand_example():
     assert int(res.acc[0, 0]) == 2 << 22
     assert res.value()[0, 0] == 2.0 ** 128
     assert not res.saturated
-    # fp4 x fp4 at both phases: s = 127 + 127 + 2 vs -128 - 128 + 2
+    # fp4 (phase 1) x int4: s = 127 + 127 + 1 vs -128 - 128 + 1
     a = QTensor([[7, 7, 15, 15]], [[127, -128]], "fp4", 2, 1)
-    b = QTensor([[7], [7], [7], [7]], [[127], [-128]], "fp4", 2, 1)
+    b = QTensor([[7], [7], [7], [7]], [[127], [-128]], "int4", 2)
     bits = ACC_BITS_MAX
     res = tiled_gemm(a, b, acc_bits=bits)
-    bound_bits = (2 * 2 * 4096 * 4096).bit_length()         # 27
-    assert res.out_exps.tolist() == [[256 + bound_bits - (bits - 1)]]
-    assert int(res.acc[0, 0]) == (2 * 4096 * 4096) << (bits - 1 - bound_bits)
+    bound_bits = (2 * 2 * 4096 * 8).bit_length()            # 18
+    assert res.out_exps.tolist() == [[255 + bound_bits - (bits - 1)]]
+    # tile 0: 2 * 4096 * 7 shifted left; tile 1 (-2 * 4096 * 7) shifts right by 510: 0
+    assert int(res.acc[0, 0]) == (2 * 4096 * 7) << (bits - 1 - bound_bits)
     assert not res.saturated
 
 
@@ -337,7 +343,7 @@ def test_tiled_gemm_extreme_spreads_match_reference(ops):
 
 
 @SETTINGS
-@given(ops=operands(pairs=ALL_PAIRS, tiles=(2, 4, 8, 16), max_side=20))
+@given(ops=operands(pairs=SWAPPABLE_PAIRS, tiles=(2, 4, 8, 16), max_side=20))
 def test_tiled_gemm_transpose_symmetry(ops):
     """(A B)^T = B^T A^T term by term: same partial sums, shifts and saturation."""
     a, b, bits = ops
@@ -511,6 +517,30 @@ def _q(kind, shape, tile, phase=0):
 def test_tiled_gemm_rejects_tile_mismatch():
     with pytest.raises(ValueError):
         tiled_gemm(_q("int4", (4, 4), 2), _q("int4", (4, 4), 4))
+
+
+@pytest.mark.parametrize("ka,kb", ILLEGAL_PAIRS)
+def test_tiled_gemm_rejects_illegal_kind_pairs(ka, kb):
+    """A uint4 B, or two fp4 operands, have no encoding in the PE: a one-line ValueError
+    naming the pair, not a result the hardware would not give."""
+    assert kb == "uint4" or (ka, kb) == ("fp4", "fp4")
+    a, b = _q(ka, (2, 2), 2), _q(kb, (2, 2), 2)
+    with pytest.raises(ValueError, match=f"cannot multiply {ka} \\(A\\) by {kb} \\(B\\)") as err:
+        tiled_gemm(a, b)
+    assert "\n" not in str(err.value)
+
+
+def test_illegal_pairs_are_the_uint4_b_and_fp4_fp4_ones():
+    assert sorted(ILLEGAL_PAIRS) == sorted([("int4", "uint4"), ("uint4", "uint4"),
+                                            ("fp4", "uint4"), ("fp4", "fp4")])
+
+
+def test_study_kind_fp4r2_pairs_as_fp4():
+    check_kind_pair("uint4", "fp4r2")
+    check_kind_pair("fp4r2", "int4")
+    for ka, kb in (("fp4r2", "fp4"), ("fp4", "fp4r2"), ("int4", "uint4")):
+        with pytest.raises(ValueError, match="cannot multiply"):
+            check_kind_pair(ka, kb)
 
 
 def test_tiled_gemm_rejects_inner_dimension_mismatch():

@@ -250,7 +250,7 @@ class FeederBench:
 GEMMS = {
     **{role.name: ((role.a_kind, "int4") if role.a_kind == "uint4" else (role.a_kind,),
                    role.b_kind, int(role.a_trans), int(role.b_trans)) for role in ROLES.values()},
-    "both_transposed": (("int4",), "uint4", 1, 1),
+    "both_transposed": (("int4",), "int4", 1, 1),   # (B is never uint4: golden.gemm.KIND_PAIRS)
 }
 
 
