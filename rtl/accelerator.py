@@ -248,7 +248,7 @@ class Accelerator(wiring.Component):
             requant.acc_in.payload.eq(acc.payload),
             requant.mask_in.eq(mask),
             # (the configuration in flip-flops of the requantizer's own: the command
-            # register sits elsewhere, and the requantizer takes it 5 cycles ahead)
+            # register sits elsewhere, and the requantizer takes it 6 cycles ahead)
             requant.unsigned_out.eq(register_copy(m, cmd.out_unsigned, "unsigned_requant")),
             requant.clip_en.eq(register_copy(m, cmd.clip_en, "clip_en_requant")),
             requant.clip_mant.eq(register_copy(m, cmd.clip_mant, "clip_mant_requant")),
@@ -271,14 +271,15 @@ class Accelerator(wiring.Component):
         m.submodules.results = results = StreamQueue(out_beat_layout(p), RESULT_QUEUE_DEPTH,
                                                       credited=True)
         m.submodules.out_credits = out_credits = Credits(results.capacity)
-        unit_take = Mux(int_mode, requant.take_credit, log4.take_credit)
+        # (a unit takes a credit only in its own mode: its ``credit`` input is gated)
+        unit_take = requant.take_credit | log4.take_credit
         m.d.comb += [
             drain.credit.eq(Mux(raw, out_credits.ok, bank_credits.ok)),
             bank_credits.take.eq(drain.take_credit & ~raw),
             bank_credits.give.eq(requant.freed | log4.freed),
             requant.credit.eq(out_credits.ok & int_mode),
             log4.credit.eq(out_credits.ok & fp4_mode),
-            out_credits.take.eq(Mux(raw, drain.take_credit, unit_take)),
+            out_credits.take.eq((raw & drain.take_credit) | unit_take),
             out_credits.give.eq(results.r.valid & results.r.ready),
         ]
         w = results.w.payload

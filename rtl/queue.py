@@ -319,5 +319,9 @@ class RegisterSlice(wiring.Component):
             with m.Else():
                 m.d.sync += [main.eq(self.w.payload), main_valid.eq(self.w.valid)]
         with m.Elif(self.w.valid & ~skid_valid):        # it holds: the new beat waits
-            m.d.sync += [skid.eq(self.w.payload), skid_valid.eq(1)]
+            m.d.sync += skid_valid.eq(1)
+        # The skid register samples the payload in every cycle it is empty, so its wide
+        # enable is a flip-flop (``~skid_valid``), not the handshake of both sides.
+        with m.If(~skid_valid):
+            m.d.sync += skid.eq(self.w.payload)
         return m

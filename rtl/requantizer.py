@@ -132,7 +132,8 @@ class Requantizer(wiring.Component):
     credit : In(1)
         The buffer behind ``codes_out`` has room for one more beat.
     take_credit : Out(1)
-        A beat is read out (it uses that room; it arrives 5 cycles later).
+        A beat is read out (it uses that room; it arrives :attr:`READ_LATENCY` cycles
+        later).
     unsigned_out : In(1)
         1: uint4 with ReLU (and the optional clip); 0: int4.
     clip_en : In(1)
@@ -149,8 +150,8 @@ class Requantizer(wiring.Component):
         Input credits: the tile bank's N R beats (:func:`rtl.tile_bank.bank_tiles`).
 
     The configuration ports (``unsigned_out`` ... ``mask_en``) must be held constant from
-    5 cycles before a tile's first beat arrives until its last code beat has left (the
-    clip values derived from them go through 5 registers).
+    6 cycles before a tile's first beat arrives until its last code beat has left (the
+    clip values derived from them go through 6 registers).
     """
 
     #: Cycles from a beat read out of the bank (``take_credit``) to its codes on
@@ -263,7 +264,7 @@ class Requantizer(wiring.Component):
         return amax, tile_or, tile_d, tile_oexp, done
 
     def _clip_constants(self, m):
-        """Tile-independent clip values, a 5-register pipeline from the configuration
+        """Tile-independent clip values, a 6-register pipeline from the configuration
         (see the note on configuration ports). With an element clipped the tile takes
         E = clip(clip_exp + e(clip_mant)) and the cap q_alpha = round(alpha / 2**E)."""
         u = self.unsigned_out
@@ -272,14 +273,16 @@ class Requantizer(wiring.Component):
                                "e_mant")
         n_r, over_r = stage(m, n_m, "e_mant_n_r"), stage(m, over_m, "e_mant_over_r")
         zero_r = stage(m, self.clip_mant == 0, "clip_mant_zero_r")
+        # the sum, then the clamp (each is a carry chain)
+        esum_r = stage(m, _exp_add(self.clip_exp, n_r, over_r, u), "e_alpha_sum")
+        zero_rr = stage(m, zero_r, "clip_mant_zero_rr")
         e_alpha = Signal(signed(TILE_EXP_BITS))
         sh_a = Signal(range(CLIP_MANT_BITS + _FRAC + 2))  # clip_mant << 4 fits 12 bits
         qa_floor, qa_up = _round_half_even(Cat(Const(0, _FRAC), self.clip_mant), sh_a)
         qa_floor_r, qa_up_r = Signal.like(qa_floor), Signal()
         q_alpha = Signal(4)
         m.d.sync += [
-            e_alpha.eq(Mux(zero_r, EXP_MIN, _clamp(_exp_add(self.clip_exp, n_r, over_r, u),
-                                                   EXP_MIN, EXP_MAX))),
+            e_alpha.eq(Mux(zero_rr, EXP_MIN, _clamp(esum_r, EXP_MIN, EXP_MAX))),
             sh_a.eq(_clamp(e_alpha - self.clip_exp + _FRAC, 0, CLIP_MANT_BITS + _FRAC + 1)),
             qa_floor_r.eq(qa_floor),
             qa_up_r.eq(qa_up),

@@ -69,11 +69,12 @@ class TileBank(wiring.Component):
     r_en : In(1)
         Read the next beat (only while ``r_rdy``).
     r_data : Out(shape)
-        The beat of the last read, from the cycle after it until the next read.
+        The beat of a read, in the cycle after it (other cycles show the slot at the
+        read pointer, which means nothing).
     r_meta : Out(meta)
-        The meta of that beat's tile, registered with it.
+        The meta of that beat's tile, with it.
     r_last : Out(1)
-        That beat was the last of its tile.
+        The last read's beat was the last of its tile (until the next read).
     freed : Out(1)
         A beat's slot became free (one per read): the writer's credit.
     capacity : int
@@ -137,9 +138,11 @@ class TileBank(wiring.Component):
         m.d.sync += [readable.eq(Mux(self.r_en, read, kept)),
                      self.r_rdy.eq(Mux(self.r_en, read != 0, kept != 0))]
         rbank, rrow = Signal(range(N), name="rbank"), Signal(range(R))
+        # The memories are read every cycle at the read pointer, so the late ``r_en``
+        # moves the pointer and never reaches the memories' wide outputs.
         m.d.comb += [rp.addr.eq(Cat(rrow, rbank)),
-                     rp.en.eq(self.r_en), self.r_data.eq(rp.data), self.freed.eq(self.r_en),
-                     meta_r.addr.eq(rbank), meta_r.en.eq(self.r_en),
+                     rp.en.eq(1), self.r_data.eq(rp.data), self.freed.eq(self.r_en),
+                     meta_r.addr.eq(rbank), meta_r.en.eq(1),
                      self.r_meta.eq(meta_r.data)]
         with m.If(self.r_en):
             m.d.sync += [self.r_last.eq(rrow == R - 1),

@@ -10,8 +10,8 @@ and checks every output against a Python model of the docstring:
   was written, oldest tile first;
 * reader: ``r_en`` only while ``r_rdy``; ``r_rdy`` in a cycle is "finalized beats minus
   beats read, as the earlier cycles left them, is nonzero"; ``r_data``, ``r_meta`` and
-  ``r_last`` are, from the cycle after a read until the next read, the beat read, its
-  tile's meta and whether it was the tile's last beat; ``freed`` equals ``r_en``.
+  ``r_last`` are, in the cycle after a read, the beat read, its tile's meta and
+  whether it was the tile's last beat; ``freed`` equals ``r_en``.
 
 The beats read are therefore checked against the beats written, in write order, with
 the meta each tile was finalized with: a read that overtook a write or a finalize, or a
@@ -63,7 +63,7 @@ class BankBench:
         self.fin_tiles = deque()          # finalized tiles with beats left: [beats, meta]
         self.readable = 0                 # finalized beats not read (model of the count)
         self.current = []                 # beats of the tile being written
-        self.shown = None                 # (beat, meta, last) on r_* since the last read
+        self.shown = None                 # (beat, meta, last) the last cycle's read shows
         self.to_send = deque()            # beats the writer still has, in order
         self.read_log = []                # (beat, meta, last) of every read
 
@@ -89,6 +89,7 @@ class BankBench:
             got = (ctx.get(dut.r_data.as_value()), ctx.get(dut.r_meta.as_value()),
                    ctx.get(dut.r_last))
             assert got == self.shown, f"{where}: r_data/r_meta/r_last {got}, expected {self.shown}"
+            self.shown = None             # shown in the cycle after the read only
         # ---- inputs
         write = write_ok and self.credits > 0 and bool(self.to_send) and rng.random() < self.p_write
         self.stats["no_credit"] += bool(self.to_send) and self.credits == 0
