@@ -26,7 +26,7 @@ from rtl.accelerator import Accelerator
 from rtl.pipeline import delays, register_copy
 from rtl.uart import UARTRx, UARTTx
 
-from . import protocol as P
+from wire import host_link as P
 
 __all__ = ["HostBridge", "ByteFifo", "StreamInlet", "StreamOutlet", "crc16_next",
            "SIM_CLK_HZ", "SIM_BAUD", "SIM_TIMEOUT_S"]

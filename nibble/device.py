@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from fpga import protocol as P
+from wire import host_link as P
 
 __all__ = ["Device", "SerialLink", "LinkStats", "LinkError", "DeviceError"]
 

@@ -12,7 +12,7 @@ import numpy as np
 from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
-from fpga import protocol as P
+from wire import host_link as P
 from fpga.bridge import ByteFifo, HostBridge, StreamOutlet, crc16_next
 from golden.formats import quantize
 from golden.params import NibbleParams

@@ -3,7 +3,7 @@ board (no simulator): identity checks, retries, give-up, refused commands."""
 
 import pytest
 
-from fpga import protocol as P
+from wire import host_link as P
 from golden.params import NibbleParams
 from nibble.device import Device, DeviceError, LinkError, SerialLink
 
