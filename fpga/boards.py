@@ -301,7 +301,7 @@ class BoardTop(Elaboratable):
         """The host bridge on the UART, busy on the LED; the accelerator in a ``core``
         domain on the same clock, reset by the bridge's registered ``core_rst`` through a
         global buffer (:func:`global_buffer`)."""
-        from .bridge import HostBridge
+        from rtl.host_bridge import HostBridge
         m.submodules.bridge = bridge = HostBridge(
             self.params, clk_hz=int(round(self.clock_mhz * 1e6)), baud=self.baud,
             core_domain="core")

@@ -36,7 +36,7 @@ WAIVER_FILE = Path(__file__).with_name("nibble.vlt")
 
 
 def _units():
-    from fpga.bridge import SIM_BAUD, SIM_CLK_HZ, SIM_TIMEOUT_S, HostBridge
+    from .host_bridge import SIM_BAUD, SIM_CLK_HZ, SIM_TIMEOUT_S, HostBridge
 
     from .accelerator import Accelerator
     from .log4_quantizer import Log4Quantizer

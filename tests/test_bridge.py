@@ -13,7 +13,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
 from wire import host_link as P
-from fpga.bridge import ByteFifo, HostBridge, StreamOutlet, crc16_next
+from rtl.host_bridge import ByteFifo, HostBridge, StreamOutlet, crc16_next
 from golden.formats import quantize
 from golden.params import NibbleParams
 from rtl.gemm_protocol import GemmJob, decode, encode, expected

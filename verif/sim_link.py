@@ -20,7 +20,7 @@ from cocotb.task import resume
 from cocotb.triggers import ClockCycles, Event, FallingEdge, First, Timer
 from cocotb.utils import get_sim_time
 
-from fpga.bridge import SIM_BAUD, SIM_CLK_HZ, SIM_TIMEOUT_S
+from rtl.host_bridge import SIM_BAUD, SIM_CLK_HZ, SIM_TIMEOUT_S
 
 __all__ = ["SimLink"]
 
