@@ -10,7 +10,7 @@ first mismatch with a report (layer, step, GEMM kind, coordinates, both values).
 from __future__ import annotations
 
 from golden.params import NibbleParams
-from rtl.gemm_protocol import GemmJob, GemmOutput, expected
+from wire.gemm_protocol import GemmJob, GemmOutput, expected
 from verif.scoreboard import first_mismatch
 
 from .training import GoldenBackend

@@ -174,7 +174,7 @@ class Device:
         (``b.T`` if ``b_trans``), golden ``QTensor`` operands. ``out`` is an
         :class:`~rtl.gemm_protocol.OutputSpec` or a mode name ("raw", "int", "fp4").
         Returns the :class:`~rtl.gemm_protocol.GemmOutput` that ``expected`` gives."""
-        from rtl.gemm_protocol import GemmJob, OutputSpec
+        from wire.gemm_protocol import GemmJob, OutputSpec
 
         spec = OutputSpec(out) if isinstance(out, str) else out
         return self.run(GemmJob(a, b, a_trans, b_trans, spec))
@@ -190,7 +190,7 @@ class Device:
         is skipped for that round (the accelerator is still busy with what it holds)
         and results are collected, so neither side waits for the other forever.
         """
-        from rtl.gemm_protocol import decode, encode
+        from wire.gemm_protocol import decode, encode
 
         beats = encode(job, self.params)
         todo = {port: list(words) for port, words in beats.inputs().items() if words}

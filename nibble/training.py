@@ -29,7 +29,7 @@ import numpy as np
 from golden import NibbleParams, quantize
 from golden.output import alpha_clip, pact_masks
 from golden.scaling import GradScale, sawb_clip
-from rtl.gemm_protocol import GemmJob, GemmOutput, OutputSpec, expected
+from wire.gemm_protocol import GemmJob, GemmOutput, OutputSpec, expected
 from verif.stimulus import GEMM_ROLES, backward_job, forward_job, weight_grad_job
 
 from .digits import Digits

@@ -16,7 +16,7 @@ from wire import host_link as P
 from rtl.host_bridge import ByteFifo, HostBridge, StreamOutlet, crc16_next
 from golden.formats import quantize
 from golden.params import NibbleParams
-from rtl.gemm_protocol import GemmJob, decode, encode, expected
+from wire.gemm_protocol import GemmJob, decode, encode, expected
 from verif.amaranth_uart import UartListener, uart_send
 
 PARAMS = NibbleParams(tile=4)

@@ -13,7 +13,7 @@ from amaranth.sim import Simulator
 
 from golden.params import NibbleParams
 from rtl.accelerator import Accelerator
-from rtl.gemm_protocol import GemmBeats, decode, encode
+from wire.gemm_protocol import GemmBeats, decode, encode
 
 from .amaranth_streams import check_stream_rules, idle, put_bits, stream_get
 

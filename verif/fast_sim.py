@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from golden.params import NibbleParams
-from rtl.gemm_protocol import GemmBeats, GemmJob, GemmOutput, decode, encode
+from wire.gemm_protocol import GemmBeats, GemmJob, GemmOutput, decode, encode
 from rtl.generate import WAIVER_FILE, generate, verilator_bin, verilator_env
 
 from .runner import PCH_FLAG, build_dir

@@ -21,7 +21,7 @@ import numpy as np
 
 from golden.gemm import GemmResult, shift_round_half_even
 from golden.params import ACC_BITS_MAX, NibbleParams
-from rtl.gemm_protocol import GemmJob, GemmOutput, expected
+from wire.gemm_protocol import GemmJob, GemmOutput, expected
 
 from .coverage import coverage_bin
 

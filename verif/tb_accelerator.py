@@ -21,7 +21,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge
 
-from rtl.gemm_protocol import GemmBeats, GemmJob, GemmOutput, decode, encode
+from wire.gemm_protocol import GemmBeats, GemmJob, GemmOutput, decode, encode
 from rtl.layouts import operand_row_layout, result_layout
 
 from .cocotb_streams import StreamDriver, StreamMonitor, check_port_widths

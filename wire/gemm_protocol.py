@@ -15,7 +15,7 @@ from golden.output import clip_alpha, fp4_output, int_output
 from golden.params import EXP_MAX, EXP_MIN
 from golden.params import NibbleParams
 
-from .layouts import (KIND_CODES, OUT_MODES, TILE_COUNT_BITS, command_layout,
+from rtl.layouts import (KIND_CODES, OUT_MODES, TILE_COUNT_BITS, command_layout,
                       operand_row_layout, result_layout)
 
 __all__ = ["OutputSpec", "GemmJob", "GemmOutput", "GemmBeats", "encode", "decode", "expected"]
