@@ -42,13 +42,14 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.params import NibbleParams
+from wire.streams import OUT_MODES, TILE_EXP_BITS
 
 from .drain import PsumDrain
 from .exponent_prefetch import ExponentPrefetch
 from .pipeline import register_copy
 from .feeder import Feeder
-from .layouts import (OUT_MODES, TILE_EXP_BITS, command_is_legal, command_layout,
-                      operand_row_layout, psum_row_layout, result_layout)
+from .layouts import (command_is_legal, command_layout, operand_row_layout, psum_row_layout,
+                      result_layout)
 from .log4_quantizer import Log4Quantizer
 from .queue import Credits, RegisterSlice, StreamQueue
 from .requantizer import Requantizer

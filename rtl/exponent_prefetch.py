@@ -17,9 +17,10 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.params import ELEMENT_MAX, NibbleParams
+from wire.streams import KIND_CODES, OUT_EXP_BITS, TILE_COUNT_BITS, TILE_EXP_BITS
 
 from .bit_length import bit_length
-from .layouts import KIND_CODES, OUT_EXP_BITS, TILE_COUNT_BITS, TILE_EXP_BITS, command_layout
+from .layouts import command_layout
 from .loop_counter import LoopCounter
 from .queue import Queue, QueueRead, RegisterSlice
 

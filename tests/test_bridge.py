@@ -305,7 +305,8 @@ def test_status_and_write():
 def test_status_reports_a_refused_command_until_reset():
     """An illegal command (B uint4) reaches the accelerator, which refuses it; STATUS
     flags it (bit 1), RESET clears it."""
-    from rtl.layouts import KIND_CODES, command_layout
+    from rtl.layouts import command_layout
+    from wire.streams import KIND_CODES
     illegal = command_layout().const({"a_kind": KIND_CODES["uint4"],
                                       "b_kind": KIND_CODES["uint4"]}).as_value().value
 

@@ -17,7 +17,8 @@ from golden.gemm import KIND_PAIRS, tiled_gemm
 from golden.params import NibbleParams
 from rtl.accelerator import MASK_QUEUE_DEPTH, Accelerator
 from wire.gemm_protocol import GemmBeats, GemmJob, OutputSpec, check_job, decode, encode, expected
-from rtl.layouts import KIND_CODES, OUT_MODES, command_is_legal, command_layout, result_layout
+from rtl.layouts import command_is_legal, command_layout, result_layout
+from wire.streams import KIND_CODES, OUT_MODES
 from rtl.queue import RegisterSlice, StreamQueue
 from verif.amaranth_streams import put_bits, stream_get
 

@@ -32,7 +32,8 @@ from golden.formats import QTensor
 from golden.gemm import out_exponents
 from golden.params import NibbleParams, psum_bits
 from rtl.exponent_prefetch import OE_DEPTH, ExponentPrefetch
-from rtl.layouts import KIND_CODES, command_layout
+from rtl.layouts import command_layout
+from wire.streams import KIND_CODES
 from rtl.queue import RegisterSlice
 from verif.amaranth_streams import simulate
 

@@ -37,7 +37,8 @@ from amaranth.hdl import ResetInserter, Signal
 from golden.params import NibbleParams
 from rtl.accelerator import psum_queue_tiles
 from rtl.feeder import Feeder
-from rtl.layouts import KIND_CODES, command_layout
+from rtl.layouts import command_layout
+from wire.streams import KIND_CODES
 from verif.stimulus import ROLES
 from rtl.tile_buffer import TileBuffer
 from verif.amaranth_streams import simulate
