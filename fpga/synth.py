@@ -48,7 +48,8 @@ from golden.params import TILE_MIN, NibbleParams
 from rtl.pipeline import REPLICA_SUFFIX
 
 from .boards import DEFAULT_BAUD, EARLY_MARGIN, BoardTop, UnitProbeTop, estimate_luts, get_board
-from .wasm_stack import TOOLS as _WASM_TOOLS
+from edatools import wasm_stack as _wasm_stack
+from edatools.wasm_stack import TOOLS as _WASM_TOOLS
 
 __all__ = ["SynthError", "synth", "check_fit", "format_report", "REPORT_FIELDS"]
 
@@ -228,7 +229,7 @@ def _tool_argv(name: str) -> list:
     if native and not Path(native).name.startswith("yowasp-"):
         return [native]
     assert name in _WASM_TOOLS
-    return [sys.executable, str(Path(__file__).with_name("wasm_stack.py")), name]
+    return [sys.executable, str(Path(_wasm_stack.__file__)), name]
 
 
 def _fmax(pnr: dict) -> tuple[float | None, bool]:

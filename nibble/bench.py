@@ -73,7 +73,7 @@ def format_utilization(rows) -> str:
 
 def cell_counts(tile: int, units=("pe", "systolic_array"), acc_bits: int = 32, progress=print):
     """Generic ``synth -flatten`` cell counts of the PE and the array; returns dicts."""
-    from fpga.toolchain import tool
+    from edatools import tool
     from golden.params import NibbleParams
     from rtl.generate import verilog_text
 
