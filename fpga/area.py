@@ -210,16 +210,21 @@ def area_study(sizes=(4, 8, 16), families=FAMILIES, acc_bits: int = 32,
                 rescaler = run("tile_rescaler", tile, family, tmp)
                 for design, parts, macs in (("pe", (pe,), 1),
                                              ("array", (array, rescaler), tile * tile)):
-                    totals = {k: sum(p[k] for p in parts) for k in ("lut4", "carry", "luts", "ff")}
-                    row = {"family": family, "tile": tile, "design": design, "macs": macs,
-                           **totals}
-                    for k in ("luts", "ff", "lut4", "carry"):
-                        row[f"{k}_per_mac"] = totals[k] / macs
-                    row["lut_ratio"] = _ratio(base["luts"], row["luts_per_mac"])
-                    row["lut4_ratio"] = _ratio(base["lut4"], row["lut4_per_mac"])
-                    row["ff_ratio"] = _ratio(base["ff"], row["ff_per_mac"])
-                    result["per_mac"].append(row)
+                    result["per_mac"].append(_per_mac_row(family, tile, design, parts, macs, base))
     return result
+
+
+def _per_mac_row(family: str, tile: int, design: str, parts, macs: int, base: dict) -> dict:
+    """One ``per_mac`` record of :func:`area_study`: the totals of ``parts`` (synth
+    records), per MAC, and the FP16 MAC's (``base``) ratios to them."""
+    totals = {k: sum(p[k] for p in parts) for k in ("lut4", "carry", "luts", "ff")}
+    row = {"family": family, "tile": tile, "design": design, "macs": macs, **totals}
+    for k in ("luts", "ff", "lut4", "carry"):
+        row[f"{k}_per_mac"] = totals[k] / macs
+    row["lut_ratio"] = _ratio(base["luts"], row["luts_per_mac"])
+    row["lut4_ratio"] = _ratio(base["lut4"], row["lut4_per_mac"])
+    row["ff_ratio"] = _ratio(base["ff"], row["ff_per_mac"])
+    return row
 
 
 def _fmt_ratio(x) -> str:
