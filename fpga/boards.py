@@ -10,7 +10,7 @@ Board table (:data:`BOARDS`)
     =============  ==========================  ==========  ===========  ===================
 
 Board top (:class:`BoardTop`)
-    The :class:`fpga.bridge.HostBridge` (a UART host bridge around
+    The :class:`rtl.host_bridge.HostBridge` (a UART host bridge around
     :class:`rtl.accelerator.Accelerator`) plus what the board needs around it:
 
     * **clock**: a PLL from the board oscillator to the requested frequency, or the

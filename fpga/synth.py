@@ -18,7 +18,7 @@ Flow
     The stages are the commands of Amaranth's own build script (``build_top.json``), run
     one by one from here (cwd = ``out_dir``, relative paths, as the WebAssembly tools
     need) so that each shows its elapsed time. The YoWASP tools run through
-    :mod:`fpga.wasm_stack`, which gives them a deep enough stack for ABC (without it,
+    :mod:`edatools.wasm_stack`, which gives them a deep enough stack for ABC (without it,
     ABC9 traps with "call stack exhausted" on the accelerator; ``-dff`` dodges that on
     some designs only, at about 12x the run time). An environment variable naming a
     native tool (``YOSYS=/usr/bin/yosys``, ``NEXTPNR_ECP5=...``) is used as it is.

@@ -21,7 +21,7 @@ __all__ = ["Feeder"]
 
 
 class Feeder(wiring.Component):
-    """k-step issue for one GEMM at a time, in the tile order of :mod:`rtl.layouts`.
+    """k-step issue for one GEMM at a time, in the tile order of :mod:`wire.streams`.
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""fpga.bridge in Amaranth's simulator: the frame receiver's checks (CRC, length,
+"""rtl.host_bridge in Amaranth's simulator: the frame receiver's checks (CRC, length,
 command, truncation, inlet room), retransmissions, and a small GEMM through frames.
 
 Every test talks to the whole HostBridge over its rx/tx pins, and watches which beats

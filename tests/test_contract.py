@@ -1,4 +1,4 @@
-"""The Accelerator's interface contract (``rtl.layouts``), as a third party drives it:
+"""The Accelerator's interface contract (``wire.streams``), as a third party drives it:
 the bit order of the command and result words, which commands are legal, what the
 hardware does with an illegal one (refuses it), which fields each mode ignores, what a
 phase bit on an int operand means, what the mask bits of a partial tile may hold, and

@@ -1,5 +1,5 @@
 """The fast C++ harness of the generated ``nibble_top`` (verif/fast_sim.py) against
-golden, and the vectorized beat packing of rtl/gemm_protocol.py against a per-row
+golden, and the vectorized beat packing of wire/gemm_protocol.py against a per-row
 Amaranth ``Const`` reference."""
 
 import numpy as np

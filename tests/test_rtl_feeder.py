@@ -3,7 +3,7 @@
 The testbench plays everything around the feeder:
 
 * two operand tile buffers, modelled after ``TileBuffer``'s docstring: tiles arrive in
-  the stream order of :mod:`rtl.layouts` (for every output tile (i, j), i outer, j
+  the stream order of :mod:`wire.streams` (for every output tile (i, j), i outer, j
   inner, and reduction tile t: A tile (i, t) and B tile (t, j), each as the host
   stores it: the stored tile (t, i) / (j, t) for a transposed operand), row by row at
   random speed into two banks; ``full`` is "the read bank holds a complete tile" (a

@@ -3,7 +3,7 @@
 The cocotb bench drives every clock edge from Python (a few thousand cycles/s). Here a
 C++ loop (``fast_sim_shim.cpp``) clocks the Verilated model at full speed and a whole
 GEMM, or a batch of them, crosses into it per call through :mod:`ctypes`. Jobs are packed
-and unpacked by :mod:`rtl.gemm_protocol`, like in every other bench.
+and unpacked by :mod:`wire.gemm_protocol`, like in every other bench.
 
 The model is the Verilog that ``nibble generate`` writes, unchanged, inside a generated
 wrapper (``fast_top.sv``) that registers its stream inputs and fetches beats from the

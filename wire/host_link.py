@@ -1,5 +1,5 @@
 """The host link protocol: the one definition that the bridge gateware
-(:mod:`fpga.bridge`) and the host driver (:mod:`nibble.device`) both import.
+(:mod:`rtl.host_bridge`) and the host driver (:mod:`wire.host_driver`) both import.
 
 Wire format
     UART, 8 data bits, no parity, 1 stop bit. Both directions carry the same frame::
@@ -151,7 +151,7 @@ CRC_POLY, CRC_INIT = 0x1021, 0xFFFF
 
 def crc16_update(crc: int, byte: int) -> int:
     """One byte of CRC-16/CCITT-FALSE. Linear in (crc, byte) over GF(2): the gateware
-    builds its XOR network from this function (``fpga.bridge.crc16_next``)."""
+    builds its XOR network from this function (``rtl.host_bridge.crc16_next``)."""
     crc ^= byte << 8
     for _ in range(8):
         crc = ((crc << 1) ^ CRC_POLY) if crc & 0x8000 else crc << 1
