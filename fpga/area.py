@@ -74,7 +74,7 @@ def _design_verilog(design: str, tile: int | None, acc_bits: int) -> str:
     if design == "fp16_mac":
         from amaranth.back import verilog
 
-        from rtl.fp16_mac import FP16MAC
+        from fpga.fp16_mac import FP16MAC
         return verilog.convert(FP16MAC(), name=design, emit_src=False)
     from golden.params import NibbleParams
     from rtl.generate import verilog_text

@@ -14,7 +14,7 @@ import numpy as np
 from amaranth.hdl import Elaboratable, Module, Signal
 from amaranth.sim import Simulator
 
-from rtl.fp16_mac import FP16MAC, QUIET_NAN, Binary32, fp32_add, unpack_binary32
+from fpga.fp16_mac import FP16MAC, QUIET_NAN, Binary32, fp32_add, unpack_binary32
 
 F32_MIN_NORMAL = np.float32(2.0 ** -126)
 
