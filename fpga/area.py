@@ -2,7 +2,7 @@
 
 One run synthesizes, with yosys for ECP5 and for iCE40 and with DSP blocks disabled:
 
-* the baseline, :class:`rtl.fp16_mac.FP16MAC` (FP16 multiply, FP32 accumulate);
+* the baseline, :class:`fpga.fp16_mac.FP16MAC` (FP16 multiply, FP32 accumulate);
 * nibble's :class:`rtl.pe.PE` alone (one MAC);
 * nibble's whole T x T array *with* its rescaler: ``systolic_array`` (the PEs, the edge
   encoders and the skew registers) plus ``tile_rescaler`` (the shared shifters and the wide

@@ -1,4 +1,4 @@
-"""Tests of ``rtl.fp16_mac``: the FP16-multiply, FP32-accumulate baseline MAC, in the
+"""Tests of ``fpga.fp16_mac``: the FP16-multiply, FP32-accumulate baseline MAC, in the
 Amaranth simulator, against NumPy float16/float32 arithmetic.
 
 The reference applies the MAC's documented subnormal rule (binary16 subnormal inputs read
