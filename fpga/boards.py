@@ -10,7 +10,7 @@ Board table (:data:`BOARDS`)
     =============  ==========================  ==========  ===========  ===================
 
 Board top (:class:`BoardTop`)
-    The :class:`fpga.bridge.HostBridge` (a UART host bridge around
+    The :class:`rtl.host_bridge.HostBridge` (a UART host bridge around
     :class:`rtl.accelerator.Accelerator`) plus what the board needs around it:
 
     * **clock**: a PLL from the board oscillator to the requested frequency, or the
@@ -301,7 +301,7 @@ class BoardTop(Elaboratable):
         """The host bridge on the UART, busy on the LED; the accelerator in a ``core``
         domain on the same clock, reset by the bridge's registered ``core_rst`` through a
         global buffer (:func:`global_buffer`)."""
-        from .bridge import HostBridge
+        from rtl.host_bridge import HostBridge
         m.submodules.bridge = bridge = HostBridge(
             self.params, clk_hz=int(round(self.clock_mhz * 1e6)), baud=self.baud,
             core_domain="core")

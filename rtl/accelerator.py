@@ -31,7 +31,7 @@ With ``lanes`` L < T, the output path from the rescaler on is L elements wide: e
 psum row enters the rescaler as T / L beats, the mask rows are split the same way, and
 the result rows are gathered back, so the ports stay T wide.
 
-The stream formats are defined once, in :mod:`rtl.layouts`.
+The stream formats are defined once, in :mod:`wire.streams` (layouts: :mod:`rtl.layouts`).
 """
 
 import operator
@@ -42,13 +42,14 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.params import NibbleParams
+from wire.streams import OUT_MODES, TILE_EXP_BITS
 
 from .drain import PsumDrain
 from .exponent_prefetch import ExponentPrefetch
 from .pipeline import register_copy
 from .feeder import Feeder
-from .layouts import (OUT_MODES, TILE_EXP_BITS, command_is_legal, command_layout,
-                      operand_row_layout, psum_row_layout, result_layout)
+from .layouts import (command_is_legal, command_layout, operand_row_layout, psum_row_layout,
+                      result_layout)
 from .log4_quantizer import Log4Quantizer
 from .queue import Credits, RegisterSlice, StreamQueue
 from .requantizer import Requantizer
@@ -91,7 +92,7 @@ class Accelerator(wiring.Component):
         result beat (which may still wait at ``result``); an illegal one
         (:func:`rtl.layouts.command_is_legal`) is taken and refused.
     a_codes, b_codes : In(stream.Signature(operand_row_layout(params)))
-        Operand tile rows, in the order :mod:`rtl.layouts` gives.
+        Operand tile rows, in the order :mod:`wire.streams` gives.
     a_exps, b_exps : In(stream.Signature(signed(8)))
         Operand tile exponents, one per reduction tile per output tile.
     mask : In(stream.Signature(T))

@@ -14,9 +14,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.params import NibbleParams
+from wire.streams import OUT_EXP_BITS, TILE_COUNT_BITS
 
 from .exponent_prefetch import S_BITS
-from .layouts import OUT_EXP_BITS, SHIFT_BITS, TILE_COUNT_BITS, psum_row_layout, rescale_row_layout
+from .layouts import SHIFT_BITS, psum_row_layout, rescale_row_layout
 from .loop_counter import LoopCounter
 from .queue import QueueRead
 

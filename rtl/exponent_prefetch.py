@@ -17,9 +17,10 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.params import ELEMENT_MAX, NibbleParams
+from wire.streams import KIND_CODES, OUT_EXP_BITS, TILE_COUNT_BITS, TILE_EXP_BITS
 
 from .bit_length import bit_length
-from .layouts import KIND_CODES, OUT_EXP_BITS, TILE_COUNT_BITS, TILE_EXP_BITS, command_layout
+from .layouts import command_layout
 from .loop_counter import LoopCounter
 from .queue import Queue, QueueRead, RegisterSlice
 
@@ -53,7 +54,7 @@ class ExponentPrefetch(wiring.Component):
         The command (tile counts, kinds, phases).
     a_exps, b_exps : In(stream.Signature(signed(8)))
         Ea[i, t] and Eb[t, j], Kt of each per output tile, in the tile order of
-        :mod:`rtl.layouts`. Both are taken together.
+        :mod:`wire.streams`. Both are taken together.
     s : Out(QueueRead(signed(S_BITS)))
         s_t, one per reduction tile, in tile order (the read side of a
         :class:`rtl.queue.Queue`, through a :class:`rtl.queue.RegisterSlice`: ``rdy``

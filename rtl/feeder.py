@@ -10,8 +10,9 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.params import NibbleParams
+from wire.streams import KIND_CODES, TILE_COUNT_BITS
 
-from .layouts import KIND_CODES, TILE_COUNT_BITS, command_layout
+from .layouts import command_layout
 from .loop_counter import LoopCounter
 from .pipeline import delays
 from .tile_buffer import TileBuffer
@@ -20,7 +21,7 @@ __all__ = ["Feeder"]
 
 
 class Feeder(wiring.Component):
-    """k-step issue for one GEMM at a time, in the tile order of :mod:`rtl.layouts`.
+    """k-step issue for one GEMM at a time, in the tile order of :mod:`wire.streams`.
 
     Parameters
     ----------

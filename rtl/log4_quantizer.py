@@ -27,9 +27,10 @@ from amaranth.lib.wiring import In, Out
 
 from golden.formats import FP4_TOP_K
 from golden.params import EXP_MAX, EXP_MIN, NibbleParams
+from wire.streams import OUT_EXP_BITS, TILE_EXP_BITS
 
 from .bit_length import bit_length_of_smear, smear
-from .layouts import OUT_EXP_BITS, TILE_EXP_BITS, acc_row_layout, code_row_layout
+from .layouts import acc_row_layout, code_row_layout
 from .pe import magnitude
 from .pipeline import delays, stage
 from .tile_bank import TileBank, bank_tiles

@@ -35,11 +35,11 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.params import EXP_MAX, EXP_MIN, NibbleParams
+from wire.streams import CLIP_EXP_BITS, CLIP_MANT_BITS, OUT_EXP_BITS, TILE_EXP_BITS
 
 # CLIP_MANT_BITS, CLIP_EXP_BITS: alpha = clip_mant * 2**clip_exp, unsigned / signed.
 from .bit_length import bit_length_of_smear, smear
-from .layouts import (CLIP_EXP_BITS, CLIP_MANT_BITS, OUT_EXP_BITS, TILE_EXP_BITS,
-                      acc_row_layout, code_row_layout)
+from .layouts import acc_row_layout, code_row_layout
 from .pe import magnitude
 from .pipeline import REPLICA_SUFFIX, delays, stage
 from .tile_bank import TileBank, bank_tiles

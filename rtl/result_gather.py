@@ -11,8 +11,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.params import NibbleParams
+from wire.streams import CODE_BITS, OUT_EXP_BITS, OUT_MODES, TILE_COUNT_BITS
 
-from .layouts import CODE_BITS, OUT_EXP_BITS, OUT_MODES, TILE_COUNT_BITS, command_layout, result_layout
+from .layouts import command_layout, result_layout
 from .loop_counter import LoopCounter
 
 __all__ = ["ResultGather", "out_beat_layout"]

@@ -1,4 +1,4 @@
-"""UART receiver and transmitter, 8N1, for the FPGA host link (:mod:`fpga.bridge`).
+"""UART receiver and transmitter, 8N1, for the FPGA host link (:mod:`rtl.host_bridge`).
 
 Both count ``divisor`` = clk_hz // baud clock cycles per bit. The receiver
 synchronises the pin with two flip-flops, finds the start bit's falling edge, and

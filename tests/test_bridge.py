@@ -1,4 +1,4 @@
-"""fpga.bridge in Amaranth's simulator: the frame receiver's checks (CRC, length,
+"""rtl.host_bridge in Amaranth's simulator: the frame receiver's checks (CRC, length,
 command, truncation, inlet room), retransmissions, and a small GEMM through frames.
 
 Every test talks to the whole HostBridge over its rx/tx pins, and watches which beats
@@ -12,11 +12,11 @@ import numpy as np
 from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
-from fpga import protocol as P
-from fpga.bridge import ByteFifo, HostBridge, StreamOutlet, crc16_next
+from wire import host_link as P
+from rtl.host_bridge import ByteFifo, HostBridge, StreamOutlet, crc16_next
 from golden.formats import quantize
 from golden.params import NibbleParams
-from rtl.gemm_protocol import GemmJob, decode, encode, expected
+from wire.gemm_protocol import GemmJob, decode, encode, expected
 from verif.amaranth_uart import UartListener, uart_send
 
 PARAMS = NibbleParams(tile=4)
@@ -305,7 +305,8 @@ def test_status_and_write():
 def test_status_reports_a_refused_command_until_reset():
     """An illegal command (B uint4) reaches the accelerator, which refuses it; STATUS
     flags it (bit 1), RESET clears it."""
-    from rtl.layouts import KIND_CODES, command_layout
+    from rtl.layouts import command_layout
+    from wire.streams import KIND_CODES
     illegal = command_layout().const({"a_kind": KIND_CODES["uint4"],
                                       "b_kind": KIND_CODES["uint4"]}).as_value().value
 

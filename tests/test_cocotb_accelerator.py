@@ -23,7 +23,7 @@ def test_nibble_regress_prints_summary(tmp_path):
     import subprocess
     import sys
 
-    from nibble.cli import regress_table
+    from nibble.commands.regress import regress_table
     out = tmp_path / "regress.json"
     proc = subprocess.run([sys.executable, "-m", "nibble", "regress", "--size", "4",
                            "--gemms", "3", "--seed", "5", "--json", str(out)],

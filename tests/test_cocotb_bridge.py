@@ -1,5 +1,5 @@
 """cocotb regression of ``host_bridge`` (Accelerator + UART bridge) under Verilator:
-GEMMs through nibble.device.Device on the simulated UART, checked against golden,
+GEMMs through the host driver (wire.host_driver) on the simulated UART, checked against golden,
 with flipped and truncated frames on the line."""
 
 from cocotb_tools.check_results import get_results

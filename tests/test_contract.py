@@ -1,4 +1,4 @@
-"""The Accelerator's interface contract (``rtl.layouts``), as a third party drives it:
+"""The Accelerator's interface contract (``wire.streams``), as a third party drives it:
 the bit order of the command and result words, which commands are legal, what the
 hardware does with an illegal one (refuses it), which fields each mode ignores, what a
 phase bit on an int operand means, what the mask bits of a partial tile may hold, and
@@ -16,8 +16,9 @@ from golden.formats import QTensor, quantize
 from golden.gemm import KIND_PAIRS, tiled_gemm
 from golden.params import NibbleParams
 from rtl.accelerator import MASK_QUEUE_DEPTH, Accelerator
-from rtl.gemm_protocol import GemmBeats, GemmJob, OutputSpec, check_job, decode, encode, expected
-from rtl.layouts import KIND_CODES, OUT_MODES, command_is_legal, command_layout, result_layout
+from wire.gemm_protocol import GemmBeats, GemmJob, OutputSpec, check_job, decode, encode, expected
+from rtl.layouts import command_is_legal, command_layout, result_layout
+from wire.streams import KIND_CODES, OUT_MODES
 from rtl.queue import RegisterSlice, StreamQueue
 from verif.amaranth_streams import put_bits, stream_get
 

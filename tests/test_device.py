@@ -1,11 +1,13 @@
-"""fpga.protocol helpers and nibble.device.Device's link logic against a scripted
-board (no simulator): identity checks, retries, give-up, refused commands."""
+"""wire.host_link helpers and the host driver's link logic (wire.host_driver.HostDriver,
+which nibble.device.Device is) against a scripted board (no simulator): identity
+checks, retries, give-up, refused commands; and the links Device opens."""
 
 import pytest
 
-from fpga import protocol as P
+from wire import host_link as P
 from golden.params import NibbleParams
-from nibble.device import Device, DeviceError, LinkError, SerialLink
+from nibble.device import Device, SerialLink
+from wire.host_driver import DeviceError, HostDriver, LinkError
 
 
 # ----------------------------------------------------------------------------- protocol
@@ -201,3 +203,20 @@ def test_serial_backend_names_its_extra():
             SerialLink("/dev/null")
     else:
         pytest.skip("pyserial is installed")
+
+
+def test_device_opens_its_links(monkeypatch):
+    """Device is the host driver with constructors for its links: sim opens the cocotb
+    line model (nibble may import verif; verif imports the driver from wire)."""
+    import verif.sim_link
+
+    opened = []
+
+    def fake_open(dut):
+        opened.append(dut)
+        return ScriptedBoard(ack)
+
+    monkeypatch.setattr(verif.sim_link.SimLink, "open", staticmethod(fake_open))
+    device = Device.sim("the dut", params=NibbleParams(tile=4), retries=2)
+    assert isinstance(device, HostDriver) and opened == ["the dut"]
+    assert device.retries == 2 and isinstance(device.link, ScriptedBoard)

@@ -73,7 +73,7 @@ def test_docs_files_named_in_the_code_exist():
     README and rtl/accelerator.py once named a docs/architecture.md that did not)."""
     named = re.compile(r"docs/[\w./*-]+\.(?:md|png)")
     missing = set()
-    for folder in ("golden", "nibble", "rtl", "fpga", "verif", "tests", "docs"):
+    for folder in ("golden", "wire", "nibble", "rtl", "fpga", "verif", "edatools", "tests", "docs"):
         for path in (ROOT / folder).rglob("*"):
             if path.suffix in (".py", ".md") and "sim_build" not in path.parts:
                 for name in named.findall(path.read_text()):

@@ -1,5 +1,5 @@
 """The fast C++ harness of the generated ``nibble_top`` (verif/fast_sim.py) against
-golden, and the vectorized beat packing of rtl/gemm_protocol.py against a per-row
+golden, and the vectorized beat packing of wire/gemm_protocol.py against a per-row
 Amaranth ``Const`` reference."""
 
 import numpy as np
@@ -8,7 +8,7 @@ from amaranth.lib import data
 
 from golden.formats import quantize
 from golden.params import NibbleParams, psum_bits
-from rtl.gemm_protocol import GemmBeats, GemmJob, OutputSpec, decode, encode, expected
+from wire.gemm_protocol import GemmBeats, GemmJob, OutputSpec, decode, encode, expected
 from rtl.layouts import command_layout, operand_row_layout, result_layout
 from verif.fast_sim import FastAccelerator, SimHang
 from verif.stimulus import GEMM_ROLES, OUTPUT_VARIANTS, edge_jobs, random_job

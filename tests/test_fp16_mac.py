@@ -1,4 +1,4 @@
-"""Tests of ``rtl.fp16_mac``: the FP16-multiply, FP32-accumulate baseline MAC, in the
+"""Tests of ``fpga.fp16_mac``: the FP16-multiply, FP32-accumulate baseline MAC, in the
 Amaranth simulator, against NumPy float16/float32 arithmetic.
 
 The reference applies the MAC's documented subnormal rule (binary16 subnormal inputs read
@@ -14,7 +14,7 @@ import numpy as np
 from amaranth.hdl import Elaboratable, Module, Signal
 from amaranth.sim import Simulator
 
-from rtl.fp16_mac import FP16MAC, QUIET_NAN, Binary32, fp32_add, unpack_binary32
+from fpga.fp16_mac import FP16MAC, QUIET_NAN, Binary32, fp32_add, unpack_binary32
 
 F32_MIN_NORMAL = np.float32(2.0 ** -126)
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from golden.params import NibbleParams
-from rtl.gemm_protocol import GemmJob, OutputSpec, expected
+from wire.gemm_protocol import GemmJob, OutputSpec, expected
 from verif.amaranth_runner import run_jobs
 from verif.stimulus import (backward_job, forward_job, random_operand, weight_grad_job,
                             with_tile_exps)
@@ -79,7 +79,7 @@ def test_reset_mid_gemm_then_clean_gemm():
     from amaranth.sim import Simulator
 
     from rtl.accelerator import Accelerator
-    from rtl.gemm_protocol import GemmBeats, decode, encode
+    from wire.gemm_protocol import GemmBeats, decode, encode
 
     params = NibbleParams(tile=4, acc_bits=32)
     rng = np.random.default_rng(11)

@@ -15,7 +15,7 @@ The testbench plays the drain's surroundings from their docstrings:
   offered now and then, and must never be taken.
 
 Reference, for a GEMM of Mt x Nt output tiles of Kt reduction tiles (in the tile order
-of :mod:`rtl.layouts`): for every reduction tile (i, j, t), for every row m of its
+of :mod:`wire.streams`): for every reduction tile (i, j, t), for every row m of its
 T x T partial sums, T / L beats of L elements (row m's elements pL .. pL + L - 1, part
 p = 0 first), each with shift = s_t - out_exp(i, j), out_exp(i, j), first = (t == 0),
 last = (t == Kt - 1), and on ``last`` beats with ``mask_en`` the mask bits pL .. pL + L

@@ -1,6 +1,6 @@
 """Tests of ``rtl.exponent_prefetch.ExponentPrefetch`` in the Amaranth simulator.
 
-The testbench sends a GEMM's tile exponents as the host does (:mod:`rtl.layouts`: for
+The testbench sends a GEMM's tile exponents as the host does (:mod:`wire.streams`: for
 every output tile (i, j), i outer, j inner, and reduction tile t, Ea[i, t] on
 ``a_exps`` and Eb[t, j] on ``b_exps``; two streams that keep the stream rules, each
 with its own random gaps) and reads the two queues at random (``en`` only while
@@ -32,7 +32,8 @@ from golden.formats import QTensor
 from golden.gemm import out_exponents
 from golden.params import NibbleParams, psum_bits
 from rtl.exponent_prefetch import OE_DEPTH, ExponentPrefetch
-from rtl.layouts import KIND_CODES, command_layout
+from rtl.layouts import command_layout
+from wire.streams import KIND_CODES
 from rtl.queue import RegisterSlice
 from verif.amaranth_streams import simulate
 

@@ -3,7 +3,7 @@
 The testbench plays everything around the feeder:
 
 * two operand tile buffers, modelled after ``TileBuffer``'s docstring: tiles arrive in
-  the stream order of :mod:`rtl.layouts` (for every output tile (i, j), i outer, j
+  the stream order of :mod:`wire.streams` (for every output tile (i, j), i outer, j
   inner, and reduction tile t: A tile (i, t) and B tile (t, j), each as the host
   stores it: the stored tile (t, i) / (j, t) for a transposed operand), row by row at
   random speed into two banks; ``full`` is "the read bank holds a complete tile" (a
@@ -37,7 +37,8 @@ from amaranth.hdl import ResetInserter, Signal
 from golden.params import NibbleParams
 from rtl.accelerator import psum_queue_tiles
 from rtl.feeder import Feeder
-from rtl.layouts import KIND_CODES, command_layout
+from rtl.layouts import command_layout
+from wire.streams import KIND_CODES
 from verif.stimulus import ROLES
 from rtl.tile_buffer import TileBuffer
 from verif.amaranth_streams import simulate

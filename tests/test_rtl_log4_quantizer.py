@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from golden.output import fp4_output
 from golden.params import NibbleParams
-from rtl.layouts import OUT_EXP_BITS
+from wire.streams import OUT_EXP_BITS
 from rtl.generate import convert
 from rtl.log4_quantizer import Log4Quantizer
 from verif.amaranth_credits import run_credited

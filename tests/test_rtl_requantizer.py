@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from golden.output import int_output
 from golden.params import NibbleParams
-from rtl.layouts import OUT_EXP_BITS
+from wire.streams import OUT_EXP_BITS
 from rtl.generate import convert
 from rtl.requantizer import Requantizer
 from verif.amaranth_credits import run_credited

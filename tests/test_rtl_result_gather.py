@@ -26,7 +26,8 @@ import pytest
 from amaranth.hdl import ResetInserter, Signal
 
 from golden.params import NibbleParams
-from rtl.layouts import CODE_BITS, OUT_MODES, command_layout, result_layout
+from rtl.layouts import command_layout, result_layout
+from wire.streams import CODE_BITS, OUT_MODES
 from rtl.result_gather import ResultGather, out_beat_layout
 from verif.amaranth_streams import simulate, stream_rules
 

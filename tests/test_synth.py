@@ -163,3 +163,49 @@ def test_nibble_synth_cli_refuses_in_one_line(argv, message, tmp_path):
                            *argv], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_synth_stages_and_report_with_stand_in_tools(tmp_path, monkeypatch):
+    """The flow without the tools: the build script's commands run in order as stages,
+    the programming helper is skipped, and report.json has every field, in order, from
+    the files the tools would write."""
+    import fpga.synth as S
+
+    commands = [["yosys", "-q", "top.ys"], ["nextpnr-ecp5", "--json", "top.json"],
+                ["ecppack", "top.config", "top.bit"], ["dfu-suffix", "-a", "top.bit"]]
+    ran = []
+
+    def elaborate(top, b, out, seed):
+        assert seed == 7
+        return commands
+
+    def run_stage(stage, argv, cwd, log, progress, heartbeat):
+        ran.append((stage, argv[-len(commands[len(ran)]) + 1:]))
+        if stage == "synthesis":
+            (cwd / "top_stat.json").write_text(json.dumps(
+                {"design": {"num_cells_by_type": {"LUT4": 900, "CCU2C": 50, "TRELLIS_FF": 800}}}))
+        if stage == "place_route":
+            (cwd / "report_pnr.json").write_text(json.dumps({
+                "utilization": {"TRELLIS_COMB": {"used": 1234, "available": 24288},
+                                "TRELLIS_FF": {"used": 810, "available": 24288}},
+                "fmax": {"clk": {"achieved": 61.5, "constraint": 48.0}},
+                "detailed_net_timings": [{"net": "n", "endpoints": []}]}))
+        if stage == "bitstream":
+            (cwd / "top.bit").write_bytes(b"\0" * 2000)
+        return 1.5
+
+    monkeypatch.setattr(S, "_elaborate", elaborate)
+    monkeypatch.setattr(S, "_run_stage", run_stage)
+    lines = []
+    report = synth(NibbleParams(tile=4), "orangecrab", tmp_path, seed=7, progress=lines.append)
+    assert [stage for stage, _ in ran] == ["synthesis", "place_route", "bitstream"]
+    assert ran[0][1] == ["-q", "top.ys"]
+    assert list(report) == list(S._REPORT_ORDER)
+    assert list(json.loads((tmp_path / "report.json").read_text())) == list(S._REPORT_ORDER)
+    assert (report["luts"], report["ffs"], report["luts_available"]) == (1234, 810, 24288)
+    assert report["fmax_mhz"] == 61.5 and report["timing_met"] is True
+    assert report["peak_gmacs"] == round(16 * report["clock_mhz"] / 1000, 2)
+    assert report["netlist_cells"]["LUT4"] == 900 and report["seed"] == 7
+    assert set(report["stage_seconds"]) == {"elaborate", "synthesis", "place_route", "bitstream"}
+    assert "detailed_net_timings" not in json.loads((tmp_path / "report_pnr.json").read_text())
+    assert lines[0].startswith("nibble synth: orangecrab") and "netlist: 1000 logic cells" in lines[2]

@@ -1,7 +1,7 @@
 """Run GEMM jobs through the Accelerator in Amaranth's own simulator.
 
 Used by the fast unit tests and by the utilization benchmark; the cocotb/Verilator
-regressions drive the generated Verilog with the same beats (:mod:`rtl.gemm_protocol`).
+regressions drive the generated Verilog with the same beats (:mod:`wire.gemm_protocol`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from amaranth.sim import Simulator
 
 from golden.params import NibbleParams
 from rtl.accelerator import Accelerator
-from rtl.gemm_protocol import GemmBeats, decode, encode
+from wire.gemm_protocol import GemmBeats, decode, encode
 
 from .amaranth_streams import check_stream_rules, idle, put_bits, stream_get
 
@@ -31,7 +31,7 @@ def run_jobs(params: NibbleParams, jobs, *, seed=0, p_stall=0.3, stats=None):
     """Run ``jobs`` back to back through one Accelerator with random stalls on every
     stream (``p_stall`` = 0: operands always available, results always taken).
 
-    Returns the decoded outputs (:class:`rtl.gemm_protocol.GemmOutput`) in job order;
+    Returns the decoded outputs (:class:`wire.gemm_protocol.GemmOutput`) in job order;
     fills ``stats`` (a :class:`RunStats`) if given.
     """
     dut = Accelerator(params)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rtl.gemm_protocol import GemmJob
+from wire.gemm_protocol import GemmJob
 
 from .stimulus import GEMM_ROLES, OUTPUT_VARIANTS
 

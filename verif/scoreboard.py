@@ -4,7 +4,7 @@ golden, never from a copy of its rules.
 * :func:`first_mismatch` describes the first differing value of a GEMM; used by the
   cocotb benches, the fast harness's users and the training backends, so a mismatch
   reads the same everywhere: which value, where, both values, and the operands.
-* :class:`Scoreboard` checks GEMMs against :func:`rtl.gemm_protocol.expected` and keeps
+* :class:`Scoreboard` checks GEMMs against :func:`wire.gemm_protocol.expected` and keeps
   the statistics of what it checked (``stats.json`` for ``nibble regress``).
 * :func:`tile_result` hands one tile of accumulators to golden's output stages
   (:func:`golden.output.int_output`, :func:`golden.output.fp4_output`), for the benches
@@ -21,7 +21,7 @@ import numpy as np
 
 from golden.gemm import GemmResult, shift_round_half_even
 from golden.params import ACC_BITS_MAX, NibbleParams
-from rtl.gemm_protocol import GemmJob, GemmOutput, expected
+from wire.gemm_protocol import GemmJob, GemmOutput, expected
 
 from .coverage import coverage_bin
 

@@ -1,8 +1,8 @@
-"""The ``sim`` link of :class:`nibble.device.Device`: the host end of the UART to the
-Verilated ``host_bridge`` top, in cocotb.
+"""The simulated link of :class:`wire.host_driver.HostDriver` (``nibble.device.Device.sim``):
+the host end of the UART to the Verilated ``host_bridge`` top, in cocotb.
 
 cocotb coroutines drive ``rx`` bit by bit and sample ``tx`` in the middle of each bit.
-The Device is synchronous code: it runs in a ``cocotb.task.bridge`` thread, and
+The driver is synchronous code: it runs in a ``cocotb.task.bridge`` thread, and
 :meth:`SimLink.write` and :meth:`SimLink.read` block it on ``cocotb.task.resume``-d
 coroutines while simulated time passes.
 
@@ -20,7 +20,7 @@ from cocotb.task import resume
 from cocotb.triggers import ClockCycles, Event, FallingEdge, First, Timer
 from cocotb.utils import get_sim_time
 
-from fpga.bridge import SIM_BAUD, SIM_CLK_HZ, SIM_TIMEOUT_S
+from rtl.host_bridge import SIM_BAUD, SIM_CLK_HZ, SIM_TIMEOUT_S
 
 __all__ = ["SimLink"]
 
@@ -33,9 +33,9 @@ class SimLink:
     dut
         The cocotb handle of the ``host_bridge`` top.
     clk_hz, baud : int
-        As the top was built with (:data:`fpga.bridge.SIM_CLK_HZ`, ``SIM_BAUD``).
+        As the top was built with (:data:`rtl.host_bridge.SIM_CLK_HZ`, ``SIM_BAUD``).
     interbyte_timeout_s : float
-        The top's inter-byte timeout (:data:`fpga.bridge.SIM_TIMEOUT_S`).
+        The top's inter-byte timeout (:data:`rtl.host_bridge.SIM_TIMEOUT_S`).
     """
 
     #: Simulated line: no adapter holds bytes back.
@@ -74,7 +74,7 @@ class SimLink:
         """:meth:`start`, from a ``cocotb.task.bridge`` thread."""
         return resume(cls.start)(dut, **kwargs)
 
-    # ------------------------------------------------------------------ Device side (blocking)
+    # ------------------------------------------------------------------ driver side (blocking)
     def write(self, data: bytes) -> None:
         resume(self._send)(bytes(data))
 

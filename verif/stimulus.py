@@ -16,8 +16,8 @@ import numpy as np
 
 from golden.formats import QTensor, quantize
 from golden.params import EXP_MAX, NibbleParams
-from rtl.gemm_protocol import GemmJob, OutputSpec
-from rtl.layouts import TILE_COUNT_BITS
+from wire.gemm_protocol import GemmJob, OutputSpec
+from wire.streams import TILE_COUNT_BITS
 
 __all__ = ["Role", "ROLES", "GEMM_ROLES", "forward_job", "backward_job", "weight_grad_job",
            "OUTPUT_VARIANTS", "EXTREME_EXPS", "random_operand", "with_tile_exps",

@@ -5,7 +5,7 @@ everything the test uses — its parameters (:func:`verif.runner.params_from_env
 checked against the DUT's port widths), the clock, reset, one ``StreamDriver`` per
 input stream and a ``StreamMonitor`` on the result, its seeded stimulus
 (:mod:`verif.stimulus`) and a :class:`verif.scoreboard.Scoreboard` that compares with
-:func:`rtl.gemm_protocol.expected` (golden), reports the first mismatch with its
+:func:`wire.gemm_protocol.expected` (golden), reports the first mismatch with its
 coordinates, operands and both values, and adds the test's statistics to
 ``stats.json``. Nothing is built at import.
 """
@@ -21,7 +21,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge
 
-from rtl.gemm_protocol import GemmBeats, GemmJob, GemmOutput, decode, encode
+from wire.gemm_protocol import GemmBeats, GemmJob, GemmOutput, decode, encode
 from rtl.layouts import operand_row_layout, result_layout
 
 from .cocotb_streams import StreamDriver, StreamMonitor, check_port_widths

@@ -1,8 +1,9 @@
 """cocotb testbench of ``host_bridge``: the Accelerator behind the UART bridge, driven
-through the host driver :class:`nibble.device.Device` on the ``sim`` link.
+through the host driver :class:`wire.host_driver.HostDriver` (what
+:class:`nibble.device.Device` is) on the simulated line.
 
-The Device runs in a ``cocotb.task.bridge`` thread; :class:`verif.sim_link.SimLink`
-is the line (driver and monitor), :func:`rtl.gemm_protocol.expected` the model, and a
+The driver runs in a ``cocotb.task.bridge`` thread; :class:`verif.sim_link.SimLink`
+is the line (driver and monitor), :func:`wire.gemm_protocol.expected` the model, and a
 :class:`verif.scoreboard.Scoreboard` compares. :class:`LineFaults` damages frames
 on their way to the board and bytes on their way to the host; the driver must retry
 and every result must stay exact. Each test's :class:`TB` owns its parameters and
@@ -17,9 +18,10 @@ import cocotb
 import numpy as np
 from cocotb.task import bridge
 
-from nibble.device import Device
+from wire.host_driver import HostDriver
 
 from .runner import Bench
+from .sim_link import SimLink
 from .stimulus import random_job
 
 
@@ -67,9 +69,9 @@ class TB(Bench):
         self.scoreboard = self.make_scoreboard()
 
     def run_gemms(self, count, faults=None):
-        """Open a Device on the simulated board and run ``count`` random GEMMs, each
-        checked against golden. Returns the Device (for its stats)."""
-        device = Device.sim(self.dut, params=self.params)
+        """Open a driver on the simulated board and run ``count`` random GEMMs, each
+        checked against golden. Returns the driver (for its stats)."""
+        device = HostDriver(SimLink.open(self.dut), self.params)
         if faults is not None:          # after opening: STATUS/RESET themselves are clean
             device.link.to_board, device.link.to_host = faults.to_board, faults.to_host
         rng = np.random.default_rng(self.seed)

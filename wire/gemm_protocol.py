@@ -1,6 +1,7 @@
 """Host side of the accelerator's streams: GEMM jobs to beats, result beats to golden
-objects. The RTL tests, the cocotb testbenches and the FPGA host bridge all go through
-this module, which packs with the layouts of :mod:`rtl.layouts` (the one definition).
+objects. The RTL tests, the cocotb testbenches, training's backends and the board driver
+all go through this module, which packs with the beat descriptions of
+:mod:`wire.streams` (the one definition; the gateware's layouts are built from it).
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from golden.output import clip_alpha, fp4_output, int_output
 from golden.params import EXP_MAX, EXP_MIN
 from golden.params import NibbleParams
 
-from .layouts import (KIND_CODES, OUT_MODES, TILE_COUNT_BITS, command_layout,
-                      operand_row_layout, result_layout)
+from .streams import COMMAND, KIND_CODES, OUT_MODES, TILE_COUNT_BITS, operand_row, result
 
 __all__ = ["OutputSpec", "GemmJob", "GemmOutput", "GemmBeats", "encode", "decode", "expected"]
 
@@ -139,7 +139,8 @@ class GemmBeats:
 
 def check_job(job: GemmJob, params: NibbleParams, *, study: bool = False) -> None:
     """Raise a one-line ValueError unless the hardware can run ``job`` with ``params``:
-    so no illegal command (:func:`rtl.layouts.command_is_legal`) is ever built.
+    so no illegal command (:func:`rtl.layouts.command_is_legal`; :data:`wire.streams.COMMAND`)
+    is ever built.
     ``study=True`` (golden only, :func:`expected`) also lets the study kind fp4r2 pass,
     which the hardware has no code for."""
     a, b = job.a_op, job.b_op
@@ -189,7 +190,7 @@ def _pack(fields: np.ndarray, width: int) -> np.ndarray:
     element 0 in the least significant bits, as an ArrayLayout constant would.
 
     Returns uint64 when the packed word fits, else Python ints (object array). NumPy
-    instead of one Amaranth ``Const`` per row: encode is on the fast simulator's hot path.
+    instead of one packed word per row: encode is on the fast simulator's hot path.
     """
     n = fields.shape[-1]
     per_word = 64 // width
@@ -207,21 +208,22 @@ def _pack(fields: np.ndarray, width: int) -> np.ndarray:
     return packed
 
 
-def _tile_rows(q: QTensor, row_layout) -> np.ndarray:
-    """Every stored tile of ``q`` as packed ``row_layout`` rows: [tile row, tile col, row]."""
+def _tile_rows(q: QTensor, row) -> np.ndarray:
+    """Every stored tile of ``q`` as packed ``row`` (an :class:`~wire.streams.Array`)
+    beats: [tile row, tile col, row]."""
     t = q.tile
     rows, cols = q.exps.shape
     codes = _padded_codes(q).reshape(rows, t, cols, t)
-    return _pack(codes, row_layout.elem_shape.width).transpose(0, 2, 1)
+    return _pack(codes, row.elem_width).transpose(0, 2, 1)
 
 
 def encode(job: GemmJob, params: NibbleParams) -> GemmBeats:
-    """Pack ``job`` into stream beats in the order of :mod:`rtl.layouts`."""
+    """Pack ``job`` into stream beats in the order of :mod:`wire.streams`."""
     check_job(job, params)
     T = params.tile
     mt, kt, nt = job.tiles
     a_op, b_op, out = job.a_op, job.b_op, job.out
-    cmd = command_layout().const({
+    cmd = COMMAND.pack({
         "m_last": mt - 1, "k_last": kt - 1, "n_last": nt - 1,
         "a_kind": KIND_CODES[a_op.kind], "b_kind": KIND_CODES[b_op.kind],
         "a_phase": a_op.phase, "b_phase": b_op.phase,
@@ -235,15 +237,15 @@ def encode(job: GemmJob, params: NibbleParams) -> GemmBeats:
         "out_phase": out.phase, "out_linear": int(out.rounding == "linear"),
         "ext_exp_en": int(out.ext_exp is not None),
         "ext_exp": 0 if out.ext_exp is None else int(out.ext_exp),
-    }).as_value().value
+    })
 
     # Beat order: output tile (i, j), i outer, then reduction tile t, then tile row.
     # a_rows[i, t] is the stored A tile (i, t), or (t, i) if A is streamed transposed;
     # b_rows[j, t] is the stored B tile (t, j), or (j, t) if transposed.
-    row_layout = operand_row_layout(params)
-    a_rows = _tile_rows(job.a, row_layout)
+    row = operand_row(params)
+    a_rows = _tile_rows(job.a, row)
     a_rows = a_rows.transpose(1, 0, 2) if job.a_trans else a_rows
-    b_rows = _tile_rows(job.b, row_layout)
+    b_rows = _tile_rows(job.b, row)
     b_rows = b_rows if job.b_trans else b_rows.transpose(1, 0, 2)
     shape = (mt, nt, kt, T)
     a_codes = np.broadcast_to(a_rows[:, None], shape).ravel().tolist()
@@ -262,7 +264,8 @@ def encode(job: GemmJob, params: NibbleParams) -> GemmBeats:
 
 
 def _field_values(bits: np.ndarray, field) -> np.ndarray:
-    """Integer value (unsigned) of one layout ``field`` in every row of a bit matrix."""
+    """Integer value (unsigned) of one :class:`~wire.streams.Field` in every row of a bit
+    matrix."""
     width = field.width
     return bits[:, field.offset:field.offset + width].astype(np.int64) @ (
         np.int64(1) << np.arange(width, dtype=np.int64))
@@ -274,7 +277,7 @@ def decode(job: GemmJob, params: NibbleParams, beats: list) -> GemmOutput:
     mt, _, nt = job.tiles
     if len(beats) != mt * nt * T:
         raise ValueError(f"expected {mt * nt * T} result beats, got {len(beats)}")
-    layout = result_layout(params)
+    layout = result(params)
     nbytes = (layout.size + 7) // 8
     # All beats at once as a (beats x bits) matrix instead of one Const per beat.
     try:

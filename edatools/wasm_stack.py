@@ -1,4 +1,4 @@
-"""Run a YoWASP tool with a deep WebAssembly call stack: ``python -m fpga.wasm_stack yosys ARGS``.
+"""Run a YoWASP tool with a deep WebAssembly call stack: ``python -m edatools.wasm_stack yosys ARGS``.
 
 Why
     YoWASP runs the tools under wasmtime, whose default limit for the native stack of
@@ -64,11 +64,11 @@ def enlarge_stack(stack_bytes: int = STACK_BYTES) -> bool:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in TOOLS:
-        print(f"usage: python -m fpga.wasm_stack {{{','.join(TOOLS)}}} ARGS...", file=sys.stderr)
+        print(f"usage: python -m edatools.wasm_stack {{{','.join(TOOLS)}}} ARGS...", file=sys.stderr)
         return 2
     module_name, function = TOOLS[argv[0]]
     if not enlarge_stack():
-        print("fpga.wasm_stack: this wasmtime cannot set the stack size; running with the "
+        print("edatools.wasm_stack: this wasmtime cannot set the stack size; running with the "
               "default", file=sys.stderr)
     import importlib
     run = getattr(importlib.import_module(module_name), function)

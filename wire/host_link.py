@@ -1,5 +1,5 @@
 """The host link protocol: the one definition that the bridge gateware
-(:mod:`fpga.bridge`) and the host driver (:mod:`nibble.device`) both import.
+(:mod:`rtl.host_bridge`) and the host driver (:mod:`wire.host_driver`) both import.
 
 Wire format
     UART, 8 data bits, no parity, 1 stop bit. Both directions carry the same frame::
@@ -53,6 +53,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+from . import streams
+
 __all__ = ["SYNC", "DEFAULT_BAUD", "PROTOCOL_VERSION", "MAX_PAYLOAD", "INLET_BYTES",
            "RESULT_BYTES", "STATUS_LEN", "STATUS_BUSY", "STATUS_REFUSED", "HEADER_LEN", "OVERHEAD", "PORTS",
            "Command", "Reply", "Error", "Frame", "FrameError", "Status", "crc16",
@@ -81,7 +83,7 @@ INTERBYTE_TIMEOUT_BITS = 40
 #: ... but never less than this: USB serial adapters pause between packets.
 INTERBYTE_TIMEOUT_MIN_S = 0.005
 
-#: The accelerator's input streams (``rtl.gemm_protocol.GemmBeats.INPUTS``), in the
+#: The accelerator's input streams (``wire.gemm_protocol.GemmBeats.INPUTS``), in the
 #: order of their WRITE codes.
 PORTS = ("cmd", "a_codes", "a_exps", "b_codes", "b_exps", "mask")
 
@@ -118,7 +120,7 @@ STATUS_LEN = 6
 #: STATUS flags bit 0: a GEMM is in progress.
 STATUS_BUSY = 0x01
 #: STATUS flags bit 1: the accelerator refused an illegal command (``Accelerator.refused``,
-#: see ``rtl.layouts.command_layout``); sticky until RESET. (The bit read 0 before it
+#: see ``wire.streams.COMMAND``); sticky until RESET. (The bit read 0 before it
 #: was defined, so the protocol version did not change.)
 STATUS_REFUSED = 0x02
 
@@ -149,7 +151,7 @@ CRC_POLY, CRC_INIT = 0x1021, 0xFFFF
 
 def crc16_update(crc: int, byte: int) -> int:
     """One byte of CRC-16/CCITT-FALSE. Linear in (crc, byte) over GF(2): the gateware
-    builds its XOR network from this function (``fpga.bridge.crc16_next``)."""
+    builds its XOR network from this function (``rtl.host_bridge.crc16_next``)."""
     crc ^= byte << 8
     for _ in range(8):
         crc = ((crc << 1) ^ CRC_POLY) if crc & 0x8000 else crc << 1
@@ -249,16 +251,12 @@ def unpack_beats(data: bytes, bits: int) -> list:
 
 def port_beat_bits(params) -> dict:
     """Width in bits of one beat of each input stream in :data:`PORTS`."""
-    from rtl.layouts import TILE_EXP_BITS, command_layout, operand_row_layout
-    return {"cmd": command_layout().size, "a_codes": operand_row_layout(params).size,
-            "a_exps": TILE_EXP_BITS, "b_codes": operand_row_layout(params).size,
-            "b_exps": TILE_EXP_BITS, "mask": params.tile}
+    return streams.port_beat_bits(params)
 
 
 def result_beat_bits(params) -> int:
     """Width in bits of one result beat."""
-    from rtl.layouts import result_layout
-    return result_layout(params).size
+    return streams.result(params).size
 
 
 # --------------------------------------------------------------------------- timing

@@ -1,6 +1,6 @@
 """The UART host bridge: the board's link between a host and the :class:`Accelerator`.
 
-Data path (the frame format and its rules are in :mod:`fpga.protocol`)::
+Data path (the frame format and its rules are in :mod:`wire.host_link`)::
 
     rx -> UARTRx -> frame receiver --WRITE bytes--> StreamInlet x 6 -> Accelerator inputs
                          | check length, CRC, command; commit or roll back the inlet
@@ -26,7 +26,7 @@ from rtl.accelerator import Accelerator
 from rtl.pipeline import delays, register_copy
 from rtl.uart import UARTRx, UARTTx
 
-from . import protocol as P
+from wire import host_link as P
 
 __all__ = ["HostBridge", "ByteFifo", "StreamInlet", "StreamOutlet", "crc16_next",
            "SIM_CLK_HZ", "SIM_BAUD", "SIM_TIMEOUT_S"]
@@ -40,7 +40,7 @@ SIM_TIMEOUT_S = P.interbyte_timeout(SIM_BAUD, min_s=0)
 
 def crc16_next(crc, byte):
     """The CRC after one more byte, as logic: an XOR network derived from
-    :func:`fpga.protocol.crc16_update`, which is linear, so the two cannot disagree."""
+    :func:`wire.host_link.crc16_update`, which is linear, so the two cannot disagree."""
     out = []
     for i in range(16):
         terms = [crc[j] for j in range(16) if P.crc16_update(1 << j, 0) >> i & 1]
@@ -318,7 +318,7 @@ class StreamOutlet(wiring.Component):
 
 
 class HostBridge(wiring.Component):
-    """The accelerator behind a UART, speaking :mod:`fpga.protocol`.
+    """The accelerator behind a UART, speaking :mod:`wire.host_link`.
 
     Parameters
     ----------
@@ -329,9 +329,9 @@ class HostBridge(wiring.Component):
     baud : int
         Line rate; ``clk_hz // baud`` (at least 4) clocks per bit, within 2 % of it.
     timeout_s : float or None
-        Inter-byte timeout; None: :func:`fpga.protocol.interbyte_timeout` of ``baud``.
+        Inter-byte timeout; None: :func:`wire.host_link.interbyte_timeout` of ``baud``.
     inlet_bytes, result_bytes : int
-        Buffer sizes; the host driver assumes the defaults of :mod:`fpga.protocol`.
+        Buffer sizes; the host driver assumes the defaults of :mod:`wire.host_link`.
     core_domain : str
         The clock domain of the accelerator and its stream buffers. ``"sync"`` (the
         default, for simulation): they share the bridge's domain and :attr:`core_rst` is
