@@ -23,10 +23,12 @@ read while empty, or given more credits than it has slots: in a correct design t
 never happens, and the testbenches check that it did not.
 """
 
-from amaranth.hdl import Array, Module, Mux, Shape, Signal
+from amaranth.hdl import Array, Module, Mux, Shape, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+
+from .pipeline import REPLICA_SUFFIX
 
 __all__ = ["Queue", "StreamQueue", "Credits", "RegisterSlice", "QueueRead", "BLOCK_RAM_BITS",
            "ram_attrs"]
@@ -149,7 +151,8 @@ class StreamQueue(wiring.Component):
     into a ring of four registers; the decision to pop looks only at registers (how full
     the ring is), and every wide register loads on an enable that is itself a register,
     so the consumer's ``ready`` moves a pointer and nothing else. ``r.valid`` is one LUT
-    from a counter, ``r.payload`` a four-way multiplexer of the ring; a consumer that is
+    from a counter, ``r.payload`` a four-way multiplexer of the ring (whose select, the
+    head pointer, has a flip-flop copy per :attr:`HEAD_CHUNK` bits); a consumer that is
     always ready gets one beat per cycle.
 
     A producer keeps one beat per cycle flowing only if the memory covers the loop its
@@ -185,6 +188,8 @@ class StreamQueue(wiring.Component):
     """
 
     SLOTS = 4
+    #: Payload bits per copy of the head pointer.
+    HEAD_CHUNK = 32
 
     def __init__(self, shape, depth: int, *, credited: bool):
         self._shape, self._depth, self._credited = shape, depth, credited
@@ -212,7 +217,7 @@ class StreamQueue(wiring.Component):
         slots = Array(Signal(self._shape, name=f"slot{i}", reset_less=True)
                       for i in range(self.SLOTS))
         load = [Signal(name=f"load{i}") for i in range(self.SLOTS)]
-        head, tail = Signal(2, name="head"), Signal(2)
+        tail = Signal(2, name="tail")
         count = Signal(range(self.SLOTS + 1))     # beats in the ring
         arriving = Signal()                       # ``moved`` holds a beat for the ring
         take, pop = Signal(name="take"), Signal()
@@ -220,9 +225,20 @@ class StreamQueue(wiring.Component):
             take.eq(queue.r.rdy & (count + arriving <= self.SLOTS - 2)),
             queue.r.en.eq(take),
             self.r.valid.eq(count != 0),
-            self.r.payload.eq(slots[head]),
             pop.eq(self.r.valid & self.r.ready),
         ]
+        # The head pointer selects every payload bit: one flip-flop copy of it per
+        # HEAD_CHUNK bits, so no select net reaches the whole (often 100s of bits wide)
+        # payload.
+        width = Shape.cast(self._shape).width
+        payload = Value.cast(self.r.payload)
+        for lo in range(0, width, self.HEAD_CHUNK):
+            hi = min(lo + self.HEAD_CHUNK, width)
+            copy = Signal(2, name=f"head_{lo}{REPLICA_SUFFIX}")
+            with m.If(pop):
+                m.d.sync += copy.eq(copy + 1)
+            m.d.comb += payload[lo:hi].eq(
+                Array(Value.cast(slot)[lo:hi] for slot in slots)[copy])
         m.d.sync += [moved.eq(queue.r.data), arriving.eq(take),
                      count.eq(count + arriving - pop)]
         m.d.sync += [load[i].eq(take & (tail == i)) for i in range(self.SLOTS)]
@@ -231,8 +247,6 @@ class StreamQueue(wiring.Component):
                 m.d.sync += slots[i].eq(moved)
         with m.If(take):
             m.d.sync += tail.eq(tail + 1)
-        with m.If(pop):
-            m.d.sync += head.eq(head + 1)
         return m
 
 
