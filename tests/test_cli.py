@@ -90,3 +90,27 @@ def test_bench_boards_tabulates_synth_reports(tmp_path):
                           "66.8", "100", "missed", "4.27"]
     assert cells[11] == "10.0 min" and cells[12].startswith("15.0 ns, 5 logic levels")
     assert "| 125.0 | 100 | met | 1.60 |" in rows[1]
+
+
+def test_synth_report_records_the_commit_it_was_built_from(tmp_path, monkeypatch):
+    """``nibble synth`` stamps report.json with the date and the checkout's commit as the
+    build started (taken before the tools run: the tree may change during a long
+    build). The tools are stood in for; the flow itself is tested in test_synth."""
+    import fpga.synth as S
+    from nibble.cli import main
+
+    commit = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], capture_output=True,
+                            text=True, check=True).stdout.strip()
+
+    def synth(params, board, out, **kw):
+        report = {"board": board, "size": params.tile, "fmax_mhz": 101.0}
+        (tmp_path / "report.json").write_text(json.dumps(report))
+        return report
+
+    monkeypatch.setattr(S, "synth", synth)
+    monkeypatch.setattr(S, "format_report", lambda report: "report")
+    assert main(["synth", "--board", "ulx3s", "--size", "4", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "report.json").read_text())
+    assert doc["fmax_mhz"] == 101.0
+    assert doc["measured"]["commit"].split("-")[0] == commit
+    assert len(doc["measured"]["date"]) == 10

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 from .common import add_params
 
@@ -33,6 +35,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from fpga.synth import SynthError, format_report, synth
+    from nibble.results import measurement_stamp
     from golden import NibbleParams
 
     from fpga.boards import get_board
@@ -41,12 +44,17 @@ def run(args) -> int:
     params = NibbleParams(tile=args.tile, acc_bits=args.acc_bits, lanes=lanes)
     if args.freq is not None and not args.freq > 0:
         raise ValueError(f"--freq must be a positive number of MHz, got {args.freq}")
+    # the checkout as the build starts (its sources may change while it runs)
+    stamp = measurement_stamp()
     try:
         report = synth(params, args.board, args.out, freq_mhz=args.freq, seed=args.seed,
                        unit=args.unit)
     except SynthError as exc:
         print(f"nibble synth: error: {exc}", file=sys.stderr)
         return 2
+    report["measured"] = stamp
+    path = Path(args.out) / "report.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
     print()
     print(format_report(report))
     return 0
