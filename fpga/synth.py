@@ -181,20 +181,28 @@ def _last_error_line(*paths) -> str:
 
 
 class _DoesNotFit(Exception):
-    """nextpnr's packer found more cells of some type than the device has."""
+    """nextpnr could not fit the design: too many cells of a type, or no legal placement."""
 
 
 def _overfull(log: Path):
-    """(cell type, used, available) of the first over-full line in nextpnr's
-    "Device utilisation" table, or None."""
+    """Why nextpnr could not fit the design, from its log, or None: (cell type, used,
+    available, placed) for the first over-full line of its "Device utilisation" table
+    (placed False: the packer refused), or, when the placer found no legal placement,
+    for the fullest logic cell type (placed True)."""
     import re
     try:
         text = log.read_text(errors="replace")
     except OSError:
         return None
-    for cell, used, avail in re.findall(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text, re.M):
-        if int(used) > int(avail):
-            return cell, int(used), int(avail)
+    usage = [(cell, int(used), int(avail)) for cell, used, avail in
+             re.findall(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text, re.M)]
+    for cell, used, avail in usage:
+        if used > avail:
+            return cell, used, avail, False
+    if "Unable to find legal placement" in text:
+        logic = [u for u in usage if u[0] in ("TRELLIS_COMB", "TRELLIS_FF", "ICESTORM_LC")]
+        if logic:
+            return (*max(logic, key=lambda u: u[1] / u[2]), True)
     return None
 
 
@@ -488,10 +496,12 @@ def _run_tools(commands: list, params: NibbleParams, b, out: Path, stage_seconds
             seconds = _run_stage(stage, [*tool_argv(name), *argv[1:]], out,
                                  out / f"{stage}.log", progress, heartbeat)
         except _DoesNotFit as e:
-            cell, used_, avail = e.args[0]
-            raise SynthError(
-                f"{_size_text(params)} does not fit {b.name} ({b.device}): nextpnr packs it "
-                f"into {used_} {cell}, {avail} available{_shrink_hint(params)}") from None
+            cell, used_, avail, placed = e.args[0]
+            why = (f"nextpnr found no legal placement at {used_} {cell} of {avail} "
+                   f"({100 * used_ // avail} %)" if placed else
+                   f"nextpnr packs it into {used_} {cell}, {avail} available")
+            raise SynthError(f"{_size_text(params)} does not fit {b.name} ({b.device}): "
+                             f"{why}{_shrink_hint(params)}") from None
         stage_seconds[stage] = seconds
         note = ""
         if name == "yosys":

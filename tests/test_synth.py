@@ -209,3 +209,28 @@ def test_synth_stages_and_report_with_stand_in_tools(tmp_path, monkeypatch):
     assert set(report["stage_seconds"]) == {"elaborate", "synthesis", "place_route", "bitstream"}
     assert "detailed_net_timings" not in json.loads((tmp_path / "report_pnr.json").read_text())
     assert lines[0].startswith("nibble synth: orangecrab") and "netlist: 1000 logic cells" in lines[2]
+
+
+def test_fit_failures_read_from_the_nextpnr_log(tmp_path):
+    """Both ways nextpnr says a design does not fit become a fit error's facts: a packer
+    line with more cells than the device has, and a placer that found no legal
+    placement (reported at the fullest logic cell type; the OrangeCrab 8x8 with 4
+    lanes at 85 % of its TRELLIS_COMB, stop 23); another failure is not a fit error."""
+    from fpga.synth import _overfull
+
+    table = ("Info: Device utilisation:\n"
+             "Info: \t          TRELLIS_FF:   {ff}/  24288    {ffp}%\n"
+             "Info: \t        TRELLIS_COMB:   {comb}/  24288    {combp}%\n"
+             "Info: \t              DP16KD:      22/     56    39%\n")
+    log = tmp_path / "top.tim"
+    log.write_text(table.format(ff=19050, ffp=78, comb=20706, combp=85)
+                   + "Info: Running main analytical placer\n"
+                   "ERROR: Unable to find legal placement for all cells, design is "
+                   "probably at utilisation limit.\n")
+    assert _overfull(log) == ("TRELLIS_COMB", 20706, 24288, True)
+    log.write_text(table.format(ff=19050, ffp=78, comb=24305, combp=100)
+                   + "ERROR: Unable to place cell\n")
+    assert _overfull(log) == ("TRELLIS_COMB", 24305, 24288, False)
+    log.write_text(table.format(ff=19050, ffp=78, comb=20706, combp=85)
+                   + "ERROR: Failed to route design\n")
+    assert _overfull(log) is None
