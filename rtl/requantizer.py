@@ -61,12 +61,23 @@ def _clamp(x, lo, hi):
 def _int_exp(m, x, z, wide, name):
     """(n, over) with n = bit_length(x) and over = x > qmax * 2**(n - b), given
     z = smear(x); qmax, b = 15, 4 if ``wide`` else 7, 3. For x > 0, e(x) = n - b + over.
-    Flat AND-OR logic on masks of z (see :mod:`rtl.bit_length`)."""
+    Flat AND-OR logic on masks of z (see :mod:`rtl.bit_length`); :func:`_over_masks`
+    and :func:`_over` are its two halves, for a register between them."""
     n = bit_length_of_smear(m, z, f"{name}_n")
-    top = Mux(wide, z & ~(z >> 4), z & ~(z >> 3))  # the top b bits below n
     over = Signal(name=f"{name}_over")
-    m.d.comb += over.eq(~(~x & top).any() & (x & Mux(wide, z >> 4, z >> 3)).any())
+    m.d.comb += over.eq(_over(x, *_over_masks(z, wide)))
     return n, over
+
+
+def _over_masks(z, wide):
+    """The masks of ``over`` from z = smear(x): the top b bits below bit_length(x), and
+    the bits below those."""
+    return Mux(wide, z & ~(z >> 4), z & ~(z >> 3)), Mux(wide, z >> 4, z >> 3)
+
+
+def _over(x, top, below):
+    """x > qmax * 2**(n - b): x has all of its top b bits set and some bit below them."""
+    return ~(~x & top).any() & (x & below).any()
 
 
 def _exp_add(base, n, over, wide):
@@ -293,8 +304,8 @@ class Requantizer(wiring.Component):
     def _finalize(self, m, bank, stats, e_alpha, q_alpha):
         """Six register stages from a tile's complete statistics to its meta in the
         bank: (1) the clip threshold's shift, (2) the threshold and the smear of the
-        maximum (= the smear of the OR; its first two steps in (1)), (3) the clip test,
-        the maximum's bit length and top bits, (4) the unclamped exponent and the
+        maximum (= the smear of the OR; its first two steps in (1)) with the masks of its
+        top bits, (3) the clip test, the maximum's bit length and top bits, (4) the unclamped exponent and the
         largest positive code, (5) the tile exponent E, (6) the element shift
         E - out_exp + 4."""
         acc_bits = self._params.acc_bits
@@ -319,11 +330,14 @@ class Requantizer(wiring.Component):
         # (2)
         thr2 = Signal(acc_bits + CLIP_MANT_BITS, name="thr2", reset_less=True)
         m.d.sync += thr2.eq(Mux(left1, self.clip_mant << lsh1, self.clip_mant >> rsh1))
-        z2, amax2, oexp2 = (stage(m, smear(m, or1, "amax_smear", start=4), "z2"), stage(m, amax1, "amax2"),
-                            stage(m, oexp1, "oexp2"))
+        z = smear(m, or1, "amax_smear", start=4)
+        z2, amax2, oexp2 = stage(m, z, "z2"), stage(m, amax1, "amax2"), stage(m, oexp1, "oexp2")
+        top2, below2 = (stage(m, mask, name) for mask, name in
+                        zip(_over_masks(z, u), ("over_top2", "over_below2")))
         # (3)
         clip3 = stage(m, self.unsigned_out & self.clip_en & (amax2 > thr2), "clip3")
-        n, over = _int_exp(m, amax2, z2, u, "e_amax")
+        n = bit_length_of_smear(m, z2, "e_amax_n")
+        over = _over(amax2, top2, below2)
         n3, over3, oexp3 = stage(m, n, "n3"), stage(m, over, "over3"), stage(m, oexp2, "oexp3")
         # (4)
         esum4 = stage(m, _exp_add(oexp3, n3, over3, u), "esum4")
