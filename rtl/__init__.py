@@ -2,4 +2,25 @@
 controller, rescaler, requantizer, log4 quantizer; see ``docs/architecture.md``), the UART
 and the host bridge with its FIFOs, the stream layouts (built from :mod:`wire.streams`)
 and Verilog generation. Imports :mod:`golden`, :mod:`wire` and
-:mod:`edatools` only (``tests/test_layers.py``)."""
+:mod:`edatools` only (``tests/test_layers.py``).
+Where each rule of golden is built, benched and tested (golden -> rtl unit -> cocotb
+bench in :mod:`verif` -> pytest file; the benches and tests call golden for every
+expected value):
+
+* codes and kinds, ``golden.formats.quantize`` -> ``pe.PE`` (decode, product) ->
+  ``tb_units.pe_exhaustive`` -> ``test_rtl_pe.py``, ``test_formal.py``;
+* tile products, ``golden.gemm.tiled_gemm`` -> ``systolic_array.SystolicArray`` ->
+  ``tb_accelerator.random_gemms`` -> ``test_rtl_systolic_array.py``;
+* the rescale, ``golden.gemm.out_exponents`` and ``shift_round_half_even`` ->
+  ``tile_rescaler.TileRescaler`` -> ``tb_units.rescaler_shifts`` ->
+  ``test_rtl_tile_rescaler.py``;
+* the int output stage, ``golden.output.int_output`` -> ``requantizer.Requantizer`` ->
+  ``tb_units.requantizer_tiles`` -> ``test_rtl_requantizer.py``;
+* the FP4 output stage, ``golden.output.fp4_output`` -> ``log4_quantizer.Log4Quantizer``
+  -> ``tb_units.log4_tiles`` -> ``test_rtl_log4_quantizer.py``;
+* legal commands, ``golden.gemm.check_kind_pair`` -> ``accelerator.Accelerator``
+  (``refused``) -> (no cocotb bench: Amaranth's simulator) -> ``test_contract.py``;
+* a whole GEMM in every output stage -> ``accelerator.Accelerator`` (``nibble_top``) ->
+  ``tb_accelerator`` and the C++ harness ``verif.fast_sim`` ->
+  ``test_rtl_accelerator.py``, ``test_cocotb_accelerator.py``, ``test_fast_sim.py``.
+"""
