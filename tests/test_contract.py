@@ -21,6 +21,7 @@ from rtl.layouts import command_is_legal, command_layout, result_layout
 from wire.streams import KIND_CODES, OUT_MODES
 from rtl.queue import RegisterSlice, StreamQueue
 from verif.amaranth_streams import put_bits, stream_get
+from verif.scoreboard import first_mismatch
 
 INPUTS = GemmBeats.INPUTS
 
@@ -221,14 +222,8 @@ def drive_jobs(params, inputs, n_results, *, delays=None, reset_first=None, chec
 
 
 def assert_golden(job, params, words):
-    got, want = decode(job, params, words), expected(job, params)
-    if job.out.mode == "raw":
-        np.testing.assert_array_equal(got.raw.acc, want.raw.acc)
-        np.testing.assert_array_equal(got.raw.out_exps, want.raw.out_exps)
-    else:
-        np.testing.assert_array_equal(got.codes.codes, want.codes.codes)
-        np.testing.assert_array_equal(got.codes.exps, want.codes.exps)
-    assert got.saturated == want.saturated
+    problem = first_mismatch(job, decode(job, params, words), expected(job, params))
+    assert problem is None, problem
 
 
 # ---------------------------------------------------------------------------- refusal

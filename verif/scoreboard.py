@@ -42,6 +42,8 @@ def first_mismatch(job: GemmJob, got: GemmOutput, want: GemmOutput) -> str | Non
             f"{job.b_op.kind}{'^T' if job.b_trans else ''} -> {job.out.mode}, shape {job.shape}")
     for name, g, w in pairs:
         g, w = np.asarray(g), np.asarray(w)
+        if g.shape != w.shape:
+            return f"{what}: {name} shape RTL {g.shape}, golden {w.shape}"
         bad = np.argwhere(g != w)
         if len(bad):
             r, c = (int(v) for v in bad[0])
