@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .results import measurement_stamp
+    measurement_stamp()             # the checkout as the command starts (see there)
     try:
         return args.func(args)
     except (ValueError, OSError) as exc:     # bad input, missing or unreadable files

@@ -22,6 +22,7 @@ the date it states; they go once the JSON is there.
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import time
@@ -437,7 +438,16 @@ def _git(cwd, *args) -> str:
 
 def measurement_stamp(repo=None) -> dict:
     """``{"date", "commit"}`` for a command's ``--json``: today and the checkout's commit
-    (``-dirty`` with uncommitted changes to tracked files; None outside a git checkout)."""
+    (``-dirty`` with uncommitted changes to tracked files; None outside a git checkout).
+
+    Taken once per process, at the first call, which ``nibble``'s command line makes as
+    it starts: a benchmark or a build may run for an hour while the checkout moves on,
+    and what it measured is the code it started from (callers get a copy)."""
+    return dict(_stamp(None if repo is None else str(Path(repo).resolve())))
+
+
+@functools.lru_cache(maxsize=None)
+def _stamp(repo) -> tuple:
     repo = Path(repo) if repo else Path(__file__).resolve().parent.parent
     try:
         commit = _git(repo, "rev-parse", "--short=7", "HEAD")
@@ -445,7 +455,7 @@ def measurement_stamp(repo=None) -> dict:
             commit += "-dirty"
     except ValueError:
         commit = None
-    return {"date": time.strftime("%Y-%m-%d"), "commit": commit}
+    return (("date", time.strftime("%Y-%m-%d")), ("commit", commit))
 
 
 def _last_commit(path: Path, docs_dir: Path) -> tuple[str, str]:
