@@ -18,6 +18,7 @@ from amaranth.lib.wiring import In, Out
 from golden.params import NibbleParams
 
 from .layouts import operand_row_layout
+from .pipeline import REPLICA_SUFFIX
 
 __all__ = ["TileBuffer"]
 
@@ -115,8 +116,11 @@ class TileBuffer(wiring.Component):
         # row (each drives the 4 T flip-flops of its row): up[b][r] shifts bank b up a
         # row, left[b][r] left a column. The vector takes row 0 / column 0 of the bank
         # that shifts, in the same cycle.
-        up = [[Signal(name=f"up{b}_{r}") for r in range(T)] for b in range(2)]
-        left = [[Signal(name=f"left{b}_{r}") for r in range(T)] for b in range(2)]
+        # (copies that synthesis must keep: it merges identical flip-flops, and the one
+        # left would reach every row of both banks)
+        up = [[Signal(name=f"up{b}_{r}{REPLICA_SUFFIX}") for r in range(T)] for b in range(2)]
+        left = [[Signal(name=f"left{b}_{r}{REPLICA_SUFFIX}") for r in range(T)]
+                for b in range(2)]
         read_col, read_bank = Signal(name="read_col"), Signal(name="read_bank")
         for b in range(2):
             this = self.read & (rbank == b)
