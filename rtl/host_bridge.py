@@ -7,6 +7,10 @@ Data path (the frame format and its rules are in :mod:`wire.host_link`)::
                          v
     tx <- UARTTx <- reply sender <--READ bytes-- StreamOutlet <- Accelerator result
 
+The frame receiver and the reply sender are :class:`rtl.host_frames.FrameReceiver` and
+:class:`rtl.host_frames.ReplySender`; :class:`HostBridge` connects them and decides what
+a checked frame does besides its inlet write (READ beats released or sent again, RESET).
+
 A frame's payload bytes go straight into the target stream's inlet buffer, but only
 tentatively: the inlet hands them on to the accelerator after the whole frame has
 checked out (commit), and forgets them otherwise (roll back). So no separate frame
