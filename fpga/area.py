@@ -163,14 +163,7 @@ def area_study(sizes=(4, 8, 16), families=FAMILIES, acc_bits: int = 32,
     """
     sizes = sorted({int(t) for t in sizes})
     families = tuple(families)
-    for family in families:
-        if family not in SYNTH_COMMANDS:
-            raise ValueError(f"unknown family {family!r}: expected one of {FAMILIES}")
-    if sizes:
-        from golden.params import NibbleParams
-        for tile in sizes:
-            NibbleParams(tile=tile, acc_bits=acc_bits)       # validate before any run
-
+    _check_args(sizes, families, acc_bits)
     result = {
         "settings": {
             "yosys": _yosys_version(),
@@ -185,18 +178,8 @@ def area_study(sizes=(4, 8, 16), families=FAMILIES, acc_bits: int = 32,
     }
 
     def run(design, tile, family, tmp):
-        start = time.perf_counter()
-        text = _design_verilog(design, tile, acc_bits)
-        workdir = Path(tmp, f"{family}_{design}_{tile or 0}")
-        workdir.mkdir()
-        rec = {"family": family, "design": design, "tile": tile,
-               **synthesize(text, design, family, workdir)}
-        rec["seconds"] = round(time.perf_counter() - start, 1)
+        rec = _synth_record(design, tile, family, acc_bits, tmp, progress)
         result["synth"].append(rec)
-        if progress:
-            where = f"T={tile}" if tile else "   "
-            progress(f"  {family:<5} {where:<5} {design:<15} {rec['lut4']:>6} LUT4 "
-                     f"{rec['carry']:>5} carry {rec['ff']:>6} FF  ({rec['seconds']:.1f} s)")
         return rec
 
     with tempfile.TemporaryDirectory(prefix="nibble-area-") as tmp:
@@ -212,6 +195,34 @@ def area_study(sizes=(4, 8, 16), families=FAMILIES, acc_bits: int = 32,
                                              ("array", (array, rescaler), tile * tile)):
                     result["per_mac"].append(_per_mac_row(family, tile, design, parts, macs, base))
     return result
+
+
+def _check_args(sizes, families, acc_bits: int):
+    """Raise ValueError for an unknown family or an invalid size before any run."""
+    for family in families:
+        if family not in SYNTH_COMMANDS:
+            raise ValueError(f"unknown family {family!r}: expected one of {FAMILIES}")
+    if sizes:
+        from golden.params import NibbleParams
+        for tile in sizes:
+            NibbleParams(tile=tile, acc_bits=acc_bits)
+
+
+def _synth_record(design: str, tile, family: str, acc_bits: int, tmp, progress) -> dict:
+    """One ``synth`` record of :func:`area_study`: ``design`` at ``tile`` synthesized for
+    ``family`` in a directory of its own below ``tmp``; ``progress`` gets its line."""
+    start = time.perf_counter()
+    text = _design_verilog(design, tile, acc_bits)
+    workdir = Path(tmp, f"{family}_{design}_{tile or 0}")
+    workdir.mkdir()
+    rec = {"family": family, "design": design, "tile": tile,
+           **synthesize(text, design, family, workdir)}
+    rec["seconds"] = round(time.perf_counter() - start, 1)
+    if progress:
+        where = f"T={tile}" if tile else "   "
+        progress(f"  {family:<5} {where:<5} {design:<15} {rec['lut4']:>6} LUT4 "
+                 f"{rec['carry']:>5} carry {rec['ff']:>6} FF  ({rec['seconds']:.1f} s)")
+    return rec
 
 
 def _per_mac_row(family: str, tile: int, design: str, parts, macs: int, base: dict) -> dict:

@@ -7,6 +7,10 @@ Data path (the frame format and its rules are in :mod:`wire.host_link`)::
                          v
     tx <- UARTTx <- reply sender <--READ bytes-- StreamOutlet <- Accelerator result
 
+The frame receiver and the reply sender are :class:`rtl.host_frames.FrameReceiver` and
+:class:`rtl.host_frames.ReplySender`; :class:`HostBridge` connects them and decides what
+a checked frame does besides its inlet write (READ beats released or sent again, RESET).
+
 A frame's payload bytes go straight into the target stream's inlet buffer, but only
 tentatively: the inlet hands them on to the accelerator after the whole frame has
 checked out (commit), and forgets them otherwise (roll back). So no separate frame
@@ -23,6 +27,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.params import NibbleParams
 from rtl.accelerator import Accelerator
+from rtl.host_frames import FrameReceiver, ReplyKind, ReplySender, Verdict, crc16_next
 from rtl.pipeline import delays, register_copy
 from rtl.uart import UARTRx, UARTTx
 
@@ -36,20 +41,6 @@ __all__ = ["HostBridge", "ByteFifo", "StreamInlet", "StreamOutlet", "crc16_next"
 #: a simulated millisecond, which costs about 0.2 s of Verilator time, carries 200 bytes.
 SIM_CLK_HZ, SIM_BAUD = 8_000_000, 2_000_000
 SIM_TIMEOUT_S = P.interbyte_timeout(SIM_BAUD, min_s=0)
-
-
-def crc16_next(crc, byte):
-    """The CRC after one more byte, as logic: an XOR network derived from
-    :func:`wire.host_link.crc16_update`, which is linear, so the two cannot disagree."""
-    out = []
-    for i in range(16):
-        terms = [crc[j] for j in range(16) if P.crc16_update(1 << j, 0) >> i & 1]
-        terms += [byte[k] for k in range(8) if P.crc16_update(0, 1 << k) >> i & 1]
-        bit = terms[0]
-        for term in terms[1:]:
-            bit = bit ^ term
-        out.append(bit)
-    return Cat(*out)
 
 
 class ByteFifo(wiring.Component):
@@ -388,17 +379,41 @@ class HostBridge(wiring.Component):
         super().__init__()
 
     def elaborate(self, platform):
-        p = self._params
         m = Module()
         m.submodules.uart_rx = urx = UARTRx(self.divisor)
         m.submodules.uart_tx = utx = UARTTx(self.divisor)
-        m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx), urx.data.ready.eq(1)]
+        m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
+        flush = self._core_and_buffers(m)
 
+        outlet = self.outlet
+        m.submodules.receiver = receiver = FrameReceiver(
+            [P.beat_bytes(b) for b in P.port_beat_bits(self._params).values()],
+            self.timeout_cycles)
+        m.submodules.sender = sender = ReplySender(
+            P.beat_bytes(P.result_beat_bits(self._params)), outlet.max_beats)
+        wiring.connect(m, urx.data, receiver.data)
+        wiring.connect(m, sender.tx, utx.data)
+        for inlet, write in zip(self.inlets.values(), receiver.inlets):
+            m.d.comb += [inlet.w_data.eq(write.w_data), inlet.w_en.eq(write.w_en),
+                         inlet.w_commit.eq(write.w_commit),
+                         inlet.w_rollback.eq(write.w_rollback), write.w_full.eq(inlet.w_full)]
+        status = [P.PROTOCOL_VERSION, self._params.tile, self._params.acc_bits,
+                  Cat(self.core.busy, self.core.refused), outlet.level[:8], outlet.level >> 8]
+        m.d.comb += [sender.status[i].eq(value) for i, value in enumerate(status)]
+        m.d.comb += [sender.start.eq(receiver.execute | receiver.abort),
+                     sender.seq.eq(receiver.seq), receiver.replied.eq(sender.done),
+                     sender.r_data.eq(outlet.r_data), outlet.r_en.eq(sender.r_en)]
+        self._execute(m, receiver, sender, flush)
+        return m
+
+    def _core_and_buffers(self, m):
+        """The accelerator and its stream buffers, and their reset; returns the net that
+        asks for that reset (RESET executes)."""
         # RESET: the accelerator and the buffers start afresh (memories keep stale bytes,
         # which the reset pointers make unreachable).
-        # The reset is registered (one cycle late), so the frame parser's decode does not
-        # sit in front of every resettable flip-flop of the accelerator; the register is
-        # set by the bridge's own reset too, so in a core domain of its own it is the
+        # The reset is registered (one cycle late), so the frame receiver's decode does
+        # not sit in front of every resettable flip-flop of the accelerator; the register
+        # is set by the bridge's own reset too, so in a core domain of its own it is the
         # only reset the core needs.
         flush, core_rst = Signal(name="flush"), Signal(init=1)
         flush_r = Signal()           # a register on each side: core_rst sits by its buffer
@@ -413,266 +428,55 @@ class HostBridge(wiring.Component):
             m.submodules[f"inlet_{port}"] = flushed(inlet)
             wiring.connect(m, inlet.beats, getattr(self.core, port))
         m.submodules.outlet = flushed(self.outlet)
-        outlet = self.outlet
-        wiring.connect(m, self.core.result, outlet.beats)
+        wiring.connect(m, self.core.result, self.outlet.beats)
         m.d.comb += self.busy.eq(self.core.busy)
+        return flush
 
-        byte, got = urx.data.payload, urx.data.valid
-        tx_byte = utx.data.payload
-        sent = utx.data.valid & utx.data.ready
-
-        # ---- The frame being received.
-        code, seq, len_lo = Signal(8, name="code"), Signal(8), Signal(8)
-        length = Signal(range(P.MAX_PAYLOAD + 1))
-        left = Signal(range(max(P.MAX_PAYLOAD, outlet.max_beats * P.beat_bytes(
-            P.result_beat_bits(p)), P.STATUS_LEN) + 1))      # payload bytes to go (rx or tx)
-        crc = Signal(16)
-        idx = Signal(range(P.STATUS_LEN + 1))                 # byte index in header/payload/CRC
-        req = Signal(8)                                       # READ: beats wanted
-        overflow = Signal()                                   # WRITE: the inlet ran full
-        timer = Signal(range(self.timeout_cycles + 1))
-        timeout = timer == self.timeout_cycles
-
-        port_idx = code[:4]
-        is_write = (code[4:] == P.Command.WRITE >> 4) & (port_idx < len(P.PORTS))
-        is_read, is_status, is_reset = (code == P.Command.READ, code == P.Command.STATUS,
-                                        code == P.Command.RESET)
-        known = is_write | is_read | is_status | is_reset
-        # The checks of a received frame, in registers (state CHECK) for EXECUTE.
-        V_OK, V_BAD_CRC, V_REPLAY, V_UNKNOWN, V_BAD_LENGTH, V_BUSY = range(6)
-        verdict = Signal(range(6))
-        c_write, c_read, c_status, c_reset = Signal(name="c_write"), Signal(), Signal(), Signal()
-
-        # WRITE: bytes into the target inlet; the length must be whole beats.
-        beat_sizes = [P.beat_bytes(b) for b in P.port_beat_bits(p).values()]
-        beat_pos = Signal(range(max(beat_sizes)))
-        beat_last = Signal(range(max(beat_sizes)))
-        with m.Switch(port_idx):
-            for i, size in enumerate(beat_sizes):
-                with m.Case(i):
-                    m.d.comb += beat_last.eq(size - 1)
-        write_byte = Signal()      # a payload byte goes to the target inlet
-        commit = Signal()          # the frame executes: its bytes go on to the accelerator
-        rollback = Signal()
-        target_full = Signal()
-        # An inlet takes its byte and its commit or rollback from registers of its own, a
-        # cycle after the parser decides them (the parser's decisions are long paths, and
-        # bytes arrive tens of cycles apart: ``w_full`` has long caught up with a write
-        # when the next byte comes).
-        for i, inlet in enumerate(self.inlets.values()):
-            here = port_idx == i
-            m.d.sync += [inlet.w_data.eq(byte), inlet.w_en.eq(write_byte & here),
-                         inlet.w_commit.eq(commit & here), inlet.w_rollback.eq(rollback)]
-            with m.If(here):
-                m.d.comb += target_full.eq(inlet.w_full)
-
-        # ---- Replay memory: the last request executed, and the READ beats not yet released.
-        last_seq, last_code, last_valid = Signal(8, name="last_seq"), Signal(8), Signal()
-        pending = Signal.like(outlet.level)
-
-        # ---- The reply.
-        NAK, ACK_EMPTY, ACK_STATUS, ACK_READ = range(4)
-        kind = Signal(2)
-        err = Signal(8)
-        fresh_read = Signal()
-        reply_len = Signal(16)
-        with m.Switch(kind):
-            with m.Case(NAK):
-                m.d.comb += reply_len.eq(1)
-            with m.Case(ACK_STATUS):
-                m.d.comb += reply_len.eq(P.STATUS_LEN)
-            with m.Case(ACK_READ):
-                # A constant product as shifts and adds: yosys would put a bare ``*``
-                # on an ECP5 multiplier block.
-                beat_len = P.beat_bytes(P.result_beat_bits(p))
-                m.d.comb += reply_len.eq(sum(pending << i for i in range(beat_len.bit_length())
-                                             if beat_len >> i & 1))
-        status = [P.PROTOCOL_VERSION, p.tile, p.acc_bits, Cat(self.core.busy, self.core.refused),
-                  outlet.level[:8], outlet.level >> 8]
-        # The receiver updates the CRC in the cycle a byte arrives (CHECK checks it
-        # in the next); the sender's update follows a cycle after each byte it sends,
-        # from registers, which the UART (ten bit times per byte) never notices.
-        crc_next = Signal(16)
-        m.d.comb += crc_next.eq(crc16_next(crc, byte))
+    def _execute(self, m, receiver, sender, flush):
+        """What a checked frame does beyond its inlet (which the receiver commits), and
+        the reply it gets: READ beats released or sent again, RESET (``flush``), the
+        reply's kind."""
+        outlet = self.outlet
+        kind, err = Signal(ReplyKind, name="kind"), Signal(8, name="err")
+        # READ beats sent and not yet released (the host may ask for them again).
+        pending = Signal.like(outlet.level, name="pending")
+        fresh_read = Signal(name="fresh_read")       # a new READ executed last cycle
+        m.d.comb += [sender.kind.eq(kind), sender.error.eq(err), sender.beats.eq(pending)]
+        m.d.sync += fresh_read.eq(0)
 
         def nak(error):
-            m.d.sync += [kind.eq(NAK), err.eq(error)]
-            m.next = "PREPARE"
+            m.d.sync += [kind.eq(ReplyKind.NAK), err.eq(error)]
 
-        with m.FSM() as fsm:
-            with m.State("IDLE"):
-                m.d.comb += rollback.eq(1)
-                with m.If(got & (byte == P.SYNC)):
-                    m.d.sync += [crc.eq(P.CRC_INIT), idx.eq(0), seq.eq(0), overflow.eq(0),
-                                 beat_pos.eq(0)]
-                    m.next = "HEADER"
-
-            with m.State("HEADER"):
-                with m.If(got):
-                    m.d.sync += [crc.eq(crc_next), idx.eq(idx + 1)]
-                    with m.Switch(idx):
-                        with m.Case(0):
-                            m.d.sync += code.eq(byte)
-                        with m.Case(1):
-                            m.d.sync += seq.eq(byte)
-                        with m.Case(2):
-                            m.d.sync += len_lo.eq(byte)
-                        with m.Case(3):
-                            full_len = Cat(len_lo, byte)
-                            m.d.sync += [length.eq(full_len), left.eq(full_len), idx.eq(0)]
-                            with m.If(full_len > P.MAX_PAYLOAD):
-                                m.next = "DISCARD"      # its end is unknown: wait for quiet
-                            with m.Elif(full_len == 0):
-                                m.next = "CRC"
-                            with m.Else():
-                                m.next = "PAYLOAD"
-                with m.Elif(timeout):
-                    nak(P.Error.TIMEOUT)
-
-            with m.State("PAYLOAD"):
-                with m.If(got):
-                    m.d.comb += write_byte.eq(is_write)
-                    m.d.sync += [crc.eq(crc_next), left.eq(left - 1),
-                                 beat_pos.eq(Mux(beat_pos == beat_last, 0, beat_pos + 1))]
-                    with m.If(is_write & target_full):
-                        m.d.sync += overflow.eq(1)
-                    with m.If(left == length):
-                        m.d.sync += req.eq(byte)
-                    with m.If(left == 1):
-                        m.next = "CRC"
-                with m.Elif(timeout):
-                    nak(P.Error.TIMEOUT)
-
-            with m.State("CRC"):
-                with m.If(got):
-                    m.d.sync += [crc.eq(crc_next), idx.eq(idx + 1)]
-                    with m.If(idx == 1):
-                        m.next = "CHECK"
-                with m.Elif(timeout):
-                    nak(P.Error.TIMEOUT)
-
-            with m.State("CHECK"):
-                # The frame's verdict and its command's kind into registers, so that
-                # EXECUTE's enables (commit, rollback, rewind, release, flush) start
-                # at registers.
-                # CRC over CODE..CRC ends at 0 for an intact frame.
-                replay = last_valid & (seq == last_seq) & (code == last_code) & ~is_reset
-                len_ok = Mux(is_write, (length != 0) & (beat_pos == 0),
-                             length == Mux(is_read, 1, 0))
-                m.d.sync += [
-                    c_write.eq(is_write), c_read.eq(is_read), c_status.eq(is_status),
-                    c_reset.eq(is_reset),
-                    verdict.eq(Mux(crc != 0, V_BAD_CRC, Mux(replay, V_REPLAY, Mux(
-                        ~known, V_UNKNOWN, Mux(~len_ok, V_BAD_LENGTH, Mux(
-                            is_write & overflow, V_BUSY, V_OK)))))),
-                ]
-                m.next = "EXECUTE"
-
-            with m.State("DISCARD"):
-                with m.If(timeout):
-                    nak(P.Error.BAD_LENGTH)
-
-            with m.State("EXECUTE"):
-                ack_kind = Mux(c_read, ACK_READ, Mux(c_status, ACK_STATUS, ACK_EMPTY))
-                m.d.comb += rollback.eq(~commit)
-                m.d.sync += fresh_read.eq(0)
-                m.next = "PREPARE"
-                with m.Switch(verdict):
-                    with m.Case(V_BAD_CRC):
-                        nak(P.Error.BAD_CRC)
-                    with m.Case(V_REPLAY):
-                        # A repeated READ sends the same beats again, from the first one
-                        # not released. (Only here: a frame that fails must leave the
-                        # cursor where the last reply ended, for the next new frame
-                        # releases up to it.)
-                        m.d.comb += outlet.r_rewind.eq(c_read)
-                        m.d.sync += kind.eq(ack_kind)
-                    with m.Default():
-                        # A new request: the host has the previous reply, so free its beats.
-                        m.d.comb += [outlet.r_commit.eq(1), outlet.release.eq(pending)]
-                        m.d.sync += pending.eq(0)
-                        with m.Switch(verdict):
-                            with m.Case(V_UNKNOWN):
-                                nak(P.Error.UNKNOWN_CMD)
-                            with m.Case(V_BAD_LENGTH):
-                                nak(P.Error.BAD_LENGTH)
-                            with m.Case(V_BUSY):
-                                nak(P.Error.BUSY)
-                            with m.Default():
-                                m.d.comb += [commit.eq(c_write), flush.eq(c_reset)]
-                                m.d.sync += [last_seq.eq(seq), last_code.eq(code),
-                                             last_valid.eq(1), fresh_read.eq(c_read),
-                                             kind.eq(ack_kind)]
-
-            with m.State("PREPARE"):
-                with m.If(fresh_read):
-                    m.d.sync += pending.eq(Mux(req < outlet.level, req, outlet.level))
-                m.d.sync += idx.eq(0)
-                m.next = "SEND_HEADER"
-
-            with m.State("SEND_HEADER"):
-                m.d.comb += utx.data.valid.eq(1)
-                with m.Switch(idx):
-                    with m.Case(0):
-                        m.d.comb += tx_byte.eq(P.SYNC)
-                    with m.Case(1):
-                        m.d.comb += tx_byte.eq(Mux(kind == NAK, P.Reply.NAK, P.Reply.ACK))
-                    with m.Case(2):
-                        m.d.comb += tx_byte.eq(seq)
-                    with m.Case(3):
-                        m.d.comb += tx_byte.eq(reply_len[:8])
-                    with m.Default():
-                        m.d.comb += tx_byte.eq(reply_len[8:])
-                with m.If(sent):
-                    m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx == 4):
-                        m.d.sync += [idx.eq(0), left.eq(reply_len)]
-                        with m.If(reply_len == 0):
-                            m.next = "SEND_CRC"
-                        with m.Else():
-                            m.next = "SEND_PAYLOAD"
-
-            with m.State("SEND_PAYLOAD"):
-                m.d.comb += utx.data.valid.eq(1)
-                with m.Switch(kind):
-                    with m.Case(NAK):
-                        m.d.comb += tx_byte.eq(err)
-                    with m.Case(ACK_STATUS):
-                        with m.Switch(idx):
-                            for i, value in enumerate(status):
-                                with m.Case(i):
-                                    m.d.comb += tx_byte.eq(value)
-                    with m.Default():
-                        m.d.comb += [tx_byte.eq(outlet.r_data), outlet.r_en.eq(sent)]
-                with m.If(sent):
-                    m.d.sync += [idx.eq(idx + 1), left.eq(left - 1)]
-                    with m.If(left == 1):
-                        m.d.sync += idx.eq(0)
-                        m.next = "SEND_CRC"
-
-            with m.State("SEND_CRC"):
-                m.d.comb += [utx.data.valid.eq(1), tx_byte.eq(Mux(idx == 0, crc[8:], crc[:8]))]
-                with m.If(sent):
-                    m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx == 1):
-                        m.next = "IDLE"
-
-        # Inter-byte timeout: a quiet line inside a frame ends it.
-        receiving = Cat(fsm.ongoing(s) for s in ("HEADER", "PAYLOAD", "CRC", "DISCARD")).any()
-        # The sender's CRC: SYNC (header byte 0) starts it, the other header and payload
-        # bytes go in, one cycle after each was sent.
-        tx_sent, tx_init, tx_step = Signal(8, name="tx_sent"), Signal(), Signal()
-        header = fsm.ongoing("SEND_HEADER")
-        m.d.sync += [tx_init.eq(sent & header & (idx == 0)),
-                     tx_step.eq(sent & ((header & (idx != 0)) | fsm.ongoing("SEND_PAYLOAD")))]
-        with m.If(sent):
-            m.d.sync += tx_sent.eq(tx_byte)
-        with m.If(tx_init):
-            m.d.sync += crc.eq(P.CRC_INIT)
-        with m.Elif(tx_step):
-            m.d.sync += crc.eq(crc16_next(crc, tx_sent))
-        with m.If(receiving & ~got & ~timeout):
-            m.d.sync += timer.eq(timer + 1)
-        with m.Else():
-            m.d.sync += timer.eq(0)
-        return m
+        with m.If(receiver.abort):
+            nak(receiver.abort_error)
+        with m.If(receiver.execute):
+            ack_kind = Mux(receiver.cmd_read, ReplyKind.ACK_READ,
+                           Mux(receiver.cmd_status, ReplyKind.ACK_STATUS, ReplyKind.ACK_EMPTY))
+            with m.Switch(receiver.verdict):
+                with m.Case(Verdict.BAD_CRC):
+                    nak(P.Error.BAD_CRC)
+                with m.Case(Verdict.REPLAY):
+                    # A repeated READ sends the same beats again, from the first one
+                    # not released. (Only here: a frame that fails must leave the
+                    # cursor where the last reply ended, for the next new frame
+                    # releases up to it.)
+                    m.d.comb += outlet.r_rewind.eq(receiver.cmd_read)
+                    m.d.sync += kind.eq(ack_kind)
+                with m.Default():
+                    # A new request: the host has the previous reply, so free its beats.
+                    m.d.comb += [outlet.r_commit.eq(1), outlet.release.eq(pending)]
+                    m.d.sync += pending.eq(0)
+                    with m.Switch(receiver.verdict):
+                        with m.Case(Verdict.UNKNOWN):
+                            nak(P.Error.UNKNOWN_CMD)
+                        with m.Case(Verdict.BAD_LENGTH):
+                            nak(P.Error.BAD_LENGTH)
+                        with m.Case(Verdict.BUSY):
+                            nak(P.Error.BUSY)
+                        with m.Default():
+                            m.d.comb += flush.eq(receiver.cmd_reset)
+                            m.d.sync += [fresh_read.eq(receiver.cmd_read), kind.eq(ack_kind)]
+        # The cycle after a new READ executed (the sender's PREPARE), its beats: as many
+        # as asked for and buffered.
+        with m.If(fresh_read):
+            m.d.sync += pending.eq(Mux(receiver.req < outlet.level, receiver.req, outlet.level))

@@ -157,13 +157,33 @@ class TileRescaler(wiring.Component):
         })
 
     def elaborate(self, platform):
-        L, acc_bits = self._params.lanes, self._params.acc_bits
-        R = self._params.beats_per_tile
-        width = self._params.psum_bits
         m = Module()
-        layout = rescale_row_layout(self._params)
+        v1, beat1, ctls = self._decode(m)
+        v2a, v2, last2, oexp2, terms, round_up = self._terms(m, v1, beat1, ctls)
+        new_row, row_saturated = self._accumulate(m, v2a, beat1.first, terms, round_up)
+        L = self._params.lanes
+        # The sticky flag follows one cycle later, from registered per-lane bits.
+        sat_r = Signal(L, reset_less=True)
+        sat_valid = Signal()
+        m.d.sync += [sat_r.eq(Cat(*row_saturated)), sat_valid.eq(v2)]
+        with m.If(self.clear):
+            m.d.sync += self.saturated.eq(0)
+        with m.Elif(sat_valid & sat_r.any()):
+            m.d.sync += self.saturated.eq(1)
 
-        # ---- Stages 0 and 1: the beat, while its shift is decoded in two steps.
+        # The output beat: datapath, so no reset (only ``valid`` has one).
+        out = Signal.like(self.acc_out.payload, reset_less=True)
+        m.d.sync += [self.acc_out.valid.eq(v2 & last2), out.out_exp.eq(oexp2)]
+        m.d.sync += [out.acc[n].eq(new_row[n]) for n in range(L)]
+        m.d.comb += self.acc_out.payload.eq(out)
+        return m
+
+    def _decode(self, m):
+        """Stages 0 and 1: the beat, while its shift is decoded in two steps. Returns
+        stage 1's valid bit and beat, and the decoded shift of each lane."""
+        L, acc_bits = self._params.lanes, self._params.acc_bits
+        width = self._params.psum_bits
+        layout = rescale_row_layout(self._params)
         v0, v1 = Signal(name="v0"), Signal()
         beat0 = Signal(layout, reset_less=True)
         beat1 = Signal(layout, reset_less=True)
@@ -172,8 +192,13 @@ class TileRescaler(wiring.Component):
         m.d.sync += [v0.eq(self.psum_in.valid), beat0.eq(self.psum_in.payload),
                      v1.eq(v0), beat1.eq(beat0)]
         decode_shift(m, self.psum_in.payload.shift, ctls, width, acc_bits + 1)
+        return v1, beat1, ctls
 
-        # ---- Stages 2a and 2b: the terms P_t * 2**shift, rounded.
+    def _terms(self, m, v1, beat1, ctls):
+        """Stages 2a and 2b: the terms P_t * 2**shift, rounded. Returns the valid bits of
+        2a and 2b, 2b's ``last`` and ``out_exp``, and per lane the term and its rounding
+        increment (registers of 2b)."""
+        L, acc_bits = self._params.lanes, self._params.acc_bits
         v2a, v2 = Signal(name="v2a"), Signal(name="v2")
         terms = [Signal(signed(acc_bits + 1), name=f"term{n}", reset_less=True) for n in range(L)]
         round_up = [Signal(name=f"round_up{n}", reset_less=True) for n in range(L)]
@@ -186,18 +211,23 @@ class TileRescaler(wiring.Component):
             shifted, up = shift_round_half_even(m, beat1.psums[n], ctls[n], acc_bits + 1,
                                                 f"shifted{n}")
             m.d.sync += [terms[n].eq(shifted), round_up[n].eq(up)]
+        return v2a, v2, last2, oexp2, terms, round_up
 
-        # ---- Stage 3: add to the beat's accumulators (the rounding increment is the
-        # carry-in) and saturate. The accumulators come from a register loaded one cycle
-        # ahead from the ring (zero for a first tile), so no multiplexer sits in front of
-        # the adder. The sum has acc_bits + 2 bits; it fits acc_bits iff its top three
-        # bits agree.
+    def _accumulate(self, m, v2a, first1, terms, round_up):
+        """Stage 3: add to the beat's accumulators (the rounding increment is the
+        carry-in) and saturate, and rotate the ring. The accumulators come from a
+        register loaded one cycle ahead from the ring (zero for a first tile), so no
+        multiplexer sits in front of the adder. The sum has acc_bits + 2 bits; it fits
+        acc_bits iff its top three bits agree. Returns per lane the new accumulator and
+        whether it saturated (both combinational, in stage 3)."""
+        L, acc_bits = self._params.lanes, self._params.acc_bits
+        R = self._params.beats_per_tile
         lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
         rows = [Signal(L * acc_bits, name=f"acc_row{i}", reset_less=True) for i in range(R)]
         # The ring's enable and the first-tile flag reach R + 1 accumulators per lane:
         # each lane gets its own flip-flop copies of them.
         v2_lane = [register_copy(m, v2a, f"rescaler_v2_lane{n}") for n in range(L)]
-        first_lane = [register_copy(m, beat1.first, f"rescaler_first_lane{n}")
+        first_lane = [register_copy(m, first1, f"rescaler_first_lane{n}")
                       for n in range(L)]
 
         def lane(row, n):
@@ -229,18 +259,4 @@ class TileRescaler(wiring.Component):
             with m.If(v2_lane[n]):
                 m.d.sync += [lane(rows[i], n).eq(lane(rows[i + 1], n)) for i in range(R - 1)]
                 m.d.sync += lane(rows[R - 1], n).eq(new_row[n])
-        # The sticky flag follows one cycle later, from registered per-lane bits.
-        sat_r = Signal(L, reset_less=True)
-        sat_valid = Signal()
-        m.d.sync += [sat_r.eq(Cat(*row_saturated)), sat_valid.eq(v2)]
-        with m.If(self.clear):
-            m.d.sync += self.saturated.eq(0)
-        with m.Elif(sat_valid & sat_r.any()):
-            m.d.sync += self.saturated.eq(1)
-
-        # The output beat: datapath, so no reset (only ``valid`` has one).
-        out = Signal.like(self.acc_out.payload, reset_less=True)
-        m.d.sync += [self.acc_out.valid.eq(v2 & last2), out.out_exp.eq(oexp2)]
-        m.d.sync += [out.acc[n].eq(new_row[n]) for n in range(L)]
-        m.d.comb += self.acc_out.payload.eq(out)
-        return m
+        return new_row, row_saturated

@@ -44,11 +44,34 @@ def run_credited(dut, beats, *, setup=None, sideband=None, seed=0, busy=0.6,
         Receives the cycles of the input beats (``"in"``) and of the output beats
         arriving (``"out"``).
     """
-    rng = random.Random(seed)
     out_busy = busy if out_busy is None else out_busy
     got = []
     state = {"cycle": 0, "in_credits": dut.capacity, "sent": 0}
     max_cycles = max_cycles or 40 * len(beats) + 200 + out_hold
+    producer = _producer(dut, beats, state, random.Random(seed), busy, setup, sideband)
+    consumer = _consumer(dut, len(beats), got, state, random.Random(seed + 1), out_slots,
+                         out_busy, out_hold, convert, trace, max_cycles)
+
+    async def monitor(ctx):
+        cycle = 0
+        async for _, _, valid in ctx.tick().sample(dut.acc_in.valid):
+            if valid and trace is not None:
+                trace.setdefault("in", []).append(cycle)
+            cycle += 1
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(producer, background=True)
+    sim.add_testbench(consumer)
+    sim.add_testbench(monitor, background=True)
+    sim.run()
+    assert state["in_credits"] == dut.capacity, "the unit did not give back every input credit"
+    return got
+
+
+def _producer(dut, beats, state, rng, busy, setup, sideband):
+    """The testbench that sends ``beats`` on ``dut.acc_in`` with a credit each (counted
+    in ``state``), then keeps taking back freed credits."""
 
     async def producer(ctx):
         if setup is not None:
@@ -70,16 +93,23 @@ def run_credited(dut, beats, *, setup=None, sideband=None, seed=0, busy=0.6,
             _, _, freed = await ctx.tick().sample(dut.freed)
             state["in_credits"] += freed
 
+    return producer
+
+
+def _consumer(dut, count, got, state, rng, out_slots, out_busy, out_hold, convert, trace,
+              max_cycles):
+    """The testbench that plays the ``out_slots`` buffer behind ``dut.codes_out`` until
+    ``count`` beats are out (into ``got``), checking the unit's use of its credits."""
+
     async def consumer(ctx):
         credits, slots = out_slots, []
-        crng = random.Random(seed + 1)
-        while len(got) < len(beats):
+        while len(got) < count:
             ctx.set(dut.credit, credits > 0 and state["cycle"] >= out_hold)
             _, _, take, valid, payload = await ctx.tick().sample(
                 dut.take_credit, dut.codes_out.valid, dut.codes_out.payload)
             state["cycle"] += 1
             assert state["cycle"] < max_cycles, \
-                f"deadlock: {len(got)} of {len(beats)} beats out after {max_cycles} cycles"
+                f"deadlock: {len(got)} of {count} beats out after {max_cycles} cycles"
             assert not take or credits > 0, "the unit took a credit it did not have"
             credits -= take
             if valid:
@@ -87,22 +117,8 @@ def run_credited(dut, beats, *, setup=None, sideband=None, seed=0, busy=0.6,
                 if trace is not None:
                     trace.setdefault("out", []).append(state["cycle"] - 1)
                 assert len(slots) <= out_slots, "a beat arrived with no room for it"
-            if slots and crng.random() < out_busy:
+            if slots and rng.random() < out_busy:
                 got.append(slots.pop(0))
                 credits += 1
 
-    async def monitor(ctx):
-        cycle = 0
-        async for _, _, valid in ctx.tick().sample(dut.acc_in.valid):
-            if valid and trace is not None:
-                trace.setdefault("in", []).append(cycle)
-            cycle += 1
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(producer, background=True)
-    sim.add_testbench(consumer)
-    sim.add_testbench(monitor, background=True)
-    sim.run()
-    assert state["in_credits"] == dut.capacity, "the unit did not give back every input credit"
-    return got
+    return consumer
