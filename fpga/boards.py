@@ -44,18 +44,18 @@ Fit check
     :mod:`fpga.synth` checks again on the synthesised netlist before place and route, and
     turns nextpnr's packing overflow into the same one-line error.
 
-    Measured (acc_bits 32, 100 MHz targets; docs/boards.md has the table, the critical
-    paths and the earlier builds):
+    Measured (acc_bits 32 unless given, 100 MHz targets; docs/boards.md has the table, the
+    critical paths and the earlier builds):
 
     ==========  ============  ===============  ======================================
     board       T             logic cells      verdict
     ==========  ============  ===============  ======================================
-    orangecrab  8 (L=4)       19620 (81 %)     105.0 MHz, target met (321c00c); at
-                                               d6243c3 20806 (85 %), still placing
-                                               after 27 minutes
+    orangecrab  8 (L=4, 24)   19508 (80 %)     127.1 MHz, target met (a054782); with
+                                               acc_bits 32 (20706, 85 %) nextpnr finds
+                                               no legal placement
     orangecrab  8 (L=8)       24305 (100 %)    does not fit (packer)
-    ulx3s       8             25189 (30 %)     fits; 88.7 MHz at 80cc55d, 100 MHz
-                                               target missed (92.9 at aa1f326)
+    ulx3s       8             25535 (31 %)     107.1 MHz, target met (4dd044b, seed 1;
+                                               98.8-107.1 over the last six builds)
     ulx3s       16            65859 (78 %)     placement past 45 minutes (03f4f49);
                                                router2 did not converge at 78ee5c7
     icebreaker  2 (18, L=1)   7760 (147 %)     does not fit (packer; 2026-12-07)

@@ -362,12 +362,12 @@ takes about 50 minutes of yosys (T = 16 arrays dominate).
         (Source("builds/*.json", "nibble bench boards --reports docs/builds/*.json",
                 _boards),),
         by_hand="""\
-In short (2026-12-07), with 100 MHz targets: the ULX3S 8×8 reaches 88.7 MHz
-at 80cc55d (timing missed; 92.9 MHz at aa1f326, 78.5 at a5ed3c0, 46.0 before the array
-stopped stalling; builds differ by about ±4 MHz from placement alone); the OrangeCrab
-8×8 met 100 MHz (105.0 MHz) at 321c00c with a 4-lane output path, but at 80cc55d it takes
-85 % of its 25F and does not finish placing; the ULX3S 16×16 does not route (78 % of the
-85F at 80cc55d; placement alone passes the 45-minute budget).
+In short (2026-12-07), with 100 MHz targets: the ULX3S 8×8 meets timing at 107.1 MHz
+at 4dd044b (98.8–107.1 MHz over the last six builds, placement alone; 46.0 MHz before
+the array stopped stalling); the OrangeCrab 8×8 meets it at 127.1 MHz with 4 lanes and
+24-bit accumulators (a054782; with 32-bit accumulators nextpnr finds no legal placement
+at 85 % of the 25F); the ULX3S 16×16 does not route (78 % of the 85F at 80cc55d;
+placement alone passes the 45-minute budget).
 The iCEBreaker fits no size since the output path was pipelined.
 """),
     Section(
