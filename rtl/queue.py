@@ -214,8 +214,8 @@ class StreamQueue(wiring.Component):
         # The head, popped into ``moved`` (no enable: it loads every cycle) and, one
         # cycle later, into the ring slot that ``load`` (a register) names.
         moved = Signal(self._shape, reset_less=True)
-        slots = Array(Signal(self._shape, name=f"slot{i}", reset_less=True)
-                      for i in range(self.SLOTS))
+        slots = [Signal(self._shape, name=f"slot{i}", reset_less=True)
+                 for i in range(self.SLOTS)]
         load = [Signal(name=f"load{i}") for i in range(self.SLOTS)]
         tail = Signal(2, name="tail")
         count = Signal(range(self.SLOTS + 1))     # beats in the ring
