@@ -68,8 +68,7 @@ class PEModel:
 
     def __init__(self):
         self.regs = (0, 0, False, False)    # (a value, b value, valid, last) registered
-        self.decoded = (0, False, False)    # (a * b, valid, last), decoded
-        self.product = (0, False, False)    # (a * b, valid, last), multiplied
+        self.product = (0, False, False)    # (a * b, valid, last), decoded and multiplied
         self.acc = 0
         self.psum = 0
 
@@ -82,8 +81,7 @@ class PEModel:
             self.acc = 0
         elif p_valid:
             self.acc = total
-        self.product = self.decoded
-        self.decoded = (self.regs[0] * self.regs[1], self.regs[2], self.regs[3])
+        self.product = (self.regs[0] * self.regs[1], self.regs[2], self.regs[3])
         self.regs = (a, b, valid, last)
 
 
@@ -143,8 +141,8 @@ def test_product_exhaustive(mode):
     seen = run_pe(steps, check_pass_through=True)
     ka, kb = MODES[mode]
     expected = [element(a, ka) * element(b, kb) for a, b in pairs]
-    # psum of the operands presented in cycle c is visible after cycle c + 3.
-    assert seen[3:3 + len(pairs)] == expected
+    # psum of the operands presented in cycle c is visible after cycle c + PE.LATENCY.
+    assert seen[PE.LATENCY:PE.LATENCY + len(pairs)] == expected
     assert set(expected) >= {0}
 
 

@@ -35,8 +35,8 @@ __all__ = ["PESpec", "StreamRules", "FixedLatency", "prove"]
 
 class PESpec(Elaboratable):
     """A PE fed from raw codes through the edge encoders, every step its own tile, and
-    the assertion psum == spec(a, b) four cycles later (operand, decode, product and
-    accumulator registers)."""
+    the assertion psum == spec(a, b) PE.LATENCY + 1 cycles later (the operand
+    register, the product register, the accumulator's capture into ``psum``)."""
 
     def __init__(self, tile: int = 8):
         self.pe = PE(NibbleParams(tile=tile))
@@ -69,14 +69,15 @@ class PESpec(Elaboratable):
         b_val = value(self.b, self.a_fp4 | 1, self.b_fp4 & ~self.a_fp4, "b")
         spec = Signal(signed(20))
         m.d.comb += spec.eq(a_val * b_val)
+        delay = PE.LATENCY + 1
         delayed = spec
-        for k in range(4):
+        for k in range(delay):
             reg = Signal(signed(20), name=f"spec_d{k + 1}")
             m.d.sync += reg.eq(delayed)
             delayed = reg
         steps = Signal(3)
-        m.d.sync += steps.eq(Mux(steps == 4, 4, steps + 1))
-        with m.If(steps == 4):
+        m.d.sync += steps.eq(Mux(steps == delay, delay, steps + 1))
+        with m.If(steps == delay):
             m.d.comb += Assert(pe.psum == delayed)
         return m
 
