@@ -1,5 +1,5 @@
-"""Log4Quantizer against golden's fp4 output stage (golden.output.fp4_output), code for
-code, in Amaranth's simulator.
+"""Log4Quantizer against golden's fp4 output stage (golden.output.log4_quantize), code
+for code, in Amaranth's simulator.
 
 Stimulus is full-range and stalled: random accumulators over every bit length, out_exp
 over -300..300 (so E clips at -128 and 127) plus the layout's extremes, tiles that sit
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from golden.output import fp4_output
+from golden.output import log4_quantize
 from golden.params import NibbleParams
 from wire.streams import OUT_EXP_BITS
 from rtl.generate import convert
@@ -28,8 +28,8 @@ OUT_EXP_MIN, OUT_EXP_MAX = -2 ** (OUT_EXP_BITS - 1), 2 ** (OUT_EXP_BITS - 1) - 1
 
 def golden_tile(acc, out_exp, phase, rounding, ext):
     """(codes, E) of one tile from golden's fp4 output stage
-    (:func:`golden.output.fp4_output`); exact for |acc| < 2**53."""
-    q = fp4_output(tile_result(acc, out_exp), phase=phase, rounding=rounding, exps=ext)
+    (:func:`golden.output.log4_quantize`); exact for |acc| < 2**53."""
+    q = log4_quantize(tile_result(acc, out_exp), phase=phase, rounding=rounding, exps=ext)
     return q.codes.astype(int).tolist(), int(q.exps[0, 0])
 
 
