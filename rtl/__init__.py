@@ -17,7 +17,7 @@ expected value):
 * the int output stage, ``golden.output.requantize`` -> ``requantizer.Requantizer`` ->
   ``tb_units.requantizer_tiles`` -> ``test_rtl_requantizer.py``;
 * the FP4 output stage, ``golden.output.log4_quantize`` ->
-  ``log4_quantizer.Log4Quantizer`` -> ``tb_units.log4_tiles`` ->
+  ``log4_quantizer.Log4Quantizer`` -> ``tb_units.log4_quantizer_tiles`` ->
   ``test_rtl_log4_quantizer.py``;
 * legal commands, ``golden.gemm.check_kind_pair`` -> ``accelerator.Accelerator``
   (``refused``) -> (no cocotb bench: Amaranth's simulator) -> ``test_contract.py``;

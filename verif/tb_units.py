@@ -2,13 +2,13 @@
 
 * ``pe_exhaustive`` (top ``systolic_array``): every 16 x 16 code pair in every PE mode,
   one pair per tile reduction, through the array's own edge encoders.
-* ``log4_tiles`` (top ``log4_quantizer``), ``requantizer_tiles`` (top ``requantizer``):
-  random full-range tiles plus every rounding threshold, flush, saturation and all-zero
-  tiles (:func:`verif.stimulus.quantizer_tiles`), compared code for code and exponent
-  for exponent with golden's output stages (:func:`golden.output.log4_quantize`,
-  :func:`golden.output.requantize`). Parametrized by the phase (log4) and the output
-  kind (requantizer); within a test the other settings change between back-to-back
-  tile batches without a reset.
+* ``log4_quantizer_tiles`` (top ``log4_quantizer``), ``requantizer_tiles``
+  (top ``requantizer``): random full-range tiles plus every rounding threshold, flush,
+  saturation and all-zero tiles (:func:`verif.stimulus.quantizer_tiles`), compared code
+  for code and exponent for exponent with golden's output stages
+  (:func:`golden.output.log4_quantize`, :func:`golden.output.requantize`). Parametrized
+  by the phase (log4) and the output kind (requantizer); within a test the other
+  settings change between back-to-back tile batches without a reset.
 * ``rescaler_shifts`` (top ``tile_rescaler``): shifts far right to the largest left
   shift at the narrowest accumulator (:func:`verif.stimulus.rescaler_steps`), so
   rounding and saturation both happen, against golden's accumulation
@@ -163,7 +163,7 @@ def check_tiles(tiles, got, expect, what):
 
 @cocotb.test()
 @cocotb.parametrize(phase=[0, 1])
-async def log4_tiles(dut, phase):
+async def log4_quantizer_tiles(dut, phase):
     tb = UnitTB(dut, "log4_quantizer")
     params, seed = tb.params, tb.seed
     await tb.start()
