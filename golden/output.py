@@ -11,7 +11,7 @@ import numpy as np
 from .formats import QTensor, quantize
 from .gemm import GemmResult
 
-__all__ = ["int_output", "fp4_output", "clip_alpha", "alpha_clip", "pact_masks"]
+__all__ = ["requantize", "log4_quantize", "clip_alpha", "alpha_clip", "pact_masks"]
 
 
 def clip_alpha(mant: int, exp: int) -> float:
@@ -57,7 +57,7 @@ def pact_masks(q: QTensor, clip) -> tuple[np.ndarray, np.ndarray]:
     return (values > 0) & ~clipped, clipped
 
 
-def int_output(result: GemmResult, kind: str, *, clip=None, mask=None) -> QTensor:
+def requantize(result: GemmResult, kind: str, *, clip=None, mask=None) -> QTensor:
     """Requantize accumulators to int4 or uint4 (the requantizer).
 
     Parameters
@@ -81,8 +81,9 @@ def int_output(result: GemmResult, kind: str, *, clip=None, mask=None) -> QTenso
     return quantize(y, kind, tile=result.tile)
 
 
-def fp4_output(result: GemmResult, *, phase=0, rounding="log", exps=None, mask=None) -> QTensor:
-    """Quantize accumulators to radix-4 FP4 (the log4 gradient unit); ``exps`` is an
+def log4_quantize(result: GemmResult, *, phase=0, rounding="log", exps=None,
+                  mask=None) -> QTensor:
+    """Quantize accumulators to radix-4 FP4 (the log4 quantizer); ``exps`` is an
     external per-layer exponent (GradScale) or None for per-tile exponents; ``mask``
     (ReLU'/PACT' of the backward pass) zeroes elements first."""
     return quantize(_masked(result.value(), mask), "fp4", tile=result.tile, phase=phase,

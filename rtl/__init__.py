@@ -14,10 +14,11 @@ expected value):
 * the rescale, ``golden.gemm.out_exponents`` and ``shift_round_half_even`` ->
   ``tile_rescaler.TileRescaler`` -> ``tb_units.rescaler_shifts`` ->
   ``test_rtl_tile_rescaler.py``;
-* the int output stage, ``golden.output.int_output`` -> ``requantizer.Requantizer`` ->
+* the int output stage, ``golden.output.requantize`` -> ``requantizer.Requantizer`` ->
   ``tb_units.requantizer_tiles`` -> ``test_rtl_requantizer.py``;
-* the FP4 output stage, ``golden.output.fp4_output`` -> ``log4_quantizer.Log4Quantizer``
-  -> ``tb_units.log4_tiles`` -> ``test_rtl_log4_quantizer.py``;
+* the FP4 output stage, ``golden.output.log4_quantize`` ->
+  ``log4_quantizer.Log4Quantizer`` -> ``tb_units.log4_quantizer_tiles`` ->
+  ``test_rtl_log4_quantizer.py``;
 * legal commands, ``golden.gemm.check_kind_pair`` -> ``accelerator.Accelerator``
   (``refused``) -> (no cocotb bench: Amaranth's simulator) -> ``test_contract.py``;
 * a whole GEMM in every output stage -> ``accelerator.Accelerator`` (``nibble_top``) ->

@@ -62,7 +62,7 @@ def test_nibble_regress_rejects_bad_size():
 
 # (top, test, cocotb tests it runs: one per value of its cocotb.parametrize axis)
 @pytest.mark.parametrize("top, test, count", [("systolic_array", "pe_exhaustive", 1),
-                                              ("log4_quantizer", "log4_tiles", 2),
+                                              ("log4_quantizer", "log4_quantizer_tiles", 2),
                                               ("requantizer", "requantizer_tiles", 2)])
 def test_unit_benches(top, test, count):
     results = run(NibbleParams(tile=4), "verif.tb_units", top=top, testcase=test, seed=3)

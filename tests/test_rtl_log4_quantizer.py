@@ -1,5 +1,5 @@
-"""Log4Quantizer against golden's fp4 output stage (golden.output.fp4_output), code for
-code, in Amaranth's simulator.
+"""Log4Quantizer against golden's fp4 output stage (golden.output.log4_quantize), code
+for code, in Amaranth's simulator.
 
 Stimulus is full-range and stalled: random accumulators over every bit length, out_exp
 over -300..300 (so E clips at -128 and 127) plus the layout's extremes, tiles that sit
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from golden.output import fp4_output
+from golden.output import log4_quantize
 from golden.params import NibbleParams
 from wire.streams import OUT_EXP_BITS
 from rtl.generate import convert
@@ -28,8 +28,8 @@ OUT_EXP_MIN, OUT_EXP_MAX = -2 ** (OUT_EXP_BITS - 1), 2 ** (OUT_EXP_BITS - 1) - 1
 
 def golden_tile(acc, out_exp, phase, rounding, ext):
     """(codes, E) of one tile from golden's fp4 output stage
-    (:func:`golden.output.fp4_output`); exact for |acc| < 2**53."""
-    q = fp4_output(tile_result(acc, out_exp), phase=phase, rounding=rounding, exps=ext)
+    (:func:`golden.output.log4_quantize`); exact for |acc| < 2**53."""
+    q = log4_quantize(tile_result(acc, out_exp), phase=phase, rounding=rounding, exps=ext)
     return q.codes.astype(int).tolist(), int(q.exps[0, 0])
 
 
@@ -168,8 +168,8 @@ def build_segments(rng, tile, bits, phase, rounding, n_random):
 
 # ---------------------------------------------------------------------------- simulations
 
-def run_log4(params, tiles, *, phase=0, rounding="log", ext=None, seed=0, busy=0.6,
-             out_busy=None, out_hold=0, trace=None):
+def run_log4_quantizer(params, tiles, *, phase=0, rounding="log", ext=None, seed=0,
+                       busy=0.6, out_busy=None, out_hold=0, trace=None):
     """Send ``tiles`` [(flat acc, out_exp)] through a Log4Quantizer between a credited
     producer and consumer; return its beats [(codes, E)]."""
     dut = Log4Quantizer(params)
@@ -208,7 +208,8 @@ def test_matches_golden(tile, acc_bits, lanes, phase, rounding):
                               n_random=12 if tile == 4 else 6)
     for n, (ext, jobs) in enumerate(segments):
         tiles = [([v for row in acc for v in row], oexp) for acc, oexp, _ in jobs]
-        got, _ = run_log4(params, tiles, phase=phase, rounding=rounding, ext=ext, seed=n)
+        got, _ = run_log4_quantizer(params, tiles, phase=phase, rounding=rounding, ext=ext,
+                                    seed=n)
         beats = iter(got)
         for (flat, oexp), (_, _, (want_codes, want_exp)) in zip(tiles, jobs):
             want = [c for row in want_codes for c in row]
@@ -227,7 +228,7 @@ def test_one_beat_per_cycle(tile, lanes):
     rng = random.Random(tile)
     tiles = [(random_tile(rng, tile, params.acc_bits), 0) for _ in range(4)]
     trace = {}
-    run_log4(params, tiles, busy=1.0, out_busy=1.0, trace=trace)
+    run_log4_quantizer(params, tiles, busy=1.0, out_busy=1.0, trace=trace)
     ins, outs = trace["in"], trace["out"]
     assert ins == list(range(ins[0], ins[0] + len(tiles) * per_tile))
     assert outs == list(range(outs[0], outs[0] + len(tiles) * per_tile))
@@ -243,7 +244,8 @@ def test_credits_bound_what_it_takes():
     tiles = [(random_tile(rng, 4, params.acc_bits), 0) for _ in range(12)]
     trace = {}
     hold = 200
-    got, dut = run_log4(params, tiles, busy=1.0, out_busy=1.0, out_hold=hold, trace=trace)
+    got, dut = run_log4_quantizer(params, tiles, busy=1.0, out_busy=1.0, out_hold=hold,
+                                  trace=trace)
     assert sum(c < hold for c in trace["in"]) == dut.capacity < len(tiles) * 4
     assert min(trace["out"]) >= hold
     want = [expected_tile([flat[r * 4:(r + 1) * 4] for r in range(4)], 0, 0, "log", None, 32)

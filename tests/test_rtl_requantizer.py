@@ -1,4 +1,4 @@
-"""Requantizer against golden's int output stage (golden.output.int_output), code for code,
+"""Requantizer against golden's int output stage (golden.output.requantize), code for code,
 in Amaranth's simulator.
 
 Stimulus is full-range and stalled: random accumulators over every bit length, out_exp
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from golden.output import int_output
+from golden.output import requantize
 from golden.params import NibbleParams
 from wire.streams import OUT_EXP_BITS
 from rtl.generate import convert
@@ -31,9 +31,9 @@ ACC_MIN, ACC_MAX = -2 ** (ACC_BITS - 1), 2 ** (ACC_BITS - 1) - 1
 
 def golden_tile(acc, out_exp, unsigned_out, clip=None, mask=None):
     """(codes, E) of one tile from golden's int output stage
-    (:func:`golden.output.int_output`); ``clip`` is a (mant, exp) pair or None, which the
+    (:func:`golden.output.requantize`); ``clip`` is a (mant, exp) pair or None, which the
     hardware ignores for int4 output; ``mask`` a 0/1 array (0 zeroes the element)."""
-    q = int_output(tile_result(acc, out_exp), "uint4" if unsigned_out else "int4",
+    q = requantize(tile_result(acc, out_exp), "uint4" if unsigned_out else "int4",
                    clip=clip if unsigned_out else None, mask=mask)
     return q.codes.astype(int).tolist(), int(q.exps[0, 0])
 

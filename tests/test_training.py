@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from golden import tiled_gemm
-from golden.output import alpha_clip, clip_alpha, int_output, pact_masks
+from golden.output import alpha_clip, clip_alpha, pact_masks, requantize
 from nibble.digits import load_digits_split
 from nibble.training import GoldenBackend, QuantConfig, TrainConfig, train_run
 from verif.scoreboard import tile_result
@@ -88,7 +88,7 @@ def test_backend_results_are_golden_gemms(digits):
     role, layer, job = backend.calls[0]
     got = GoldenBackend(config.params).run(job, role, layer)
     want = tiled_gemm(job.a_op, job.b_op, acc_bits=config.params.acc_bits)
-    want = int_output(want, "uint4", clip=job.out.clip)
+    want = requantize(want, "uint4", clip=job.out.clip)
     assert np.array_equal(got.codes.codes, want.codes) and np.array_equal(got.codes.exps, want.exps)
     assert backend.macs == sum(np.prod(job.shape) for *_, job in backend.calls)
 
@@ -97,7 +97,7 @@ def test_pact_masks_follow_the_clip():
     """Clipped: at or within half a step of alpha; in range: positive and not clipped."""
     clip = alpha_clip(2.0)
     y = np.array([[-1.0, 0.0, 0.01, 0.5, 1.9, 1.99, 2.0, 7.0]])
-    q = int_output_of(y, clip)
+    q = requantize_of(y, clip)
     in_range, clipped = pact_masks(q, clip)
     values = q.dequantize()
     step = np.ldexp(1.0, q.element_exps())
@@ -107,10 +107,10 @@ def test_pact_masks_follow_the_clip():
     assert not in_range[0, :2].any() and in_range[0, 3]
 
 
-def int_output_of(y, clip):
-    """The requantizer's clipped uint4 output (golden.output.int_output) for a row of
+def requantize_of(y, clip):
+    """The requantizer's clipped uint4 output (golden.output.requantize) for a row of
     values ``y``, given to it as accumulators with weight 2**-30."""
-    return int_output(tile_result(np.rint(np.ldexp(y, 30)), -30, tile=8), "uint4", clip=clip)
+    return requantize(tile_result(np.rint(np.ldexp(y, 30)), -30, tile=8), "uint4", clip=clip)
 
 
 def test_alpha_clip_rounds_to_the_hardware_form():

@@ -139,7 +139,7 @@ def run(params: NibbleParams, test_module: str, *, top: str = TOP, seed: int = 1
     Returns the path of the results XML; the run's files (``results.xml``,
     ``stats.json``, ``dump.vcd``) land in ``run_dir`` (default ``build_dir(params) / top``).
     ``testcase`` names tests, a parametrized one with all its variants
-    (``log4_tiles`` runs every ``log4_tiles/...``)."""
+    (``log4_quantizer_tiles`` runs every ``log4_quantizer_tiles/...``)."""
     runner = build(params, top=top, waves=waves)
     env = {"NIBBLE_TILE": str(params.tile), "NIBBLE_ACC_BITS": str(params.acc_bits),
            "NIBBLE_LANES": str(params.lanes),

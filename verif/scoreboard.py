@@ -7,8 +7,8 @@ golden, never from a copy of its rules.
 * :class:`Scoreboard` checks GEMMs against :func:`wire.gemm_protocol.expected` and keeps
   the statistics of what it checked (``stats.json`` for ``nibble regress``).
 * :func:`tile_result` hands one tile of accumulators to golden's output stages
-  (:func:`golden.output.int_output`, :func:`golden.output.fp4_output`), for the benches
-  and tests of the requantizer and the log4 unit; :func:`rescaled` is golden's
+  (:func:`golden.output.requantize`, :func:`golden.output.log4_quantize`), for the
+  benches and tests of the requantizer and the log4 unit; :func:`rescaled` is golden's
   accumulation step on given partial sums, for the rescaler's.
 """
 

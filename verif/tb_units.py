@@ -2,13 +2,13 @@
 
 * ``pe_exhaustive`` (top ``systolic_array``): every 16 x 16 code pair in every PE mode,
   one pair per tile reduction, through the array's own edge encoders.
-* ``log4_tiles`` (top ``log4_quantizer``), ``requantizer_tiles`` (top ``requantizer``):
-  random full-range tiles plus every rounding threshold, flush, saturation and all-zero
-  tiles (:func:`verif.stimulus.quantizer_tiles`), compared code for code and exponent
-  for exponent with golden's output stages (:func:`golden.output.fp4_output`,
-  :func:`golden.output.int_output`). Parametrized by the phase (log4) and the output
-  kind (requantizer); within a test the other settings change between back-to-back
-  tile batches without a reset.
+* ``log4_quantizer_tiles`` (top ``log4_quantizer``), ``requantizer_tiles``
+  (top ``requantizer``): random full-range tiles plus every rounding threshold, flush,
+  saturation and all-zero tiles (:func:`verif.stimulus.quantizer_tiles`), compared code
+  for code and exponent for exponent with golden's output stages
+  (:func:`golden.output.log4_quantize`, :func:`golden.output.requantize`). Parametrized
+  by the phase (log4) and the output kind (requantizer); within a test the other
+  settings change between back-to-back tile batches without a reset.
 * ``rescaler_shifts`` (top ``tile_rescaler``): shifts far right to the largest left
   shift at the narrowest accumulator (:func:`verif.stimulus.rescaler_steps`), so
   rounding and saturation both happen, against golden's accumulation
@@ -30,7 +30,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
 from golden.formats import element_values
-from golden.output import fp4_output, int_output
+from golden.output import log4_quantize, requantize
 from rtl.layouts import (acc_row_layout, code_row_layout, operand_row_layout,
                          psum_row_layout, rescale_row_layout)
 from rtl.tile_bank import bank_tiles
@@ -163,7 +163,7 @@ def check_tiles(tiles, got, expect, what):
 
 @cocotb.test()
 @cocotb.parametrize(phase=[0, 1])
-async def log4_tiles(dut, phase):
+async def log4_quantizer_tiles(dut, phase):
     tb = UnitTB(dut, "log4_quantizer")
     params, seed = tb.params, tb.seed
     await tb.start()
@@ -175,8 +175,8 @@ async def log4_tiles(dut, phase):
             dut.ext_exp.value = (ext or 0) & 0xFF
             tiles = quantizer_tiles(rng, params.tile, params.acc_bits)
             got = await run_tiles(dut, params, tiles, seed + phase)
-            check_tiles(tiles, got, lambda r: fp4_output(r, phase=phase, rounding=rounding,
-                                                         exps=ext),
+            check_tiles(tiles, got, lambda r: log4_quantize(r, phase=phase,
+                                                            rounding=rounding, exps=ext),
                         f"log4 phase {phase} {rounding} ext {ext}")
 
 
@@ -196,7 +196,7 @@ async def requantizer_tiles(dut, kind):
         dut.clip_mant.value, dut.clip_exp.value = (clip or (0, 0))[0], (clip or (0, 0))[1] & 0xFF
         tiles = quantizer_tiles(rng, params.tile, params.acc_bits)
         got = await run_tiles(dut, params, tiles, seed + 7)
-        check_tiles(tiles, got, lambda r: int_output(r, kind, clip=clip),
+        check_tiles(tiles, got, lambda r: requantize(r, kind, clip=clip),
                     f"requantizer {kind} clip {clip}")
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from golden.formats import ROUNDINGS, QTensor
 from golden.gemm import GemmResult, check_kind_pair, tiled_gemm
-from golden.output import clip_alpha, fp4_output, int_output
+from golden.output import clip_alpha, log4_quantize, requantize
 from golden.params import EXP_MAX, EXP_MIN
 from golden.params import NibbleParams
 
@@ -169,10 +169,10 @@ def expected(job: GemmJob, params: NibbleParams) -> GemmOutput:
     if out.mode == "raw":
         return GemmOutput(raw, None, raw.saturated)
     if out.mode == "int":
-        codes = int_output(raw, out.kind, clip=out.clip, mask=out.mask)
+        codes = requantize(raw, out.kind, clip=out.clip, mask=out.mask)
     else:
-        codes = fp4_output(raw, phase=out.phase, rounding=out.rounding, exps=out.ext_exp,
-                           mask=out.mask)
+        codes = log4_quantize(raw, phase=out.phase, rounding=out.rounding, exps=out.ext_exp,
+                              mask=out.mask)
     return GemmOutput(None, codes, raw.saturated)
 
 
