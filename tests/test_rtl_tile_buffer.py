@@ -109,6 +109,7 @@ class BufferBench:
     def __init__(self, dut, T, rng, p_valid=1.0):
         self.dut, self.T, self.rng, self.p_valid = dut, T, rng, p_valid
         self.stats = Counter()
+        self.seen = set()             # (position, code) of every checked vector
         self.now = 0
         self.reset_model()
 
@@ -140,6 +141,7 @@ class BufferBench:
             want, what = due
             assert got == want, f"{where}: vector {got} for {what}, expected {want}"
             self.stats["checked_reads"] += 1
+            self.seen.update(enumerate(got))
         # read side
         assert not read or model.full, "testbench error: read while not full"
         assert not release or read, "testbench error: release without the last read"
@@ -165,6 +167,7 @@ class BufferBench:
         taken = self.offer if valid and ready else None
         self.stats["both_full"] += len(model.tiles) == 2
         self.stats["stalled_rows"] += valid and not ready
+        self.stats["read_while_loading"] += bool(read and taken is not None)
         self.stats["release_and_complete"] += bool(
             release and taken is not None and len(model.rows) == T - 1)
         await ctx.tick()
@@ -198,16 +201,17 @@ class BufferBench:
 # Random traffic
 # ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("T", [2, 4, 8])
+@pytest.mark.parametrize("T", [2, 4, 8, 16])
 def test_random_loads_and_reads_match_model(T):
-    """Random tiles loaded with random gaps (phases of fast and slow producers), read
-    with random pauses, by row and by column, in order and in random step orders, some
-    releases sometimes in the same cycle as the other bank's last row, and every cycle's
-    ``vector``, ``full`` and ``load.ready`` is checked against the model."""
+    """Random tiles (codes 0..15) loaded with random gaps (phases of fast and slow
+    producers), read with random pauses, by row and by column, many reads in the same
+    cycle as a row taken into the other bank, some releases in the same cycle as the
+    other bank's last row, and every cycle's ``vector``, ``full`` and ``load.ready`` is
+    checked against the model. Every code value reaches every position of ``vector``."""
     rng = random.Random(f"random-{T}")
     dut = TileBuffer(NibbleParams(tile=T))
     bench_ = BufferBench(dut, T, rng)
-    n_tiles = {2: 160, 4: 80, 8: 40}[T]
+    n_tiles = {2: 160, 4: 80, 8: 40, 16: 40}[T]
     tiles = [random_tile(T, rng) for _ in range(n_tiles)]
     phases = [(0.3, 0.9), (0.9, 0.3), (0.7, 0.7), (1.0, 1.0)]   # (p_valid, p_step)
 
@@ -228,7 +232,9 @@ def test_random_loads_and_reads_match_model(T):
     # the run reached the corners it claims to check
     assert stats["both_full"] > 5 * T and stats["stalled_rows"] > 5
     assert stats["release_and_complete"] >= 3
+    assert stats["read_while_loading"] > n_tiles * T // 4
     assert stats["checked_reads"] == n_tiles * T
+    assert bench_.seen == {(i, code) for i in range(T) for code in range(16)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -319,19 +325,23 @@ def test_no_overwrite_while_both_banks_full(T):
 # ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("preload", [0, 2])
-@pytest.mark.parametrize("T", [2, 4, 8])
+@pytest.mark.parametrize("T", [2, 4, 8, 16])
 def test_back_to_back_tiles_at_full_rate(T, preload):
     """Rows offered one per cycle and a reader that reads one step per cycle, releases
     with the last step and starts the next tile as soon as ``full`` is up: once the first
     tile is in, every cycle reads a step (no lost cycle between tiles), ``full`` never
     drops until the last tile, and the producer is never stalled except while both banks
-    hold a tile. ``preload`` tiles are loaded before the reading starts."""
+    hold a tile. ``preload`` tiles are loaded before the reading starts. Each bank is
+    read by rows and by columns in turn. With ``preload`` 0, every tile's first read
+    comes in the cycle after its last row was taken (the row written last is read
+    first, by columns), while the other bank's last steps are read; with ``preload`` 2,
+    a released bank takes its next tile's first row while the other bank is read."""
     rng = random.Random(f"rate-{T}-{preload}")
     dut = TileBuffer(NibbleParams(tile=T))
     bb = BufferBench(dut, T, rng, p_valid=1.0)
     n_tiles = 8
     tiles = [random_tile(T, rng) for _ in range(n_tiles)]
-    cols = [rng.randrange(2) for _ in range(n_tiles)]
+    cols = [(n // 2) % 2 for n in range(n_tiles)]       # banks 0, 1: rows, then columns
 
     async def bench(ctx):
         bb.send(*tiles)
