@@ -125,13 +125,13 @@ class TileRescaler(wiring.Component):
     * ``"ram"``: one memory per lane, R x acc_bits, with an asynchronous read port and a
       synchronous write port, and a head pointer. On ECP5 it maps to LUT RAM
       (TRELLIS_DPR16X4, 16 x 4 bits each) instead of flip-flops: at T = 16, L = 16,
-      acc_bits = 32 the accumulators are 8,192 bits, 8,192 FFs as registers (and about
-      as many LUT inputs for the rotation's enables), in a design at 75 % of the
-      LFE5U-85F's FFs whose 16 x 16 array did not route.
+      acc_bits = 32 the accumulators are 8,192 bits, 128 LUT RAMs instead of 8,192 FFs
+      in a design at 75 % of the LFE5U-85F's FFs whose 16 x 16 array did not route.
     * ``"registers"``: R rows of L * acc_bits flip-flops, rotated on every beat, so no
-      address multiplexer is needed. For iCE40, which has no LUT RAM: there a memory
-      with an asynchronous read becomes flip-flops and a read multiplexer, more logic
-      than the rotating rows.
+      address multiplexer is needed. For iCE40, which has no LUT RAM: there yosys builds
+      a short memory from flip-flops and a read multiplexer, more logic than the rotating
+      rows (at T = 2), and a deeper one (R = 16) from block RAM, folding the head
+      register into its read port.
 
     Either way the accumulators a beat adds to are read a cycle ahead into a register,
     and the unit behaves the same cycle for cycle. The unit never stalls: it takes a
