@@ -6,7 +6,9 @@ One run synthesizes, with yosys for ECP5 and for iCE40 and with DSP blocks disab
 * nibble's :class:`rtl.pe.PE` alone (one MAC);
 * nibble's whole T x T array *with* its rescaler: ``systolic_array`` (the PEs, the edge
   encoders and the skew registers) plus ``tile_rescaler`` (the shared shifters and the wide
-  saturating accumulators), divided by T*T MACs;
+  saturating accumulators), divided by T*T MACs. The rescaler is synthesized as the
+  Accelerator builds it for the family (:data:`RESCALER_RING`): its accumulators in LUT
+  RAM on ECP5, in flip-flop rows on iCE40 (which has no LUT RAM);
 
 and reports, per family, the counts and the ratios FP16 MAC / nibble per MAC.
 
@@ -20,14 +22,20 @@ How the synthesis runs
       0.70's ABC9 exits with status 1 and no message on the nibble array without it.
 
     Any DSP or block-RAM cell in a netlist is an error: the study counts LUTs and FFs only.
+    ECP5 LUT RAM (TRELLIS_DPR16X4) is counted in LUTs, see below.
 
 How LUTs are counted
-    * ECP5: ``luts`` = LUT4 + 2 x CCU2C. A CCU2C carry cell is the two LUT4s of a slice with
-      their carry chain, so it counts as two LUTs. PFUMX/L6MUX21 (the slice's wide-function
-      multiplexers, which combine LUT4 outputs) are listed but take no LUT.
+    * ECP5: ``luts`` = LUT4 + 2 x CCU2C + 6 x TRELLIS_DPR16X4. A CCU2C carry cell is the two
+      LUT4s of a slice with their carry chain, so it counts as two LUTs. A TRELLIS_DPR16X4
+      (16 x 4 bits of LUT RAM) holds its bits in the four LUT4s of two slices and takes a
+      third slice of the same PFU as its write port (RAMW), whose two LUT4s then cannot
+      hold logic: nextpnr-ecp5 packs it as four RAM LUTs plus two blocked ones, so it
+      counts as six LUTs (``lutram`` gives the raw count). PFUMX/L6MUX21 (the slice's
+      wide-function multiplexers, which combine LUT4 outputs) are listed but take no LUT.
     * iCE40: ``luts`` = SB_LUT4. An SB_CARRY is the carry logic of a logic cell whose LUT4 is
       counted already; it is listed as ``carry`` and not added.
-    * ``lut4`` and ``carry`` give the raw cell counts on both families.
+    * ``lut4``, ``carry`` and ``lutram`` give the raw cell counts (``lutram``: TRELLIS_DPR16X4
+      on ECP5, always 0 on iCE40).
     * FFs are every TRELLIS_FF (ECP5) or SB_DFF* (iCE40) cell.
 """
 
@@ -53,24 +61,29 @@ SYNTH_COMMANDS = {
 
 _CELLS = {
     "ecp5": {"lut4": ("LUT4",), "carry": ("CCU2C",), "ff": ("TRELLIS_FF",),
-             "carry_luts": 2},
+             "lutram": ("TRELLIS_DPR16X4",), "carry_luts": 2, "lutram_luts": 6},
     "ice40": {"lut4": ("SB_LUT4",), "carry": ("SB_CARRY",), "ff": ("SB_DFF",),
-              "carry_luts": 0},
+              "lutram": (), "carry_luts": 0, "lutram_luts": 0},
 }
 #: Cell types that would move logic out of LUTs and FFs (prefixes).
-_FORBIDDEN = ("MULT18X18", "ALU54", "ALU24", "DP16KD", "PDPW16KD", "TRELLIS_DPR16X4",
-              "DPR16X4", "SB_MAC16", "SB_RAM40", "SB_SPRAM")
+_FORBIDDEN = ("MULT18X18", "ALU54", "ALU24", "DP16KD", "PDPW16KD", "DPR16X4", "SB_MAC16",
+              "SB_RAM40", "SB_SPRAM")
 
 #: Counting rules, as the report states them.
 LUT_COUNTING = {
-    "ecp5": "luts = LUT4 + 2 x CCU2C (a CCU2C is a slice's two LUT4s with their carry); "
-            "PFUMX/L6MUX21 take no LUT",
+    "ecp5": "luts = LUT4 + 2 x CCU2C + 6 x TRELLIS_DPR16X4 (a CCU2C is a slice's two LUT4s "
+            "with their carry; a 16x4 LUT RAM is the four LUT4s of two slices plus the two "
+            "of its write-port slice); PFUMX/L6MUX21 take no LUT",
     "ice40": "luts = SB_LUT4; SB_CARRY (the carry of a counted LUT's logic cell) listed apart",
 }
 
+#: How ``tile_rescaler`` stores its accumulators per family (``TileRescaler(ring=...)``),
+#: as the Accelerator builds it there: LUT RAM on ECP5, flip-flops on iCE40 (no LUT RAM).
+RESCALER_RING = {"ecp5": "ram", "ice40": "registers"}
 
-def _design_verilog(design: str, tile: int | None, acc_bits: int) -> str:
-    """Verilog of one design; the module name is ``design``."""
+
+def _design_verilog(design: str, tile: int | None, acc_bits: int, family: str) -> str:
+    """Verilog of one design as it is built for ``family``; the module name is ``design``."""
     if design == "fp16_mac":
         from amaranth.back import verilog
 
@@ -78,7 +91,8 @@ def _design_verilog(design: str, tile: int | None, acc_bits: int) -> str:
         return verilog.convert(FP16MAC(), name=design, emit_src=False)
     from golden.params import NibbleParams
     from rtl.generate import verilog_text
-    return verilog_text(design, NibbleParams(tile=tile, acc_bits=acc_bits))
+    options = {"ring": RESCALER_RING[family]} if design == "tile_rescaler" else {}
+    return verilog_text(design, NibbleParams(tile=tile, acc_bits=acc_bits), **options)
 
 
 def _count(cells: dict, family: str) -> dict:
@@ -88,13 +102,16 @@ def _count(cells: dict, family: str) -> dict:
         return sum(n for kind, n in cells.items() if kind.startswith(prefixes))
 
     lut4, carry, ff = total(rule["lut4"]), total(rule["carry"]), total(rule["ff"])
-    return {"lut4": lut4, "carry": carry, "luts": lut4 + rule["carry_luts"] * carry, "ff": ff}
+    lutram = total(rule["lutram"]) if rule["lutram"] else 0
+    luts = lut4 + rule["carry_luts"] * carry + rule["lutram_luts"] * lutram
+    return {"lut4": lut4, "carry": carry, "lutram": lutram, "luts": luts, "ff": ff}
 
 
 def synthesize(verilog_text: str, top: str, family: str, workdir) -> dict:
     """Synthesize one Verilog design for ``family`` in ``workdir`` (yosys runs with that
     cwd and relative paths, as YoWASP requires). Returns ``cells`` (count per cell type)
-    and the counts of :data:`LUT_COUNTING` (``lut4``, ``carry``, ``luts``, ``ff``)."""
+    and the counts of :data:`LUT_COUNTING` (``lut4``, ``carry``, ``lutram``, ``luts``,
+    ``ff``)."""
     from edatools import tool
 
     if family not in SYNTH_COMMANDS:
@@ -116,8 +133,8 @@ def synthesize(verilog_text: str, top: str, family: str, workdir) -> dict:
     cells = dict(json.loads(stat_path.read_text())["design"]["num_cells_by_type"])
     forbidden = {kind: n for kind, n in cells.items() if kind.startswith(_FORBIDDEN)}
     if forbidden:
-        raise RuntimeError(f"{top} on {family} uses DSP or RAM cells {forbidden}; "
-                           "the area study counts LUTs and FFs only")
+        raise RuntimeError(f"{top} on {family} uses DSP or block-RAM cells {forbidden}; "
+                           "the area study counts LUTs (with ECP5 LUT RAM) and FFs only")
     return {"cells": cells, **_count(cells, family)}
 
 
@@ -150,13 +167,14 @@ def area_study(sizes=(4, 8, 16), families=FAMILIES, acc_bits: int = 32,
     Returns
     -------
     dict
-        ``settings``: yosys version, commands, counting rules, ``acc_bits``.
+        ``settings``: yosys version, commands, counting rules, ``rescaler_ring`` (the
+        rescaler's accumulator storage per family), ``acc_bits``.
         ``synth``: one record per yosys run: ``family``, ``design`` (``fp16_mac``, ``pe``,
         ``systolic_array``, ``tile_rescaler``), ``tile`` (None for the FP16 MAC),
-        ``cells``, ``lut4``, ``carry``, ``luts``, ``ff``, ``seconds``.
+        ``cells``, ``lut4``, ``carry``, ``lutram``, ``luts``, ``ff``, ``seconds``.
         ``per_mac``: one record per family, T and nibble design (``pe``: the PE alone;
         ``array``: systolic_array + tile_rescaler over T*T): ``macs``, ``lut4``,
-        ``carry``, ``luts``, ``ff`` (totals), ``luts_per_mac``, ``ff_per_mac``,
+        ``carry``, ``lutram``, ``luts``, ``ff`` (totals), ``luts_per_mac``, ``ff_per_mac``,
         ``lut4_per_mac``, ``carry_per_mac``, and the ratios FP16 MAC / nibble per MAC
         ``lut_ratio`` (on ``luts``), ``lut4_ratio`` (LUT4 cells only) and ``ff_ratio``.
         ``fp16_mac``: the baseline's record per family.
@@ -169,6 +187,7 @@ def area_study(sizes=(4, 8, 16), families=FAMILIES, acc_bits: int = 32,
             "yosys": _yosys_version(),
             "commands": {f: SYNTH_COMMANDS[f] for f in families},
             "lut_counting": {f: LUT_COUNTING[f] for f in families},
+            "rescaler_ring": {f: RESCALER_RING[f] for f in families},
             "acc_bits": acc_bits,
             "sizes": sizes,
         },
@@ -212,7 +231,7 @@ def _synth_record(design: str, tile, family: str, acc_bits: int, tmp, progress) 
     """One ``synth`` record of :func:`area_study`: ``design`` at ``tile`` synthesized for
     ``family`` in a directory of its own below ``tmp``; ``progress`` gets its line."""
     start = time.perf_counter()
-    text = _design_verilog(design, tile, acc_bits)
+    text = _design_verilog(design, tile, acc_bits, family)
     workdir = Path(tmp, f"{family}_{design}_{tile or 0}")
     workdir.mkdir()
     rec = {"family": family, "design": design, "tile": tile,
@@ -228,7 +247,7 @@ def _synth_record(design: str, tile, family: str, acc_bits: int, tmp, progress) 
 def _per_mac_row(family: str, tile: int, design: str, parts, macs: int, base: dict) -> dict:
     """One ``per_mac`` record of :func:`area_study`: the totals of ``parts`` (synth
     records), per MAC, and the FP16 MAC's (``base``) ratios to them."""
-    totals = {k: sum(p[k] for p in parts) for k in ("lut4", "carry", "luts", "ff")}
+    totals = {k: sum(p[k] for p in parts) for k in ("lut4", "carry", "lutram", "luts", "ff")}
     row = {"family": family, "tile": tile, "design": design, "macs": macs, **totals}
     for k in ("luts", "ff", "lut4", "carry"):
         row[f"{k}_per_mac"] = totals[k] / macs

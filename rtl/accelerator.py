@@ -149,7 +149,7 @@ class Accelerator(wiring.Component):
 
         faults = []
         drain = self._front(m, cmd, start, faults)
-        rescaler, out = self._output_path(m, cmd, start, drain, faults)
+        rescaler, out = self._output_path(m, cmd, start, drain, faults, platform)
         m.submodules.gather = gather = ResultGather(p)
         # The result queue's head is a four-way multiplexer of its ring: through a
         # register slice, so the gather's row multiplexer starts at flip-flops.
@@ -221,7 +221,7 @@ class Accelerator(wiring.Component):
         faults += [prefetch.fault, psum_queue.fault, psum_credits.fault, mask_queue.fault]
         return drain
 
-    def _output_path(self, m, cmd, start, drain, faults):
+    def _output_path(self, m, cmd, start, drain, faults, platform=None):
         """Rescaler, the three output stages, the result queue and their credits.
         Returns the rescaler and the result queue."""
         p = self._params
@@ -231,7 +231,9 @@ class Accelerator(wiring.Component):
         def mode(key, unit):
             return register_copy(m, cmd.out_mode == OUT_MODES[key], f"{key}_{unit}")
         raw, int_mode, fp4_mode = (mode(k, "path") for k in ("raw", "int", "fp4"))
-        m.submodules.rescaler = rescaler = TileRescaler(p)
+        # Its accumulators in LUT RAM, or in flip-flops on an iCE40, which has no LUT RAM.
+        ring = "registers" if getattr(platform, "family", None) == "iCE40" else "ram"
+        m.submodules.rescaler = rescaler = TileRescaler(p, ring=ring)
         m.d.comb += [rescaler.psum_in.valid.eq(drain.beat.valid),
                      rescaler.psum_in.payload.eq(drain.beat.payload), rescaler.clear.eq(start("rescaler"))]
         # The mask bits travel beside the rescaler, as many cycles as it takes.

@@ -84,9 +84,11 @@ def convert(component, name: str) -> str:
     return verilog._convert_rtlil_text(il_text, write_verilog_opts=WRITE_VERILOG_OPTS)
 
 
-def verilog_text(unit: str, params: NibbleParams) -> str:
-    """Verilog of one unit (module name = ``unit``)."""
-    return convert(_units()[unit](params), unit)
+def verilog_text(unit: str, params: NibbleParams, **options) -> str:
+    """Verilog of one unit (module name = ``unit``). ``options`` go to the unit's
+    constructor after ``params``: ``ring="registers"`` builds ``tile_rescaler`` with the
+    flip-flop accumulator ring the Accelerator uses on iCE40 (the default is LUT RAM)."""
+    return convert(_units()[unit](params, **options), unit)
 
 
 def generate(params: NibbleParams, out_dir, units=UNITS, progress=None) -> list[Path]:

@@ -11,12 +11,15 @@ are decoded once per beat, into one register copy per lane.
 Five pipeline stages, because shift, round, add and saturate in one cycle were the
 longest path of the whole board build: (0, 1) register the beat while its shift is
 decoded in two steps, (2a) the coarse shift (a multiple of 4) and the sticky bit, (2b)
-the fine shift and rounding, (3) add, saturate and rotate the accumulator rows. The
-accumulators a beat adds to are read from the ring a cycle ahead, into a register.
+the fine shift and rounding, (3) add, saturate and store the sums at the tail of the
+ring of accumulators (LUT RAM with a head pointer, or rotating flip-flop rows for iCE40;
+see :class:`TileRescaler`). The accumulators a beat adds to are read from the ring a
+cycle ahead, into a register.
 """
 
 from amaranth.hdl import C, Cat, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from golden.params import NibbleParams
@@ -115,17 +118,35 @@ class TileRescaler(wiring.Component):
 
     A beat carries L = ``params.lanes`` elements of a tile (a whole row when L = T), so
     a tile is R = T * T / L beats. The accumulators of one output tile are R beats kept
-    in a circular shift register: beats arrive in the order 0..R-1 for every reduction
-    tile, so the head of the register is always the beat the next one updates (no
-    address multiplexer). The unit never stalls: it takes a beat in any cycle its input
-    is valid, and an accumulator beat leaves :attr:`latency` = 5 cycles after the psum
-    beat that finished it came in, valid for one cycle (there is no ready; the
-    accelerator holds a credit for every ``last`` beat it sends).
+    in a ring: beats arrive in the order 0..R-1 for every reduction tile, so the head of
+    the ring is always the beat the next one updates, and the updated beat goes to the
+    tail. The ring is built one of two ways (``ring``):
+
+    * ``"ram"``: one memory per lane, R x acc_bits, with an asynchronous read port and a
+      synchronous write port, and a head pointer. On ECP5 it maps to LUT RAM
+      (TRELLIS_DPR16X4, 16 x 4 bits each) instead of flip-flops: at T = 16, L = 16,
+      acc_bits = 32 the accumulators are 8,192 bits, 128 LUT RAMs instead of 8,192 FFs
+      in a design at 75 % of the LFE5U-85F's FFs whose 16 x 16 array did not route.
+    * ``"registers"``: R rows of L * acc_bits flip-flops, rotated on every beat, so no
+      address multiplexer is needed. For iCE40, which has no LUT RAM: there yosys builds
+      a short memory from flip-flops and a read multiplexer, more logic than the rotating
+      rows (at T = 2), and a deeper one (R = 16) from block RAM, folding the head
+      register into its read port.
+
+    Either way the accumulators a beat adds to are read a cycle ahead into a register,
+    and the unit behaves the same cycle for cycle. The unit never stalls: it takes a
+    beat in any cycle its input is valid, and an accumulator beat leaves
+    :attr:`latency` = 5 cycles after the psum beat that finished it came in, valid for
+    one cycle (there is no ready; the accelerator holds a credit for every ``last`` beat
+    it sends).
 
     Parameters
     ----------
     params : NibbleParams
         ``tile`` (T), ``lanes`` (L) and ``acc_bits``.
+    ring : str
+        ``"ram"`` (default; LUT RAM, for ECP5) or ``"registers"`` (flip-flops, for
+        iCE40): how the accumulators are stored, see above.
 
     Attributes
     ----------
@@ -146,9 +167,14 @@ class TileRescaler(wiring.Component):
     """
 
     latency = 5
+    #: The values of ``ring``.
+    RINGS = ("ram", "registers")
 
-    def __init__(self, params: NibbleParams):
+    def __init__(self, params: NibbleParams, ring: str = "ram"):
+        if ring not in self.RINGS:
+            raise ValueError(f"ring must be one of {self.RINGS}, got {ring!r}")
         self._params = params
+        self._ring = ring
         super().__init__({
             "psum_in": In(stream.Signature(rescale_row_layout(params), always_ready=True)),
             "acc_out": Out(stream.Signature(acc_row_layout(params), always_ready=True)),
@@ -160,7 +186,8 @@ class TileRescaler(wiring.Component):
         m = Module()
         v1, beat1, ctls = self._decode(m)
         v2a, v2, last2, oexp2, terms, round_up = self._terms(m, v1, beat1, ctls)
-        new_row, row_saturated = self._accumulate(m, v2a, beat1.first, terms, round_up)
+        new_row, row_saturated = self._accumulate(m, v2a, v2, beat1.first, terms,
+                                                   round_up)
         L = self._params.lanes
         # The sticky flag follows one cycle later, from registered per-lane bits.
         sat_r = Signal(L, reset_less=True)
@@ -213,37 +240,28 @@ class TileRescaler(wiring.Component):
             m.d.sync += [terms[n].eq(shifted), round_up[n].eq(up)]
         return v2a, v2, last2, oexp2, terms, round_up
 
-    def _accumulate(self, m, v2a, first1, terms, round_up):
+    def _accumulate(self, m, v2a, v2, first1, terms, round_up):
         """Stage 3: add to the beat's accumulators (the rounding increment is the
-        carry-in) and saturate, and rotate the ring. The accumulators come from a
-        register loaded one cycle ahead from the ring (zero for a first tile), so no
-        multiplexer sits in front of the adder. The sum has acc_bits + 2 bits; it fits
-        acc_bits iff its top three bits agree. Returns per lane the new accumulator and
-        whether it saturated (both combinational, in stage 3)."""
+        carry-in) and saturate, and store the sums back in the ring. The accumulators
+        come from a register loaded one cycle ahead from the ring (zero for a first tile),
+        so no multiplexer sits in front of the adder. The sum has acc_bits + 2 bits; it
+        fits acc_bits iff its top three bits agree. Returns per lane the new accumulator
+        and whether it saturated (both combinational, in stage 3)."""
         L, acc_bits = self._params.lanes, self._params.acc_bits
-        R = self._params.beats_per_tile
         lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
-        rows = [Signal(L * acc_bits, name=f"acc_row{i}", reset_less=True) for i in range(R)]
-        # The ring's enable and the first-tile flag reach R + 1 accumulators per lane:
-        # each lane gets its own flip-flop copies of them.
+        # The store's write enable and the first-tile flag reach every accumulator of a
+        # lane: each lane gets its own flip-flop copies of them.
         v2_lane = [register_copy(m, v2a, f"rescaler_v2_lane{n}") for n in range(L)]
         first_lane = [register_copy(m, first1, f"rescaler_first_lane{n}")
                       for n in range(L)]
 
-        def lane(row, n):
-            return row[n * acc_bits:(n + 1) * acc_bits]
-
-        # The head after this cycle: rows[1] if the ring rotates now, else rows[0].
-        old_row = Signal(L * acc_bits, reset_less=True)
-        for n in range(L):
-            m.d.sync += lane(old_row, n).eq(
-                Mux(first_lane[n], 0, Mux(v2_lane[n], lane(rows[1], n), lane(rows[0], n))))
+        # The head after this cycle (the accumulators the next beat adds to), per lane.
+        old_row = [Signal(acc_bits, name=f"old_acc{n}", reset_less=True) for n in range(L)]
         new_row, row_saturated = [], []
         for n in range(L):
             old_wide = Signal(signed(acc_bits + 2), name=f"old_wide{n}")
             term_wide = Signal(signed(acc_bits + 2), name=f"term_wide{n}")
-            m.d.comb += [old_wide.eq(lane(old_row, n).as_signed()),
-                         term_wide.eq(terms[n])]
+            m.d.comb += [old_wide.eq(old_row[n].as_signed()), term_wide.eq(terms[n])]
             total = Signal(signed(acc_bits + 2), name=f"sum{n}")
             m.d.comb += total.eq(
                 add_with_carry(m, old_wide, term_wide, round_up[n], acc_bits + 2))
@@ -255,8 +273,72 @@ class TileRescaler(wiring.Component):
             new_row.append(clipped)
             row_saturated.append(sat)
 
+        if self._ring == "ram":
+            heads = self._ring_ram(m, v2a, v2, v2_lane, new_row)
+        else:
+            heads = self._ring_registers(m, v2_lane, new_row)
+        for n in range(L):
+            m.d.sync += old_row[n].eq(Mux(first_lane[n], 0, heads[n]))
+        return new_row, row_saturated
+
+    def _ring_registers(self, m, v2_lane, new_row):
+        """The ring as R rows of flip-flops, rotated on every stage-3 beat: the updated
+        head goes to the tail. Returns per lane the head after this cycle: rows[1] if
+        the ring rotates now, else rows[0]."""
+        L, acc_bits = self._params.lanes, self._params.acc_bits
+        R = self._params.beats_per_tile
+        rows = [[Signal(acc_bits, name=f"acc_row{i}_lane{n}", reset_less=True)
+                 for n in range(L)] for i in range(R)]
         for n in range(L):
             with m.If(v2_lane[n]):
-                m.d.sync += [lane(rows[i], n).eq(lane(rows[i + 1], n)) for i in range(R - 1)]
-                m.d.sync += lane(rows[R - 1], n).eq(new_row[n])
-        return new_row, row_saturated
+                m.d.sync += [rows[i][n].eq(rows[i + 1][n]) for i in range(R - 1)]
+                m.d.sync += rows[R - 1][n].eq(new_row[n])
+        return [Mux(v2_lane[n], rows[1 % R][n], rows[0][n]) for n in range(L)]
+
+    def _ring_ram(self, m, v2a, v2, v2_lane, new_row):
+        """The ring as one memory per lane (R x acc_bits) with an asynchronous read port
+        and a synchronous write port, and a head pointer h (the slot of the beat the next
+        stage-3 beat updates). A stage-3 beat writes its sums at h and advances h, so the
+        slot it frees is the tail. Returns per lane the head after this cycle,
+        mem[h + 1] if a beat is in stage 3 now, else mem[h].
+
+        Read after write: the read port returns the contents before this cycle's write.
+        In a cycle with a stage-3 beat it reads slot h + 1, which is not the slot being
+        written (h + 1 != h mod R since R >= 2); that slot was last written when the
+        pointer stood there, R - 1 >= 1 beats ago, so at least one cycle earlier, and
+        that write has landed. In a cycle without one nothing is written, and slot h
+        holds its last write. At T = 2, L = 2 (R = 2) the previous beat wrote slot
+        h + 1, one cycle earlier at the soonest: in time.
+
+        Only the pointer has a reset: the data are read only after they are written
+        (a first reduction tile adds to zero, not to the ring)."""
+        L, acc_bits = self._params.lanes, self._params.acc_bits
+        R = self._params.beats_per_tile
+        assert R >= 2, "the read-after-write order needs R >= 2 (lanes <= tile, tile >= 2)"
+
+        def wrap(ptr):
+            return Mux(ptr == R - 1, 0, ptr + 1)
+
+        # h, h + 1 and h + 2 (mod R) in registers, so every address is a choice among them.
+        h = Signal(range(R), name="ring_head")
+        h1 = Signal(range(R), name="ring_head1", init=1 % R)
+        h2 = Signal(range(R), name="ring_head2", init=2 % R)
+        with m.If(v2):
+            m.d.sync += [h.eq(h1), h1.eq(h2), h2.eq(wrap(h2))]
+        h_next = Mux(v2, h1, h)                 # h in the next cycle
+        h_next1 = Mux(v2, h2, h1)               # h + 1 in the next cycle
+        # The next cycle's read address, h + 1 if a beat is in stage 3 then (v2a now).
+        raddr_next = Mux(v2a, h_next1, h_next)
+        heads = []
+        for n in range(L):
+            # Each lane's memory (acc_bits / 4 LUT RAMs per 16 slots on ECP5) has its
+            # own flip-flop copies of the addresses, as it has of the write enable.
+            waddr = register_copy(m, h_next, f"rescaler_waddr_lane{n}")
+            raddr = register_copy(m, raddr_next, f"rescaler_raddr_lane{n}")
+            m.submodules[f"acc_mem{n}"] = mem = Memory(shape=acc_bits, depth=R, init=[])
+            wp = mem.write_port()
+            rp = mem.read_port(domain="comb")
+            m.d.comb += [wp.addr.eq(waddr), wp.en.eq(v2_lane[n]), wp.data.eq(new_row[n]),
+                         rp.addr.eq(raddr)]
+            heads.append(rp.data)
+        return heads

@@ -18,7 +18,7 @@ from fpga.area import area_study, format_table, synthesize, write_json
 from golden.params import NibbleParams
 from rtl.generate import verilog_text
 
-COUNT_FIELDS = ("lut4", "carry", "luts", "ff")
+COUNT_FIELDS = ("lut4", "carry", "lutram", "luts", "ff")
 PER_MAC_FIELDS = ("family", "tile", "design", "macs", *COUNT_FIELDS, "luts_per_mac",
                   "ff_per_mac", "lut4_per_mac", "carry_per_mac", "lut_ratio", "lut4_ratio",
                   "ff_ratio")
@@ -28,6 +28,7 @@ def check_report(result, sizes, families):
     """The report's fields, and every ratio a positive finite number."""
     assert set(result) == {"settings", "synth", "per_mac", "fp16_mac"}
     assert result["settings"]["sizes"] == list(sizes)
+    assert result["settings"]["rescaler_ring"] == {f: area.RESCALER_RING[f] for f in families}
     assert set(result["settings"]["commands"]) == set(families)
     assert set(result["fp16_mac"]) == set(families)
     designs = {(r["family"], r["design"], r["tile"]) for r in result["synth"]}
@@ -65,12 +66,35 @@ def test_synthesize_pe(family, tmp_path):
     else:
         assert rec["luts"] == rec["lut4"]
         assert rec["ff"] == sum(n for kind, n in cells.items() if kind.startswith("SB_DFF"))
-    assert rec["ff"] > 0
+    assert rec["ff"] > 0 and rec["lutram"] == 0
+
+
+@pytest.mark.parametrize("family", area.FAMILIES)
+def test_synthesize_rescaler_as_built_for_the_family(family, tmp_path):
+    """Real yosys on the T=4 rescaler: on ECP5 its accumulators are LUT RAM (4 lanes of
+    4 x 32 bits: 8 TRELLIS_DPR16X4 per lane), six LUTs each; on iCE40 the flip-flop ring
+    (a RAM cell there would be an error)."""
+    text = area._design_verilog("tile_rescaler", 4, 32, family)
+    rec = synthesize(text, "tile_rescaler", family, tmp_path)
+    if family == "ecp5":
+        assert rec["lutram"] == rec["cells"]["TRELLIS_DPR16X4"] == 4 * 8
+        assert rec["luts"] == rec["lut4"] + 2 * rec["carry"] + 6 * rec["lutram"]
+    else:
+        assert rec["lutram"] == 0
+        assert rec["ff"] > 4 * 4 * 32                   # R = 4 rows of 4 x 32 bits
+
+
+def test_rescaler_verilog_per_family():
+    """The area study builds the rescaler as the Accelerator does on each family."""
+    assert area.RESCALER_RING == {"ecp5": "ram", "ice40": "registers"}
+    assert "acc_mem0" in area._design_verilog("tile_rescaler", 4, 32, "ecp5")
+    ice40 = area._design_verilog("tile_rescaler", 4, 32, "ice40")
+    assert "acc_mem0" not in ice40 and "acc_row3_lane0" in ice40
 
 
 def test_fp16_mac_verilog():
     """The baseline converts to Verilog under its own module name."""
-    text = area._design_verilog("fp16_mac", None, 32)
+    text = area._design_verilog("fp16_mac", None, 32, "ecp5")
     assert "module fp16_mac" in text and "input [15:0] a" in text
 
 
@@ -91,11 +115,13 @@ def test_report_with_canned_counts(monkeypatch, tmp_path):
         carry = n // 10
         cells = {"LUT4": n, "CCU2C": carry, "TRELLIS_FF": n // 3} if family == "ecp5" else \
                 {"SB_LUT4": n, "SB_CARRY": carry, "SB_DFFE": n // 3}
+        if family == "ecp5" and top == "tile_rescaler":
+            cells["TRELLIS_DPR16X4"] = 10
         return {"cells": cells, **area._count(cells, family)}
 
     monkeypatch.setattr(area, "synthesize", fake_synthesize)
     monkeypatch.setattr(area, "_design_verilog",
-                        lambda design, tile, acc_bits: f"module {design}(); endmodule\n")
+                        lambda design, tile, acc_bits, family: f"module {design}(); endmodule\n")
     monkeypatch.setattr(area, "_yosys_version", lambda: "Yosys test")
     lines = []
     result = area_study(sizes=(8, 4), progress=lines.append)
@@ -103,7 +129,8 @@ def test_report_with_canned_counts(monkeypatch, tmp_path):
     assert len(lines) == 2 + 2 * 2 * 3 and all(" s)" in line for line in lines)
     row = next(r for r in result["per_mac"]
                if (r["family"], r["tile"], r["design"]) == ("ecp5", 8, "array"))
-    per_mac = (6500 + 2 * 650) / 64                     # LUT4 + 2 x CCU2C, over T*T
+    per_mac = (6500 + 2 * 650 + 6 * 10) / 64           # LUT4 + 2 x CCU2C + 6 x DPR16X4
+    assert row["lutram"] == 10
     assert row["luts_per_mac"] == pytest.approx(per_mac)
     assert row["lut_ratio"] == pytest.approx((1000 + 2 * 100) / per_mac)
     ice = next(r for r in result["per_mac"]

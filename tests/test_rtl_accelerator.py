@@ -1,10 +1,16 @@
 """The Accelerator against golden, in Amaranth's simulator: random GEMMs in the three
 training modes and every output mode, with random stalls on every stream."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment
 
 from golden.params import NibbleParams
+from rtl import accelerator
+from rtl.accelerator import Accelerator
+from rtl.tile_rescaler import TileRescaler
 from wire.gemm_protocol import GemmJob, OutputSpec, expected
 from verif.amaranth_runner import run_jobs
 from verif.scoreboard import first_mismatch
@@ -142,3 +148,21 @@ def test_reset_mid_gemm_then_clean_gemm():
     sim.add_testbench(consumer)
     sim.run()
     assert_matches(second, params, decode(second, params, got))
+
+
+@pytest.mark.parametrize("family,ring", [(None, "ram"), ("ecp5", "ram"),
+                                         ("iCE40", "registers")])
+def test_rescaler_ring_follows_the_platform(monkeypatch, family, ring):
+    """The rescaler keeps its accumulators in LUT RAM, except on an iCE40 (no LUT RAM),
+    where they are flip-flop rows."""
+    made = []
+
+    class Recording(TileRescaler):
+        def __init__(self, params, ring="ram"):
+            made.append(ring)
+            super().__init__(params, ring=ring)
+
+    monkeypatch.setattr(accelerator, "TileRescaler", Recording)
+    platform = None if family is None else SimpleNamespace(family=family)
+    Fragment.get(Accelerator(NibbleParams(tile=2)), platform)
+    assert made == [ring]

@@ -1,6 +1,9 @@
 """TileRescaler against golden.gemm: shifted, rounded, saturating accumulation."""
 
+import gc
 import random
+import re
+import warnings
 
 import numpy as np
 import pytest
@@ -15,14 +18,15 @@ from verif.scoreboard import rescaled
 from verif.stimulus import random_operand, rescaler_steps, with_tile_exps
 
 
-def run_rescaler(params, tiles, seed):
+def run_rescaler(params, tiles, seed, ring="ram"):
     """Feed ``tiles`` = [(psum (T,T) ints, shift, out_exp, first, last)] through the DUT
     with random gaps between beats; return the accumulator rows it emits and the sticky
     flag. With ``params.lanes`` L < T, each row goes in and comes out as T / L beats of L
     elements; the rows returned are whole (T elements). Every accumulator beat must
-    leave exactly ``TileRescaler.latency`` cycles after the psum beat that finished it."""
+    leave exactly ``TileRescaler.latency`` cycles after the psum beat that finished it.
+    ``ring``: how the DUT stores its accumulators (``TileRescaler.RINGS``)."""
     T, L = params.tile, params.lanes
-    dut = TileRescaler(params)
+    dut = TileRescaler(params, ring=ring)
     rng = random.Random(seed)
     sent_last = []            # cycles of the beats that end an output tile
     monitor = ValidOnlyMonitor(dut.acc_out, lambda beat: ([int(v) for v in beat.acc],
@@ -86,9 +90,10 @@ def gemm_tiles(a, b, acc_bits):
     return tiles
 
 
+@pytest.mark.parametrize("ring", TileRescaler.RINGS)
 @pytest.mark.parametrize("tile,lanes", [(4, None), (8, None), (4, 1), (8, 2)])
 @pytest.mark.parametrize("kinds", [("uint4", "int4"), ("fp4", "int4"), ("uint4", "fp4")])
-def test_gemm_accumulators_equal_golden(tile, lanes, kinds):
+def test_gemm_accumulators_equal_golden(tile, lanes, kinds, ring):
     """Full-range operands with tile exponents spread over -128..127, so terms are
     shifted left, right by a little, and right past every bit; shapes not multiples of T.
     lanes < T: L elements of a row per beat."""
@@ -102,7 +107,8 @@ def test_gemm_accumulators_equal_golden(tile, lanes, kinds):
     a = operand((m, k), kinds[0], 0)
     b = operand((k, n), kinds[1], 1 if kinds[1] == "fp4" else 0)
     want = tiled_gemm(a, b, acc_bits=params.acc_bits)
-    got, saturated = run_rescaler(params, gemm_tiles(a, b, params.acc_bits), seed=tile)
+    got, saturated = run_rescaler(params, gemm_tiles(a, b, params.acc_bits), seed=tile,
+                                  ring=ring)
     T = tile
     mt, nt = want.out_exps.shape
     acc = np.zeros((mt * T, nt * T), dtype=np.int64)
@@ -118,30 +124,47 @@ def test_gemm_accumulators_equal_golden(tile, lanes, kinds):
     assert saturated == want.saturated
 
 
+@pytest.mark.parametrize("ring", TileRescaler.RINGS)
 @pytest.mark.parametrize("tile,lanes", [(2, None), (4, None), (8, None), (2, 1), (4, 1),
                                         (8, 2)])
-def test_extreme_psums_shifts_and_saturation(tile, lanes):
+def test_extreme_psums_shifts_and_saturation(tile, lanes, ring):
     """Random full-scale partial sums with shifts from far right to the largest left
-    shift the accumulator can take, at the narrowest accumulator: saturates often."""
+    shift the accumulator can take, at the narrowest accumulator: saturates often.
+    T = 2, L = 2 is the shortest ring (R = 2), where the RAM's slot read for the next
+    beat was written by the beat just before it."""
     acc_bits = psum_bits(tile)
     params = NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes)
     tiles = rescaler_steps(random.Random(tile), tile, acc_bits, groups=12)
     want, want_sat = rescaled(tiles, tile, acc_bits)
-    got, saturated = run_rescaler(params, tiles, seed=tile + 100)
+    got, saturated = run_rescaler(params, tiles, seed=tile + 100, ring=ring)
     assert got == want
     assert saturated == want_sat and want_sat          # this stimulus must saturate
 
 
-def test_round_half_even_ties():
+@pytest.mark.parametrize("ring", TileRescaler.RINGS)
+def test_round_half_even_ties(ring):
     """Terms exactly halfway round to even: 3/2 -> 2, 5/2 -> 2, -3/2 -> -2, -1/2 -> 0."""
     params = NibbleParams(tile=2, acc_bits=psum_bits(2))
     psum = [[3, 5], [-3, -1]]
     tiles = [(psum, -1, 0, True, True)]
-    got, saturated = run_rescaler(params, tiles, seed=0)
+    got, saturated = run_rescaler(params, tiles, seed=0, ring=ring)
     assert got == [([2, 2], 0), ([-2, 0], 0)]
     assert not saturated
 
 
-def test_converts_to_verilog():
-    text = convert(TileRescaler(NibbleParams(tile=8)), "tile_rescaler")
+@pytest.mark.parametrize("ring", TileRescaler.RINGS)
+def test_converts_to_verilog(ring):
+    """The RAM ring is one memory per lane (an array in the Verilog, LUT RAM on ECP5);
+    the register ring has none."""
+    text = convert(TileRescaler(NibbleParams(tile=8), ring=ring), "tile_rescaler")
     assert "module tile_rescaler" in text
+    memories = re.findall(r"reg \[31:0\] acc_mem\d+ \[7:0\];", text)
+    assert len(memories) == (8 if ring == "ram" else 0)
+
+
+def test_unknown_ring():
+    with warnings.catch_warnings():         # the refused object is never elaborated
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match="ring"):
+            TileRescaler(NibbleParams(tile=4), ring="shift")
+        gc.collect()
