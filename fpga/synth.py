@@ -140,11 +140,14 @@ def _cells_from_stat(stat: dict) -> dict:
 
 def _netlist_usage(family: str, cells: dict) -> dict:
     """Logic cells, FFs, BRAMs, DSPs of a synthesised netlist (a lower bound on the placed
-    logic-cell count: packing adds routing-through cells)."""
+    logic-cell count: packing adds routing-through cells). An ECP5 LUT RAM cell
+    (TRELLIS_DPR16X4) takes 6 LUT sites: its 4 storage LUTs in two slices, and the two
+    LUTs of the third slice that holds its write port (TRELLIS_RAMW), as
+    :mod:`fpga.area` counts it."""
     if family == "ecp5":
         return {
             "luts": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
-                    + 2 * cells.get("TRELLIS_DPR16X4", 0),
+                    + 6 * cells.get("TRELLIS_DPR16X4", 0),
             "ffs": cells.get("TRELLIS_FF", 0),
             "brams": cells.get("DP16KD", 0),
             "dsps": cells.get("MULT18X18D", 0),
