@@ -82,12 +82,13 @@ def requantize(result: GemmResult, kind: str, *, clip=None, mask=None) -> QTenso
 
 
 def log4_quantize(result: GemmResult, *, phase=0, rounding="log", exps=None,
-                  mask=None) -> QTensor:
+                  mask=None, seed=None) -> QTensor:
     """Quantize accumulators to radix-4 FP4 (the log4 quantizer); ``exps`` is an
     external per-layer exponent (GradScale) or None for per-tile exponents; ``mask``
-    (ReLU'/PACT' of the backward pass) zeroes elements first."""
+    (ReLU'/PACT' of the backward pass) zeroes elements first; ``seed`` is the
+    generator seed of ``rounding="stochastic"`` (:mod:`golden.xorshift`)."""
     return quantize(_masked(result.value(), mask), "fp4", tile=result.tile, phase=phase,
-                    rounding=rounding, exps=exps)
+                    rounding=rounding, exps=exps, seed=seed)
 
 
 def _masked(y: np.ndarray, mask) -> np.ndarray:

@@ -13,6 +13,7 @@ import numpy as np
 from golden.formats import ROUNDINGS, QTensor
 from golden.gemm import GemmResult, check_kind_pair, tiled_gemm
 from golden.output import clip_alpha, log4_quantize, requantize
+from golden.xorshift import check_seed
 from golden.params import EXP_MAX, EXP_MIN
 from golden.params import NibbleParams
 
@@ -35,11 +36,17 @@ class OutputSpec:
     mask : array or None
         int or fp4 mode: ReLU' mask, shape of the result (0 zeroes the element).
     phase, rounding, ext_exp
-        fp4 mode: TPR phase, "log" or "linear", external exponent (-128..127) or None.
+        fp4 mode: TPR phase, "log", "linear" or "stochastic", external exponent
+        (-128..127) or None.
+    seed : int or None
+        ``rounding="stochastic"`` only, and required there: the generator seed
+        (0..2**32-1, :mod:`golden.xorshift`).
 
     An option the mode does not use (a clip on int4 or outside int mode, a mask in raw
     mode, an fp4 option outside fp4 mode) is a ``ValueError``, not silently dropped: the
-    command would carry it to hardware that ignores it.
+    command would carry it to hardware that ignores it. Stochastic rounding is
+    golden-only until the RTL implements it (issue 14): :func:`expected` computes it,
+    :func:`encode` refuses it (the 64-bit command has no field for it yet).
     """
 
     mode: str = "raw"
@@ -49,6 +56,7 @@ class OutputSpec:
     phase: int = 0
     rounding: str = "log"
     ext_exp: int | None = None
+    seed: int | None = None
 
     def __post_init__(self):
         if self.mode not in OUT_MODES:
@@ -71,6 +79,12 @@ class OutputSpec:
                 isinstance(self.ext_exp, (int, np.integer)) and not isinstance(self.ext_exp, bool)
                 and EXP_MIN <= self.ext_exp <= EXP_MAX):
             raise ValueError(f"ext_exp must be an integer in {EXP_MIN}..{EXP_MAX}, got {self.ext_exp!r}")
+        if self.rounding == "stochastic":
+            if self.seed is None:
+                raise ValueError("stochastic rounding needs a seed (0..2**32-1)")
+            check_seed(self.seed)
+        elif self.seed is not None:
+            raise ValueError(f"a seed applies to rounding='stochastic' only, not {self.rounding!r}")
 
 
 @dataclass(frozen=True)
@@ -141,8 +155,8 @@ def check_job(job: GemmJob, params: NibbleParams, *, study: bool = False) -> Non
     """Raise a one-line ValueError unless the hardware can run ``job`` with ``params``:
     so no illegal command (:func:`rtl.layouts.command_is_legal`; :data:`wire.streams.COMMAND`)
     is ever built.
-    ``study=True`` (golden only, :func:`expected`) also lets the study kind fp4r2 pass,
-    which the hardware has no code for."""
+    ``study=True`` (golden only, :func:`expected`) also lets the study kind fp4r2 and
+    stochastic rounding pass, which the hardware has no code for yet."""
     a, b = job.a_op, job.b_op
     if a.tile != params.tile or b.tile != params.tile:
         raise ValueError(f"operand tiles {a.tile}, {b.tile} differ from the array's {params.tile}")
@@ -159,6 +173,9 @@ def check_job(job: GemmJob, params: NibbleParams, *, study: bool = False) -> Non
     if mask is not None and np.shape(mask) != (a.shape[0], b.shape[1]):
         raise ValueError(f"mask shape {np.shape(mask)} differs from the result's "
                          f"{(a.shape[0], b.shape[1])}")
+    if not study and job.out.rounding == "stochastic":
+        raise ValueError("stochastic rounding is golden-only until the RTL implements it "
+                         "(issue 14)")
 
 
 def expected(job: GemmJob, params: NibbleParams) -> GemmOutput:
@@ -172,7 +189,7 @@ def expected(job: GemmJob, params: NibbleParams) -> GemmOutput:
         codes = requantize(raw, out.kind, clip=out.clip, mask=out.mask)
     else:
         codes = log4_quantize(raw, phase=out.phase, rounding=out.rounding, exps=out.ext_exp,
-                              mask=out.mask)
+                              mask=out.mask, seed=out.seed)
     return GemmOutput(None, codes, raw.saturated)
 
 
