@@ -17,7 +17,8 @@ from .formats import QTensor, _fp_exps, _tile_exps_override, quantize, tile_view
 from .gemm import GemmResult
 
 __all__ = ["requantize", "log4_quantize", "log4_quantize_fused", "FusedLog4",
-           "alpha_sum_bits", "alpha_partials", "tile_max_magnitudes", "clip_alpha",
+           "alpha_sum_bits", "alpha_partials", "alpha_gradient", "tile_max_magnitudes",
+           "clip_alpha",
            "alpha_clip", "pact_masks"]
 
 
@@ -165,15 +166,8 @@ class FusedLog4:
         return (self.phase0, self.phase1)[p]
 
     def alpha_grad(self) -> float:
-        """PACT's alpha gradient on the host: sum over tiles of alpha_sums * 2**out_exp,
-        exact in integers, rounded once to float64 (to nearest, ties to even)."""
-        nz = [(int(s), int(e)) for s, e in zip(self.alpha_sums.ravel(), self.out_exps.ravel())
-              if s]
-        if not nz:
-            return 0.0
-        low = min(e for _, e in nz)
-        total = sum(s << (e - low) for s, e in nz)
-        return _ldexp_exact(total, low)
+        """PACT's alpha gradient on the host (:func:`alpha_gradient` of the partials)."""
+        return alpha_gradient(self.alpha_sums, self.out_exps)
 
     def amax(self) -> float:
         """max |masked dX| of the whole tensor: max over tiles of tile_max * 2**out_exp
@@ -215,6 +209,18 @@ def log4_quantize_fused(result: GemmResult, *, rounding="log", exps=None, mask=N
         clip_mask = np.zeros(result.acc.shape, dtype=bool)
     return FusedLog4(codes[0], codes[1], alpha_partials(result, clip_mask),
                      tile_max_magnitudes(result, mask), np.asarray(result.out_exps))
+
+
+def alpha_gradient(alpha_sums, out_exps) -> float:
+    """PACT's alpha gradient from per-tile partials: the sum over tiles of
+    alpha_sums * 2**out_exp, exact in integers, rounded once to float64 (to nearest,
+    ties to even). The host computes it the same way from the gradient unit's partials
+    and from a raw pass (:func:`alpha_partials`), so both give the same float."""
+    nz = [(int(s), int(e)) for s, e in zip(np.ravel(alpha_sums), np.ravel(out_exps)) if s]
+    if not nz:
+        return 0.0
+    low = min(e for _, e in nz)
+    return _ldexp_exact(sum(s << (e - low) for s, e in nz), low)
 
 
 def _ldexp_exact(n: int, e: int) -> float:

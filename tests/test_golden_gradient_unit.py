@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from golden import quantize, tiled_gemm
 from golden.gemm import GemmResult
-from golden.output import (alpha_partials, alpha_sum_bits, log4_quantize, log4_quantize_fused,
-                           tile_max_magnitudes)
+from golden.output import (alpha_gradient, alpha_partials, alpha_sum_bits, log4_quantize,
+                           log4_quantize_fused, tile_max_magnitudes)
 from golden.params import NibbleParams
 from golden.scaling import gradscale_exponent
 from wire.gemm_protocol import GemmJob, OutputSpec, encode, expected
@@ -126,6 +126,17 @@ def test_host_values_are_exact(case):
     assert fused.amax() == float(np.max(np.abs(result.value() * mask)))
 
 
+def test_alpha_gradient_rounds_the_exact_sum_once():
+    """Partials far apart in weight: the tiny one decides a tie of the big ones (a
+    float sum would lose it), and a sum beyond float64's range of exponents is fine."""
+    big = (1 << 53) + 1                                   # halfway between two floats
+    assert alpha_gradient([[big, 1]], [[0, -100]]) == float((1 << 53) + 2)
+    assert alpha_gradient([[big, -1]], [[0, -100]]) == float(1 << 53)
+    assert alpha_gradient([[big, 0]], [[0, -100]]) == float(1 << 53)      # tie to even
+    assert alpha_gradient([[3, 5]], [[-1074, 900]]) == 5 * 2.0 ** 900
+    assert alpha_gradient([[0, 0]], [[5, 7]]) == 0.0
+
+
 def test_alpha_grad_equals_the_float_sum_when_that_is_exact():
     """Training's former host formula sum(dX * clipped) gives the same float whenever
     its float64 additions are exact, as they are for a real backward GEMM."""
@@ -136,6 +147,7 @@ def test_alpha_grad_equals_the_float_sum_when_that_is_exact():
     clipped = rng.random(result.acc.shape) < 0.2
     fused = log4_quantize_fused(result, mask=~clipped, clip_mask=clipped)
     assert fused.alpha_grad() == float(np.sum(result.value() * clipped)) != 0.0
+    assert alpha_gradient(alpha_partials(result, clipped), result.out_exps) == fused.alpha_grad()
 
 
 @pytest.mark.parametrize("tile, acc_bits", [(8, 32), (16, 24), (64, 53), (2, 18)])
