@@ -254,3 +254,20 @@ def test_stochastic_training_learns_reproducibly_and_leaves_other_modes_alone(di
     assert first.weight_digests == again.weight_digests
     assert first.weight_digests != other.weight_digests != log.weight_digests
     assert first.train_loss[-1] < 0.5 * first.train_loss[0] and first.test_acc > 85.0
+
+
+def test_study_has_the_stochastic_rows_and_counts_gemms_per_step(digits):
+    from nibble.study import STUDY_CONFIGS, format_table, run_study
+
+    by_name = {c.name: c for c in STUDY_CONFIGS}
+    assert by_name["stochastic"].quant == QuantConfig(rounding="stochastic")
+    assert by_name["radix2_stochastic"].quant == QuantConfig(grad_kind="fp4r2",
+                                                             rounding="stochastic")
+    config = TrainConfig(epochs=1, hidden=(64, 64))
+    rows = [by_name[n] for n in ("nibble", "stochastic", "radix2_stochastic")]
+    results = run_study(config, [0], rows, data=_subset(digits, 64), progress=False)
+    # 3 forward + 3 weight gradient + 2 backward (fused; radix 2: raw, host-quantized)
+    assert [results[n]["gemms_per_step"] for n in results] == [8, 8, 8]
+    table = format_table(results)
+    assert "| GEMMs/step |" in table
+    assert "| stochastic | " in table and "| radix2_stochastic | " in table
