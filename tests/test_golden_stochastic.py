@@ -117,6 +117,23 @@ def test_stochastic_radix2_study_kind_matches_reference(data, seed):
                           ref_quantize_stochastic(x, t, 0, seed, step=1))
 
 
+@pytest.mark.parametrize("phase", [0, 1])
+def test_comparisons_are_strict_at_their_boundaries(phase):
+    """Values put exactly on each element's decision boundary: 3u == d (in range) and
+    u == x (below G_0) round down, one unit of x more rounds up."""
+    shape, tile, seed = (16, 16), 8, 4242
+    u = phase_bits(element_words(seed, shape, tile), phase)
+    rng = np.random.default_rng(phase)
+    k0 = rng.integers(-1, 6, size=shape)                  # -1: below G_0
+    g = 2.0 * np.maximum(k0, 0) + phase                   # log2 G_k0 with E = 0
+    for extra, up in ((0, False), (1, True)):
+        x = np.where(k0 < 0, u + extra, (1 << R) + 3 * u + extra)
+        v = np.ldexp(x.astype(np.float64), (g - R).astype(np.int32))
+        q = quantize(v, "fp4", tile=tile, phase=phase, rounding="stochastic", seed=seed, exps=0)
+        want = np.where(k0 < 0, np.where(up, 1, 0), k0 + 1 + up)
+        assert np.array_equal(q.codes.astype(np.int64), want), extra
+
+
 # ---- unbiasedness ------------------------------------------------------------------------
 
 N_SIDE, TILE = 256, 64                    # 65536 draws per value, 1024 generator steps
