@@ -18,8 +18,7 @@ from .gemm import GemmResult
 
 __all__ = ["requantize", "log4_quantize", "log4_quantize_fused", "FusedLog4",
            "alpha_sum_bits", "alpha_partials", "alpha_gradient", "tile_max_magnitudes",
-           "clip_alpha",
-           "alpha_clip", "pact_masks"]
+           "clip_alpha", "alpha_clip", "pact_masks"]
 
 
 def clip_alpha(mant: int, exp: int) -> float:
