@@ -29,6 +29,28 @@ Radix-4 FP4 (``fp4``)
     * In both modes v < G_0 rounds to the nearer of 0 and G_0 (threshold G_0 / 2, ties
       up to G_0): that is r >= -1 gives k >= 0, r < -1 flushes to zero. k > 6
       saturates to 6; e = k + 1.
+    * ``rounding="stochastic"`` (unbiased, after LUQ: Chmiel et al., ICLR 2023, adapted
+      to radix 4): each element draws a uniform integer u of R = 16 bits
+      (:mod:`golden.xorshift`: the generator, its seeding and the order of the draws;
+      ``seed=`` is the command's seed). With k0 = floor(r / 2), so G_k0 <= v < 4 G_k0:
+
+      - 0 <= k0 <= 5: x = floor(v * 2**R / G_k0), a 18-bit integer in 2**R..2**(R+2)-1,
+        and d = x - 2**R; k = k0 + 1 if 3 * u < d, else k0. Up with probability
+        (v - G_k0) / (3 G_k0) up to the 16-bit resolution, so E[q] = v.
+      - k0 < 0 (v < G_0, underflow): x = floor(v * 2**R / G_0) in 0..2**R-1; the code
+        is G_0 (k = 0) if u < x, else zero. Stochastic between 0 and G_0, not a flush
+        at G_0 / 2, so the many small gradient elements below the grid keep their mean
+        (LUQ's stochastic underflow) instead of all rounding to 0.
+      - k0 >= 6: saturates to k = 6, as in the other modes (biased, like any clip).
+
+      Because P(up) is a multiple of 2**-R, E[q] - v lies in (-G_k0, 2 G_k0) * 2**-R,
+      below 2**-15 of v, against the factor-4 steps of the grid; below G_0 it lies in
+      (-G_0 * 2**-R, 0] (an element below G_0 * 2**-R always flushes). Phase 1 with per-tile exponents is unbiased up to the tile maximum
+      (top code 2**(p+1)); phase 0 saturates the tile's top binade [2**p, 2**(p+1)) on
+      2**p, as its log rounding does, so it stays biased there (TPR's phase 1 leans the
+      other way). x uses every bit of v below the leading one down to 2**-R of G_k0, so
+      the comparison is exact integer arithmetic on the accumulator: a shift, a 3u = u +
+      2u adder and an 18-bit comparator per lane.
 
 Exponents outside -128..127 are clipped to that range; elements then saturate or flush
 by the rules above, exactly as they do when ``exps=`` is given (per-layer GradScale).
@@ -44,8 +66,9 @@ cost is nil (one less subtraction).
 ``fp4r2`` is a study-only kind for the radix-2 ablation of the training study: the same
 sign + 3-bit exponent code with grid step 2 instead of 4 (value (-1)**s * 2**(e-1+E),
 E = p - 5 so that the tile maximum rounds to the nearest code without saturating, no
-phase). Its ``log`` rounding compares against sqrt(2) in floating point.
-The hardware does not implement it.
+phase). Its ``log`` rounding compares against sqrt(2) in floating point; its
+``stochastic`` rounding is the rule above with a step of 2 (up if u < d) and phase 0's
+random half. The hardware does not implement it.
 """
 
 from __future__ import annotations
@@ -55,6 +78,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .params import EXP_MAX, EXP_MIN, check_tile
+from .xorshift import RAND_BITS, check_seed, element_words, phase_bits
 
 __all__ = ["KINDS", "STUDY_KINDS", "ROUNDINGS", "QTensor", "quantize", "element_values",
            "fp4_values", "tile_view", "tile_amax", "check_matrix"]
@@ -63,7 +87,7 @@ __all__ = ["KINDS", "STUDY_KINDS", "ROUNDINGS", "QTensor", "quantize", "element_
 KINDS = ("int4", "uint4", "fp4")
 #: Kinds the golden model accepts; ``fp4r2`` exists only for the training study's ablation.
 STUDY_KINDS = KINDS + ("fp4r2",)
-ROUNDINGS = ("log", "linear")
+ROUNDINGS = ("log", "linear", "stochastic")
 
 _QRANGE = {"int4": (-8, 7), "uint4": (0, 15)}
 #: log2 of the grid step of the FP kinds.
@@ -147,15 +171,36 @@ def _fp_exps(amax: np.ndarray, step: int) -> np.ndarray:
     return np.where(amax > 0, np.clip(exps, EXP_MIN, EXP_MAX), EXP_MIN)
 
 
-def _fp_encode(x: np.ndarray, e_full: np.ndarray, step: int, phase: int, rounding: str):
-    """FP codes (uint8) of elements ``x`` given each element's tile exponent."""
+def _stochastic_k(safe, r, k0, base, step, rand):
+    """k of stochastic rounding (module docstring): up from k0 with probability
+    (v - G_k0) / ((2**step - 1) G_k0), or from 0 to G_0 below G_0; ``rand`` holds each
+    element's RAND_BITS-bit uniform integer."""
+    below = r < 0                                          # v < G_0: between 0 and G_0
+    low = np.where(below, 0, np.clip(k0, 0, FP4_TOP_K))   # the lower grid point's k
+    # x = floor(v * 2**R / G_low): v / G_low < 2**step, so x < 2**(R + step), exact in
+    # float64 (a power-of-two scale of v, then floor); saturating elements are not used.
+    with np.errstate(over="ignore"):
+        x = np.floor(np.ldexp(safe, (RAND_BITS - (step * low + base)).astype(np.int32)))
+    x = np.where(k0 >= FP4_TOP_K, 0.0, x).astype(np.int64)
+    up_in_range = ((1 << step) - 1) * rand < x - (1 << RAND_BITS)
+    up_below = rand < x
+    k = np.where(below, np.where(up_below, 0, -1), k0 + up_in_range)
+    return np.where(k0 >= FP4_TOP_K, FP4_TOP_K, k)
+
+
+def _fp_encode(x: np.ndarray, e_full: np.ndarray, step: int, phase: int, rounding: str,
+               rand=None):
+    """FP codes (uint8) of elements ``x`` given each element's tile exponent (and, for
+    stochastic rounding, each element's random integer ``rand``)."""
     v = np.abs(x)
     nonzero = v > 0
     safe = np.where(nonzero, v, 1.0)
     base = phase + e_full                                  # log2 of G_0
     r = _floor_log2(safe) - base
     k0 = np.floor_divide(r, step)                          # floor(r / step)
-    if rounding == "log" and step == 2:
+    if rounding == "stochastic":
+        k = _stochastic_k(safe, r, k0, base, step, rand)
+    elif rounding == "log" and step == 2:
         k = -np.floor_divide(-r, 2)                        # ceil(r / 2)
     elif rounding == "log":                                # radix-2 study kind
         k = k0 + (safe >= np.sqrt(2.0) * np.ldexp(1.0, step * k0 + base))
@@ -163,7 +208,8 @@ def _fp_encode(x: np.ndarray, e_full: np.ndarray, step: int, phase: int, roundin
         with np.errstate(over="ignore"):       # only for huge r, where k saturates anyway
             midpoint = np.ldexp((1.0 + 2.0 ** step) / 2.0, step * k0 + base)
         k = k0 + (safe >= midpoint)
-    k = np.where(r >= -1, np.maximum(k, 0), -1)           # below G_0 / 2 flushes
+    if rounding != "stochastic":
+        k = np.where(r >= -1, np.maximum(k, 0), -1)       # below G_0 / 2 flushes
     k = np.minimum(k, FP4_TOP_K)
     e = np.where(nonzero & (k >= 0), k + 1, 0)
     sign = np.where((x < 0) & (e > 0), FP4_SIGN, 0)
@@ -275,7 +321,7 @@ def _tile_exps_override(exps, shape, tile) -> np.ndarray:
     return arr
 
 
-def quantize(x, kind, *, tile=8, phase=0, rounding="log", exps=None) -> QTensor:
+def quantize(x, kind, *, tile=8, phase=0, rounding="log", exps=None, seed=None) -> QTensor:
     """Quantize a matrix to 4-bit codes with one power-of-two exponent per tile.
 
     Parameters
@@ -288,11 +334,16 @@ def quantize(x, kind, *, tile=8, phase=0, rounding="log", exps=None) -> QTensor:
         Tile edge T, a power of two from 2 to 64.
     phase : {0, 1}
         TPR phase of an fp4 result; must be 0 for int kinds.
-    rounding : {"log", "linear"}
-        FP4 rounding mode; int kinds always round half to even.
+    rounding : {"log", "linear", "stochastic"}
+        FP4 rounding mode; int kinds always round half to even (and take no
+        ``"stochastic"``).
     exps : int or array_like, optional
         Tile exponents to use instead of the per-tile choice (a scalar for per-layer
         GradScale, or the full (Mt, Kt) table). Elements then saturate or flush.
+    seed : int, optional
+        ``rounding="stochastic"`` only, and required there: the generator seed
+        (0..2**32-1, :mod:`golden.xorshift`). The random words follow the tile order
+        of the module docstring, as the log4 unit draws them.
 
     Returns
     -------
@@ -309,6 +360,14 @@ def quantize(x, kind, *, tile=8, phase=0, rounding="log", exps=None) -> QTensor:
     phase = _check_phase(phase, kind)
     if rounding not in ROUNDINGS:
         raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
+    if rounding == "stochastic":
+        if kind in _QRANGE:
+            raise ValueError(f"stochastic rounding applies to fp kinds only, not {kind}")
+        if seed is None:
+            raise ValueError("stochastic rounding needs a seed (0..2**32-1)")
+        seed = check_seed(seed)
+    elif seed is not None:
+        raise ValueError(f"a seed applies to rounding='stochastic' only, not {rounding!r}")
 
     if kind == "uint4":
         x = np.maximum(x, 0.0)
@@ -328,5 +387,8 @@ def quantize(x, kind, *, tile=8, phase=0, rounding="log", exps=None) -> QTensor:
             scaled = np.ldexp(x, (-e_full).astype(np.int32))
         codes = np.clip(np.rint(scaled), lo, hi)
     else:
-        codes = _fp_encode(x, e_full, _FP_STEP[kind], phase, rounding)
+        rand = None
+        if rounding == "stochastic":
+            rand = phase_bits(element_words(seed, x.shape, tile), phase)
+        codes = _fp_encode(x, e_full, _FP_STEP[kind], phase, rounding, rand)
     return QTensor(codes, tile_exps, kind, tile, phase)

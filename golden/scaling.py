@@ -81,11 +81,24 @@ def gradscale_exponent(g) -> int:
     -128 for all zeros.
     """
     g = check_matrix(g, "g")
-    amax = float(np.max(np.abs(g)))
+    return _exponent_of_max(float(np.max(np.abs(g))))
+
+
+def _check_amax(amax) -> float:
+    amax = float(amax)
+    if not (np.isfinite(amax) and amax >= 0):
+        raise ValueError(f"a gradient maximum must be finite and >= 0, got {amax!r}")
+    return amax
+
+
+def _floor_log2_of(amax: float) -> int:
+    return int(_floor_log2(np.array([amax]))[0])
+
+
+def _exponent_of_max(amax: float) -> int:
     if amax == 0:
         return EXP_MIN
-    p = int(_floor_log2(np.array([amax]))[0])
-    return int(np.clip(p - 2 * FP4_TOP_K, EXP_MIN, EXP_MAX))
+    return int(np.clip(_floor_log2_of(amax) - 2 * FP4_TOP_K, EXP_MIN, EXP_MAX))
 
 
 class GradScale:
@@ -110,16 +123,32 @@ class GradScale:
         self.headroom = headroom
         self._last_p = None          # floor(log2 max|g|) of the previous step
 
-    def exponent(self, g) -> int:
-        """Exponent for quantizing this step's gradient ``g`` (either phase). ``g`` is
-        used only on the first step; call :meth:`update` once the step is done."""
+    @property
+    def has_history(self) -> bool:
+        """True once a step with a non-zero gradient was recorded: the exponent then no
+        longer needs this step's gradient (so it can be fixed before the GEMM runs)."""
+        return self._last_p is not None
+
+    def exponent(self, g=None, *, amax=None) -> int:
+        """Exponent for quantizing this step's gradient (either phase). Only the first
+        step (no history) looks at this step's gradient: ``g`` itself, or its maximum
+        ``amax`` (max |g|, e.g. from the gradient unit's tile maxima); call
+        :meth:`update` once the step is done."""
         if self._last_p is None:
+            if amax is not None:
+                return _exponent_of_max(_check_amax(amax))
+            if g is None:
+                raise ValueError("GradScale's first step needs the gradient or its maximum")
             return gradscale_exponent(g)
         return int(np.clip(self._last_p + self.headroom - 2 * FP4_TOP_K, EXP_MIN, EXP_MAX))
 
-    def update(self, g) -> None:
-        """Record this step's gradient maximum for the next step's exponent."""
-        g = check_matrix(g, "g")
-        amax = float(np.max(np.abs(g)))
+    def update(self, g=None, *, amax=None) -> None:
+        """Record this step's gradient maximum for the next step's exponent: from ``g``
+        or directly as ``amax`` = max |g|."""
+        if amax is None:
+            if g is None:
+                raise ValueError("GradScale.update needs the gradient or its maximum")
+            amax = float(np.max(np.abs(check_matrix(g, "g"))))
+        amax = _check_amax(amax)
         # An all-zero step carries no scale information: start over from the next step.
-        self._last_p = None if amax == 0 else int(_floor_log2(np.array([amax]))[0])
+        self._last_p = None if amax == 0 else _floor_log2_of(amax)

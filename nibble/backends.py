@@ -32,9 +32,14 @@ class CheckedBackend(GoldenBackend):
     ----------
     checked : int
         GEMMs that matched golden bit for bit.
+
+    The hardware has no gradient unit yet (issue 14): training runs each backward dX
+    GEMM as three passes (raw, phase 0, phase 1) on it, and stochastic rounding is
+    refused (``gradient_unit`` and ``fused`` are False).
     """
 
     name = "hardware"
+    gradient_unit = False
 
     def __init__(self, params: NibbleParams):
         super().__init__(params)

@@ -36,6 +36,10 @@ STUDY_CONFIGS = (
                 QuantConfig(gradscale=True)),
     StudyConfig("linear", "nibble with linear instead of log FP4 rounding",
                 QuantConfig(rounding="linear")),
+    StudyConfig("stochastic", "nibble with unbiased stochastic FP4 rounding (both TPR phases)",
+                QuantConfig(rounding="stochastic")),
+    StudyConfig("radix2_stochastic", "radix-2 FP4 with stochastic rounding (LUQ's format, "
+                "host-quantized)", QuantConfig(grad_kind="fp4r2", rounding="stochastic")),
 )
 
 
@@ -83,6 +87,7 @@ def run_study(config: TrainConfig, seeds, configs=STUDY_CONFIGS, data=None, prog
             "final_train_loss_mean": float(np.mean([r.train_loss[-1] for r in runs])),
             "steps": runs[0].steps,
             "gemms": runs[0].gemms,
+            "gemms_per_step": runs[0].gemms_per_step,
             "macs": runs[0].macs,
             "seconds": float(sum(r.seconds for r in runs)),
             "train_curves": [r.train_loss for r in runs],
@@ -94,13 +99,16 @@ def run_study(config: TrainConfig, seeds, configs=STUDY_CONFIGS, data=None, prog
 def format_table(results) -> str:
     """Markdown table of test accuracy (mean +- std over seeds) and the gap to FP32."""
     ref = results.get("fp32", {}).get("test_acc_mean")
-    rows = ["| config | test acc % (mean ± std) | Δ vs FP32 | final train loss | GEMMs/run | time s |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| config | test acc % (mean ± std) | Δ vs FP32 | final train loss | GEMMs/run | "
+            "GEMMs/step | time s |",
+            "|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         delta = "" if ref is None or name == "fp32" else f"{r['test_acc_mean'] - ref:+.2f}"
         gemms = r["gemms"] or "—"
+        per_step = r.get("gemms_per_step") or "—"       # older JSON files lack it
         rows.append(f"| {name} | {r['test_acc_mean']:.2f} ± {r['test_acc_std']:.2f} | {delta} | "
-                    f"{r['final_train_loss_mean']:.3f} | {gemms} | {r['seconds']:.1f} |")
+                    f"{r['final_train_loss_mean']:.3f} | {gemms} | {per_step} | "
+                    f"{r['seconds']:.1f} |")
     return "\n".join(rows)
 
 

@@ -11,11 +11,19 @@ RTL or a board), output stage included, so the backends are interchangeable bit 
   host adds its bias.
 * weight gradient dW = X^T . dY: X^T the forward's uint4 input, dY fp4 at phase 1
   (two-phase rounding); raw output to the host's FP32 master weights.
-* backward dX = dY . W^T: dY fp4 at phase 0, W^T the transposed int4 weights. The log4
-  unit returns the next layer's dY (PACT's straight-through mask applied on chip), once
-  per TPR phase; one raw pass gives PACT's alpha gradient (and GradScale's maximum).
+* backward dX = dY . W^T: dY fp4 at phase 0, W^T the transposed int4 weights. On a
+  backend with the gradient unit (the golden one; :attr:`GoldenBackend.fused`) it is
+  one pass (:func:`golden.output.log4_quantize_fused`): the next layer's dY at both TPR
+  phases (PACT's straight-through mask applied on chip), each tile's sum of the
+  accumulators PACT clipped (alpha's gradient) and its largest magnitude (GradScale's
+  maximum). The hardware backends still run three passes, bit for bit the same: one raw
+  (the host sums alpha's gradient from it as the unit would) and one log4 pass per
+  phase. Per training step of the 64-64-64-10 MLP that is 8 GEMMs instead of 12.
 * the loss gradient of the top layer is quantized to fp4 on the host; softmax, PACT's
   alpha and bias updates, and SGD stay in float on the host.
+* ``rounding="stochastic"`` draws one generator seed per gradient quantization (the
+  top layer's on the host, each layer's dX pass) from a generator of its own, seeded by
+  the run's seed, so the batch order and weights of the other modes do not move.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from golden import NibbleParams, quantize
-from golden.output import alpha_clip, pact_masks
+from golden.output import alpha_clip, alpha_gradient, alpha_partials, pact_masks
 from golden.scaling import GradScale, sawb_clip
 from wire.gemm_protocol import GemmJob, GemmOutput, OutputSpec, expected
 from verif.stimulus import GEMM_ROLES, backward_job, forward_job, weight_grad_job
@@ -47,8 +55,8 @@ class QuantConfig:
         Two-phase rounding: dY at phase 0 for dX, phase 1 for dW. False: both phase 0.
     grad_kind : {"fp4", "fp4r2"}
         Radix-4 FP4 (the hardware's) or the radix-2 study ablation.
-    rounding : {"log", "linear"}
-        FP4 rounding mode.
+    rounding : {"log", "linear", "stochastic"}
+        FP4 rounding mode (stochastic: golden backend only until the RTL has it).
     gradscale : bool
         Per-layer GradScale exponent instead of per-tile exponents for dY.
     """
@@ -61,8 +69,8 @@ class QuantConfig:
     def __post_init__(self):
         if self.grad_kind not in ("fp4", "fp4r2"):
             raise ValueError(f"grad_kind must be fp4 or fp4r2, got {self.grad_kind!r}")
-        if self.rounding not in ("log", "linear"):
-            raise ValueError(f"rounding must be log or linear, got {self.rounding!r}")
+        if self.rounding not in ("log", "linear", "stochastic"):
+            raise ValueError(f"rounding must be log, linear or stochastic, got {self.rounding!r}")
 
     @property
     def phases(self) -> tuple[int, int]:
@@ -103,13 +111,29 @@ class GoldenBackend:
 
     The backend interface: ``params``, ``gemms``, ``macs``, ``cycles`` (simulated clock
     cycles, 0 where nothing is simulated), ``step`` (set by the training loop for
-    reports) and :meth:`run`.
+    reports), ``gradient_unit`` and ``fused`` (below) and :meth:`run`.
+
+    Parameters
+    ----------
+    params : NibbleParams
+    fused : bool
+        Run each backward dX GEMM as one pass of the gradient unit (both TPR phases,
+        alpha partials, tile maxima) instead of three (raw, phase 0, phase 1). The
+        results are the same bit for bit; False is for comparing the two.
+
+    Attributes
+    ----------
+    gradient_unit : bool
+        The backend runs the gradient unit's modes (dual fp4 output, stochastic
+        rounding). Golden does; the hardware backends do not yet (issue 14).
     """
 
     name = "golden"
+    gradient_unit = True
 
-    def __init__(self, params: NibbleParams):
+    def __init__(self, params: NibbleParams, *, fused: bool = True):
         self.params = params
+        self.fused = bool(fused) and self.gradient_unit
         self.gemms = 0
         self.macs = 0
         self.cycles = 0
@@ -137,6 +161,7 @@ class RunResult:
     test_curve: list = field(default_factory=list)    # test accuracy per epoch, percent
     steps: int = 0
     gemms: int = 0
+    gemms_per_step: int = 0                 # GEMMs of the last training step (no evaluation)
     macs: int = 0
     cycles: int = 0                         # simulated clock cycles (RTL backends)
     seconds: float = 0.0
@@ -159,8 +184,10 @@ def _softmax_xent(logits: np.ndarray, labels: np.ndarray):
 class MLP:
     """A ReLU (FP32) or PACT (4-bit) multilayer perceptron with float master weights."""
 
-    def __init__(self, sizes, config: TrainConfig, rng: np.random.Generator):
+    def __init__(self, sizes, config: TrainConfig, rng: np.random.Generator,
+                 seeds: np.random.Generator | None = None):
         self.config = config
+        self.seeds = seeds if seeds is not None else np.random.default_rng(0)
         self.w = [rng.normal(0.0, np.sqrt(2.0 / fan_in), size=(fan_in, fan_out))
                   for fan_in, fan_out in zip(sizes[:-1], sizes[1:])]
         self.b = [np.zeros(n) for n in sizes[1:]]
@@ -229,11 +256,13 @@ class MLP:
         phases = sorted({p_dx, p_dw})
         top = len(self.w) - 1
         exps = scales[top].exponent(g) if quant.gradscale else None
+        seed = self._seed(quant)
         dy = {p: quantize(g, quant.grad_kind, tile=tile, phase=p, rounding=quant.rounding,
-                          exps=exps) for p in phases}
+                          exps=exps, seed=seed) for p in phases}
         if quant.gradscale:
             scales[top].update(g)
         grads = {("b", top): g.sum(axis=0)}
+        fused = quant.grad_kind == "fp4" and backend.fused
         for l in reversed(range(len(self.w))):
             a_q, w_q, _ = cache[l]
             grads["w", l] = backend.run(weight_grad_job(a_q, dy[p_dw]),
@@ -242,22 +271,64 @@ class MLP:
                 break
             # dX = dY . W^T; its elementwise PACT backward uses masks read from a_q.
             in_range, clipped = pact_masks(a_q, cache[l - 1][2])
-            dx = backend.run(backward_job(dy[p_dx], w_q), "backward", l).raw.value()
-            grads["alpha", l - 1] = float(np.sum(dx * clipped))
-            g_prev = dx * in_range
-            exps = scales[l - 1].exponent(g_prev) if quant.gradscale else None
-            if quant.grad_kind == "fp4":     # the log4 unit, once per TPR phase
-                dy = {p: backend.run(backward_job(dy[p_dx], w_q, OutputSpec(
-                          "fp4", phase=p, rounding=quant.rounding, ext_exp=exps, mask=in_range)),
-                          "backward", l).codes for p in phases}
-            else:                            # radix-2 study ablation: no hardware, host quantizes
-                dy = {p: quantize(g_prev, quant.grad_kind, tile=tile, phase=p,
-                                  rounding=quant.rounding, exps=exps) for p in phases}
-            if quant.gradscale:
-                scales[l - 1].update(g_prev)
+            backward = self._fused_backward if fused else self._three_pass_backward
+            dy_next, grads["alpha", l - 1], g_prev = backward(
+                backend, l, dy[p_dx], w_q, in_range, clipped, quant, scales[l - 1], phases)
             if l == 1:    # kept for the gradient-vs-FP4-grid histograms
-                self.grad_probe = {"layer": 0, "g": g_prev, "dy": dy}
+                self.grad_probe = {"layer": 0, "g": g_prev, "dy": dy_next,
+                                   "backward": (dy[p_dx], w_q, in_range)}
+            dy = dy_next
         return loss, grads
+
+    def _seed(self, quant: QuantConfig):
+        """A fresh generator seed for one stochastic quantization (None otherwise)."""
+        if quant.rounding != "stochastic":
+            return None
+        return int(self.seeds.integers(0, 1 << 32))
+
+    def _fused_backward(self, backend, l, dy, w_q, in_range, clipped, quant, scale, phases):
+        """dX = dY . W^T as one pass of the gradient unit; returns (next dY per phase,
+        alpha's gradient, None: no float gradient comes back)."""
+        seed = self._seed(quant)
+
+        def run(ext_exp):
+            out = OutputSpec("fp4", dual=True, rounding=quant.rounding, ext_exp=ext_exp,
+                             mask=in_range, clip_mask=clipped, seed=seed)
+            return backend.run(backward_job(dy, w_q, out), "backward", l).fused
+
+        exps = None
+        if quant.gradscale:
+            # GradScale's first step scales by its own maximum: one extra pass reads it
+            amax = None if scale.has_history else run(None).amax()
+            exps = scale.exponent(amax=amax)
+        fused = run(exps)
+        if quant.gradscale:
+            scale.update(amax=fused.amax())
+        return {p: fused.phase(p) for p in phases}, fused.alpha_grad(), None
+
+    def _three_pass_backward(self, backend, l, dy, w_q, in_range, clipped, quant, scale,
+                             phases):
+        """dX = dY . W^T raw, then once per TPR phase into the log4 unit (the hardware
+        backends' path; radix 2 quantizes on the host); returns (next dY per phase,
+        alpha's gradient, the masked float gradient)."""
+        tile = backend.params.tile
+        raw = backend.run(backward_job(dy, w_q), "backward", l).raw
+        # summed exactly per tile, as the gradient unit does
+        alpha = alpha_gradient(alpha_partials(raw, clipped), raw.out_exps)
+        g_prev = raw.value() * in_range
+        exps = scale.exponent(g_prev) if quant.gradscale else None
+        seed = self._seed(quant)
+        if quant.grad_kind == "fp4":     # the log4 unit, once per TPR phase
+            dy_next = {p: backend.run(backward_job(dy, w_q, OutputSpec(
+                           "fp4", phase=p, rounding=quant.rounding, ext_exp=exps, mask=in_range,
+                           seed=seed)), "backward", l).codes for p in phases}
+        else:                            # radix-2 study ablation: no hardware, host quantizes
+            dy_next = {p: quantize(g_prev, quant.grad_kind, tile=tile, phase=p,
+                                   rounding=quant.rounding, exps=exps, seed=seed)
+                       for p in phases}
+        if quant.gradscale:
+            scale.update(g_prev)
+        return dy_next, alpha, g_prev
 
     def weight_digest(self) -> str:
         """SHA-1 over every trainable parameter's bytes: equal digests, identical weights."""
@@ -295,9 +366,13 @@ def train_run(data: Digits, config: TrainConfig, seed: int, quant: QuantConfig |
     """
     rng = np.random.default_rng(seed)
     sizes = [data.x_train.shape[1], *config.hidden, data.n_classes]
-    model = MLP(sizes, config, rng)
+    # stochastic rounding's seeds come from a generator of their own
+    model = MLP(sizes, config, rng, seeds=np.random.default_rng((seed, 0x5EED)))
     if quant is not None and backend is None:
         backend = GoldenBackend(config.params)
+    if quant is not None and quant.rounding == "stochastic" and not backend.gradient_unit:
+        raise ValueError(f"stochastic rounding runs on the golden backend only; the "
+                         f"{backend.name} backend has no generator yet (issue 14)")
     scales = [GradScale() for _ in model.w]
     result = RunResult(test_acc=0.0)
     n = len(data.y_train)
@@ -317,7 +392,9 @@ def train_run(data: Digits, config: TrainConfig, seed: int, quant: QuantConfig |
             if quant is None:
                 loss, grads = model.fp32_grads(x, y)
             else:
+                before = backend.gemms
                 loss, grads = model.quant_grads(x, y, backend, quant, scales)
+                result.gemms_per_step = backend.gemms - before
             model.step(grads, lr)
             losses.append(loss)
             result.steps += 1
@@ -330,8 +407,21 @@ def train_run(data: Digits, config: TrainConfig, seed: int, quant: QuantConfig |
         if progress is not None:
             progress(epoch, result)
     result.test_acc = result.test_curve[-1]
-    result.grad_probe = model.grad_probe
+    result.grad_probe = _probe_gradient(model.grad_probe, config.params)
     if backend is not None:
         result.gemms, result.macs, result.cycles = backend.gemms, backend.macs, backend.cycles
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _probe_gradient(probe: dict | None, params: NibbleParams) -> dict | None:
+    """The last step's layer-0 probe for the gradient histograms, {"layer", "g", "dy"}.
+    After a fused pass no float gradient came back, so golden computes it here from the
+    probe's dX operands (host-side, for the plot only: not a counted GEMM)."""
+    if probe is None:
+        return None
+    g = probe["g"]
+    if g is None:
+        dy, w_q, in_range = probe["backward"]
+        g = expected(backward_job(dy, w_q), params).raw.value() * in_range
+    return {"layer": probe["layer"], "g": g, "dy": probe["dy"]}

@@ -401,3 +401,34 @@ def test_gradscale_tiny_previous_gradient_is_history():
         s = GradScale(headroom=1)
         s.update(np.array([[2.0 ** p]]))
         assert s.exponent(np.array([[1.0]])) == want, p
+
+
+@SETTINGS
+@given(headroom=st.integers(0, 8),
+       ps=st.lists(st.integers(-1074, 1023), min_size=1, max_size=6),
+       mant=st.floats(1.0, 2.0, exclude_max=True))
+def test_gradscale_from_maxima_matches_from_gradients(headroom, ps, mant):
+    """The gradient unit hands GradScale max |g| (its tile maxima), not g: the same
+    exponents, first step included."""
+    grads = [np.array([[math.ldexp(mant, p), -math.ldexp(1.0, p)]]) for p in ps]
+    by_g, by_max = GradScale(headroom), GradScale(headroom)
+    for g in grads:
+        amax = float(np.max(np.abs(g)))
+        assert by_max.has_history == by_g.has_history
+        assert by_max.exponent(amax=amax) == by_g.exponent(g)
+        by_g.update(g)
+        by_max.update(amax=amax)
+    assert by_max.exponent(amax=1.0) == by_g.exponent(np.ones((1, 1)))
+    assert by_max.has_history
+
+
+def test_gradscale_maximum_arguments():
+    s = GradScale()
+    assert not s.has_history and s.exponent(amax=0.0) == -128
+    for bad in (dict(), dict(amax=-1.0), dict(amax=float("nan")), dict(amax=float("inf"))):
+        with pytest.raises(ValueError):
+            s.exponent(**bad)
+    with pytest.raises(ValueError):
+        s.update()
+    s.update(amax=0.0)                      # an all-zero step leaves no history
+    assert not s.has_history

@@ -12,7 +12,8 @@ import numpy as np
 
 from golden.formats import ROUNDINGS, QTensor
 from golden.gemm import GemmResult, check_kind_pair, tiled_gemm
-from golden.output import clip_alpha, log4_quantize, requantize
+from golden.output import FusedLog4, clip_alpha, log4_quantize, log4_quantize_fused, requantize
+from golden.xorshift import check_seed
 from golden.params import EXP_MAX, EXP_MIN
 from golden.params import NibbleParams
 
@@ -35,11 +36,23 @@ class OutputSpec:
     mask : array or None
         int or fp4 mode: ReLU' mask, shape of the result (0 zeroes the element).
     phase, rounding, ext_exp
-        fp4 mode: TPR phase, "log" or "linear", external exponent (-128..127) or None.
+        fp4 mode: TPR phase, "log", "linear" or "stochastic", external exponent
+        (-128..127) or None.
+    dual : bool
+        fp4 mode: the gradient unit (:func:`golden.output.log4_quantize_fused`): both
+        TPR phases from one accumulation (``phase`` must stay 0), each tile's alpha
+        partial and largest magnitude; the result is :attr:`GemmOutput.fused`.
+    clip_mask : array or None
+        dual mode: the elements PACT clipped, whose accumulators the alpha partial sums.
+    seed : int or None
+        ``rounding="stochastic"`` only, and required there: the generator seed
+        (0..2**32-1, :mod:`golden.xorshift`).
 
     An option the mode does not use (a clip on int4 or outside int mode, a mask in raw
     mode, an fp4 option outside fp4 mode) is a ``ValueError``, not silently dropped: the
-    command would carry it to hardware that ignores it.
+    command would carry it to hardware that ignores it. ``dual`` and stochastic rounding
+    are golden-only until the RTL implements them (issue 14): :func:`expected` computes
+    them, :func:`encode` refuses them (the 64-bit command has no field for them yet).
     """
 
     mode: str = "raw"
@@ -49,6 +62,9 @@ class OutputSpec:
     phase: int = 0
     rounding: str = "log"
     ext_exp: int | None = None
+    dual: bool = False
+    clip_mask: np.ndarray | None = None
+    seed: int | None = None
 
     def __post_init__(self):
         if self.mode not in OUT_MODES:
@@ -71,6 +87,18 @@ class OutputSpec:
                 isinstance(self.ext_exp, (int, np.integer)) and not isinstance(self.ext_exp, bool)
                 and EXP_MIN <= self.ext_exp <= EXP_MAX):
             raise ValueError(f"ext_exp must be an integer in {EXP_MIN}..{EXP_MAX}, got {self.ext_exp!r}")
+        if not isinstance(self.dual, bool):
+            raise ValueError(f"dual must be True or False, got {self.dual!r}")
+        if self.dual and (self.mode != "fp4" or self.phase):
+            raise ValueError("dual output is fp4 mode's, with phase 0 (it emits both phases)")
+        if self.clip_mask is not None and not self.dual:
+            raise ValueError("a clip_mask (the alpha partial's) applies to dual fp4 output only")
+        if self.rounding == "stochastic":
+            if self.seed is None:
+                raise ValueError("stochastic rounding needs a seed (0..2**32-1)")
+            check_seed(self.seed)
+        elif self.seed is not None:
+            raise ValueError(f"a seed applies to rounding='stochastic' only, not {self.rounding!r}")
 
 
 @dataclass(frozen=True)
@@ -109,11 +137,14 @@ class GemmJob:
 
 @dataclass
 class GemmOutput:
-    """What a GEMM returns: raw accumulators or codes, and the saturation flag."""
+    """What a GEMM returns: raw accumulators or codes (or, in dual fp4 mode, the
+    gradient unit's :class:`golden.output.FusedLog4` in ``fused``), and the saturation
+    flag."""
 
     raw: GemmResult | None
     codes: QTensor | None
     saturated: bool
+    fused: FusedLog4 | None = None
 
 
 @dataclass
@@ -141,8 +172,8 @@ def check_job(job: GemmJob, params: NibbleParams, *, study: bool = False) -> Non
     """Raise a one-line ValueError unless the hardware can run ``job`` with ``params``:
     so no illegal command (:func:`rtl.layouts.command_is_legal`; :data:`wire.streams.COMMAND`)
     is ever built.
-    ``study=True`` (golden only, :func:`expected`) also lets the study kind fp4r2 pass,
-    which the hardware has no code for."""
+    ``study=True`` (golden only, :func:`expected`) also lets the study kind fp4r2, dual
+    fp4 output and stochastic rounding pass, which the hardware has no code for yet."""
     a, b = job.a_op, job.b_op
     if a.tile != params.tile or b.tile != params.tile:
         raise ValueError(f"operand tiles {a.tile}, {b.tile} differ from the array's {params.tile}")
@@ -155,10 +186,14 @@ def check_job(job: GemmJob, params: NibbleParams, *, study: bool = False) -> Non
     check_kind_pair(a.kind, b.kind)
     if max(job.tiles) > 1 << TILE_COUNT_BITS:
         raise ValueError(f"at most {1 << TILE_COUNT_BITS} tiles per dimension, got {job.tiles}")
-    mask = job.out.mask
-    if mask is not None and np.shape(mask) != (a.shape[0], b.shape[1]):
-        raise ValueError(f"mask shape {np.shape(mask)} differs from the result's "
-                         f"{(a.shape[0], b.shape[1])}")
+    for name in ("mask", "clip_mask"):
+        mask = getattr(job.out, name)
+        if mask is not None and np.shape(mask) != (a.shape[0], b.shape[1]):
+            raise ValueError(f"{name} shape {np.shape(mask)} differs from the result's "
+                             f"{(a.shape[0], b.shape[1])}")
+    if not study and (job.out.dual or job.out.rounding == "stochastic"):
+        raise ValueError("dual fp4 output and stochastic rounding are golden-only until "
+                         "the RTL implements them (issue 14)")
 
 
 def expected(job: GemmJob, params: NibbleParams) -> GemmOutput:
@@ -170,9 +205,13 @@ def expected(job: GemmJob, params: NibbleParams) -> GemmOutput:
         return GemmOutput(raw, None, raw.saturated)
     if out.mode == "int":
         codes = requantize(raw, out.kind, clip=out.clip, mask=out.mask)
+    elif out.dual:
+        fused = log4_quantize_fused(raw, rounding=out.rounding, exps=out.ext_exp,
+                                    mask=out.mask, clip_mask=out.clip_mask, seed=out.seed)
+        return GemmOutput(None, None, raw.saturated, fused)
     else:
         codes = log4_quantize(raw, phase=out.phase, rounding=out.rounding, exps=out.ext_exp,
-                              mask=out.mask)
+                              mask=out.mask, seed=out.seed)
     return GemmOutput(None, codes, raw.saturated)
 
 

@@ -30,7 +30,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--hidden", type=positive_int, nargs="+", default=[64, 64], metavar="H",
                         help="hidden layer sizes (default 64 64)")
     parser.add_argument("--configs", nargs="+", metavar="NAME",
-                        help="only these rows: fp32 nibble no_tpr radix2 gradscale linear")
+                        help="only these rows: fp32 nibble no_tpr radix2 gradscale linear "
+                             "stochastic radix2_stochastic")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--plot", metavar="DIR", help="write PNG plots (needs the plot extra)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
