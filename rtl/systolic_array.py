@@ -142,10 +142,11 @@ class SystolicArray(wiring.Component):
         m = Module()
         size = self._params.tile
 
-        def delay(value, cycles, name, data):
-            """``value`` delayed by ``cycles`` registers (data registers have no reset)."""
+        def delay(value, cycles, name, data, suffix=""):
+            """``value`` delayed by ``cycles`` registers (data registers have no reset),
+            named ``name_<i><suffix>``."""
             for i in range(cycles):
-                reg = Signal.like(value, name=f"{name}_{i}", reset_less=data)
+                reg = Signal.like(value, name=f"{name}_{i}{suffix}", reset_less=data)
                 m.d.sync += reg.eq(value)
                 value = reg
             return value
@@ -153,7 +154,8 @@ class SystolicArray(wiring.Component):
         pes = [[PE(self._params) for _ in range(size)] for _ in range(size)]
         for row in range(size):
             # A registered copy of the reset per row clears the row's accumulators.
-            clear = Signal(name=f"clear_row{row}", init=1)
+            # (identical in every row: named as a copy, so synthesis keeps one per row)
+            clear = Signal(name=f"clear_row{row}{REPLICA_SUFFIX}", init=1)
             m.d.sync += clear.eq(0)
             for col in range(size):
                 m.submodules[f"pe_{row}_{col}"] = pes[row][col]
@@ -168,8 +170,12 @@ class SystolicArray(wiring.Component):
             pe = pes[row][0]
             m.d.comb += [
                 pe.a_in.eq(delay(a_enc, row, f"a_skew{row}", True)),
-                pe.valid_in.eq(delay(self.valid, row, f"valid_skew{row}", False)),
-                pe.last_in.eq(delay(self.last & self.valid, row, f"last_skew{row}", False)),
+                # (the same delay line in every row: named as copies, so that synthesis
+                # keeps each row's own instead of one line routed down the array)
+                pe.valid_in.eq(delay(self.valid, row, f"valid_skew{row}", False,
+                                     REPLICA_SUFFIX)),
+                pe.last_in.eq(delay(self.last & self.valid, row, f"last_skew{row}", False,
+                                    REPLICA_SUFFIX)),
             ]
 
         # Column edge: encode, delay column n by n cycles.
