@@ -170,20 +170,21 @@ class PE(wiring.Component):
     The PE never stalls and has no enable. Every cycle it registers the operands, the
     ``valid`` bit and the ``last`` flag that reach it and passes them on unchanged on
     ``a_out``/``b_out``/``valid_out``/``last_out`` (a moves right with its two flags,
-    b moves down). Two pipeline stages follow: (1) the operands are decoded
-    (:func:`decode_operands`) and the product's magnitude is formed
-    (:func:`product_magnitude`), (2) it is added to the accumulator with its sign. A
+    b moves down). Three pipeline stages follow, each a few levels of logic, so that a
+    PE closes timing however far the router takes its wires: (1) the operands are
+    decoded (:func:`decode_operands`), (2) the product's magnitude is formed
+    (:func:`product_magnitude`), (3) it is added to the accumulator with its sign. A
     step whose ``valid`` bit is 0 is a bubble: the accumulator holds. When the flag
     says a product is the tile's last, the sum goes to ``psum`` and the accumulator
-    clears. (Decode and product were two stages of their own until the 16 x 16 array
-    needed the area: the register between them was 18 of the PE's 92 flip-flops, 4,600
-    at T = 16, and the paths inside a PE are short wires.)
+    clears. (Decode and product in one stage saved 18 flip-flops per PE, but that
+    stage took 12-13.5 ns in the first 16 x 16 build that routed: the PE's cells
+    spread out in a full die.)
 
     Timing, in clock cycles: operands presented on ``a_in``/``b_in`` in cycle c are
-    multiplied in cycle c + 1 and accumulated in cycle c + 2 (:attr:`LATENCY` = 2). If
-    ``last_in`` was high in cycle c, ``capture`` is high in cycle c + 2 and ``psum``
-    holds the finished sum from cycle c + 3 on, until the next tile's last product
-    replaces it (at the earliest T cycles later).
+    decoded in cycle c + 1, multiplied in cycle c + 2 and accumulated in cycle c + 3
+    (:attr:`LATENCY` = 3). If ``last_in`` was high in cycle c, ``capture`` is high in
+    cycle c + 3 and ``psum`` holds the finished sum from cycle c + 4 on, until the next
+    tile's last product replaces it (at the earliest T cycles later).
 
     Parameters
     ----------
@@ -217,10 +218,10 @@ class PE(wiring.Component):
     psum_bits : int
         Width of ``psum`` and of the accumulator: ``params.psum_bits``.
     LATENCY : int
-        Cycles from the last operands on ``a_in``/``b_in`` to ``capture``: 2.
+        Cycles from the last operands on ``a_in``/``b_in`` to ``capture``: 3.
     """
 
-    LATENCY = 2
+    LATENCY = 3
 
     def __init__(self, params: NibbleParams):
         self.psum_bits = params.psum_bits
@@ -257,17 +258,20 @@ class PE(wiring.Component):
         m.d.comb += [self.a_out.eq(a), self.b_out.eq(b), self.valid_out.eq(valid),
                      self.last_out.eq(last)]
 
-        # Stage 1: which field is the magnitude, which the code, the code decoded, and
-        # the product's magnitude (one 7-bit add, or a one-hot shift).
-        dec = Signal(Decoded, name="decoded")
-        m.d.comb += dec.eq(decode_operands(m, a, b))
+        # Stage 1: which field is the magnitude, which the code, and the code decoded.
+        dec = Signal(Decoded, name="decoded", reset_less=True)
+        m.d.sync += dec.eq(decode_operands(m, a, b))
+        valid1 = Signal(name=f"valid1{REPLICA_SUFFIX}")
+        last1 = Signal(name=f"last1{REPLICA_SUFFIX}")
+        m.d.sync += [valid1.eq(valid), last1.eq(last)]
+        # Stage 2: the product's magnitude (one 7-bit add, or a one-hot shift).
         term = stage(m, product_magnitude(m, dec), "term")
         neg2 = stage(m, dec.neg, "neg2")
         valid2 = Signal(name=f"valid2{REPLICA_SUFFIX}")
         last2 = Signal(name=f"last2{REPLICA_SUFFIX}")
-        m.d.sync += [valid2.eq(valid), last2.eq(last)]
+        m.d.sync += [valid2.eq(valid1), last2.eq(last1)]
 
-        # Stage 2: acc + (|product| xor neg) + neg = acc +- |product|.
+        # Stage 3: acc + (|product| xor neg) + neg = acc +- |product|.
         acc = Signal(signed(width), reset_less=True)
         term_wide = Signal(signed(width))
         m.d.comb += term_wide.eq(Cat(term ^ neg2.replicate(PRODUCT_BITS - 1), neg2).as_signed())

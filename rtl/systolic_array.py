@@ -30,16 +30,16 @@ Data flow
 Timing (every cycle is a step; see :attr:`SystolicArray.latency`)
     Let the last k-step of a tile reduction be presented in cycle s.
 
-    * PE(m, n) captures the finished sum in cycle s + m + n + 2 (its operands reach it
-      in cycle s + m + n, :attr:`rtl.pe.PE.LATENCY` = 2) and holds it from cycle
-      s + m + n + 3 until cycle s + T + m + n + 2 at least, so all of row m is held in
-      cycle s + T + m + 2 (with back-to-back tiles, only then). The row is sampled then.
+    * PE(m, n) captures the finished sum in cycle s + m + n + 3 (its operands reach it
+      in cycle s + m + n, :attr:`rtl.pe.PE.LATENCY` = 3) and holds it from cycle
+      s + m + n + 4 until cycle s + T + m + n + 3 at least, so all of row m is held in
+      cycle s + T + m + 3 (with back-to-back tiles, only then). The row is sampled then.
     * Each column picks the sampled row out of its T PEs with a tree of 4-way
       multiplexers selected by the row's index, one register per level
       (``drain_levels`` = ceil(log4 T) levels).
     * Row m is on ``psum`` (``valid`` high for exactly one cycle) in cycle
-      s + T + m + 2 + ``drain_levels``: a tile whose first k-step is in cycle c gives its
-      row 0 in cycle c + ``latency`` = c + 2T + 1 + ``drain_levels`` and its row T - 1
+      s + T + m + 3 + ``drain_levels``: a tile whose first k-step is in cycle c gives its
+      row 0 in cycle c + ``latency`` = c + 2T + 2 + ``drain_levels`` and its row T - 1
       T - 1 cycles later.
     * Drain bandwidth equals compute bandwidth (T rows per T-step tile), so back-to-back
       tiles give a gap-free output and the array takes one k-step per cycle
@@ -79,8 +79,8 @@ def drain_levels(tile: int) -> int:
 
 
 def array_latency(tile: int) -> int:
-    """Cycles from a tile's first k-step to its row 0 on ``psum``: 2T + 1 + drain_levels(T)
-    (with the PE's :attr:`rtl.pe.PE.LATENCY` = 2: 2T - 1 + PE.LATENCY + drain_levels)."""
+    """Cycles from a tile's first k-step to its row 0 on ``psum``: 2T + 2 + drain_levels(T)
+    (2T - 1 + the PE's :attr:`rtl.pe.PE.LATENCY` + drain_levels)."""
     return 2 * tile - 1 + PE.LATENCY + drain_levels(tile)
 
 
@@ -119,7 +119,7 @@ class SystolicArray(wiring.Component):
         P[m, n] = sum_k a[m, k] * b[k, n] over the tile reduction, exact, in element
         units (no tile exponents, no phase).
     latency : int
-        Cycles from a tile's first k-step to its row 0 on ``psum``: 2T + 1 +
+        Cycles from a tile's first k-step to its row 0 on ``psum``: 2T + 2 +
         ``drain_levels(T)``.
     """
 

@@ -68,7 +68,8 @@ class PEModel:
 
     def __init__(self):
         self.regs = (0, 0, False, False)    # (a value, b value, valid, last) registered
-        self.product = (0, False, False)    # (a * b, valid, last), decoded and multiplied
+        self.decoded = (0, False, False)    # (a * b, valid, last), decoded
+        self.product = (0, False, False)    # (a * b, valid, last), multiplied
         self.acc = 0
         self.psum = 0
 
@@ -81,7 +82,8 @@ class PEModel:
             self.acc = 0
         elif p_valid:
             self.acc = total
-        self.product = (self.regs[0] * self.regs[1], self.regs[2], self.regs[3])
+        self.product = self.decoded
+        self.decoded = (self.regs[0] * self.regs[1], self.regs[2], self.regs[3])
         self.regs = (a, b, valid, last)
 
 
