@@ -129,7 +129,8 @@ def _beats(tile_rows, lanes):
 
 
 def run_requantizer(tile, tiles, *, unsigned_out, clip=None, mask_en=False, seed=0,
-                    busy=0.6, trace=None, acc_bits=ACC_BITS, lanes=None, out_busy=None):
+                    busy=0.6, trace=None, acc_bits=ACC_BITS, lanes=None, out_busy=None,
+                    out_slots=8):
     """Send ``tiles`` [(acc, out_exp, mask)] through a Requantizer between a credited
     producer and a credited consumer (:func:`verif.amaranth_credits.run_credited`);
     return the [(codes, E)] it produces, with int4 codes sign-extended. ``trace`` (a
@@ -152,7 +153,7 @@ def run_requantizer(tile, tiles, *, unsigned_out, clip=None, mask_en=False, seed
         ctx.set(dut.mask_en, int(mask_en))
 
     got = run_credited(dut, beats, setup=setup, sideband=[(dut.mask_in, masks)], seed=seed,
-                       busy=busy, out_busy=out_busy, trace=trace,
+                       busy=busy, out_busy=out_busy, out_slots=out_slots, trace=trace,
                        convert=lambda p: ([int(c) for c in p.codes], int(p.exp)))
     out = []
     for t in range(len(tiles)):
@@ -321,12 +322,17 @@ def test_other_params(unsigned_out):
           acc_bits=48)
 
 
+#: Consumer slots that cover a credit's round trip (the read latency, the consumer's pop
+#: and its credit register), so that full rate depends on the unit alone.
+FULL_RATE_SLOTS = Requantizer.READ_LATENCY + 2
+
+
 def documented_latency(lanes):
     """Cycles from a tile's last accumulator beat to its first code beat, as the class
     docstring states them: 1 (register) + 1 (the statistics' own register) +
     max(1, 2 log2 L) (max tree: compare, then select) + 1 (running maximum) +
-    6 (finalize) + 1 (bank full) + 7 (read)."""
-    return 17 + max(1, 2 * (lanes.bit_length() - 1))
+    6 (finalize) + 1 (bank full) + 8 (read)."""
+    return 18 + max(1, 2 * (lanes.bit_length() - 1))
 
 
 @pytest.mark.parametrize("tile", TILES)
@@ -337,7 +343,8 @@ def test_throughput_and_latency(tile):
     rng = random.Random(tile)
     tiles = [(*random_tile(rng, tile), None) for _ in range(6)]
     trace = {}
-    run_requantizer(tile, tiles, unsigned_out=False, busy=1.0, trace=trace, out_busy=1.0)
+    run_requantizer(tile, tiles, unsigned_out=False, busy=1.0, trace=trace, out_busy=1.0,
+                    out_slots=FULL_RATE_SLOTS)
     n = len(tiles) * tile
     ins, outs = trace["in"], trace["out"]
     assert ins == list(range(ins[0], ins[0] + n))
@@ -372,7 +379,7 @@ def test_narrow_lanes_throughput(tile, lanes):
     tiles = [(*random_tile(rng, tile), None) for _ in range(4)]
     trace = {}
     run_requantizer(tile, tiles, unsigned_out=True, busy=1.0, trace=trace, lanes=lanes,
-                    out_busy=1.0)
+                    out_busy=1.0, out_slots=FULL_RATE_SLOTS)
     per_tile = tile * tile // lanes
     ins, outs = trace["in"], trace["out"]
     assert ins == list(range(ins[0], ins[0] + len(tiles) * per_tile))
