@@ -65,8 +65,9 @@ class ColumnRandom(wiring.Component):
     ``load`` and ``step`` go through a register first (per lane, a flip-flop copy of
     each, :func:`rtl.pipeline.register_copy`), so the fan-out to the 32 G flip-flops of
     a lane leaves from a flip-flop near them, and a late ``step`` (the log4 unit's read
-    decision) drives one flip-flop per lane. ``seed`` is registered at ``load``, and
-    the T column constants are added from that register. Paths: a step is the ring's
+    decision) drives one flip-flop per lane. ``seed`` is registered (the ring takes the
+    register in the cycle after ``load``), and the T column constants are added from
+    that register. Paths: a step is the ring's
     head, three XOR levels and the load multiplexer; a load is the seed register, a
     32-bit carry chain (adding a constant), and the zero replacement merged with the
     load multiplexer. Whether a column's sum is 0 is decided from ``seed`` at t (the
@@ -137,13 +138,13 @@ class ColumnRandom(wiring.Component):
         T, L, G = self._params.tile, self._params.lanes, self._groups
         m = Module()
 
-        # The seed and each column's "sum is zero" flag, registered at ``load``.
+        # The seed and each column's "sum is zero" flag, a cycle later: the ring takes
+        # them in the cycle after ``load``, together with the registered ``load``.
         seed_r = Signal(SEED_BITS, name="seed_r", reset_less=True)
         zero_r = Signal(T, name="zero_r", reset_less=True)
         consts = self.column_constants(T)
-        with m.If(self.load):
-            m.d.sync += seed_r.eq(self.seed)
-            m.d.sync += [zero_r[c].eq(self.seed == z) for c, (_, z) in enumerate(consts)]
+        m.d.sync += seed_r.eq(self.seed)
+        m.d.sync += [zero_r[c].eq(self.seed == z) for c, (_, z) in enumerate(consts)]
 
         # rows[g][i]: the ring; row 0 the head, row G-1 the tail.
         rows = [[Signal(SEED_BITS, name=f"state_row{g}_lane{i}", reset_less=True)
