@@ -28,8 +28,8 @@ _MASK = (1 << SEED_BITS) - 1
 
 
 def xorshift_step(x):
-    """One xorshift32 step of a 32-bit value (combinational): about three XOR levels,
-    each output bit an XOR of at most 8 input bits (two LUT4 levels)."""
+    """One xorshift32 step of a 32-bit value (combinational): three shift-XORs, which
+    flatten to each output bit an XOR of 3 to 7 input bits (two LUT4 levels)."""
     left, right, left2 = SHIFTS
     x = x ^ (x << left)[:SEED_BITS]
     x = x ^ (x >> right)
@@ -57,21 +57,20 @@ class ColumnRandom(wiring.Component):
     * ``load`` at t: the seeded states are in the ring from t + 2 on. ``seed`` is taken
       at t. A ``step`` at t is dropped (the load wins); a ``step`` from t + 1 on steps
       the new states, the first one column group 0.
-    * ``step`` at t: ``words`` holds that step's output words in cycle t + 2
-      (:attr:`STEP_LATENCY`) and keeps them until the words of the next step or a
-      load's replace them, i.e. from t + 2 until the cycle after the next step or load
-      has taken effect. One step per cycle is the full rate.
+    * ``step`` at t: ``words`` holds that step's output words from cycle t + 2
+      (:attr:`STEP_LATENCY`) until the next step's words (or a load's states) replace
+      them, at the earliest in t + 3. One step per cycle is the full rate.
 
     ``load`` and ``step`` go through a register first (per lane, a flip-flop copy of
     each, :func:`rtl.pipeline.register_copy`), so the fan-out to the 32 G flip-flops of
     a lane leaves from a flip-flop near them, and a late ``step`` (the log4 unit's read
     decision) drives one flip-flop per lane. ``seed`` is registered (the ring takes the
     register in the cycle after ``load``), and the T column constants are added from
-    that register. Paths: a step is the ring's
-    head, three XOR levels and the load multiplexer; a load is the seed register, a
-    32-bit carry chain (adding a constant), and the zero replacement merged with the
-    load multiplexer. Whether a column's sum is 0 is decided from ``seed`` at t (the
-    seed equals a known constant) into a flag register, in parallel with the adder.
+    that register. Paths: a step is the ring's head, an XOR of at most 7 bits and the
+    load multiplexer; a load is the seed register, a 32-bit carry chain (adding a
+    constant), and the zero replacement merged with the load multiplexer. Whether a
+    column's sum is 0 is decided from ``seed`` at t (the seed equals a known constant)
+    into a flag register, in parallel with the adder.
 
     Only control state has a reset (the registered ``load`` and ``step`` and
     ``group``). The states are data: after a reset they are whatever they were, and the
@@ -154,7 +153,8 @@ class ColumnRandom(wiring.Component):
             step_i = register_copy(m, self.step, f"xs_step_lane{i}")
             for g in range(G):
                 c = g * L + i
-                seeded = Mux(zero_r[c], ZERO_SEED_STATE, (seed_r + consts[c][0])[:SEED_BITS])
+                summed = (seed_r + consts[c][0])[:SEED_BITS]
+                seeded = Mux(zero_r[c], ZERO_SEED_STATE, summed)
                 moved = xorshift_step(rows[0][i]) if g == G - 1 else rows[g + 1][i]
                 with m.If(load_i):
                     m.d.sync += rows[g][i].eq(seeded)
