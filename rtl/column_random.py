@@ -99,10 +99,10 @@ class ColumnRandom(wiring.Component):
         Lane i: the output word (the state after the step) of column g*L + i for the
         most recent step, g = ``group``. From the ring's tail flip-flops, no logic.
         Between a load and its first step's words it shows group G-1's seeded states.
-    group : Out(range(G))
+    group : Out(range(max(G, 2)))
         The column group g of ``words``: G-1 after a load (and after reset), advancing
         by one (mod G) with each step's words. For checks; the integration knows it from
-        the beat count anyway. Zero bits wide when L = T.
+        the beat count anyway. Constant 0 when L = T.
     """
 
     #: Cycles from ``step`` to its words on ``words``.
@@ -119,7 +119,8 @@ class ColumnRandom(wiring.Component):
             "load": In(1),
             "step": In(1),
             "words": Out(data.ArrayLayout(SEED_BITS, L)),
-            "group": Out(range(self._groups)),
+            # at least one bit: a zero-width port is an [-1:0] range in Verilog
+            "group": Out(range(max(self._groups, 2))),
         })
 
     @staticmethod

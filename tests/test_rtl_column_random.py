@@ -23,7 +23,7 @@ from golden.params import NibbleParams
 from golden.xorshift import COLUMN_STRIDE, ZERO_SEED_STATE, column_states, column_words, \
     element_words
 from rtl.column_random import ColumnRandom
-from rtl.generate import convert
+from rtl.generate import convert, lint
 
 #: (T, lanes): every lane count of T = 2, 4, 8 (None: L = T).
 SHAPES = [(2, None), (2, 1), (4, None), (4, 2), (4, 1), (8, None), (8, 4), (8, 2), (8, 1)]
@@ -265,10 +265,15 @@ def test_group_constants_are_golden_seeding():
         assert column_states(z, 8)[c] == ZERO_SEED_STATE
 
 
-@pytest.mark.parametrize("tile,lanes", [(8, None), (8, 2)])
-def test_converts_to_verilog(tile, lanes):
-    """Converts; the states are T 32-bit registers with no memory."""
+@pytest.mark.parametrize("tile,lanes", [(8, None), (8, 2), (2, 1)])
+def test_converts_to_verilog_and_lints(tile, lanes, tmp_path):
+    """Converts and passes ``verilator --lint-only -Wall`` (L = T once declared its
+    zero-width ``group`` as [-1:0]); the states are registers, not a memory."""
     params = NibbleParams(tile=tile, lanes=lanes)
     text = convert(ColumnRandom(params), "column_random")
     assert "module column_random" in text
-    assert len(set(re.findall(r"reg \[31:0\] (state_row\d+_lane\d+)", text))) == tile
+    path = tmp_path / "column_random.v"
+    path.write_text(text)
+    result = lint(path, "column_random")
+    assert result.returncode == 0, result.stderr
+    assert not re.search(r"reg \[\d+:0\] \S+ \[", text)          # no memory array
