@@ -15,12 +15,15 @@ import random
 import numpy as np
 import pytest
 from amaranth.hdl import Module, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from golden.output import log4_quantize
 from golden.xorshift import element_words, phase_bits
+from rtl.generate import convert, lint
 from rtl.stochastic_round import FRAC_BITS, LATENCY, stochastic_exponent
 from verif.scoreboard import tile_result
 from wire.streams import OUT_EXP_BITS
@@ -219,3 +222,25 @@ def test_any_tile_matches_golden(phase, ext, out_exp, seed, flat):
     """Any 4 x 4 tile, exponent setting, out_exp and seed."""
     acc = [flat[i:i + 4] for i in range(0, 16, 4)]
     check_tiles([(acc, out_exp, phase, ext, seed)])
+
+
+class _Lane(wiring.Component):
+    """One lane as the log4 unit will build it: registered inputs, the helper."""
+
+    def __init__(self):
+        super().__init__({"zero": In(1), "r": In(signed(12)), "frac": In(FRAC_BITS),
+                          "u": In(16), "e": Out(3)})
+
+    def elaborate(self, platform):
+        m = Module()
+        ins = [Signal.like(getattr(self, n), name=f"{n}_r") for n in ("zero", "r", "frac", "u")]
+        m.d.sync += [reg.eq(getattr(self, n)) for reg, n in zip(ins, ("zero", "r", "frac", "u"))]
+        m.d.comb += self.e.eq(stochastic_exponent(m, *ins, "lane"))
+        return m
+
+
+def test_converts_to_verilog_and_lints(tmp_path):
+    path = tmp_path / "stochastic_lane.v"
+    path.write_text(convert(_Lane(), "stochastic_lane"))
+    result = lint(path, "stochastic_lane")
+    assert result.returncode == 0, result.stderr
