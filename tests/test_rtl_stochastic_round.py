@@ -233,8 +233,9 @@ class _Lane(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        ins = [Signal.like(getattr(self, n), name=f"{n}_r") for n in ("zero", "r", "frac", "u")]
-        m.d.sync += [reg.eq(getattr(self, n)) for reg, n in zip(ins, ("zero", "r", "frac", "u"))]
+        ports = [self.zero, self.r, self.frac, self.u]
+        ins = [Signal.like(port, name=f"in{k}") for k, port in enumerate(ports)]
+        m.d.sync += [reg.eq(port) for reg, port in zip(ins, ports)]
         m.d.comb += self.e.eq(stochastic_exponent(m, *ins, "lane"))
         return m
 
