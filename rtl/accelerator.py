@@ -226,10 +226,16 @@ class Accelerator(wiring.Component):
         Returns the rescaler and the result queue."""
         p = self._params
         L = p.lanes
-        # The output mode, decoded into flip-flops (the command is steady from a cycle
-        # before the units start), one set per consumer of the wide multiplexers.
+        # The output mode, decoded into flip-flops, one set per consumer of the wide
+        # multiplexers, through a copy of the mode field near them: the command register
+        # sits by the command port, and one step from it to the decode was a 10 ns
+        # route (ULX3S 8x8 at c6d25df). The command is steady from the cycle after it
+        # was taken until the GEMM's last result, and the first beat reaches the output
+        # path 2T + 4 cycles after the units start at the earliest, so two cycles of
+        # copies are in time.
         def mode(key, unit):
-            return register_copy(m, cmd.out_mode == OUT_MODES[key], f"{key}_{unit}")
+            near = register_copy(m, cmd.out_mode, f"out_mode_{key}_{unit}")
+            return register_copy(m, near == OUT_MODES[key], f"{key}_{unit}")
         raw, int_mode, fp4_mode = (mode(k, "path") for k in ("raw", "int", "fp4"))
         # Its accumulators in LUT RAM, or in flip-flops on an iCE40, which has no LUT RAM.
         ring = "registers" if getattr(platform, "family", None) == "iCE40" else "ram"
