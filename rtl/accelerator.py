@@ -270,8 +270,9 @@ class Accelerator(wiring.Component):
         ]
         # fp4 mode with mask_en: ReLU' zeroes masked accumulators before the log4 unit
         # (dX of the backward pass), so the tile maximum sees the masked values.
-        mask_en = register_copy(m, cmd.mask_en, "mask_en_log4")
+        # (a copy of mask_en per lane: it reaches every bit of the lane's magnitude)
         for n in range(L):
+            mask_en = register_copy(m, cmd.mask_en, f"mask_en_log4_lane{n}")
             m.d.comb += log4.acc_in.payload.acc[n].eq(
                 Mux(mask_en & ~mask[n], 0, acc.payload.acc[n]))
 
