@@ -123,6 +123,11 @@ class Board:
         The size model of :func:`estimate_luts`.
     default_lanes : int or None
         ``lanes`` when ``nibble synth`` is not given ``--lanes`` (None: T, full width).
+    global_reset : bool
+        The core's reset goes through a global network (:func:`global_buffer`). Off on
+        the OrangeCrab's 25F: with the PLL's clock on a DCC, nextpnr's router2 found no
+        route from the reset register into a second DCC's input (8x8, seeds 1 and 2,
+        2026-12-07), while without it the 8x8 met 129.8 MHz.
     """
 
     name: str
@@ -139,6 +144,7 @@ class Board:
     dsps: int
     lut_model: tuple
     default_lanes: int | None = None
+    global_reset: bool = True
 
     def make_platform(self):
         """A fresh platform instance (resources added for OrangeCrab's UART)."""
@@ -173,7 +179,7 @@ BOARDS = {
         name="orangecrab", platform=OrangeCrabR0_2_25FPlatform, family="ecp5",
         device="LFE5U-25F", osc_mhz=48.0, default_mhz=48.0, uart=("uart", 0),
         reset=("button", 0), luts=24288, ffs=24288, brams=56, dsps=28,
-        lut_model=_ECP5_MODEL),
+        lut_model=_ECP5_MODEL, global_reset=False),
     "icebreaker": Board(
         name="icebreaker", platform=ICEBreakerPlatform, family="ice40", device="iCE40UP5K",
         osc_mhz=12.0, default_mhz=20.0, uart=("uart", 0), reset=("button", 0),
@@ -319,8 +325,9 @@ def global_buffer(m, board: Board, net: Value) -> Value:
     nextpnr-ecp5 promotes only clock nets to globals by itself (``ecp5/globals.cc``), so
     on an ECP5 the net goes through a ``DCCA`` placed here, and every flip-flop's LSR
     takes it off the global network in its own tile. nextpnr-ice40 promotes high-fanout
-    resets and enables by itself; there the net is returned as it is."""
-    if board.family != "ecp5":
+    resets and enables by itself; there the net is returned as it is, as on a board whose
+    ``global_reset`` is off."""
+    if board.family != "ecp5" or not board.global_reset:
         return net
     out = Signal(name="global_rst")
     m.submodules.global_rst = Instance("DCCA", i_CLKI=net, i_CE=1, o_CLKO=out)

@@ -234,3 +234,18 @@ def test_fit_failures_read_from_the_nextpnr_log(tmp_path):
     log.write_text(table.format(ff=19050, ffp=78, comb=20706, combp=85)
                    + "ERROR: Failed to route design\n")
     assert _overfull(log) is None
+
+
+@pytest.mark.parametrize("board, buffered", [("ulx3s", True), ("orangecrab", False),
+                                             ("icebreaker", False)])
+def test_core_reset_on_a_global_only_where_the_board_says(board, buffered):
+    """The core reset goes through a DCCA on the ULX3S; not on the OrangeCrab (nextpnr
+    found no route into its second DCC) nor on an iCE40 (nextpnr-ice40 promotes it)."""
+    from amaranth.hdl import Module, Signal
+
+    from fpga.boards import global_buffer
+    m = Module()
+    net = Signal()
+    out = global_buffer(m, BOARDS[board], net)
+    assert ("global_rst" in m._named_submodules) == buffered
+    assert (out is net) == (not buffered)
