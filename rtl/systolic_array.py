@@ -34,9 +34,8 @@ Timing (every cycle is a step; see :attr:`SystolicArray.latency`)
       in cycle s + m + n, :attr:`rtl.pe.PE.LATENCY` = 3) and holds it from cycle
       s + m + n + 4 until cycle s + T + m + n + 3 at least, so all of row m is held in
       cycle s + T + m + 3 (with back-to-back tiles, only then). The row is sampled then.
-    * Each column picks the sampled row out of its T PEs with a tree of 4-way
-      multiplexers selected by the row's index, one register per level
-      (``drain_levels`` = ceil(log4 T) levels).
+    * Each column picks the sampled row out of its T PEs with an AND-OR tree of 4-input
+      groups, one register per level (``drain_levels`` = ceil(log4 T) levels).
     * Row m is on ``psum`` (``valid`` high for exactly one cycle) in cycle
       s + T + m + 3 + ``drain_levels``: a tile whose first k-step is in cycle c gives its
       row 0 in cycle c + ``latency`` = c + 2T + 2 + ``drain_levels`` and its row T - 1
@@ -55,7 +54,7 @@ Reset
 
 from functools import reduce
 
-from amaranth.hdl import Array, C, Module, Mux, Signal
+from amaranth.hdl import C, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -200,61 +199,47 @@ class SystolicArray(wiring.Component):
 
     def _drain(self, m, pes):
         """Row m is held by all its PEs in the cycle after its last column captured
-        (see Timing); the drain picks it there, through a tree of 4-way multiplexers
-        with one register per level. A shift chain through the drain registers cannot
-        work: the captures sweep the array as a skewed wavefront that would overwrite
-        values still in flight, and deskewing the columns would cost T(T-1)/2 more
-        psum-wide registers.
+        (see Timing); a one-hot ``ready`` bit per row picks it there, and each column
+        ORs its rows' masked sums through a tree of 4-input groups, one register per
+        level. A shift chain through the drain registers cannot work: the captures
+        sweep the array as a skewed wavefront that would overwrite values still in
+        flight, and deskewing the columns would cost T(T-1)/2 more psum-wide
+        registers.
 
-        The multiplexers select by the row's binary index (two bits per level, the
-        level-l bits delayed l cycles), so a 4-way step is one ECP5 slice (two LUT4 and
-        a PFUMX) per bit. (An AND-OR of one-hot row bits has eight inputs per bit and
-        took about four times the LUTs: 12,600 at T = 16.) Each column has its own
-        register copies of the index. The index of the sampled row comes from the
-        ``capture`` bits of a column, which are one-hot in any cycle."""
+        Each row's ready bit reaches the T columns' AND gates through a flip-flop copy
+        per column (a single register per row, by the last column, drove T x psum_bits
+        gates across the row). The copies are loaded from the captures of the column
+        before the last, a cycle ahead (row m's PE in column T - 2 captures one cycle
+        before the one in column T - 1; for T = 2 that is column 0). (A multiplexer
+        tree on the row's binary index was tried for the 16 x 16 build: 681 more LUTs
+        at T = 16 after flattening, so the AND-OR stays.)"""
         size = self._params.tile
-        # The index is encoded from the captures of the column before the last, a cycle
-        # ahead, into one register by that column, and copied into a register per
-        # column in the cycle the row is sampled: the captures come from PEs down the
-        # whole array edge, and encoding them straight into every column's copy took
-        # 11.1 ns in the 16 x 16 build. (Row m's PE in column T - 2 captures one cycle
-        # before the one in column T - 1; for T = 2 that is column 0.)
-        early = [pes[row][size - 2].capture for row in range(size)]
-        index_bits = max(1, (size - 1).bit_length())
-        index = Signal(index_bits, name="drain_index", reset_less=True)
-        m.d.sync += index.eq(reduce(lambda x, y: x | y,
-                                    [Mux(early[row], row, 0) for row in range(size)]))
-        early_any = Signal(name="row_ready_early")
-        m.d.sync += early_any.eq(reduce(lambda x, y: x | y, early))
-        valid = Signal(name="row_ready")              # a row is sampled now
-        m.d.sync += valid.eq(early_any)
-        # (0 when no row is sampled: ``valid`` is low then and the payload not looked at)
-        selects = [stage(m, index, f"drain_index_col{col}{REPLICA_SUFFIX}")
-                   for col in range(size)]
-        parts = [[pes[row][col].psum for col in range(size)] for row in range(size)]
+        early = [Signal(name=f"row_ready_early{row}") for row in range(size)]
+        m.d.sync += [early[row].eq(pes[row][size - 2].capture) for row in range(size)]
+        ready = [Signal(name=f"row_ready{row}") for row in range(size)]
+        m.d.sync += [ready[row].eq(early[row]) for row in range(size)]
+        # (data-path copies: no reset; only ``ready`` decides ``valid``)
+        masks = [[stage(m, early[row], f"row_ready{row}_col{col}{REPLICA_SUFFIX}")
+                  for col in range(size)] for row in range(size)]
+        # Level 0: every row, masked by its ready bit; each level ORs groups of
+        # DRAIN_FAN_IN into one register (the rows are one-hot, so OR picks the one).
+        parts = [([Mux(masks[row][col], pes[row][col].psum, 0) for col in range(size)],
+                  ready[row]) for row in range(size)]
         level = 0
         while True:
             groups = [parts[i:i + DRAIN_FAN_IN] for i in range(0, len(parts), DRAIN_FAN_IN)]
-            lo = 2 * level
             merged = []
             for g, group in enumerate(groups):
                 cols = [Signal.like(pes[0][0].psum, name=f"drain{level}_{g}_col{col}",
                                     reset_less=True) for col in range(size)]
-                for col in range(size):
-                    choices = [part[col] for part in group]
-                    pick = selects[col][lo:lo + max(1, (len(choices) - 1).bit_length())]
-                    m.d.sync += cols[col].eq(Array(choices)[pick] if len(choices) > 1
-                                             else choices[0])
-                merged.append(cols)
-            delayed = Signal(name=f"drain{level}_valid")
-            m.d.sync += delayed.eq(valid)
-            parts, valid, level = merged, delayed, level + 1
+                valid = Signal(name=f"drain{level}_{g}_valid")
+                m.d.sync += [cols[col].eq(reduce(lambda x, y: x | y, [p[0][col] for p in group]))
+                             for col in range(size)]
+                m.d.sync += valid.eq(reduce(lambda x, y: x | y, [p[1] for p in group]))
+                merged.append((cols, valid))
+            parts, level = merged, level + 1
             if len(parts) == 1:
                 break
-            # the next level's index bits, one cycle later (per column)
-            later = [Signal.like(sel, name=f"drain_index{level}_col{col}{REPLICA_SUFFIX}")
-                     for col, sel in enumerate(selects)]
-            m.d.sync += [copy.eq(sel) for copy, sel in zip(later, selects)]
-            selects = later
+        cols, valid = parts[0]
         m.d.comb += [self.psum.valid.eq(valid)]
-        m.d.comb += [self.psum.payload[col].eq(parts[0][col]) for col in range(size)]
+        m.d.comb += [self.psum.payload[col].eq(cols[col]) for col in range(size)]
