@@ -162,9 +162,13 @@ class Requantizer(wiring.Component):
         Input credits: the tile bank's N R beats (:func:`rtl.tile_bank.bank_tiles`).
 
     The configuration ports (``unsigned_out`` ... ``mask_en``) must be held constant from
-    6 cycles before a tile's first beat arrives until its last code beat has left (the
-    clip values derived from them go through 6 registers).
+    :attr:`CONFIG_LEAD` = 6 cycles before a tile's first beat arrives until its last code
+    beat has left (the clip values derived from them go through 6 registers; the write
+    side takes ``unsigned_out`` and ``mask_en`` through a copy per lane).
     """
+
+    #: Cycles the configuration ports must be steady before a tile's first beat.
+    CONFIG_LEAD = 6
 
     #: Cycles from a beat read out of the bank (``take_credit``) to its codes on
     #: ``codes_out``.

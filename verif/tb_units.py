@@ -33,6 +33,7 @@ from golden.formats import element_values
 from golden.output import log4_quantize, requantize
 from rtl.layouts import (acc_row_layout, code_row_layout, operand_row_layout,
                          psum_row_layout, rescale_row_layout)
+from rtl.requantizer import Requantizer
 from rtl.tile_bank import bank_tiles
 
 from .cocotb_streams import CreditCounter, CreditedSink, ValidOnlyDriver, check_port_widths
@@ -194,6 +195,9 @@ async def requantizer_tiles(dut, kind):
         dut.unsigned_out.value = int(kind == "uint4")
         dut.clip_en.value = int(clip is not None)
         dut.clip_mant.value, dut.clip_exp.value = (clip or (0, 0))[0], (clip or (0, 0))[1] & 0xFF
+        # the documented configuration lead before the first beat
+        for _ in range(Requantizer.CONFIG_LEAD):
+            await RisingEdge(dut.clk)
         tiles = quantizer_tiles(rng, params.tile, params.acc_bits)
         got = await run_tiles(dut, params, tiles, seed + 7)
         check_tiles(tiles, got, lambda r: requantize(r, kind, clip=clip),
