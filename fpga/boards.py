@@ -50,14 +50,14 @@ Fit check
     ==========  ============  ===============  ======================================
     board       T             logic cells      verdict
     ==========  ============  ===============  ======================================
-    orangecrab  8 (L=4, 24)   19508 (80 %)     127.1 MHz, target met (a054782); with
-                                               acc_bits 32 (20706, 85 %) nextpnr finds
-                                               no legal placement
-    orangecrab  8 (L=8)       24305 (100 %)    does not fit (packer)
-    ulx3s       8             25535 (31 %)     107.1 MHz, target met (4dd044b, seed 1;
-                                               98.8-107.1 over the last six builds)
-    ulx3s       16            65859 (78 %)     placement past 45 minutes (03f4f49);
-                                               router2 did not converge at 78ee5c7
+    orangecrab  8 (L=4, 24)   18111 (75 %)     133.6 MHz, target met (cbd4e2e); with
+                                               acc_bits 32 (20706, 85 % at a054782)
+                                               nextpnr found no legal placement
+    orangecrab  8 (L=8)       24305 (100 %)    does not fit (packer; a054782)
+    ulx3s       8             24272 (29 %)     102.1 MHz, target met (11a4f22, seed 1;
+                                               90.9-107.1 over the last eight builds)
+    ulx3s       16            61284 (73 %)     routes in 24 minutes; 91.5 MHz, target
+                                               missed (3bb81ba, seed 1)
     icebreaker  2 (18, L=1)   7760 (147 %)     does not fit (packer; 2026-12-07)
     ==========  ============  ===============  ======================================
 
