@@ -56,8 +56,8 @@ Fit check
     orangecrab  8 (L=8)       24305 (100 %)    does not fit (packer; a054782)
     ulx3s       8             24272 (29 %)     102.1 MHz, target met (11a4f22, seed 1;
                                                90.9-107.1 over the last eight builds)
-    ulx3s       16            61284 (73 %)     routes in 24 minutes; 91.5 MHz, target
-                                               missed (3bb81ba, seed 1)
+    ulx3s       16            61045 (73 %)     routes in 31 minutes; 88.4 MHz, target
+                                               missed (11a4f22, seed 1; 91.5 at 3bb81ba)
     icebreaker  2 (18, L=1)   7760 (147 %)     does not fit (packer; 2026-12-07)
     ==========  ============  ===============  ======================================
 
