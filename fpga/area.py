@@ -48,8 +48,8 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["FAMILIES", "SYNTH_COMMANDS", "ECP5_LUTRAM_SITES", "synthesize", "area_study", "format_table",
-           "write_json"]
+__all__ = ["FAMILIES", "SYNTH_COMMANDS", "ECP5_LUTRAM_SITES", "synthesize", "area_study",
+           "format_table", "write_json"]
 
 FAMILIES = ("ecp5", "ice40")
 
