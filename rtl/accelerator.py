@@ -60,8 +60,9 @@ from .tile_rescaler import TileRescaler
 
 __all__ = ["Accelerator", "psum_queue_tiles"]
 
-#: Result beats the result queue holds: enough for a credit's round trip (read, five
-#: cycles of encoding, the queue's own three) at one beat per cycle.
+#: Result beats the result queue holds: enough for a credit's round trip (the output
+#: units' read latency, at most the requantizer's 8 cycles, and the queue's own three)
+#: at one beat per cycle.
 RESULT_QUEUE_DEPTH = 16
 #: Mask rows buffered at the mask port.
 MASK_QUEUE_DEPTH = 4
