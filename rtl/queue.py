@@ -10,7 +10,7 @@ to send looks only at registers of its own unit, and the buffer can never overfl
 * :class:`Queue`: a first-word-fall-through FIFO in block RAM (or flip-flops when
   small). Its memory is read every cycle, at the address of the next head, so a read
   enable never fans out to the memory's wide output: popping moves an address.
-* :class:`StreamQueue`: a :class:`Queue` behind a ring of four registers, as a stream
+* :class:`StreamQueue`: a :class:`Queue` behind a ring of registers, as a stream
   whose ``valid`` and payload come from flip-flops. For the accelerator's ports, whose
   consumers have a ``ready``.
 * :class:`Credits`: the producer's count of free slots.
@@ -45,13 +45,16 @@ def QueueRead(shape) -> wiring.Signature:
     return wiring.Signature({"rdy": Out(1), "en": In(1), "data": Out(shape)})
 
 
-def ram_attrs(width: int, depth: int, platform=None) -> dict:
+def ram_attrs(width: int, depth: int, platform=None, *, lut_ram: bool = False) -> dict:
     """Memory attributes for a ``width`` x ``depth`` memory elaborated for ``platform``:
-    block RAM from :data:`BLOCK_RAM_BITS` up, and always on an iCE40, which has no
-    distributed RAM (a small memory would become flip-flops and multiplexers, the logic
-    cells an iCE40 UP5K is shortest of)."""
-    ice40 = getattr(platform, "family", None) == "iCE40"
-    return {"ram_style": "block"} if ice40 or width * depth >= BLOCK_RAM_BITS else {}
+    block RAM from :data:`BLOCK_RAM_BITS` up (LUT RAM instead with ``lut_ram``), and
+    always on an iCE40, which has no distributed RAM (a small memory would become
+    flip-flops and multiplexers, the logic cells an iCE40 UP5K is shortest of)."""
+    if getattr(platform, "family", None) == "iCE40":
+        return {"ram_style": "block"}
+    if lut_ram:
+        return {"ram_style": "distributed"}
+    return {"ram_style": "block"} if width * depth >= BLOCK_RAM_BITS else {}
 
 
 def _next(ptr: Signal, depth: int):
@@ -82,6 +85,10 @@ class Queue(wiring.Component):
         Of one entry.
     depth : int
         Entries (any number >= 1).
+    lut_ram : bool
+        Ask for LUT RAM whatever the size (not on an iCE40, which has none): a read
+        whose data is in the register behind it in a LUT delay, where a block RAM's
+        clock-to-out takes most of a cycle. For shallow, wide queues.
 
     Attributes
     ----------
@@ -95,10 +102,10 @@ class Queue(wiring.Component):
         Sticky: a write while full or a pop while empty (the access was ignored).
     """
 
-    def __init__(self, shape, depth: int):
+    def __init__(self, shape, depth: int, *, lut_ram: bool = False):
         if depth < 1:
             raise ValueError(f"depth must be at least 1, got {depth}")
-        self._shape, self._depth = shape, depth
+        self._shape, self._depth, self._lut_ram = shape, depth, lut_ram
         super().__init__({
             "w": In(stream.Signature(shape, always_ready=True)),
             "r": Out(QueueRead(shape)),
@@ -110,7 +117,8 @@ class Queue(wiring.Component):
         m = Module()
         width = Shape.cast(self._shape).width
         m.submodules.mem = mem = Memory(shape=self._shape, depth=depth, init=[],
-                                        attrs=ram_attrs(width, depth, platform))
+                                        attrs=ram_attrs(width, depth, platform,
+                                                        lut_ram=self._lut_ram))
         wp = mem.write_port()
         # Never the slot being written: a write to the head's slot happens only when the
         # queue is empty, and the entry is not visible until a later read.
@@ -147,19 +155,21 @@ class Queue(wiring.Component):
 class StreamQueue(wiring.Component):
     """A :class:`Queue` as a stream whose outputs come from registers.
 
-    The queue's head is popped into a register every cycle it can be, and from there
-    into a ring of four registers; the decision to pop looks only at registers (how full
-    the ring is), and every wide register loads on an enable that is itself a register,
-    so the consumer's ``ready`` moves a pointer and nothing else. ``r.valid`` is one LUT
-    from a counter, ``r.payload`` a four-way multiplexer of the ring (whose select, the
-    head pointer, has a flip-flop copy per :attr:`HEAD_CHUNK` bits); a consumer that is
-    always ready gets one beat per cycle.
+    The queue's head is popped into a register every cycle it can be (two in a row with
+    ``read_stages=2``), and from there into a ring of :attr:`slots` registers; the
+    decision to pop looks only at registers (how full the ring is), and every wide
+    register loads on an enable that is itself a register, so the consumer's ``ready``
+    moves a pointer and nothing else. ``r.valid`` is one LUT from a counter,
+    ``r.payload`` a multiplexer of the ring (whose select, the head pointer, has a
+    flip-flop copy per :attr:`HEAD_CHUNK` bits); a consumer that is always ready gets
+    one beat per cycle.
 
     A producer keeps one beat per cycle flowing only if the memory covers the loop its
-    flow control takes to come back: a credit returns five cycles after the write that
-    spent it (write, memory, pop, :class:`Credits` register), so a credited queue needs
-    ``depth >= 5`` for full rate, and an uncredited one ``depth >= 3`` (``w.ready`` is a
-    register). Shallower queues work, at a lower rate.
+    flow control takes to come back: a credit returns 4 + ``read_stages`` cycles after
+    the write that spent it (write, memory, pop, the read stages, :class:`Credits`
+    register), so a credited queue needs ``depth >= 4 + read_stages`` for full rate, and
+    an uncredited one ``depth >= 3`` (``w.ready`` is a register). Shallower queues work,
+    at a lower rate.
 
     Parameters
     ----------
@@ -170,6 +180,13 @@ class StreamQueue(wiring.Component):
     credited : bool
         True: the producer counts credits (``capacity`` of them) and ``w`` has no ready;
         False: ``w.ready`` (room in the memory, from a register) is the flow control.
+    lut_ram : bool
+        The memory in LUT RAM (see :class:`Queue`).
+    read_stages : int
+        Registers between the memory and the ring, 1 or 2. A block RAM's clock-to-out
+        takes most of a cycle; a second register lets the first sit by the RAM. Each
+        one more adds a cycle to the credit loop (a credited queue needs
+        ``depth >= 4 + read_stages`` for full rate) and a slot to the ring.
 
     Attributes
     ----------
@@ -180,9 +197,11 @@ class StreamQueue(wiring.Component):
     capacity : int
         Credits for a producer that counts them: ``depth`` (a beat stays counted in the
         memory for a cycle after it moved on).
+    slots : int
+        Registers in the ring: :attr:`SLOTS` + ``read_stages`` - 1.
     held : int
         Beats it holds when the consumer stops taking them: ``depth`` in the memory and
-        ``SLOTS - 1`` in the ring.
+        ``slots - 1`` in the ring.
     fault : Out(1)
         Sticky: a credited write found the memory full (the beat was lost).
     """
@@ -191,10 +210,15 @@ class StreamQueue(wiring.Component):
     #: Payload bits per copy of the head pointer.
     HEAD_CHUNK = 32
 
-    def __init__(self, shape, depth: int, *, credited: bool):
+    def __init__(self, shape, depth: int, *, credited: bool, lut_ram: bool = False,
+                 read_stages: int = 1):
+        if read_stages not in (1, 2):
+            raise ValueError(f"read_stages must be 1 or 2, got {read_stages!r}")
         self._shape, self._depth, self._credited = shape, depth, credited
+        self._lut_ram, self._read_stages = lut_ram, read_stages
         self.capacity = depth
-        self.held = depth + self.SLOTS - 1
+        self.slots = self.SLOTS + read_stages - 1
+        self.held = depth + self.slots - 1
         super().__init__({
             "w": In(stream.Signature(shape, always_ready=credited)),
             "r": Out(stream.Signature(shape)),
@@ -203,7 +227,7 @@ class StreamQueue(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.queue = queue = Queue(self._shape, self._depth)
+        m.submodules.queue = queue = Queue(self._shape, self._depth, lut_ram=self._lut_ram)
         if self._credited:
             m.d.comb += queue.w.valid.eq(self.w.valid)
         else:
@@ -211,18 +235,25 @@ class StreamQueue(wiring.Component):
                          queue.w.valid.eq(self.w.valid & self.w.ready)]
         m.d.comb += [queue.w.payload.eq(self.w.payload), self.fault.eq(queue.fault)]
 
-        # The head, popped into ``moved`` (no enable: it loads every cycle) and, one
-        # cycle later, into the ring slot that ``load`` (a register) names.
-        moved = Signal(self._shape, reset_less=True)
+        # The head, popped into ``moved`` (no enable: it loads every cycle; with two read
+        # stages, through a second such register) and, one cycle later, into the ring
+        # slot that ``load`` (a register) names.
+        stages, n_slots = self._read_stages, self.slots
+        moved = []
+        for k in range(stages):
+            moved.append(Signal(self._shape, name=f"moved{k}" if k else "moved",
+                                reset_less=True))
+            m.d.sync += moved[k].eq(moved[k - 1] if k else queue.r.data)
         slots = [Signal(self._shape, name=f"slot{i}", reset_less=True)
-                 for i in range(self.SLOTS)]
-        load = [Signal(name=f"load{i}") for i in range(self.SLOTS)]
-        tail = Signal(2, name="tail")
-        count = Signal(range(self.SLOTS + 1))     # beats in the ring
-        arriving = Signal()                       # ``moved`` holds a beat for the ring
+                 for i in range(n_slots)]
+        load = [Signal(name=f"load{i}") for i in range(n_slots)]
+        tail = Signal(range(n_slots), name="tail")
+        count = Signal(range(n_slots + 1))        # beats in the ring
+        arriving = [Signal(name=f"arriving{k}" if k else "arriving") for k in range(stages)]
         take, pop = Signal(name="take"), Signal()
         m.d.comb += [
-            take.eq(queue.r.rdy & (count + arriving <= self.SLOTS - 2)),
+            # (every beat between the memory and the ring counts against the ring)
+            take.eq(queue.r.rdy & (count + sum(arriving) <= n_slots - 2)),
             queue.r.en.eq(take),
             self.r.valid.eq(count != 0),
             pop.eq(self.r.valid & self.r.ready),
@@ -234,19 +265,21 @@ class StreamQueue(wiring.Component):
         payload = Value.cast(self.r.payload)
         for lo in range(0, width, self.HEAD_CHUNK):
             hi = min(lo + self.HEAD_CHUNK, width)
-            copy = Signal(2, name=f"head_{lo}{REPLICA_SUFFIX}")
+            copy = Signal(range(n_slots), name=f"head_{lo}{REPLICA_SUFFIX}")
             with m.If(pop):
-                m.d.sync += copy.eq(copy + 1)
+                m.d.sync += copy.eq(_next(copy, n_slots))
             m.d.comb += payload[lo:hi].eq(
                 Array(Value.cast(slot)[lo:hi] for slot in slots)[copy])
-        m.d.sync += [moved.eq(queue.r.data), arriving.eq(take),
-                     count.eq(count + arriving - pop)]
-        m.d.sync += [load[i].eq(take & (tail == i)) for i in range(self.SLOTS)]
-        for i in range(self.SLOTS):
+        m.d.sync += [arriving[k].eq(arriving[k - 1] if k else take) for k in range(stages)]
+        m.d.sync += count.eq(count + arriving[-1] - pop)
+        # (``landing``: the beat that reaches the last ``moved`` register next cycle)
+        landing = arriving[-2] if stages > 1 else take
+        m.d.sync += [load[i].eq(landing & (tail == i)) for i in range(n_slots)]
+        for i in range(n_slots):
             with m.If(load[i]):
-                m.d.sync += slots[i].eq(moved)
-        with m.If(take):
-            m.d.sync += tail.eq(tail + 1)
+                m.d.sync += slots[i].eq(moved[-1])
+        with m.If(landing):
+            m.d.sync += tail.eq(_next(tail, n_slots))
         return m
 
 

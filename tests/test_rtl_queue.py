@@ -66,6 +66,21 @@ async def queue_random_traffic(ctx, dut, depth, width, rng, cycles, stats):
     return model
 
 
+def test_ram_attrs_follow_the_family():
+    """Block RAM from BLOCK_RAM_BITS up unless LUT RAM is asked for; an iCE40, which
+    has no LUT RAM, always gets block RAM."""
+    class Ice40:
+        family = "iCE40"
+
+    class Ecp5:
+        family = "ECP5"
+    assert ram_attrs(520, 16, Ecp5()) == {"ram_style": "block"}
+    assert ram_attrs(520, 16, Ecp5(), lut_ram=True) == {"ram_style": "distributed"}
+    assert ram_attrs(8, 4, Ecp5()) == {}
+    assert ram_attrs(8, 4, Ice40()) == {"ram_style": "block"}
+    assert ram_attrs(520, 16, Ice40(), lut_ram=True) == {"ram_style": "block"}
+
+
 @pytest.mark.parametrize("depth", [1, 2, 3, 5, 16, 64])
 def test_queue_random_traffic_matches_model(depth):
     """Thousands of cycles of random writes and pops: entries leave in order with no loss
@@ -238,16 +253,17 @@ def test_queue_reset_in_the_middle():
 # StreamQueue
 # ---------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("stages", [1, 2])
 @pytest.mark.parametrize("p_stall", [0.5, 0.9])
 @pytest.mark.parametrize("depth", [1, 3, 8, 64])
-def test_stream_queue_credited_random_stalls(depth, p_stall):
+def test_stream_queue_credited_random_stalls(depth, p_stall, stages):
     """A producer that sends only with one of ``capacity`` credits (one given back for
     each beat taken from ``r``) and a consumer whose ``ready`` is low with probability
     ``p_stall``: every beat comes out once, in order, ``fault`` stays 0, ``r`` keeps the
     stream rules, and the producer does run out of credits (the credits are the only
     thing that keeps the memory from overflowing)."""
     width, n = 12, 500
-    dut = StreamQueue(width, depth, credited=True)
+    dut = StreamQueue(width, depth, credited=True, read_stages=stages)
     assert dut.capacity == depth
     rng = random.Random(int(100 * p_stall) + depth)
     stats = Counter()
@@ -283,18 +299,19 @@ def test_stream_queue_credited_random_stalls(depth, p_stall):
     assert stats["no_credit"] > 20
 
 
-@pytest.mark.parametrize("depth", [5, 8, 64])
-def test_stream_queue_credited_full_rate(depth):
+@pytest.mark.parametrize("stages,depth", [(1, 5), (1, 8), (1, 64), (2, 6), (2, 64)])
+def test_stream_queue_credited_full_rate(depth, stages):
     """Consumer always ready, producer sending whenever it holds a credit: after the fill
     latency the output is one beat per cycle with no gap.
 
     The bound: a beat written in cycle c is visible in the Queue in c + 2 (documented),
-    popped into the ``moved`` register and from there into the ring, so on ``r`` in
-    c + 4; its credit is back for the producer in c + 5. So a credit loop is 5 cycles,
-    ``capacity`` >= 5 credits cover it, and the first beat leaves at cycle <= 4. For
-    n = 2000 beats the rate from cycle 0 is then >= 2000 / 2004 > 0.998."""
+    popped into the ``moved`` register(s) (``stages`` of them) and from there into the
+    ring, so on ``r`` in c + 3 + stages; its credit is back for the producer a cycle
+    later. So a credit loop is 4 + stages cycles, ``capacity`` >= 4 + stages credits
+    cover it, and the first beat leaves at cycle <= 3 + stages. For n = 2000 beats the
+    rate from cycle 0 is then >= 2000 / 2005 > 0.997."""
     n = 2000
-    dut = StreamQueue(16, depth, credited=True)
+    dut = StreamQueue(16, depth, credited=True, read_stages=stages)
 
     async def bench(ctx):
         credits, sent, out, cycle = dut.capacity, 0, [], 0
@@ -315,23 +332,24 @@ def test_stream_queue_credited_full_rate(depth):
             cycle += 1
             assert cycle < 10 * n
         assert not ctx.get(dut.fault)
-        assert out[0] <= 4, f"first beat in cycle {out[0]}"
+        assert out[0] <= 3 + stages, f"first beat in cycle {out[0]}"
         assert out == list(range(out[0], out[0] + n)), "a gap in the output"
         rate = n / (out[-1] + 1)
-        assert rate >= n / (n + 4) > 0.998, f"{rate:.4f} beats per cycle"
+        assert rate >= n / (n + 3 + stages) > 0.997, f"{rate:.4f} beats per cycle"
 
     simulate(dut, bench)
 
 
+@pytest.mark.parametrize("stages", [1, 2])
 @pytest.mark.parametrize("p_stall", [0.5, 0.9])
 @pytest.mark.parametrize("depth", [1, 2, 5, 16])
-def test_stream_queue_ready_flow_control(depth, p_stall):
+def test_stream_queue_ready_flow_control(depth, p_stall, stages):
     """Non-credited: a producer with random gaps that keeps each beat offered until
     ``w.ready`` takes it, a consumer with random stalls: every beat comes out once, in
     order; ``w`` and ``r`` keep the stream rules; the queue never holds more than
     ``held`` beats; ``fault`` stays 0."""
     width, n = 10, 500
-    dut = StreamQueue(width, depth, credited=False)
+    dut = StreamQueue(width, depth, credited=False, read_stages=stages)
     rng = random.Random(int(10 * p_stall) + 50 * depth)
     stats = Counter()
 
@@ -364,14 +382,16 @@ def test_stream_queue_ready_flow_control(depth, p_stall):
     assert stats["refused"] > 20              # w.ready did push back
 
 
+@pytest.mark.parametrize("stages", [1, 2])
 @pytest.mark.parametrize("depth", [1, 2, 5, 16])
-def test_stream_queue_holds_exactly_held_beats(depth):
+def test_stream_queue_holds_exactly_held_beats(depth, stages):
     """Non-credited, consumer never ready, producer always valid: exactly
-    ``depth + SLOTS - 1`` beats are accepted (``depth`` in the memory, ``SLOTS - 1`` in
-    the ring, as documented for ``held``), then ``w.ready`` stays low. When the consumer
-    starts taking, those beats come out in order and the stream goes on."""
-    expected = depth + StreamQueue.SLOTS - 1
-    dut = StreamQueue(8, depth, credited=False)
+    ``depth + slots - 1`` beats are accepted (``depth`` in the memory, ``slots - 1`` in
+    the ring, as documented for ``held``; slots = SLOTS + stages - 1), then ``w.ready``
+    stays low. When the consumer starts taking, those beats come out in order and the
+    stream goes on."""
+    expected = depth + StreamQueue.SLOTS + stages - 2
+    dut = StreamQueue(8, depth, credited=False, read_stages=stages)
     assert dut.held == expected
 
     async def bench(ctx):
@@ -402,14 +422,20 @@ def test_stream_queue_holds_exactly_held_beats(depth):
     simulate(dut, bench)
 
 
+def test_stream_queue_read_stages_checked():
+    with pytest.raises(ValueError, match="read_stages must be 1 or 2"):
+        StreamQueue(8, 4, credited=True, read_stages=3)
+
+
+@pytest.mark.parametrize("stages", [1, 2])
 @pytest.mark.parametrize("depth", [1, 3, 8])
-def test_stream_queue_credited_overflow_faults(depth):
+def test_stream_queue_credited_overflow_faults(depth, stages):
     """Credited, consumer holding ``ready`` low. Beats written slowly (the ring fills
     between them): ``held`` of them fit with ``fault`` 0, the next one sets ``fault``
     (sticky) and is lost: when the consumer starts, exactly the first ``held`` come out.
-    Beats written back to back: ``capacity + SLOTS`` beats, one more than ``held``,
+    Beats written back to back: ``capacity + slots`` beats, one more than ``held``,
     always set ``fault``."""
-    dut = StreamQueue(8, depth, credited=True)
+    dut = StreamQueue(8, depth, credited=True, read_stages=stages)
 
     async def slow(ctx):
         ctx.set(dut.r.ready, 0)
@@ -433,12 +459,12 @@ def test_stream_queue_credited_overflow_faults(depth):
 
     simulate(dut, slow)
 
-    dut = StreamQueue(8, depth, credited=True)
+    dut = StreamQueue(8, depth, credited=True, read_stages=stages)
 
     async def fast(ctx):
         ctx.set(dut.r.ready, 0)
         ctx.set(dut.w.valid, 1)
-        for i in range(dut.capacity + StreamQueue.SLOTS):
+        for i in range(dut.capacity + dut.slots):
             ctx.set(dut.w.payload, i)
             await ctx.tick()
         ctx.set(dut.w.valid, 0)
