@@ -248,6 +248,14 @@ def clip_tiles(rng, t, clip):
     for f in (1, 3, 7):  # alpha = mant / 2**f accumulator steps: off the grid if mant odd
         acc = _tile(t, lambda r, c: (mant >> f) + rng.randint(-2, 2))
         out.append((acc, oexp(cexp + f)))
+    # the threshold floor(alpha / 2**out_exp) at the ends of its shift, d = cexp -
+    # out_exp: a right shift by 7 and by 8 (and beyond, where it is 0), a left shift by
+    # acc_bits - 2 and - 1; tiles whose maximum is on it and one unit above
+    for d in (-9, -8, -7, -1, ACC_BITS - 2, ACC_BITS - 1):
+        thr = mant << d if d >= 0 else mant >> -d
+        for top in (thr, thr + 1):
+            acc = _tile(t, lambda r, c: max(ACC_MIN, min(ACC_MAX, [top, top - 1, 1][(r + c) % 3])))
+            out.append((acc, oexp(cexp - d)))
     big = _tile(t, lambda r, c: rng.randint(ACC_MIN, ACC_MAX))
     out += [(big, oexp(cexp + 40)), (big, oexp(cexp - 40)),
             (_tile(t, lambda r, c: 0), cexp), (_tile(t, lambda r, c: -rng.randint(1, 99)), cexp)]
@@ -280,7 +288,7 @@ def test_edge_tiles(tile, unsigned_out):
 
 # (mant, exp): a 1-unit alpha, odd mantissas, the exponent extremes (E clips), and alphas
 # that are themselves ties in the uint4 grid (17 / 2 = 8.5 -> 8, 200 / 16 = 12.5 -> 12).
-CLIPS = [(1, 0), (255, -7), (3, -128), (200, 127), (17, -3), (200, -2)]
+CLIPS = [(1, 0), (255, -7), (3, -128), (200, 127), (17, -3), (200, -2), (128, 0), (1, -40)]
 
 
 @pytest.mark.parametrize("clip", CLIPS, ids=[f"{m}x2^{e}" for m, e in CLIPS])
