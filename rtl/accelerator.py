@@ -61,8 +61,8 @@ from .tile_rescaler import TileRescaler
 __all__ = ["Accelerator", "psum_queue_tiles"]
 
 #: Result beats the result queue holds: enough for a credit's round trip (the output
-#: units' read latency, at most the requantizer's 8 cycles, and the queue's own three)
-#: at one beat per cycle.
+#: units' read latency, at most the requantizer's 8 cycles, the write register and the
+#: queue's own three) at one beat per cycle.
 RESULT_QUEUE_DEPTH = 16
 #: Mask rows buffered at the mask port.
 MASK_QUEUE_DEPTH = 4
@@ -70,9 +70,9 @@ MASK_QUEUE_DEPTH = 4
 
 def psum_queue_tiles(tile: int) -> int:
     """Tiles the psum queue holds: a credit is out from a tile's first k-step until the
-    drain has read its last row, about 3T + 8 cycles, while a tile starts every T
+    drain has read its last row, about 3T + 9 cycles, while a tile starts every T
     cycles; one more tile keeps the array busy while the credit comes back."""
-    return -(-(3 * tile + 8) // tile) + 1
+    return -(-(3 * tile + 9) // tile) + 1
 
 
 class Accelerator(wiring.Component):
@@ -200,8 +200,10 @@ class Accelerator(wiring.Component):
         ]
 
         # The psum queue holds whole tiles; the feeder starts one only with a credit.
+        # (two read stages: a block RAM's 5.8 ns clock-to-out and the route to the ring
+        # were a 10.5 ns path on the ULX3S 16x16 at 11a4f22)
         m.submodules.psum_queue = psum_queue = StreamQueue(
-            psum_row_layout(p), self.psum_tiles * p.tile, credited=True)
+            psum_row_layout(p), self.psum_tiles * p.tile, credited=True, read_stages=2)
         m.submodules.psum_credits = psum_credits = Credits(self.psum_tiles)
         m.d.comb += [psum_queue.w.valid.eq(array.psum.valid),
                      psum_queue.w.payload.eq(array.psum.payload),
@@ -279,8 +281,10 @@ class Accelerator(wiring.Component):
 
         # The units' tile banks: the drain's credits for int and fp4 mode.
         m.submodules.bank_credits = bank_credits = Credits(requant.capacity)
+        # (in LUT RAM: a block RAM's 5.8 ns clock-to-out was most of a 10.9 ns path to
+        # the register behind it, ULX3S 16x16 at 11a4f22; 16 beats are one LUT RAM deep)
         m.submodules.results = results = StreamQueue(out_beat_layout(p), RESULT_QUEUE_DEPTH,
-                                                      credited=True)
+                                                      credited=True, lut_ram=True)
         m.submodules.out_credits = out_credits = Credits(results.capacity)
         # (a unit takes a credit only in its own mode: its ``credit`` input is gated)
         unit_take = requant.take_credit | log4.take_credit
@@ -293,19 +297,33 @@ class Accelerator(wiring.Component):
             out_credits.take.eq((raw & drain.take_credit) | unit_take),
             out_credits.give.eq(results.r.valid & results.r.ready),
         ]
-        w = results.w.payload
-        raw_w, int_w = mode("raw", "results"), mode("int", "results")
-        with m.If(raw_w):
-            m.d.comb += [results.w.valid.eq(acc.valid), w.data.eq(acc.payload.acc),
-                         w.exp.eq(acc.payload.out_exp)]
-        with m.Elif(int_w):
-            m.d.comb += [results.w.valid.eq(requant.codes_out.valid),
-                         w.data.eq(requant.codes_out.payload.codes),
-                         w.exp.eq(requant.codes_out.payload.exp)]
-        with m.Else():
-            m.d.comb += [results.w.valid.eq(log4.codes_out.valid),
-                         w.data.eq(log4.codes_out.payload.codes),
-                         w.exp.eq(log4.codes_out.payload.exp)]
+        self._result_write(m, results, mode, acc, requant, log4)
         faults += [bank_credits.fault, out_credits.fault, results.fault]
         return rescaler, results
+
+    def _result_write(self, m, results, mode, acc, requant, log4):
+        """The result queue's write: the beat of the GEMM's output mode, through one
+        register (the sources sit across the die from the queue). The mode selects every
+        data bit of a beat: one copy of the select registers per lane, so no select net
+        reaches all of them (one copy drove 520 bits at T = 16: a 10.9 ns route on the
+        ULX3S at 11a4f22)."""
+        L = self._params.lanes
+        valid = Signal(name="result_w_valid")
+        beat = Signal.like(results.w.payload, name="result_w", reset_less=True)
+        m.d.comb += [results.w.valid.eq(valid), results.w.payload.eq(beat)]
+        sources = {"raw": (acc.valid, acc.payload.acc, acc.payload.out_exp),
+                   "int": (requant.codes_out.valid, requant.codes_out.payload.codes,
+                           requant.codes_out.payload.exp),
+                   "fp4": (log4.codes_out.valid, log4.codes_out.payload.codes,
+                           log4.codes_out.payload.exp)}
+
+        def pick(unit, field):
+            raw_sel, int_sel = mode("raw", unit), mode("int", unit)
+            return Mux(raw_sel, sources["raw"][field],
+                       Mux(int_sel, sources["int"][field], sources["fp4"][field]))
+        m.d.sync += [valid.eq(pick("results", 0)), beat.exp.eq(pick("results_exp", 2))]
+        data_width = len(beat.data) // L
+        for n in range(L):
+            m.d.sync += beat.data[n * data_width:(n + 1) * data_width].eq(
+                pick(f"results_lane{n}", 1)[n * data_width:(n + 1) * data_width])
 
