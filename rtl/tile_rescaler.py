@@ -26,7 +26,7 @@ from golden.params import NibbleParams
 
 from .layouts import acc_row_layout, rescale_row_layout
 from .pe import add_with_carry
-from .pipeline import REPLICA_SUFFIX, register_copy
+from .pipeline import REPLICA_SUFFIX, register_copy, stage
 
 __all__ = ["TileRescaler", "ShiftControl", "decode_shift", "shift_round_half_even"]
 
@@ -313,13 +313,18 @@ class TileRescaler(wiring.Component):
         slot it frees is the tail. Returns per lane the head after this cycle,
         mem[h + 1] if a beat is in stage 3 now, else mem[h].
 
+        The store is a cycle late: the write port takes the sums from a register (the
+        adder and the saturation end at that register, not at the RAM's write port),
+        with the slot and the enable delayed to match.
+
         Read after write: the read port returns the contents before this cycle's write.
-        In a cycle with a stage-3 beat it reads slot h + 1, which is not the slot being
-        written (h + 1 != h mod R since R >= 2); that slot was last written when the
-        pointer stood there, R - 1 >= 1 beats ago, so at least one cycle earlier, and
-        that write has landed. In a cycle without one nothing is written, and slot h
-        holds its last write. At T = 2, L = 2 (R = 2) the previous beat wrote slot
-        h + 1, one cycle earlier at the soonest: in time.
+        A beat in stage 3 in cycle c updates slot h; its store lands at the end of
+        c + 1. That slot is read next for the beat R beats later, one cycle before that
+        beat's stage 3: in cycle c + R - 1 at the soonest, after the store for R >= 3.
+        At R = 2 (T = 2, L = 2) that read is in c + 1, beside the store: the register
+        being stored is taken instead of the read (a bypass, built only for R = 2). In
+        a cycle without a stage-3 beat the pointer stays, and nothing reads a slot with
+        a store pending but the one case above.
 
         Only the pointer has a reset: the data are read only after they are written
         (a first reduction tile adds to zero, not to the ring)."""
@@ -344,12 +349,16 @@ class TileRescaler(wiring.Component):
         for n in range(L):
             # Each lane's memory (acc_bits / 4 LUT RAMs per 16 slots on ECP5) has its
             # own flip-flop copies of the addresses, as it has of the write enable.
-            waddr = register_copy(m, h_next, f"rescaler_waddr_lane{n}")
+            slot = register_copy(m, h_next, f"rescaler_slot_lane{n}")      # stage 3's
+            waddr = register_copy(m, slot, f"rescaler_waddr_lane{n}")
+            wen = register_copy(m, v2_lane[n], f"rescaler_wen_lane{n}")
             raddr = register_copy(m, raddr_next, f"rescaler_raddr_lane{n}")
+            store = stage(m, new_row[n], f"acc_store{n}")
             m.submodules[f"acc_mem{n}"] = mem = Memory(shape=acc_bits, depth=R, init=[])
             wp = mem.write_port()
             rp = mem.read_port(domain="comb")
-            m.d.comb += [wp.addr.eq(waddr), wp.en.eq(v2_lane[n]), wp.data.eq(new_row[n]),
+            m.d.comb += [wp.addr.eq(waddr), wp.en.eq(wen), wp.data.eq(store),
                          rp.addr.eq(raddr)]
-            heads.append(rp.data)
+            heads.append(rp.data if R > 2 else
+                         Mux(wen & (waddr == raddr), store, rp.data))
         return heads
