@@ -88,7 +88,7 @@ class PsumDrain(wiring.Component):
         m = Module()
         T, L = self._params.tile, self._params.lanes
         slices = T // L
-        tags, full, cur, wr, write = self._tag_ring(m)
+        tags, full, cur, wr, write, write_last = self._tag_ring(m)
         tag = Signal(_TAG)            # the head row's tile's tag: the slot ``cur`` names
         m.d.comb += tag.eq(Mux(cur, tags[1], tags[0]))
 
@@ -97,19 +97,35 @@ class PsumDrain(wiring.Component):
         part = Signal(range(slices)) if slices > 1 else C(0, 1)
         part_last = part == slices - 1
 
+        # The current slot's full bit, its ``last`` and ``last`` with the mask on, kept
+        # in registers of their own, so the decision to emit is one or two LUTs of
+        # registers: each is computed for both outcomes (the tile goes on, or it ends
+        # and ``cur`` moves on) and ``tile_done`` picks one.
+        here, last, need = Signal(name="tag_here"), Signal(name="tag_last"), Signal()
         emit, pop, tile_done = Signal(name="emit"), Signal(), Signal()
-        need = tag.last & self.mask_en
         m.d.comb += [
-            emit.eq(self.psum.valid & Mux(cur, full[1], full[0])
-                    & (~tag.last | (self.credit & (~need | self.mask.valid)))),
+            emit.eq(self.psum.valid & here & (~last | (self.credit & (~need | self.mask.valid)))),
             pop.eq(emit & part_last),
             tile_done.eq(pop & rows.row_wrap),
             self.psum.ready.eq(pop),
             rows.step.eq(pop),
             self.tile_read.eq(tile_done),
-            self.take_credit.eq(emit & tag.last),
+            self.take_credit.eq(emit & last),
             self.mask.ready.eq(pop & need),
         ]
+
+        def after_write(slot):
+            """(full, last) of ``slot`` (0 or 1, a Value) after this cycle's write,
+            before any clear."""
+            written = write & (wr == slot)
+            return (Mux(slot, full[1], full[0]) | written,
+                    Mux(written, write_last, Mux(slot, tags[1].last, tags[0].last)))
+
+        here_stay, last_stay = after_write(cur)
+        here_move, last_move = after_write(~cur)
+        last_next = Mux(tile_done, last_move, last_stay)
+        m.d.sync += [here.eq(Mux(tile_done, here_move, here_stay)), last.eq(last_next),
+                     need.eq(last_next & self.mask_en)]
         # A finished tile frees its slot and moves ``cur`` on: two flip-flops, however
         # wide a tag (its load used to be the enable of every tag bit: 11.2 ns on the
         # ULX3S 16x16 at 11a4f22).
@@ -141,7 +157,8 @@ class PsumDrain(wiring.Component):
         tiles: the next tiles' shift, out_exp and flags, fetched while the current tile
         drains (pop s_t, and out_exp at t = 0, into registers, then subtract into the
         free slot). Returns the slots, their full bits, the read and write pointers
-        (``cur``, ``wr``) and ``write`` (the slot ``wr`` names is written this cycle)."""
+        (``cur``, ``wr``), ``write`` (the slot ``wr`` names is written this cycle) and
+        the ``last`` flag being written."""
         m.submodules.tags = tags = LoopCounter({"t": TILE_COUNT_BITS})
         m.d.comb += [tags.restart.eq(self.start), tags.t_last.eq(self.k_last)]
         slots = [Signal(_TAG, name=f"tag{i}") for i in range(2)]
@@ -170,4 +187,4 @@ class PsumDrain(wiring.Component):
                              slots[i].first.eq(f1_first), slots[i].last.eq(f1_last)]
         with m.If(f1):
             m.d.sync += wr.eq(~wr)
-        return slots, full, cur, wr, f1
+        return slots, full, cur, wr, f1, f1_last

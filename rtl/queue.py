@@ -36,6 +36,8 @@ __all__ = ["Queue", "StreamQueue", "Credits", "RegisterSlice", "QueueRead", "BLO
 #: Memories of at least this many bits (width x depth) are asked to map to block RAM;
 #: smaller ones are left to the tools (distributed RAM on ECP5).
 BLOCK_RAM_BITS = 256
+#: Bits per slice of a LUT-RAM queue (each slice has its own address registers).
+LUT_RAM_SLICE = 32
 
 
 def QueueRead(shape) -> wiring.Signature:
@@ -88,7 +90,8 @@ class Queue(wiring.Component):
     lut_ram : bool
         Ask for LUT RAM whatever the size (not on an iCE40, which has none): a read
         whose data is in the register behind it in a LUT delay, where a block RAM's
-        clock-to-out takes most of a cycle. For shallow, wide queues.
+        clock-to-out takes most of a cycle. For shallow, wide queues. ``r.data`` is then
+        an asynchronous read of the head (the same cycles as the registered read).
 
     Attributes
     ----------
@@ -116,13 +119,6 @@ class Queue(wiring.Component):
         depth = self._depth
         m = Module()
         width = Shape.cast(self._shape).width
-        m.submodules.mem = mem = Memory(shape=self._shape, depth=depth, init=[],
-                                        attrs=ram_attrs(width, depth, platform,
-                                                        lut_ram=self._lut_ram))
-        wp = mem.write_port()
-        # Never the slot being written: a write to the head's slot happens only when the
-        # queue is empty, and the entry is not visible until a later read.
-        rp = mem.read_port(transparent_for=())
         produce = Signal(range(depth))
         consume = Signal(range(depth))
         consume1 = Signal(range(depth), init=_init_next(depth))   # _next(consume)
@@ -132,11 +128,22 @@ class Queue(wiring.Component):
         m.d.comb += [
             write.eq(self.w.valid & (self.level != depth)),
             pop.eq(self.r.en & self.r.rdy),
-            wp.addr.eq(produce), wp.data.eq(self.w.payload), wp.en.eq(write),
-            # ``pop`` (the consumer's late decision) only selects between registers
-            rp.addr.eq(Mux(pop, consume1, consume)),
-            self.r.data.eq(rp.data),
         ]
+        if self._lut_ram and getattr(platform, "family", None) != "iCE40":
+            self._lut_ram_memory(m, platform, write, pop, produce, consume1)
+        else:
+            m.submodules.mem = mem = Memory(shape=self._shape, depth=depth, init=[],
+                                            attrs=ram_attrs(width, depth, platform))
+            wp = mem.write_port()
+            # Never the slot being written: a write to the head's slot happens only when
+            # the queue is empty, and the entry is not visible until a later read.
+            rp = mem.read_port(transparent_for=())
+            m.d.comb += [
+                wp.addr.eq(produce), wp.data.eq(self.w.payload), wp.en.eq(write),
+                # ``pop`` (the consumer's late decision) only selects between registers
+                rp.addr.eq(Mux(pop, consume1, consume)),
+                self.r.data.eq(rp.data),
+            ]
         with m.If(write):
             m.d.sync += produce.eq(_next(produce, depth))
         with m.If(pop):
@@ -151,6 +158,32 @@ class Queue(wiring.Component):
             m.d.sync += self.fault.eq(1)
         return m
 
+    def _lut_ram_memory(self, m, platform, write, pop, produce, consume1):
+        """The memory as LUT RAM with an asynchronous read, in slices of
+        :data:`LUT_RAM_SLICE` bits, each with flip-flop copies of the write and read
+        addresses: one address register read by every LUT RAM of a 520-bit queue was an
+        11.6 ns path (ULX3S 16x16 at 40440bf). The read address is the head itself (a
+        register moved by ``pop``), so ``r.data`` is in the same cycle as with a
+        registered read of the next head: a read a LUT delay after its register."""
+        depth = self._depth
+        data = Value.cast(self.r.data)
+        payload = Value.cast(self.w.payload)
+        for lo in range(0, len(data), LUT_RAM_SLICE):
+            hi = min(lo + LUT_RAM_SLICE, len(data))
+            waddr = Signal(range(depth), name=f"produce_{lo}{REPLICA_SUFFIX}")
+            raddr = Signal(range(depth), name=f"consume_{lo}{REPLICA_SUFFIX}")
+            with m.If(write):
+                m.d.sync += waddr.eq(_next(waddr, depth))
+            with m.If(pop):
+                m.d.sync += raddr.eq(consume1)
+            m.submodules[f"mem_{lo}"] = mem = Memory(
+                shape=hi - lo, depth=depth, init=[],
+                attrs=ram_attrs(hi - lo, depth, platform, lut_ram=True))
+            wp = mem.write_port()
+            rp = mem.read_port(domain="comb")
+            m.d.comb += [wp.addr.eq(waddr), wp.data.eq(payload[lo:hi]), wp.en.eq(write),
+                         rp.addr.eq(raddr), data[lo:hi].eq(rp.data)]
+
 
 class StreamQueue(wiring.Component):
     """A :class:`Queue` as a stream whose outputs come from registers.
@@ -159,7 +192,7 @@ class StreamQueue(wiring.Component):
     ``read_stages=2``), and from there into a ring of :attr:`slots` registers; the
     decision to pop looks only at registers (how full the ring is), and every wide
     register loads on an enable that is itself a register, so the consumer's ``ready``
-    moves a pointer and nothing else. ``r.valid`` is one LUT from a counter,
+    moves a pointer and nothing else. ``r.valid`` is a register,
     ``r.payload`` a multiplexer of the ring (whose select, the head pointer, has a
     flip-flop copy per :attr:`HEAD_CHUNK` bits); a consumer that is always ready gets
     one beat per cycle.
@@ -246,7 +279,6 @@ class StreamQueue(wiring.Component):
             m.d.sync += moved[k].eq(moved[k - 1] if k else queue.r.data)
         slots = [Signal(self._shape, name=f"slot{i}", reset_less=True)
                  for i in range(n_slots)]
-        load = [Signal(name=f"load{i}") for i in range(n_slots)]
         tail = Signal(range(n_slots), name="tail")
         count = Signal(range(n_slots + 1))        # beats in the ring
         arriving = [Signal(name=f"arriving{k}" if k else "arriving") for k in range(stages)]
@@ -255,9 +287,13 @@ class StreamQueue(wiring.Component):
             # (every beat between the memory and the ring counts against the ring)
             take.eq(queue.r.rdy & (count + sum(arriving) <= n_slots - 2)),
             queue.r.en.eq(take),
-            self.r.valid.eq(count != 0),
             pop.eq(self.r.valid & self.r.ready),
         ]
+        # ``r.valid`` (count != 0) a register of its own: both outcomes of the next
+        # count computed from registers, ``pop`` picks one.
+        landed, landed_popped = Signal.like(count), Signal.like(count)
+        m.d.comb += [landed.eq(count + arriving[-1]), landed_popped.eq(count + arriving[-1] - 1)]
+        m.d.sync += self.r.valid.eq(Mux(pop, landed_popped != 0, landed != 0))
         # The head pointer selects every payload bit: one flip-flop copy of it per
         # HEAD_CHUNK bits, so no select net reaches the whole (often 100s of bits wide)
         # payload.
@@ -274,10 +310,15 @@ class StreamQueue(wiring.Component):
         m.d.sync += count.eq(count + arriving[-1] - pop)
         # (``landing``: the beat that reaches the last ``moved`` register next cycle)
         landing = arriving[-2] if stages > 1 else take
-        m.d.sync += [load[i].eq(landing & (tail == i)) for i in range(n_slots)]
-        for i in range(n_slots):
-            with m.If(load[i]):
-                m.d.sync += slots[i].eq(moved[-1])
+        # (the ring's load enables, like the head pointer, have a flip-flop copy per
+        # HEAD_CHUNK bits: one enable register for a 520-bit slot was a 10.3 ns route)
+        for lo in range(0, width, self.HEAD_CHUNK):
+            hi = min(lo + self.HEAD_CHUNK, width)
+            for i in range(n_slots):
+                load = Signal(name=f"load{i}_{lo}{REPLICA_SUFFIX}")
+                m.d.sync += load.eq(landing & (tail == i))
+                with m.If(load):
+                    m.d.sync += Value.cast(slots[i])[lo:hi].eq(Value.cast(moved[-1])[lo:hi])
         with m.If(landing):
             m.d.sync += tail.eq(_next(tail, n_slots))
         return m

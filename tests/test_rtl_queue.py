@@ -81,16 +81,17 @@ def test_ram_attrs_follow_the_family():
     assert ram_attrs(520, 16, Ice40(), lut_ram=True) == {"ram_style": "block"}
 
 
+@pytest.mark.parametrize("lut_ram", [False, True], ids=["ram", "lut_ram"])
 @pytest.mark.parametrize("depth", [1, 2, 3, 5, 16, 64])
-def test_queue_random_traffic_matches_model(depth):
+def test_queue_random_traffic_matches_model(depth, lut_ram):
     """Thousands of cycles of random writes and pops: entries leave in order with no loss
     or duplication, ``level`` counts every entry from the cycle after its write, ``rdy``
     rises exactly 2 cycles after a write into an empty queue and covers just the entries
     written at least 2 cycles ago, ``fault`` stays 0. Depths include 1, non-powers of two
     and 64 x 8 bits, which asks for block RAM."""
-    width = 8
-    assert (ram_attrs(width, depth) == {"ram_style": "block"}) == (depth == 64)
-    dut = Queue(width, depth)
+    width = 8 if not lut_ram else 70       # (LUT RAM: three slices, the last one short)
+    assert (ram_attrs(8, depth) == {"ram_style": "block"}) == (depth == 64)
+    dut = Queue(width, depth, lut_ram=lut_ram)
     rng = random.Random(1000 + depth)
     stats = Counter()
 
@@ -253,17 +254,17 @@ def test_queue_reset_in_the_middle():
 # StreamQueue
 # ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("stages", [1, 2])
+@pytest.mark.parametrize("stages,lut_ram", [(1, False), (2, False), (1, True)])
 @pytest.mark.parametrize("p_stall", [0.5, 0.9])
 @pytest.mark.parametrize("depth", [1, 3, 8, 64])
-def test_stream_queue_credited_random_stalls(depth, p_stall, stages):
+def test_stream_queue_credited_random_stalls(depth, p_stall, stages, lut_ram):
     """A producer that sends only with one of ``capacity`` credits (one given back for
     each beat taken from ``r``) and a consumer whose ``ready`` is low with probability
     ``p_stall``: every beat comes out once, in order, ``fault`` stays 0, ``r`` keeps the
     stream rules, and the producer does run out of credits (the credits are the only
     thing that keeps the memory from overflowing)."""
     width, n = 12, 500
-    dut = StreamQueue(width, depth, credited=True, read_stages=stages)
+    dut = StreamQueue(width, depth, credited=True, read_stages=stages, lut_ram=lut_ram)
     assert dut.capacity == depth
     rng = random.Random(int(100 * p_stall) + depth)
     stats = Counter()
@@ -299,8 +300,9 @@ def test_stream_queue_credited_random_stalls(depth, p_stall, stages):
     assert stats["no_credit"] > 20
 
 
-@pytest.mark.parametrize("stages,depth", [(1, 5), (1, 8), (1, 64), (2, 6), (2, 64)])
-def test_stream_queue_credited_full_rate(depth, stages):
+@pytest.mark.parametrize("stages,depth,lut_ram", [(1, 5, False), (1, 8, False), (1, 64, False),
+                                                 (2, 6, False), (2, 64, False), (1, 16, True)])
+def test_stream_queue_credited_full_rate(depth, stages, lut_ram):
     """Consumer always ready, producer sending whenever it holds a credit: after the fill
     latency the output is one beat per cycle with no gap.
 
@@ -311,7 +313,7 @@ def test_stream_queue_credited_full_rate(depth, stages):
     cover it, and the first beat leaves at cycle <= 3 + stages. For n = 2000 beats the
     rate from cycle 0 is then >= 2000 / 2005 > 0.997."""
     n = 2000
-    dut = StreamQueue(16, depth, credited=True, read_stages=stages)
+    dut = StreamQueue(16, depth, credited=True, read_stages=stages, lut_ram=lut_ram)
 
     async def bench(ctx):
         credits, sent, out, cycle = dut.capacity, 0, [], 0
