@@ -61,8 +61,8 @@ from .tile_rescaler import TileRescaler
 __all__ = ["Accelerator", "psum_queue_tiles"]
 
 #: Result beats the result queue holds: enough for a credit's round trip (the output
-#: units' read latency, at most the requantizer's 8 cycles, the write register and the
-#: queue's own three) at one beat per cycle.
+#: units' read latency, at most the requantizer's 9 cycles, the write register and the
+#: queue's own four with two read stages) at one beat per cycle.
 RESULT_QUEUE_DEPTH = 16
 #: Mask rows buffered at the mask port.
 MASK_QUEUE_DEPTH = 4
@@ -286,9 +286,12 @@ class Accelerator(wiring.Component):
         # The units' tile banks: the drain's credits for int and fp4 mode.
         m.submodules.bank_credits = bank_credits = Credits(requant.capacity)
         # (in LUT RAM: a block RAM's 5.8 ns clock-to-out was most of a 10.9 ns path to
-        # the register behind it, ULX3S 16x16 at 11a4f22; 16 beats are one LUT RAM deep)
+        # the register behind it, ULX3S 16x16 at 11a4f22; 16 beats are one LUT RAM deep;
+        # two read stages: the LUT RAMs' read into one register was still 10.1 ns at
+        # df084b0)
         m.submodules.results = results = StreamQueue(out_beat_layout(p), RESULT_QUEUE_DEPTH,
-                                                      credited=True, lut_ram=True)
+                                                      credited=True, lut_ram=True,
+                                                      read_stages=2)
         m.submodules.out_credits = out_credits = Credits(results.capacity)
         # (a unit takes a credit only in its own mode: its ``credit`` input is gated)
         unit_take = requant.take_credit | log4.take_credit

@@ -401,15 +401,32 @@ class RegisterSlice(wiring.Component):
         main_valid, skid_valid = Signal(name="main_valid"), Signal()
         m.d.comb += [self.w.ready.eq(~skid_valid), self.r.valid.eq(main_valid),
                      self.r.payload.eq(main)]
-        with m.If(~main_valid | self.r.ready):          # the main register moves on
-            with m.If(skid_valid):
-                m.d.sync += [main.eq(skid), main_valid.eq(1), skid_valid.eq(0)]
-            with m.Else():
-                m.d.sync += [main.eq(self.w.payload), main_valid.eq(self.w.valid)]
-        with m.Elif(self.w.valid & ~skid_valid):        # it holds: the new beat waits
-            m.d.sync += skid_valid.eq(1)
-        # The skid register samples the payload in every cycle it is empty, so its wide
-        # enable is a flip-flop (``~skid_valid``), not the handshake of both sides.
-        with m.If(~skid_valid):
-            m.d.sync += skid.eq(self.w.payload)
+        # The valid bits' next values: the main register moves on when it is empty or
+        # its beat is taken; a beat that cannot follow it waits in the skid register.
+        advance = ~main_valid | self.r.ready
+        main_next, skid_next = Signal(), Signal()
+        m.d.comb += [
+            main_next.eq(Mux(advance, skid_valid | self.w.valid, main_valid)),
+            skid_next.eq(~advance & (skid_valid | self.w.valid)),
+        ]
+        m.d.sync += [main_valid.eq(main_next), skid_valid.eq(skid_next)]
+        # The data registers load per slice of HEAD_CHUNK bits, each slice on enables
+        # from flip-flop copies of the valid bits of its own, so ``r.ready`` reaches a
+        # LUT per slice, not the enable of every bit (one enable for 520 bits was a
+        # 10.0 ns route on the ULX3S 16x16 at df084b0). The skid register samples the
+        # payload in every cycle it is empty, so its enable is a flip-flop.
+        width = Shape.cast(self._shape).width
+        main_v, skid_v, payload = Value.cast(main), Value.cast(skid), Value.cast(self.w.payload)
+        for lo in range(0, width, StreamQueue.HEAD_CHUNK):
+            hi = min(lo + StreamQueue.HEAD_CHUNK, width)
+            if width <= StreamQueue.HEAD_CHUNK:
+                mv, sv = main_valid, skid_valid
+            else:
+                mv = Signal(name=f"main_valid_{lo}{REPLICA_SUFFIX}")
+                sv = Signal(name=f"skid_valid_{lo}{REPLICA_SUFFIX}")
+                m.d.sync += [mv.eq(main_next), sv.eq(skid_next)]
+            with m.If(~mv | self.r.ready):
+                m.d.sync += main_v[lo:hi].eq(Mux(sv, skid_v[lo:hi], payload[lo:hi]))
+            with m.If(~sv):
+                m.d.sync += skid_v[lo:hi].eq(payload[lo:hi])
         return m

@@ -67,6 +67,8 @@ __all__ = ["SystolicArray", "drain_levels", "array_latency"]
 
 #: Rows combined per register level of the drain's AND-OR tree.
 DRAIN_FAN_IN = 4
+#: Columns per intermediate copy of a row's ready bit (T >= 4).
+ROW_READY_GROUP = 4
 
 
 def drain_levels(tile: int) -> int:
@@ -214,13 +216,16 @@ class SystolicArray(wiring.Component):
         tree on the row's binary index was tried for the 16 x 16 build: 681 more LUTs
         at T = 16 after flattening, so the AND-OR stays.)"""
         size = self._params.tile
-        early = [Signal(name=f"row_ready_early{row}") for row in range(size)]
-        m.d.sync += [early[row].eq(pes[row][size - 2].capture) for row in range(size)]
         ready = [Signal(name=f"row_ready{row}") for row in range(size)]
-        m.d.sync += [ready[row].eq(early[row]) for row in range(size)]
-        # (data-path copies: no reset; only ``ready`` decides ``valid``)
-        masks = [[stage(m, early[row], f"row_ready{row}_col{col}{REPLICA_SUFFIX}")
-                  for col in range(size)] for row in range(size)]
+        if size < 4:
+            early = [Signal(name=f"row_ready_early{row}") for row in range(size)]
+            m.d.sync += [early[row].eq(pes[row][size - 2].capture) for row in range(size)]
+            m.d.sync += [ready[row].eq(early[row]) for row in range(size)]
+            # (data-path copies: no reset; only ``ready`` decides ``valid``)
+            masks = [[stage(m, early[row], f"row_ready{row}_col{col}{REPLICA_SUFFIX}")
+                      for col in range(size)] for row in range(size)]
+        else:
+            masks = [self._row_ready_copies(m, pes, row, ready[row]) for row in range(size)]
         # Level 0: every row, masked by its ready bit; each level ORs groups of
         # DRAIN_FAN_IN into one register (the rows are one-hot, so OR picks the one).
         parts = [([Mux(masks[row][col], pes[row][col].psum, 0) for col in range(size)],
@@ -243,3 +248,20 @@ class SystolicArray(wiring.Component):
         cols, valid = parts[0]
         m.d.comb += [self.psum.valid.eq(valid)]
         m.d.comb += [self.psum.payload[col].eq(cols[col]) for col in range(size)]
+
+    def _row_ready_copies(self, m, pes, row, ready):
+        """(T >= 4) Row ``row``'s ready bit, and its per-column copies for the AND
+        gates, from the captures of column T - 3, two cycles ahead, through a copy per
+        :data:`ROW_READY_GROUP` columns: one register driving T copies along the row was
+        a 10.1 ns route on the ULX3S 16x16 at df084b0. Returns the column copies."""
+        size = self._params.tile
+        early = Signal(name=f"row_ready_early{row}")
+        m.d.sync += early.eq(pes[row][size - 3].capture)
+        masks = []
+        for g in range(0, size, ROW_READY_GROUP):
+            group = stage(m, early, f"row_ready{row}_group{g}{REPLICA_SUFFIX}")
+            masks += [stage(m, group, f"row_ready{row}_col{col}{REPLICA_SUFFIX}")
+                      for col in range(g, min(g + ROW_READY_GROUP, size))]
+        middle = Signal(name=f"row_ready_middle{row}")
+        m.d.sync += [middle.eq(early), ready.eq(middle)]
+        return masks

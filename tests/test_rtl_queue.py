@@ -580,15 +580,17 @@ def test_credits_faults(capacity):
 # RegisterSlice
 # ---------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("width", [16, 70], ids=["one_slice", "three_slices"])
 @pytest.mark.parametrize("p_valid,p_ready", [(1.0, 1.0), (0.7, 0.4), (0.4, 0.9), (1.0, 0.5)])
-def test_register_slice_random_stalls(p_valid, p_ready):
+def test_register_slice_random_stalls(p_valid, p_ready, width):
     """Random producer bubbles and consumer stalls: every beat arrives once, in order,
     unchanged (stream rules checked on the output); ``w.ready`` and ``r.valid`` depend on
     nothing of this cycle's inputs (flip-flops); with both sides always willing, one beat
-    per cycle after a first cycle of latency."""
-    rng = random.Random(f"slice-{p_valid}-{p_ready}")
-    dut = RegisterSlice(16)
-    beats = [rng.getrandbits(16) for _ in range(400)]
+    per cycle after a first cycle of latency. 70 bits load as three slices, each on
+    copies of the valid bits."""
+    rng = random.Random(f"slice-{p_valid}-{p_ready}-{width}")
+    dut = RegisterSlice(width)
+    beats = [rng.getrandbits(width) for _ in range(400)]
     got, stats = [], Counter()
 
     async def bench(ctx):

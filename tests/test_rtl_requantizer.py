@@ -339,8 +339,8 @@ def documented_latency(lanes):
     """Cycles from a tile's last accumulator beat to its first code beat, as the class
     docstring states them: 1 (register) + 1 (the statistics' own register) +
     max(1, 2 log2 L) (max tree: compare, then select) + 1 (running maximum) +
-    6 (finalize) + 1 (bank full) + 8 (read)."""
-    return 18 + max(1, 2 * (lanes.bit_length() - 1))
+    6 (finalize) + 1 (bank full) + 9 (read)."""
+    return 19 + max(1, 2 * (lanes.bit_length() - 1))
 
 
 @pytest.mark.parametrize("tile", TILES)
