@@ -48,8 +48,8 @@ from .drain import PsumDrain
 from .exponent_prefetch import ExponentPrefetch
 from .pipeline import register_copy
 from .feeder import Feeder
-from .layouts import (command_is_legal, command_layout, operand_row_layout, psum_row_layout,
-                      result_layout)
+from .layouts import (command_is_legal, command_layout, mask_row_layout, operand_row_layout,
+                      psum_row_layout, result_layout)
 from .log4_quantizer import Log4Quantizer
 from .queue import Credits, RegisterSlice, StreamQueue
 from .requantizer import Requantizer
@@ -96,8 +96,10 @@ class Accelerator(wiring.Component):
         Operand tile rows, in the order :mod:`wire.streams` gives.
     a_exps, b_exps : In(stream.Signature(signed(8)))
         Operand tile exponents, one per reduction tile per output tile.
-    mask : In(stream.Signature(T))
-        ReLU' mask rows (bit n = 0 zeroes element n) for int or fp4 mode with ``mask_en``.
+    mask : In(stream.Signature(mask_row_layout(params)))
+        Mask rows for int or fp4 mode with ``mask_en``: ``mask`` (ReLU'; bit n = 0
+        zeroes element n) and ``clip_mask`` (dual fp4 mode's alpha partial; not used
+        yet: the gradient unit is not wired in).
     result : Out(stream.Signature(result_layout(params)))
         Result rows, T per output tile.
     busy : Out(1)
@@ -121,7 +123,7 @@ class Accelerator(wiring.Component):
             "a_exps": In(stream.Signature(signed(TILE_EXP_BITS))),
             "b_codes": In(stream.Signature(operand_row_layout(params))),
             "b_exps": In(stream.Signature(signed(TILE_EXP_BITS))),
-            "mask": In(stream.Signature(T)),
+            "mask": In(stream.Signature(mask_row_layout(params))),
             "result": Out(stream.Signature(result_layout(params))),
             "busy": Out(1),
             "refused": Out(1),
@@ -207,13 +209,17 @@ class Accelerator(wiring.Component):
                      psum_queue.w.payload.eq(array.psum.payload),
                      feeder.credit.eq(psum_credits.ok), psum_credits.take.eq(feeder.take_credit)]
 
-        m.submodules.mask_queue = mask_queue = StreamQueue(p.tile, MASK_QUEUE_DEPTH, credited=False)
+        m.submodules.mask_queue = mask_queue = StreamQueue(mask_row_layout(p), MASK_QUEUE_DEPTH,
+                                                           credited=False)
         wiring.connect(m, wiring.flipped(self.mask), mask_queue.w)
         m.submodules.drain = drain = PsumDrain(p)
         wiring.connect(m, psum_queue.r, drain.psum)
         wiring.connect(m, prefetch.s, drain.s)
         wiring.connect(m, prefetch.out_exp, drain.out_exp)
-        wiring.connect(m, mask_queue.r, drain.mask)
+        # (the drain takes the ReLU' half; the clip_mask half is dual mode's, not used yet)
+        m.d.comb += [drain.mask.valid.eq(mask_queue.r.valid),
+                     drain.mask.payload.eq(mask_queue.r.payload.mask),
+                     mask_queue.r.ready.eq(drain.mask.ready)]
         m.d.comb += [drain.start.eq(start("drain")), drain.k_last.eq(cmd.k_last),
                      # from a flip-flop: the drain's beat decision is a long path
                      drain.mask_en.eq(register_copy(

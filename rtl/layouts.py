@@ -27,7 +27,7 @@ from wire.streams import CODE_BITS, KIND_CODES, OUT_EXP_BITS, OUT_MODES, TILE_EX
 
 __all__ = ["SHIFT_BITS", "acc_row_layout", "code_row_layout", "operand_row_layout",
            "psum_row_layout", "rescale_row_layout", "struct_layout", "command_layout",
-           "command_is_legal", "result_layout"]
+           "command_is_legal", "mask_row_layout", "result_layout"]
 
 
 def _shape(field: streams.Field):
@@ -129,6 +129,11 @@ def command_is_legal(cmd) -> Value:
     pairs = [KIND_CODES[a] | KIND_CODES[b] << 2 for a, b in KIND_PAIRS]
     return (Cat(*(kinds == code for code in pairs)).any()
             & Cat(*(cmd.out_mode == code for code in OUT_MODES.values())).any())
+
+
+def mask_row_layout(params: NibbleParams) -> data.StructLayout:
+    """One mask beat (:func:`wire.streams.mask_row`, where its fields are documented)."""
+    return struct_layout(streams.mask_row(params))
 
 
 def result_layout(params: NibbleParams) -> data.StructLayout:

@@ -34,6 +34,7 @@ COMMAND_BITS = {
     "a_trans": (30, 30), "b_trans": (31, 31), "out_mode": (32, 33), "out_unsigned": (34, 34),
     "clip_en": (35, 35), "clip_mant": (36, 43), "clip_exp": (44, 51), "mask_en": (52, 52),
     "out_phase": (53, 53), "out_linear": (54, 54), "ext_exp_en": (55, 55), "ext_exp": (56, 63),
+    "out_dual": (64, 64), "out_stochastic": (65, 65), "seed": (66, 97),
 }
 
 
@@ -41,7 +42,7 @@ def test_command_word_bit_order_is_the_documented_one():
     layout = command_layout()
     got = {name: (layout[name].offset, layout[name].offset + shape.width - 1)
            for name, shape in layout}
-    assert got == COMMAND_BITS and layout.size == 64
+    assert got == COMMAND_BITS and layout.size == 98
     # first member in the least significant bits: a packed word reads as documented
     word = layout.const({"m_last": 0x12, "b_kind": KIND_CODES["fp4"], "ext_exp": -2}).as_value().value
     assert word == 0x12 | 2 << 26 | 0xFE << 56
