@@ -7,24 +7,16 @@ row per beat whatever L is. It also counts the rows, marks the GEMM's final beat
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.params import NibbleParams
 from wire.streams import CODE_BITS, OUT_EXP_BITS, OUT_MODES, TILE_COUNT_BITS
 
-from .layouts import command_layout, result_layout
+from .layouts import command_layout, out_beat_layout, result_layout
 from .loop_counter import LoopCounter
 
 __all__ = ["ResultGather", "out_beat_layout"]
-
-
-def out_beat_layout(params: NibbleParams) -> data.StructLayout:
-    """One beat of the output path into the result queue: L accumulators (raw mode) or L
-    codes in the low ``4 L`` bits (int and fp4 modes), and the tile's exponent (out_exp in
-    raw mode, E otherwise)."""
-    return data.StructLayout({"data": params.lanes * params.acc_bits,
-                              "exp": signed(OUT_EXP_BITS)})
 
 
 class ResultGather(wiring.Component):

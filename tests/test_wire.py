@@ -159,15 +159,16 @@ def _result_beats(job, params, want):
     f = want.fused
     mt, _, nt = job.tiles
     pad = np.zeros((mt * T, nt * T), dtype=np.int64)
-    pairs = pad.copy()
-    pairs[:f.phase0.shape[0], :f.phase0.shape[1]] = (f.phase0.codes.astype(np.int64)
-                                                     | f.phase1.codes.astype(np.int64) << 4)
+    codes = [pad.copy(), pad.copy()]
+    for p in (0, 1):
+        codes[p][:f.phase0.shape[0], :f.phase0.shape[1]] = f.phase(p).codes
     beats = []
     for i in range(mt):
         for j in range(nt):
             common = {"saturated": int(want.saturated), "last": 0}
             for r in range(T):
-                data = sum(int(pairs[i * T + r, j * T + c]) << (8 * c) for c in range(T))
+                data = sum(int(codes[p][i * T + r, j * T + c]) << (4 * (p * T + c))
+                           for p in (0, 1) for c in range(T))
                 beats.append({"data": data, "exp": int(f.phase0.exps[i, j]), **common})
             width = alpha_sum_bits(T, params.acc_bits)
             beats.append({"data": int(f.alpha_sums[i, j]) & ((1 << width) - 1),

@@ -18,8 +18,8 @@ from golden.xorshift import check_seed
 from golden.params import EXP_MAX, EXP_MIN
 from golden.params import NibbleParams
 
-from .streams import (CODE_BITS, COMMAND, KIND_CODES, OUT_MODES, PAIR_BITS, TILE_COUNT_BITS,
-                      operand_row, result, tile_result_beats)
+from .streams import (CODE_BITS, COMMAND, KIND_CODES, OUT_MODES, TILE_COUNT_BITS, operand_row,
+                      result, tile_result_beats)
 
 __all__ = ["OutputSpec", "GemmJob", "GemmOutput", "GemmBeats", "encode", "decode", "expected"]
 
@@ -392,17 +392,19 @@ def decode(job: GemmJob, params: NibbleParams, beats: list) -> GemmOutput:
 
 def _decode_dual(job: GemmJob, params: NibbleParams, bits: np.ndarray, layout,
                  saturated: bool) -> GemmOutput:
-    """Dual fp4 mode's beats, ``bits`` shaped (Mt, Nt, T + 2, beat bits): the code-pair
-    rows, the alpha beat and the maximum beat of every tile (:mod:`wire.streams`)."""
+    """Dual fp4 mode's beats, ``bits`` shaped (Mt, Nt, T + 2, beat bits): the code
+    rows of both phases, the alpha beat and the maximum beat of every tile (:mod:`wire.streams`)."""
     T, acc_bits = params.tile, params.acc_bits
     mt, nt = bits.shape[:2]
     m, _, n = job.shape
     exp_field = layout["exp"]
     rows = bits[:, :, :T].reshape(mt * nt * T, -1)
-    pairs = _elements(rows, T, PAIR_BITS).reshape(mt, nt, T, T).transpose(0, 2, 1, 3)
-    pairs = pairs.reshape(mt * T, nt * T)[:m, :n]
     exps = _signed(_field_values(rows, exp_field).reshape(mt, nt, T)[:, :, -1], exp_field.width)
-    codes = [QTensor(pairs >> (CODE_BITS * p) & 0xF, exps, "fp4", T, p) for p in (0, 1)]
+    codes = []
+    for p in (0, 1):           # phase 0 in the low 4T bits, phase 1 in the next 4T
+        half = _elements(rows[:, p * T * CODE_BITS:], T, CODE_BITS)
+        half = half.reshape(mt, nt, T, T).transpose(0, 2, 1, 3).reshape(mt * T, nt * T)
+        codes.append(QTensor(half[:m, :n], exps, "fp4", T, p))
     summary = bits[:, :, T:].reshape(mt * nt * 2, -1)
     out_exps = _signed(_field_values(summary, exp_field), exp_field.width).reshape(mt, nt, 2)
     alpha_bits = alpha_sum_bits(T, acc_bits)

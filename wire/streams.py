@@ -35,10 +35,10 @@ Dual fp4 mode (the gradient unit; ``out_dual``, :func:`golden.output.log4_quanti
     Each output tile returns T + 2 beats (:func:`tile_result_beats`), all with the usual
     ``saturated`` and ``last``:
 
-    * rows 0..T-1 of code pairs: ``data`` holds T 8-bit elements in its low 8T bits
-      (element n at bits 8n+7..8n; the rest zero), each the element's phase-0 code in
-      its low nibble and its phase-1 code in its high nibble (:data:`PAIR_BITS`);
-      ``exp`` is the shared tile exponent E of both phases;
+    * rows 0..T-1, both phases' codes: ``data`` holds the row's T phase-0 codes in its
+      low 4T bits, as a single-phase fp4 row does (element n at bits 4n+3..4n), and its
+      T phase-1 codes in the next 4T bits (element n at bits 4T+4n+3..4T+4n); the rest
+      is zero. ``exp`` is the shared tile exponent E of both phases;
     * the alpha beat: ``data`` holds the tile's alpha partial
       (:func:`golden.output.alpha_partials`, the exact sum of the accumulators whose
       ``clip_mask`` bit is 1) as a two's-complement number of
@@ -84,7 +84,7 @@ from golden.xorshift import SEED_BITS as _GOLDEN_SEED_BITS
 
 __all__ = ["OUT_EXP_BITS", "TILE_EXP_BITS", "CODE_BITS", "KIND_CODES", "OUT_MODES",
            "TILE_COUNT_BITS", "CLIP_MANT_BITS", "CLIP_EXP_BITS", "Field", "Struct", "Array",
-           "PAIR_BITS", "SEED_BITS", "COMMAND", "operand_row", "mask_row", "result",
+           "SEED_BITS", "COMMAND", "operand_row", "mask_row", "result",
            "tile_result_beats", "port_beat_bits"]
 
 #: Width of an accumulator tile's out_exp. |out_exp| <= 256 + 2 + 64 < 512.
@@ -101,8 +101,6 @@ OUT_MODES = {"raw": 0, "int": 1, "fp4": 2}
 TILE_COUNT_BITS = 8
 #: PACT clip threshold alpha = clip_mant * 2**clip_exp.
 CLIP_MANT_BITS, CLIP_EXP_BITS = 8, 8
-#: Width of one element of a dual-mode code-pair row: phase-0 code low, phase-1 high.
-PAIR_BITS = 2 * CODE_BITS
 #: Width of the command's stochastic-rounding seed (:data:`golden.xorshift.SEED_BITS`).
 SEED_BITS = _GOLDEN_SEED_BITS
 
@@ -313,7 +311,7 @@ def result(params: NibbleParams) -> Struct:
     data [W-1:0] : unsigned(T * acc_bits)
         raw mode: T accumulators of acc_bits (two's complement), element 0 lowest.
         int and fp4 modes: T 4-bit codes in the low 4T bits, the rest zero. Dual fp4
-        mode: T 8-bit code pairs, or a summary (module docstring).
+        mode: 2T codes (phase 0 low), or a summary (module docstring).
     exp [W+9:W] : signed(OUT_EXP_BITS)
         raw mode and dual mode's summary beats: the tile's out_exp (value = acc *
         2**out_exp). Code rows: the tile exponent E (-128..127, sign-extended).
