@@ -271,17 +271,14 @@ class Accelerator(wiring.Component):
             requant.clip_exp.eq(register_copy(m, cmd.clip_exp, "clip_exp_requant")),
             requant.mask_en.eq(register_copy(m, cmd.mask_en, "mask_en_requant")),
             log4.acc_in.valid.eq(acc.valid & fp4_mode),
-            log4.acc_in.payload.out_exp.eq(acc.payload.out_exp),
+            log4.acc_in.payload.eq(acc.payload),
+            # fp4 mode with mask_en: the unit zeroes masked accumulators (dX of the
+            # backward pass), so the tile maximum sees the masked values
+            log4.mask_in.eq(mask), log4.mask_en.eq(register_copy(m, cmd.mask_en, "mask_en_log4")),
+            log4.clip_mask_in.eq(0), log4.dual.eq(0),     # (dual mode: not wired in yet)
             log4.phase.eq(cmd.out_phase), log4.linear.eq(cmd.out_linear),
             log4.ext_exp_en.eq(cmd.ext_exp_en), log4.ext_exp.eq(cmd.ext_exp),
         ]
-        # fp4 mode with mask_en: ReLU' zeroes masked accumulators before the log4 unit
-        # (dX of the backward pass), so the tile maximum sees the masked values.
-        # (a copy of mask_en per lane: it reaches every bit of the lane's magnitude)
-        for n in range(L):
-            mask_en = register_copy(m, cmd.mask_en, f"mask_en_log4_lane{n}")
-            m.d.comb += log4.acc_in.payload.acc[n].eq(
-                Mux(mask_en & ~mask[n], 0, acc.payload.acc[n]))
 
         # The units' tile banks: the drain's credits for int and fp4 mode.
         m.submodules.bank_credits = bank_credits = Credits(requant.capacity)
@@ -310,7 +307,7 @@ class Accelerator(wiring.Component):
                          w.exp.eq(requant.codes_out.payload.exp)]
         with m.Else():
             m.d.comb += [results.w.valid.eq(log4.codes_out.valid),
-                         w.data.eq(log4.codes_out.payload.codes),
+                         w.data.eq(log4.codes_out.payload.data),
                          w.exp.eq(log4.codes_out.payload.exp)]
         faults += [bank_credits.fault, out_credits.fault, results.fault]
         return rescaler, results
