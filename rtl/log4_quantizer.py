@@ -25,6 +25,11 @@ the exact sum of the accumulators whose clip-mask bit is set (before the ReLU' m
 :func:`golden.output.alpha_partials`), and the largest masked magnitude
 (:func:`golden.output.tile_max_magnitudes`), each an adder or comparator tree over the
 lanes and a running sum or maximum over the tile's beats, finalized with E.
+
+Stochastic rounding (``golden.formats``' ``rounding="stochastic"``): the bank also keeps
+each element's 17 bits below its leading one (``frac``), and the read side draws one
+:class:`rtl.column_random.ColumnRandom` word per element in output order and hands r,
+frac and the word's half of each phase to :func:`rtl.stochastic_round.stochastic_exponent`.
 """
 
 import operator
@@ -37,12 +42,15 @@ from amaranth.lib.wiring import In, Out
 from golden.formats import FP4_TOP_K
 from golden.output import alpha_sum_bits
 from golden.params import EXP_MAX, EXP_MIN, NibbleParams
+from golden.xorshift import RAND_BITS, SEED_BITS
 from wire.streams import CODE_BITS, OUT_EXP_BITS, TILE_EXP_BITS
 
 from .bit_length import bit_length_of_smear, smear
+from .column_random import ColumnRandom
 from .layouts import acc_row_layout, out_beat_layout
 from .pe import magnitude
 from .pipeline import delays, register_copy, stage
+from .stochastic_round import FRAC_BITS, stochastic_exponent
 from .tile_bank import TileBank, bank_tiles
 
 __all__ = ["Log4Quantizer"]
@@ -55,7 +63,7 @@ _PRE = 4
 FP4_E_OFFSET = 2 * FP4_TOP_K
 
 #: Register stages of the write side, from ``acc_in`` to the bank's write port.
-_WRITE_STAGES = 4
+_WRITE_STAGES = 5
 #: Register stages of the finalize pipeline, from the pulse after a tile's last write.
 _FIN_STAGES = 5
 
@@ -92,20 +100,23 @@ class Log4Quantizer(wiring.Component):
     it (``credit``, ``take_credit``). Pipelines, one step of logic per stage:
 
     * write: the masked |acc|, the sign and the clipped accumulator into a register, the
-      magnitudes' smears in two halves into a second and a third, bit length and ``mid``
-      into a fourth that the bank takes; the OR of the tile's magnitudes accumulates
-      beside it. From the first register, an adder tree of the clipped accumulators and
+      magnitudes' smears in two halves into a second and a third, bit length, leading
+      zeros and ``mid`` into a fourth, the magnitude shifted left by its leading zeros
+      (``frac``) into a fifth that the bank takes; the OR of the tile's magnitudes
+      accumulates beside it. From the first register, an adder tree of the clipped accumulators and
       a comparator tree of the magnitudes (log2 L levels), then the running alpha sum and
       maximum over the tile's beats, delayed to meet the finalize;
     * finalize, five stages after a tile's last beat is written: the smear of the OR,
       its bit length, floor(log2 amax) - 12, the clamped (or external) tile exponent E,
       the element offset out_exp - phase - E (out_exp - E in dual mode), into the bank
       with the tile's alpha partial, maximum and out_exp;
-    * read, five cycles from a read to its codes: the bank's read, a register, the
-      exponents r and r - 1, the rounded k of each, the codes into the output register.
+    * read, six cycles from a read to its codes: the bank's read, a register, the
+      exponents r and r - 1 (and the random words' halves), the rounded k of each (and
+      stochastic rounding's first stage), the codes (and its exponent fields) into a
+      register, the mode's codes into the output register.
       In dual mode each tile's R code beats are followed by 2 G summary beats (G = T /
       L): the G slices of the tile's alpha beat, then the G of its maximum beat, each
-      with the same five-cycle latency.
+      with the same six-cycle latency.
 
     Parameters
     ----------
@@ -142,7 +153,7 @@ class Log4Quantizer(wiring.Component):
     credit : In(1)
         The buffer behind ``codes_out`` has room for one more beat.
     take_credit : Out(1)
-        A beat is sent (it uses that room; it arrives 5 cycles later).
+        A beat is sent (it uses that room; it arrives :attr:`READ_LATENCY` cycles later).
     phase : In(1)
         Two-phase-rounding phase: 0 even-power grid, 1 odd-power grid. Ignored with
         ``dual``.
@@ -150,7 +161,17 @@ class Log4Quantizer(wiring.Component):
         Dual mode: both phases and the summary beats.
     linear : In(1)
         Rounding mode: 0 ``log`` (nearest in the log domain), 1 ``linear`` (nearest by
-        the arithmetic midpoint). Both round ties up.
+        the arithmetic midpoint). Both round ties up. Ignored with ``stochastic``.
+    stochastic : In(1)
+        Stochastic rounding with the generators' words: phase 0 (or a single phase 0)
+        takes bits 31..16 of an element's word, phase 1 bits 15..0
+        (:mod:`golden.xorshift`).
+    seed : In(32)
+        The generators' seed s, sampled with ``load``; drive it from a register.
+    load : In(1)
+        Seed the generators (:class:`rtl.column_random.ColumnRandom`): pulse it at the
+        start of each GEMM, before its first beat comes out. Every code beat the unit
+        sends steps them once (summary beats do not).
     ext_exp_en : In(1)
         1: use ``ext_exp`` as every tile's E (per-layer GradScale); 0: E from the tile max.
     ext_exp : In(signed(8))
@@ -158,12 +179,12 @@ class Log4Quantizer(wiring.Component):
     capacity : int
         Input credits: the tile bank's N R beats (:func:`rtl.tile_bank.bank_tiles`).
 
-    ``phase``, ``dual``, ``linear``, ``mask_en``, ``ext_exp_en`` and ``ext_exp`` must be
-    held constant while a tile is inside the unit.
+    ``phase``, ``dual``, ``linear``, ``stochastic``, ``mask_en``, ``ext_exp_en`` and
+    ``ext_exp`` must be held constant while a tile is inside the unit.
     """
 
     #: Cycles from a beat sent (``take_credit``) to it on ``codes_out``.
-    READ_LATENCY = 5
+    READ_LATENCY = 6
 
     def __init__(self, params: NibbleParams):
         self._params = params
@@ -181,6 +202,9 @@ class Log4Quantizer(wiring.Component):
             "phase": In(1),
             "dual": In(1),
             "linear": In(1),
+            "stochastic": In(1),
+            "seed": In(SEED_BITS),
+            "load": In(1),
             "ext_exp_en": In(1),
             "ext_exp": In(signed(TILE_EXP_BITS)),
         })
@@ -198,6 +222,7 @@ class Log4Quantizer(wiring.Component):
             "n": range(acc_bits + 1),  # bit length of |acc|; 0 means zero
             "mid": 1,                  # |acc| >= 1.25 * 2**(n-1): linear rounds an odd r up
             "neg": 1,
+            "frac": FRAC_BITS,         # the bits below the leading one, highest first
         })
         meta = data.StructLayout({
             "e": signed(TILE_EXP_BITS), "base": base_shape, "out_exp": signed(OUT_EXP_BITS),
@@ -219,9 +244,9 @@ class Log4Quantizer(wiring.Component):
         return m
 
     def _write_side(self, m, bank):
-        """The masked |acc|, sign and clipped accumulator into a register; bit lengths and
-        ``mid`` into the register the bank takes; the tile's OR accumulated with the bank
-        write. Returns the OR, the tile's out_exp, the pulse ``done`` in the cycle after a
+        """The masked |acc|, sign and clipped accumulator into a register; bit lengths,
+        leading zeros and ``mid`` into a fourth, ``frac`` into the fifth, which the bank
+        takes; the tile's OR accumulated with the bank write. Returns the OR, the tile's out_exp, the pulse ``done`` in the cycle after a
         tile's last write, and the first register stage (valid, last beat of its tile,
         magnitudes, clipped accumulators) for the summaries."""
         L, R, acc_bits = self._params.lanes, self._params.beats_per_tile, self._params.acc_bits
@@ -264,19 +289,37 @@ class Log4Quantizer(wiring.Component):
         for i in range(L):
             m.d.sync += [b_mags[i].eq(p_mags[i]), b_negs[i].eq(p_negs[i]),
                          b_smears[i].eq(smear(m, p_pre[i], f"mag_smear{i}", start=_PRE))]
-        row = Signal(data.ArrayLayout(elem, L), reset_less=True)
-        w_valid = Signal()
-        row_or = Signal(acc_bits, reset_less=True)
-        w_oexp = Signal(signed(OUT_EXP_BITS), reset_less=True)
-        m.d.sync += [w_valid.eq(b_valid), row_or.eq(b_or), w_oexp.eq(b_oexp)]
+        c_row = Signal(data.ArrayLayout(elem, L), reset_less=True)
+        c_valid = Signal()
+        c_or = Signal(acc_bits, reset_less=True)
+        c_oexp = Signal(signed(OUT_EXP_BITS), reset_less=True)
+        c_mags = [Signal(acc_bits, name=f"c_mag{i}", reset_less=True) for i in range(L)]
+        c_zeros = [Signal(range(acc_bits + 1), name=f"c_lz{i}", reset_less=True) for i in range(L)]
+        m.d.sync += [c_valid.eq(b_valid), c_or.eq(b_or), c_oexp.eq(b_oexp)]
         for i in range(L):
             z = b_smears[i]
             lead = z & ~(z >> 1)
             m.d.sync += [
-                row[i].n.eq(bit_length_of_smear(m, z, f"n{i}")),
-                row[i].mid.eq((b_mags[i] & ((lead >> 1) | (lead >> 2))).any()),
-                row[i].neg.eq(b_negs[i]),
+                c_row[i].n.eq(bit_length_of_smear(m, z, f"n{i}")),
+                c_row[i].mid.eq((b_mags[i] & ((lead >> 1) | (lead >> 2))).any()),
+                c_row[i].neg.eq(b_negs[i]),
+                c_mags[i].eq(b_mags[i]),
+                # leading zeros acc_bits - n, from the leading one as n is (no subtraction)
+                c_zeros[i].eq(Cat(*(Cat(*(lead[j] for j in range(acc_bits)
+                                          if (acc_bits - 1 - j) >> k & 1)).any()
+                                    for k in range(len(c_zeros[i]))))),
             ]
+        # ``frac``: the magnitude shifted up to its leading one, the 17 bits below it.
+        row = Signal(data.ArrayLayout(elem, L), reset_less=True)
+        w_valid = Signal()
+        row_or = Signal(acc_bits, reset_less=True)
+        w_oexp = Signal(signed(OUT_EXP_BITS), reset_less=True)
+        m.d.sync += [w_valid.eq(c_valid), row_or.eq(c_or), w_oexp.eq(c_oexp)]
+        for i in range(L):
+            top = acc_bits - 1
+            m.d.sync += [row[i].n.eq(c_row[i].n), row[i].mid.eq(c_row[i].mid),
+                         row[i].neg.eq(c_row[i].neg),
+                         row[i].frac.eq((c_mags[i] << c_zeros[i])[top - FRAC_BITS:top])]
         m.d.comb += [bank.w.valid.eq(w_valid), bank.w.payload.eq(row)]
 
         tile_or = Signal(acc_bits, reset_less=True)  # OR of |acc| over the tile so far
@@ -349,11 +392,11 @@ class Log4Quantizer(wiring.Component):
         ]
 
     def _read_side(self, m, bank):
-        """Five cycles from a beat sent to it on ``codes_out``. A code beat: the bank's
+        """Six cycles from a beat sent to it on ``codes_out``. A code beat: the bank's
         read, a register, the exponents r = n - 1 + base and r - 1, k = (r + inc) >> 1 of
-        each, the codes. A summary beat (dual mode, after a tile's last code beat): its
-        slice of the tile's alpha or maximum, chosen from the meta of the tile's last
-        read, in the same five cycles."""
+        each, the codes of each rounding, the mode's. A summary beat (dual mode, after a
+        tile's last code beat): its slice of the tile's alpha or maximum, chosen from the
+        meta of the tile's last read, in the same six cycles."""
         L, R = self._params.lanes, self._params.beats_per_tile
         groups = self._params.tile // L
         read, summary = Signal(), Signal()
@@ -375,10 +418,11 @@ class Log4Quantizer(wiring.Component):
         read1 = delays(m, read, 1, "rd_read")[-1]
         s = delays(m, summary, self.READ_LATENCY - 2, "rd_summary")
 
-        lo, hi, e3 = self._codes(m, bank)
+        lo, hi, exp = self._codes(m, bank, read)
         sum_data, oexp = self._summary_slice(m, bank, read1, stage(m, stage(m, slot, "rd_slot1"),
                                                                      "rd_slot2"))
-        sum_data4, oexp4 = stage(m, sum_data, "sum_data4"), stage(m, oexp, "sum_oexp4")
+        for k in (4, 5):
+            sum_data, oexp = stage(m, sum_data, f"sum_data{k}"), stage(m, oexp, f"sum_oexp{k}")
         # The output beat: datapath, so no reset (only ``valid`` has one). Each lane's
         # codes choose with a copy of the summary flag of their own.
         out = Signal.like(self.codes_out.payload, reset_less=True)
@@ -388,38 +432,63 @@ class Log4Quantizer(wiring.Component):
             for half, codes in ((0, lo), (1, hi)):
                 at = half * width + CODE_BITS * i
                 m.d.sync += out.data[at:at + CODE_BITS].eq(
-                    Mux(is_sum, sum_data4[at:at + CODE_BITS], codes[i]))
+                    Mux(is_sum, sum_data[at:at + CODE_BITS], codes[i]))
         is_sum = register_copy(m, s[-1], "summary_high")
-        m.d.sync += [out.data[2 * width:].eq(Mux(is_sum, sum_data4[2 * width:], 0)),
-                     out.exp.eq(Mux(is_sum, oexp4, e3)),
+        m.d.sync += [out.data[2 * width:].eq(Mux(is_sum, sum_data[2 * width:], 0)),
+                     out.exp.eq(Mux(is_sum, oexp, exp)),
                      self.codes_out.valid.eq(v[-1])]
         m.d.comb += self.codes_out.payload.eq(out)
 
-    def _codes(self, m, bank):
-        """Per lane, the codes (comb, from the third register after the read) at r (the
-        single phase, or phase 0) and at r - 1 (dual mode's phase 1; 0 otherwise); and
-        the tile exponent E at the same time."""
+    def _codes(self, m, bank, read):
+        """Per lane, the code (comb, from registers four cycles after the ``read``) at r
+        (the single phase, or phase 0) and at r - 1 (dual mode's phase 1; 0 otherwise),
+        each of the mode's rounding; and the tile exponent E at the same time."""
         L = self._params.lanes
         _, base_shape, r_shape, k_shape, *_ = self._shapes()
+        words = self._random_words(m, read)          # with the beat's third register
         beat = stage(m, bank.r_data, "rd_beat")
         base1, e1 = stage(m, bank.r_meta.base, "rd_base"), stage(m, bank.r_meta.e, "rd_e1")
         lo, hi = [], []
         for i in range(L):
             info = beat[i]
             zero2, mid2 = stage(m, info.n == 0, f"zero{i}"), stage(m, info.mid, f"mid{i}")
+            frac2 = stage(m, info.frac, f"frac{i}")
             neg2 = stage(m, info.neg, f"neg{i}_2")
             neg3 = stage(m, neg2, f"neg{i}_3")
+            neg4 = stage(m, neg3, f"neg{i}_4")
             inc = ~self.linear | mid2
-            # (the phase-1 code is 0 outside dual mode: its flush, per lane)
+            # (per lane: the phase-1 code is 0 outside dual mode, and the rounding mode)
             single = register_copy(m, ~self.dual, f"single_lane{i}")
+            stochastic = register_copy(m, self.stochastic, f"stochastic_lane{i}")
             for codes, minus, off in ((lo, 1, 0), (hi, 2, single)):
-                r = stage(m, base1 + info.n - minus, f"r{minus - 1}_{i}", shape=r_shape)
+                name = f"{minus - 1}_{i}"
+                r = stage(m, base1 + info.n - minus, f"r{name}", shape=r_shape)
                 # arithmetic shift: floor
-                k = stage(m, (r + inc) >> 1, f"k{minus - 1}_{i}", shape=k_shape)
-                flush = stage(m, zero2 | (r < -1) | off, f"flush{minus - 1}_{i}")
-                codes.append(self._code(m, k, flush, neg3, f"e{minus - 1}_{i}"))
-        e3 = stage(m, stage(m, e1, "rd_e2"), "rd_e3")
-        return lo, hi, e3
+                k = stage(m, (r + inc) >> 1, f"k{name}", shape=k_shape)
+                flush = stage(m, zero2 | (r < -1) | off, f"flush{name}")
+                det = stage(m, self._code(m, k, flush, neg3, f"e{name}"), f"code{name}")
+                e = stochastic_exponent(m, zero2 | off, r, frac2, words[i][minus - 1],
+                                        f"sr{name}")
+                codes.append(Mux(stochastic, Cat(e, neg4 & (e != 0)), det))
+        e4 = stage(m, stage(m, stage(m, e1, "rd_e2"), "rd_e3"), "rd_e4")
+        return lo, hi, e4
+
+    def _random_words(self, m, read):
+        """Per lane, the element's random integers (phase-0 half, phase-1 half) in
+        registers three cycles after its ``read``: the generators step with every code
+        beat read, and the words come STEP_LATENCY = 2 cycles later. A single-phase pass
+        at phase 1 takes the phase-1 half for its codes."""
+        L = self._params.lanes
+        m.submodules.random = rng = ColumnRandom(self._params)
+        m.d.comb += [rng.seed.eq(self.seed), rng.load.eq(self.load), rng.step.eq(read)]
+        assert ColumnRandom.STEP_LATENCY == 2
+        words = []
+        for i in range(L):
+            word = rng.words[i]
+            late = register_copy(m, self.phase & ~self.dual, f"phase1_only_lane{i}")
+            high, low = word[RAND_BITS:], word[:RAND_BITS]
+            words.append((stage(m, Mux(late, low, high), f"u0_{i}"), stage(m, low, f"u1_{i}")))
+        return words
 
     @staticmethod
     def _code(m, k, flush, neg, name):

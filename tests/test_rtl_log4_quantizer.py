@@ -11,10 +11,12 @@ mode masks and clip masks that keep or clip everything, nothing or random elemen
 
 import random
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from golden.gemm import GemmResult
 from golden.output import alpha_sum_bits, log4_quantize, log4_quantize_fused
 from golden.params import NibbleParams
 from wire.streams import CODE_BITS, OUT_EXP_BITS
@@ -178,10 +180,11 @@ def _codes(word, lanes, half=0):
 
 def run_log4_quantizer(params, tiles, *, phase=0, rounding="log", ext=None, seed=0,
                        busy=0.6, out_busy=None, out_hold=0, trace=None, dual=False,
-                       masks=None, mask_en=None):
+                       masks=None, mask_en=None, seed_word=None):
     """Send ``tiles`` [(flat acc, out_exp)] through a Log4Quantizer between a credited
     producer and consumer; with ``masks`` [(flat mask, flat clip mask)] per tile on the
-    mask inputs, with mask_en unless ``mask_en`` says otherwise. Returns its beats: [(codes, E)], or in dual mode [(data, exp)] (R code beats
+    mask inputs, with mask_en unless ``mask_en`` says otherwise; with ``seed_word``,
+    stochastic rounding, the generators loaded with it before the first beat. Returns its beats: [(codes, E)], or in dual mode [(data, exp)] (R code beats
     and 2 T / L summary beats per tile)."""
     dut = Log4Quantizer(params)
     L = params.lanes
@@ -190,6 +193,8 @@ def run_log4_quantizer(params, tiles, *, phase=0, rounding="log", ext=None, seed
     sideband = None
     if masks is not None:
         sideband = [(dut.mask_in, _mask_words(masks, 0, L)), (dut.clip_mask_in, _mask_words(masks, 1, L))]
+    if seed_word is not None:       # ``load`` high through the setup cycles, low from the first beat
+        sideband = (sideband or []) + [(dut.load, [0] * len(beats))]
 
     def setup(ctx):
         ctx.set(dut.phase, phase)
@@ -198,6 +203,9 @@ def run_log4_quantizer(params, tiles, *, phase=0, rounding="log", ext=None, seed
         ctx.set(dut.linear, rounding == "linear")
         ctx.set(dut.ext_exp_en, ext is not None)
         ctx.set(dut.ext_exp, 0 if ext is None else ext)
+        ctx.set(dut.stochastic, seed_word is not None)
+        ctx.set(dut.seed, seed_word or 0)
+        ctx.set(dut.load, seed_word is not None)
 
     if dual:
         convert = lambda p: (int(p.data), int(p.exp))        # noqa: E731
@@ -217,8 +225,8 @@ def _mask_words(masks, which, lanes):
 
 
 #: Cycles from a tile's last beat in to its first code beat out, as the class docstring
-#: states them: 4 (write registers) + 1 (OR) + 5 (finalize) + 1 (bank full) + 5 (read).
-LATENCY = 16
+#: states them: 5 (write registers) + 1 (OR) + 5 (finalize) + 1 (bank full) + 6 (read).
+LATENCY = 18
 
 
 @pytest.mark.parametrize("rounding", ["log", "linear"])
@@ -298,39 +306,49 @@ def random_masks(rng, n):
     return mask, [int(rng.random() < 0.5) for _ in range(n)]
 
 
-def golden_fused(params, flat, out_exp, rounding, ext, masks):
-    """golden.output.log4_quantize_fused of one tile (masks None: no mask, no clip)."""
+def as_gemm(params, tiles, masks):
+    """The tiles [(flat acc, out_exp)] as the output tiles (0, 0..K-1) of one GEMM, in the
+    order the unit sees them (and golden's generators step): a GemmResult of T x KT
+    accumulators, and the masks [(flat mask, flat clip mask)] (None: none) as T x KT
+    arrays."""
     T = params.tile
-    shaped = (lambda v: None if v is None else [v[r * T:(r + 1) * T] for r in range(T)])
-    mask, clip = (None, None) if masks is None else masks
-    return log4_quantize_fused(tile_result(shaped(flat), out_exp, acc_bits=params.acc_bits),
-                               rounding=rounding, exps=ext, mask=shaped(mask),
-                               clip_mask=shaped(clip))
+    def wide(flats):
+        return np.concatenate([np.asarray(f, dtype=np.int64).reshape(T, T) for f in flats], axis=1)
+    result = GemmResult(wide([f for f, _ in tiles]), np.array([[o for _, o in tiles]]), False,
+                        T, params.acc_bits)
+    if masks is None:
+        return result, None, None
+    return result, wide([m for m, _ in masks]).astype(bool), wide([c for _, c in masks]).astype(bool)
 
 
-def check_dual(params, tiles, got, rounding, ext, masks):
-    """The dual-mode beats ``got`` [(data, exp)] against golden, tile by tile: R code
-    beats of both phases (nothing above them), then the alpha and maximum slices."""
+def check_dual(params, tiles, got, rounding, ext, masks, seed=None):
+    """The dual-mode beats ``got`` [(data, exp)] against golden's gradient unit
+    (:func:`golden.output.log4_quantize_fused` over the tiles as one GEMM), tile by
+    tile: R code beats of both phases (nothing above them), then the alpha and maximum
+    slices."""
     L, T, acc_bits = params.lanes, params.tile, params.acc_bits
     R, G, width = params.beats_per_tile, T // L, L * acc_bits
     per = R + 2 * G
     assert len(got) == len(tiles) * per
+    result, mask, clip = as_gemm(params, tiles, masks)
+    want = log4_quantize_fused(result, rounding=rounding, exps=ext, mask=mask, clip_mask=clip,
+                               seed=seed)
     for t, (flat, oexp) in enumerate(tiles):
-        want = golden_fused(params, flat, oexp, rounding, ext, None if masks is None else masks[t])
         beats = got[t * per:(t + 1) * per]
         what = f"tile {t} out_exp {oexp} ext {ext} {rounding}"
         for p in (0, 1):
             codes = [c for data, _ in beats[:R] for c in _codes(data, L, p)]
-            assert codes == want.phase(p).codes.astype(int).ravel().tolist(), f"{what} phase {p}"
+            want_codes = want.phase(p).codes[:, t * T:(t + 1) * T].astype(int).ravel().tolist()
+            assert codes == want_codes, f"{what} phase {p}"
         assert all(data >> (2 * CODE_BITS * L) == 0 for data, _ in beats[:R]), what
-        assert {e for _, e in beats[:R]} == {int(want.phase0.exps[0, 0])}, what
+        assert {e for _, e in beats[:R]} == {int(want.phase0.exps[0, t])}, what
         assert {e for _, e in beats[R:]} == {oexp}, what
         alpha = sum(data << (g * width) for g, (data, _) in enumerate(beats[R:R + G]))
         tile_max = sum(data << (g * width) for g, (data, _) in enumerate(beats[R + G:]))
         bits = alpha_sum_bits(T, acc_bits)
         assert alpha >> bits == 0 and tile_max >> acc_bits == 0, what
         alpha -= (alpha >> (bits - 1)) << bits
-        assert (alpha, tile_max) == (int(want.alpha_sums[0, 0]), int(want.tile_max[0, 0])), what
+        assert (alpha, tile_max) == (int(want.alpha_sums[0, t]), int(want.tile_max[0, t])), what
 
 
 @pytest.mark.parametrize("rounding", ["log", "linear"])
@@ -382,6 +400,50 @@ def test_dual_streams_without_bubbles(tile, lanes):
     outs = trace["out"]
     assert outs == list(range(outs[0], outs[0] + len(outs)))
     check_dual(params, tiles, got, "log", None, None)
+
+
+# ---------------------------------------------------------------------- stochastic rounding
+
+SEEDS = (0, 0xFFFFFFFF, 0x61C88647, 0x12345678)   # 0x61C88647: column 0's sum is 0
+
+
+@pytest.mark.parametrize("dual", [False, True])
+@pytest.mark.parametrize("tile,acc_bits,lanes", [(4, 32, None), (8, 24, None), (4, 53, None),
+                                                 (2, 18, 1), (4, 32, 1), (8, 32, 2)])
+def test_stochastic_matches_golden(tile, acc_bits, lanes, dual):
+    """Stochastic rounding against golden with the same seed, code for code: the
+    generators seeded by the unit's ``load``, stepped once per element in output order
+    (phase 0 the words' high half, phase 1 the low half; a single phase-1 pass the low
+    half), over every corner tile (thresholds, flushes below G_0, saturation, zeros)
+    with masks, gaps and backpressure. Seeds include 0, all ones and the seed whose
+    column-0 sum is 0 (that column starts at all ones)."""
+    params = NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes)
+    L = params.lanes
+    rng = random.Random(f"sr-{tile}-{acc_bits}-{lanes}-{dual}")
+    phases = (0,) if dual else (0, 1)
+    for phase in phases:
+        segments = build_segments(rng, tile, acc_bits, phase, "log", n_random=6)
+        for n, (ext, jobs) in enumerate(segments):
+            seed_word = SEEDS[n % len(SEEDS)]
+            tiles = [([v for row in acc for v in row], oexp) for acc, oexp, _ in jobs]
+            masks = [random_masks(rng, tile * tile) for _ in tiles]
+            got, _ = run_log4_quantizer(params, tiles, phase=phase, ext=ext, seed=n,
+                                        dual=dual, masks=masks, seed_word=seed_word)
+            if dual:
+                check_dual(params, tiles, got, "stochastic", ext, masks, seed=seed_word)
+                continue
+            result, mask, _ = as_gemm(params, tiles, masks)
+            want = log4_quantize(result, phase=phase, rounding="stochastic", exps=ext,
+                                 mask=mask, seed=seed_word)
+            T = tile
+            for t in range(len(tiles)):
+                codes = [c for beat in got[t * params.beats_per_tile:(t + 1) * params.beats_per_tile]
+                         for c in beat[0]]
+                assert codes == want.codes[:, t * T:(t + 1) * T].astype(int).ravel().tolist(), \
+                    f"phase {phase} ext {ext} seed {seed_word:#x} tile {t}"
+                assert {e for _, e in got[t * params.beats_per_tile:(t + 1) * params.beats_per_tile]} \
+                    == {int(want.exps[0, t])}
+            assert len(got) == len(tiles) * params.beats_per_tile
 
 
 def test_converts_to_verilog():
