@@ -37,7 +37,7 @@ The stream formats are defined once, in :mod:`wire.streams` (layouts: :mod:`rtl.
 import operator
 from functools import reduce
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -98,8 +98,8 @@ class Accelerator(wiring.Component):
         Operand tile exponents, one per reduction tile per output tile.
     mask : In(stream.Signature(mask_row_layout(params)))
         Mask rows for int or fp4 mode with ``mask_en``: ``mask`` (ReLU'; bit n = 0
-        zeroes element n) and ``clip_mask`` (dual fp4 mode's alpha partial; not used
-        yet: the gradient unit is not wired in).
+        zeroes element n) and ``clip_mask`` (dual fp4 mode: bit n = 1 adds element n's
+        accumulator to its tile's alpha partial).
     result : Out(stream.Signature(result_layout(params)))
         Result rows, T per output tile.
     busy : Out(1)
@@ -151,8 +151,8 @@ class Accelerator(wiring.Component):
             return register_copy(m, run, f"start_{unit}")
 
         faults = []
-        drain = self._front(m, cmd, start, faults)
-        rescaler, out = self._output_path(m, cmd, start, drain, faults, platform)
+        drain, beat_clip = self._front(m, cmd, start, faults)
+        rescaler, out = self._output_path(m, cmd, start, drain, beat_clip, faults, platform)
         m.submodules.gather = gather = ResultGather(p)
         # The result queue's head is a four-way multiplexer of its ring: through a
         # register slice, so the gather's row multiplexer starts at flip-flops.
@@ -172,7 +172,8 @@ class Accelerator(wiring.Component):
         return m
 
     def _front(self, m, cmd, start, faults):
-        """Exponent prefetch, operand buffers, feeder, array, psum queue and drain."""
+        """Exponent prefetch, operand buffers, feeder, array, psum queue and drain.
+        Returns the drain and the clip-mask bits of its beat (beside ``beat_mask``)."""
         p = self._params
         m.submodules.prefetch = prefetch = ExponentPrefetch(p)
         wiring.connect(m, wiring.flipped(self.a_exps), prefetch.a_exps)
@@ -226,9 +227,18 @@ class Accelerator(wiring.Component):
                          m, cmd.mask_en & (cmd.out_mode != OUT_MODES["raw"]), "mask_en_drain")),
                      psum_credits.give.eq(drain.tile_read)]
         faults += [prefetch.fault, psum_queue.fault, psum_credits.fault, mask_queue.fault]
-        return drain
+        # The clip-mask half of the mask row the drain reads, the beat's L bits of it: the
+        # drain takes its ReLU' half the same way (row held at the queue's head while its
+        # T / L beats go out, slice ``part`` advancing with every beat).
+        beat_clip = mask_queue.r.payload.clip_mask
+        if p.tile > p.lanes:
+            part = Signal(range(p.tile // p.lanes), name="clip_part")
+            with m.If(drain.beat.valid):
+                m.d.sync += part.eq(part + 1)      # T / L is a power of two: wraps
+            beat_clip = beat_clip.word_select(part, p.lanes)
+        return drain, beat_clip
 
-    def _output_path(self, m, cmd, start, drain, faults, platform=None):
+    def _output_path(self, m, cmd, start, drain, beat_clip, faults, platform=None):
         """Rescaler, the three output stages, the result queue and their credits.
         Returns the rescaler and the result queue."""
         p = self._params
@@ -250,11 +260,12 @@ class Accelerator(wiring.Component):
         m.d.comb += [rescaler.psum_in.valid.eq(drain.beat.valid),
                      rescaler.psum_in.payload.eq(drain.beat.payload), rescaler.clear.eq(start("rescaler"))]
         # The mask bits travel beside the rescaler, as many cycles as it takes.
-        mask = drain.beat_mask
+        mask = Cat(drain.beat_mask, beat_clip)
         for i in range(TileRescaler.latency):
-            later = Signal(L, name=f"mask_delay{i}", reset_less=True)
+            later = Signal(2 * L, name=f"mask_delay{i}", reset_less=True)
             m.d.sync += later.eq(mask)
             mask = later
+        mask, clip = mask[:L], mask[L:]
         acc = rescaler.acc_out
 
         m.submodules.requant = requant = Requantizer(p)
@@ -275,8 +286,11 @@ class Accelerator(wiring.Component):
             # fp4 mode with mask_en: the unit zeroes masked accumulators (dX of the
             # backward pass), so the tile maximum sees the masked values
             log4.mask_in.eq(mask), log4.mask_en.eq(register_copy(m, cmd.mask_en, "mask_en_log4")),
-            log4.clip_mask_in.eq(0), log4.dual.eq(0),     # (dual mode: not wired in yet)
+            log4.clip_mask_in.eq(clip), log4.dual.eq(cmd.out_dual),
             log4.phase.eq(cmd.out_phase), log4.linear.eq(cmd.out_linear),
+            # the generators are seeded as each GEMM starts (from the command register)
+            log4.stochastic.eq(cmd.out_stochastic), log4.seed.eq(cmd.seed),
+            log4.load.eq(start("log4")),
             log4.ext_exp_en.eq(cmd.ext_exp_en), log4.ext_exp.eq(cmd.ext_exp),
         ]
 
