@@ -92,7 +92,8 @@ import numpy as np  # noqa: E402
 
 from golden.formats import quantize  # noqa: E402
 from golden.output import alpha_sum_bits  # noqa: E402
-from wire.gemm_protocol import GemmJob, OutputSpec, decode, encode, expected  # noqa: E402
+from wire.gemm_protocol import (GemmJob, OutputSpec, decode, encode, expected,  # noqa: E402
+                                result_words)
 
 
 def _backward_job(params, rng, shape, *, extreme=False, **out):
@@ -208,3 +209,26 @@ def test_dual_results_decode_to_golden(params, extreme):
         assert (w.alpha_sums < 0).any() and w.tile_max.max() > 1 << (params.acc_bits // 2)
     with pytest.raises(ValueError, match=f"expected {4 * (T + 2)} result beats, got {4 * T}"):
         decode(job, params, _result_beats(job, params, want)[:4 * T])
+    assert result_words(job, params, want) == _result_beats(job, params, want)
+
+
+@pytest.mark.parametrize("out", [OutputSpec("raw"), OutputSpec("fp4", phase=1),
+                                 OutputSpec("fp4", dual=True, rounding="stochastic", seed=9)])
+def test_result_words_decode_to_what_they_pack(out):
+    """result_words (the hardware's stand-in) and decode are inverses in every mode."""
+    params = NibbleParams(tile=4, acc_bits=24)
+    rng = np.random.default_rng(4)
+    job = _backward_job(params, rng, (7, 5, 6), extreme=True)
+    job = GemmJob(job.a, job.b, b_trans=True, out=out)
+    want = expected(job, params)
+    got = decode(job, params, result_words(job, params, want))
+    if out.mode == "raw":
+        assert np.array_equal(got.raw.acc, want.raw.acc) and got.saturated == want.saturated
+        assert np.array_equal(got.raw.out_exps, want.raw.out_exps)
+    elif out.dual:
+        for p in (0, 1):
+            assert np.array_equal(got.fused.phase(p).codes, want.fused.phase(p).codes)
+        assert got.fused.alpha_sums.tolist() == want.fused.alpha_sums.tolist()
+    else:
+        assert np.array_equal(got.codes.codes, want.codes.codes)
+        assert got.codes.phase == 1

@@ -21,7 +21,8 @@ from golden.params import NibbleParams
 from .streams import (CODE_BITS, COMMAND, KIND_CODES, OUT_MODES, TILE_COUNT_BITS, operand_row,
                       result, tile_result_beats)
 
-__all__ = ["OutputSpec", "GemmJob", "GemmOutput", "GemmBeats", "encode", "decode", "expected"]
+__all__ = ["OutputSpec", "GemmJob", "GemmOutput", "GemmBeats", "encode", "decode", "expected",
+           "result_words"]
 
 
 @dataclass(frozen=True)
@@ -418,3 +419,45 @@ def _decode_dual(job: GemmJob, params: NibbleParams, bits: np.ndarray, layout,
         raise ValueError("a tile's alpha and maximum beats carry different out_exps")
     return GemmOutput(None, None, saturated,
                       FusedLog4(codes[0], codes[1], alpha, tile_max, out_exps[..., 0]))
+
+
+def result_words(job: GemmJob, params: NibbleParams, output: GemmOutput) -> list:
+    """The result beats (packed integers) the accelerator sends for ``output`` of ``job``
+    (golden's :func:`expected`, say), in the order and format of :mod:`wire.streams`:
+    the inverse of :func:`decode`, for stand-ins of the hardware (tests, fakes)."""
+    T, acc_bits = params.tile, params.acc_bits
+    mt, _, nt = job.tiles
+    layout = result(params)
+
+    def padded(values, width):
+        grid = np.zeros((mt * T, nt * T), dtype=object)
+        grid[:values.shape[0], :values.shape[1]] = np.asarray(values).astype(object)
+        return grid & ((1 << width) - 1)
+
+    def row(grids, i, j, r, width):
+        """Row r of tile (i, j) of each grid, side by side, ``width`` bits an element."""
+        elems = [g[i * T + r, j * T + c] for g in grids for c in range(T)]
+        return sum(int(e) << (width * k) for k, e in enumerate(elems))
+
+    out = job.out
+    if out.mode == "raw":
+        grids, width, exps = [padded(output.raw.acc, acc_bits)], acc_bits, output.raw.out_exps
+    elif out.dual:
+        f = output.fused
+        grids = [padded(f.phase(p).codes, CODE_BITS) for p in (0, 1)]
+        width, exps = CODE_BITS, f.phase0.exps
+    else:
+        grids, width, exps = [padded(output.codes.codes, CODE_BITS)], CODE_BITS, output.codes.exps
+    words = []
+    for i in range(mt):
+        for j in range(nt):
+            beats = [(row(grids, i, j, r, width), int(exps[i, j])) for r in range(T)]
+            if out.dual:
+                f, alpha_bits = output.fused, alpha_sum_bits(T, acc_bits)
+                out_exp = int(f.out_exps[i, j])
+                beats += [(int(f.alpha_sums[i, j]) & ((1 << alpha_bits) - 1), out_exp),
+                          (int(f.tile_max[i, j]), out_exp)]
+            words += [{"data": d, "exp": e, "saturated": int(output.saturated), "last": 0}
+                      for d, e in beats]
+    words[-1]["last"] = 1
+    return [layout.pack(w) for w in words]
