@@ -77,7 +77,8 @@ def psum_queue_tiles(tile: int) -> int:
 
 class Accelerator(wiring.Component):
     """nibble's top level: one GEMM per command, bit-exact with ``golden.gemm.tiled_gemm``
-    followed by the chosen output stage (``golden.formats.quantize``).
+    followed by the chosen output stage (``golden.formats.quantize``; in dual fp4 mode
+    the gradient unit, ``golden.output.log4_quantize_fused``).
 
     Parameters
     ----------
@@ -101,7 +102,7 @@ class Accelerator(wiring.Component):
         zeroes element n) and ``clip_mask`` (dual fp4 mode: bit n = 1 adds element n's
         accumulator to its tile's alpha partial).
     result : Out(stream.Signature(result_layout(params)))
-        Result rows, T per output tile.
+        Result rows, T per output tile (T + 2 in dual fp4 mode: :mod:`wire.streams`).
     busy : Out(1)
         A GEMM is in progress.
     refused : Out(1)
