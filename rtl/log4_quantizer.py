@@ -237,8 +237,8 @@ class Log4Quantizer(wiring.Component):
         m = Module()
         m.submodules.bank = bank = TileBank(data.ArrayLayout(elem, L), R, meta)
         m.d.comb += self.freed.eq(bank.freed)
-        tile_or, tile_oexp, done, a_stage = self._write_side(m, bank)
-        alpha, tile_max = self._summaries(m, *a_stage)
+        tile_or, tile_oexp, done, first_stage = self._write_side(m, bank)
+        alpha, tile_max = self._summaries(m, *first_stage)
         self._finalize(m, bank, tile_or, tile_oexp, done, alpha, tile_max)
         self._read_side(m, bank)
         return m
@@ -246,11 +246,11 @@ class Log4Quantizer(wiring.Component):
     def _write_side(self, m, bank):
         """The masked |acc|, sign and clipped accumulator into a register; bit lengths,
         leading zeros and ``mid`` into a fourth, ``frac`` into the fifth, which the bank
-        takes; the tile's OR accumulated with the bank write. Returns the OR, the tile's out_exp, the pulse ``done`` in the cycle after a
-        tile's last write, and the first register stage (valid, last beat of its tile,
-        magnitudes, clipped accumulators) for the summaries."""
+        takes; the tile's OR accumulated with the bank write. Returns the OR, the tile's
+        out_exp, the pulse ``done`` in the cycle after a tile's last write, and the first
+        register stage (valid, last beat of its tile, magnitudes, clipped accumulators)
+        for the summaries."""
         L, R, acc_bits = self._params.lanes, self._params.beats_per_tile, self._params.acc_bits
-        *_, elem, _ = self._shapes()
         a_valid, a_last = Signal(), Signal()
         mags = [Signal(acc_bits, name=f"mag{i}", reset_less=True) for i in range(L)]
         negs = [Signal(name=f"neg{i}", reset_less=True) for i in range(L)]
@@ -289,6 +289,28 @@ class Log4Quantizer(wiring.Component):
         for i in range(L):
             m.d.sync += [b_mags[i].eq(p_mags[i]), b_negs[i].eq(p_negs[i]),
                          b_smears[i].eq(smear(m, p_pre[i], f"mag_smear{i}", start=_PRE))]
+        w_valid, row, row_or, w_oexp = self._element_stages(
+            m, b_valid, b_mags, b_smears, b_negs, b_or, b_oexp)
+        m.d.comb += [bank.w.valid.eq(w_valid), bank.w.payload.eq(row)]
+
+        tile_or = Signal(acc_bits, reset_less=True)  # OR of |acc| over the tile so far
+        tile_oexp = Signal(signed(OUT_EXP_BITS), reset_less=True)
+        w_first = Signal(init=1)
+        done = Signal()
+        m.d.sync += done.eq(w_valid & bank.w_last)
+        with m.If(w_valid):
+            m.d.sync += [tile_or.eq(Mux(w_first, 0, tile_or) | row_or), tile_oexp.eq(w_oexp),
+                         w_first.eq(bank.w_last)]
+        return tile_or, tile_oexp, done, (a_valid, a_last, mags, clipped)
+
+    def _element_stages(self, m, b_valid, b_mags, b_smears, b_negs, b_or, b_oexp):
+        """The write side's last two stages, from the magnitudes and their smears: bit
+        length, ``mid``, sign and leading zeros into a register, then ``frac`` (the
+        magnitude shifted up by its leading zeros, the 17 bits below the leading one)
+        into the row the bank takes. Returns its valid, the row, and the beat's OR and
+        out_exp beside it."""
+        L, acc_bits = self._params.lanes, self._params.acc_bits
+        *_, elem, _ = self._shapes()
         c_row = Signal(data.ArrayLayout(elem, L), reset_less=True)
         c_valid = Signal()
         c_or = Signal(acc_bits, reset_less=True)
@@ -320,17 +342,7 @@ class Log4Quantizer(wiring.Component):
             m.d.sync += [row[i].n.eq(c_row[i].n), row[i].mid.eq(c_row[i].mid),
                          row[i].neg.eq(c_row[i].neg),
                          row[i].frac.eq((c_mags[i] << c_zeros[i])[top - FRAC_BITS:top])]
-        m.d.comb += [bank.w.valid.eq(w_valid), bank.w.payload.eq(row)]
-
-        tile_or = Signal(acc_bits, reset_less=True)  # OR of |acc| over the tile so far
-        tile_oexp = Signal(signed(OUT_EXP_BITS), reset_less=True)
-        w_first = Signal(init=1)
-        done = Signal()
-        m.d.sync += done.eq(w_valid & bank.w_last)
-        with m.If(w_valid):
-            m.d.sync += [tile_or.eq(Mux(w_first, 0, tile_or) | row_or), tile_oexp.eq(w_oexp),
-                         w_first.eq(bank.w_last)]
-        return tile_or, tile_oexp, done, (a_valid, a_last, mags, clipped)
+        return w_valid, row, row_or, w_oexp
 
     def _summaries(self, m, a_valid, a_last, mags, clipped):
         """The tile's alpha partial and maximum, from the write side's first register:

@@ -306,18 +306,24 @@ def test_issue_examples_uint4_b_are_refused_not_computed():
 def test_fields_a_mode_does_not_use_are_ignored():
     """Every field the command_layout docstring calls ignored in a mode, set to a
     nonzero value: raw mode with mask_en (no mask beats read), int4 output with a clip,
-    int fp4 options, fp4 with int options. The results are golden's for the plain job."""
+    int fp4 options, fp4 with int options, dual's phase, stochastic's linear bit. The
+    results are golden's for the plain job."""
     params = NibbleParams(tile=4)
     rng = np.random.default_rng(8)
     x, w = q(rng, (5, 6), "uint4", 4), q(rng, (6, 3), "int4", 4)
-    ignored = dict(out_phase=1, out_linear=1, ext_exp_en=1, ext_exp=-77)
+    ignored = dict(out_phase=1, out_linear=1, ext_exp_en=1, ext_exp=-77, out_dual=1,
+                   out_stochastic=1, seed=0xC0FFEE)
     cases = [
         (GemmJob(x, w), dict(mask_en=1, out_unsigned=1, clip_en=1, clip_mant=1, clip_exp=-9,
                              **ignored)),
         (GemmJob(x, w, out=OutputSpec("int", kind="int4")),
          dict(clip_en=1, clip_mant=1, clip_exp=-20, **ignored)),
         (GemmJob(x, w, out=OutputSpec("fp4", phase=1)),
-         dict(out_unsigned=1, clip_en=1, clip_mant=1, clip_exp=-20)),
+         dict(out_unsigned=1, clip_en=1, clip_mant=1, clip_exp=-20, seed=0xC0FFEE)),
+        # dual mode emits both phases (out_phase ignored); stochastic ignores out_linear
+        (GemmJob(x, w, out=OutputSpec("fp4", dual=True)), dict(out_phase=1)),
+        (GemmJob(x, w, out=OutputSpec("fp4", phase=1, rounding="stochastic", seed=5)),
+         dict(out_linear=1)),
     ]
     for job, fields in cases:
         beats = encode(job, params)
