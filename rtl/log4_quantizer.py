@@ -520,7 +520,8 @@ class Log4Quantizer(wiring.Component):
     def _summary_slice(self, m, bank, read1, slot2):
         """(slice, out_exp) of summary beat ``slot2`` in a register, a cycle after it is
         chosen from the meta of the last read (held from the cycle after each read):
-        slots 0..G-1 the alpha beat's slices, G..2G-1 the maximum beat's."""
+        slots 0..G-1 the alpha beat's slices, G..2G-1 the maximum beat's. The slice
+        register holds only the low bits a slice can have nonzero (zero-extended)."""
         L, acc_bits = self._params.lanes, self._params.acc_bits
         groups = self._params.tile // L
         width = L * acc_bits
@@ -528,7 +529,9 @@ class Log4Quantizer(wiring.Component):
         held = Signal(meta, name="summary_meta", reset_less=True)
         with m.If(read1):
             m.d.sync += held.eq(bank.r_meta)
-        sum_data = Signal(width, name="sum_data3", reset_less=True)
+        # (a slice's nonzero bits: at most the alpha partial's, however wide the beat)
+        alpha_bits = alpha_sum_bits(self._params.tile, acc_bits)
+        sum_data = Signal(min(width, alpha_bits), name="sum_data3", reset_less=True)
         with m.Switch(slot2):
             for key, value in ((0, held.alpha), (groups, held.max)):
                 bits = Value.cast(value).as_unsigned()
