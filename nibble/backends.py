@@ -33,16 +33,15 @@ class CheckedBackend(GoldenBackend):
     checked : int
         GEMMs that matched golden bit for bit.
 
-    The hardware has no gradient unit yet (issue 14): training runs each backward dX
-    GEMM as three passes (raw, phase 0, phase 1) on it, and stochastic rounding is
-    refused (``gradient_unit`` and ``fused`` are False).
+    The hardware has the gradient unit (dual fp4 output, stochastic rounding), so
+    training runs each backward dX GEMM as one fused pass on it; ``fused=False`` runs
+    the three passes (raw, phase 0, phase 1) instead, for comparison.
     """
 
     name = "hardware"
-    gradient_unit = False
 
-    def __init__(self, params: NibbleParams):
-        super().__init__(params)
+    def __init__(self, params: NibbleParams, *, fused: bool = True):
+        super().__init__(params, fused=fused)
         self.checked = 0
 
     def _execute(self, job: GemmJob) -> GemmOutput:
@@ -65,10 +64,11 @@ class RtlBackend(CheckedBackend):
 
     name = "rtl"
 
-    def __init__(self, params: NibbleParams, *, seed: int | None = 0, p_stall: float = 0.0):
+    def __init__(self, params: NibbleParams, *, seed: int | None = 0, p_stall: float = 0.0,
+                 fused: bool = True):
         from verif.fast_sim import FastAccelerator
 
-        super().__init__(params)
+        super().__init__(params, fused=fused)
         self.sim = FastAccelerator(params, seed=seed, p_stall=p_stall)
         self._start = self.sim.cycles            # the harness's reset cycles
         #: per GEMM role: GEMMs, simulated cycles and ideal cycles (one T-deep tile step

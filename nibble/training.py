@@ -125,7 +125,7 @@ class GoldenBackend:
     ----------
     gradient_unit : bool
         The backend runs the gradient unit's modes (dual fp4 output, stochastic
-        rounding). Golden does; the hardware backends do not yet (issue 14).
+        rounding). Golden and the hardware backends do.
     """
 
     name = "golden"
@@ -371,8 +371,8 @@ def train_run(data: Digits, config: TrainConfig, seed: int, quant: QuantConfig |
     if quant is not None and backend is None:
         backend = GoldenBackend(config.params)
     if quant is not None and quant.rounding == "stochastic" and not backend.gradient_unit:
-        raise ValueError(f"stochastic rounding runs on the golden backend only; the "
-                         f"{backend.name} backend has no generator yet (issue 14)")
+        raise ValueError(f"stochastic rounding needs the gradient unit's generator; the "
+                         f"{backend.name} backend has none")
     scales = [GradScale() for _ in model.w]
     result = RunResult(test_acc=0.0)
     n = len(data.y_train)

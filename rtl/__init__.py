@@ -16,14 +16,14 @@ expected value):
   ``test_rtl_tile_rescaler.py``;
 * the int output stage, ``golden.output.requantize`` -> ``requantizer.Requantizer`` ->
   ``tb_units.requantizer_tiles`` -> ``test_rtl_requantizer.py``;
-* the FP4 output stage, ``golden.output.log4_quantize`` ->
-  ``log4_quantizer.Log4Quantizer`` -> ``tb_units.log4_quantizer_tiles`` ->
-  ``test_rtl_log4_quantizer.py``;
+* the FP4 output stage, ``golden.output.log4_quantize`` and the gradient unit
+  ``golden.output.log4_quantize_fused`` -> ``log4_quantizer.Log4Quantizer`` ->
+  ``tb_units.log4_quantizer_tiles`` (single phase) -> ``test_rtl_log4_quantizer.py``;
 * stochastic rounding's random words, ``golden.xorshift.element_words`` ->
   ``column_random.ColumnRandom`` -> (no cocotb bench yet) -> ``test_rtl_column_random.py``,
   and its rule, ``golden.formats.quantize(rounding="stochastic")`` ->
-  ``stochastic_round.stochastic_exponent`` -> (none yet) -> ``test_rtl_stochastic_round.py``:
-  standalone, not yet wired into the log4 unit;
+  ``stochastic_round.stochastic_exponent`` -> (none yet) -> ``test_rtl_stochastic_round.py``;
+  both inside the log4 unit (``test_rtl_log4_quantizer.py``, ``test_rtl_accelerator.py``);
 * legal commands, ``golden.gemm.check_kind_pair`` -> ``accelerator.Accelerator``
   (``refused``) -> (no cocotb bench: Amaranth's simulator) -> ``test_contract.py``;
 * a whole GEMM in every output stage -> ``accelerator.Accelerator`` (``nibble_top``) ->

@@ -37,7 +37,7 @@ The stream formats are defined once, in :mod:`wire.streams` (layouts: :mod:`rtl.
 import operator
 from functools import reduce
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -48,8 +48,8 @@ from .drain import PsumDrain
 from .exponent_prefetch import ExponentPrefetch
 from .pipeline import register_copy, stage
 from .feeder import Feeder
-from .layouts import (command_is_legal, command_layout, operand_row_layout, psum_row_layout,
-                      result_layout)
+from .layouts import (command_is_legal, command_layout, mask_row_layout, operand_row_layout,
+                      psum_row_layout, result_layout)
 from .log4_quantizer import Log4Quantizer
 from .queue import Credits, RegisterSlice, StreamQueue
 from .requantizer import Requantizer
@@ -77,7 +77,8 @@ def psum_queue_tiles(tile: int) -> int:
 
 class Accelerator(wiring.Component):
     """nibble's top level: one GEMM per command, bit-exact with ``golden.gemm.tiled_gemm``
-    followed by the chosen output stage (``golden.formats.quantize``).
+    followed by the chosen output stage (``golden.formats.quantize``; in dual fp4 mode
+    the gradient unit, ``golden.output.log4_quantize_fused``).
 
     Parameters
     ----------
@@ -96,10 +97,12 @@ class Accelerator(wiring.Component):
         Operand tile rows, in the order :mod:`wire.streams` gives.
     a_exps, b_exps : In(stream.Signature(signed(8)))
         Operand tile exponents, one per reduction tile per output tile.
-    mask : In(stream.Signature(T))
-        ReLU' mask rows (bit n = 0 zeroes element n) for int or fp4 mode with ``mask_en``.
+    mask : In(stream.Signature(mask_row_layout(params)))
+        Mask rows for int or fp4 mode with ``mask_en``: ``mask`` (ReLU'; bit n = 0
+        zeroes element n) and ``clip_mask`` (dual fp4 mode: bit n = 1 adds element n's
+        accumulator to its tile's alpha partial).
     result : Out(stream.Signature(result_layout(params)))
-        Result rows, T per output tile.
+        Result rows, T per output tile (T + 2 in dual fp4 mode: :mod:`wire.streams`).
     busy : Out(1)
         A GEMM is in progress.
     refused : Out(1)
@@ -121,7 +124,7 @@ class Accelerator(wiring.Component):
             "a_exps": In(stream.Signature(signed(TILE_EXP_BITS))),
             "b_codes": In(stream.Signature(operand_row_layout(params))),
             "b_exps": In(stream.Signature(signed(TILE_EXP_BITS))),
-            "mask": In(stream.Signature(T)),
+            "mask": In(stream.Signature(mask_row_layout(params))),
             "result": Out(stream.Signature(result_layout(params))),
             "busy": Out(1),
             "refused": Out(1),
@@ -149,8 +152,8 @@ class Accelerator(wiring.Component):
             return register_copy(m, run, f"start_{unit}")
 
         faults = []
-        drain = self._front(m, cmd, start, faults)
-        rescaler, out = self._output_path(m, cmd, start, drain, faults, platform)
+        drain, beat_clip = self._front(m, cmd, start, faults)
+        rescaler, out = self._output_path(m, cmd, start, drain, beat_clip, faults, platform)
         m.submodules.gather = gather = ResultGather(p)
         # The result queue's head is a four-way multiplexer of its ring: through a
         # register slice, so the gather's row multiplexer starts at flip-flops.
@@ -170,7 +173,8 @@ class Accelerator(wiring.Component):
         return m
 
     def _front(self, m, cmd, start, faults):
-        """Exponent prefetch, operand buffers, feeder, array, psum queue and drain."""
+        """Exponent prefetch, operand buffers, feeder, array, psum queue and drain.
+        Returns the drain and the clip-mask bits of its beat (beside ``beat_mask``)."""
         p = self._params
         m.submodules.prefetch = prefetch = ExponentPrefetch(p)
         wiring.connect(m, wiring.flipped(self.a_exps), prefetch.a_exps)
@@ -209,22 +213,35 @@ class Accelerator(wiring.Component):
                      psum_queue.w.payload.eq(array.psum.payload),
                      feeder.credit.eq(psum_credits.ok), psum_credits.take.eq(feeder.take_credit)]
 
-        m.submodules.mask_queue = mask_queue = StreamQueue(p.tile, MASK_QUEUE_DEPTH, credited=False)
+        m.submodules.mask_queue = mask_queue = StreamQueue(mask_row_layout(p), MASK_QUEUE_DEPTH,
+                                                           credited=False)
         wiring.connect(m, wiring.flipped(self.mask), mask_queue.w)
         m.submodules.drain = drain = PsumDrain(p)
         wiring.connect(m, psum_queue.r, drain.psum)
         wiring.connect(m, prefetch.s, drain.s)
         wiring.connect(m, prefetch.out_exp, drain.out_exp)
-        wiring.connect(m, mask_queue.r, drain.mask)
+        # (the drain takes the ReLU' half; the clip_mask half is dual mode's, not used yet)
+        m.d.comb += [drain.mask.valid.eq(mask_queue.r.valid),
+                     drain.mask.payload.eq(mask_queue.r.payload.mask),
+                     mask_queue.r.ready.eq(drain.mask.ready)]
         m.d.comb += [drain.start.eq(start("drain")), drain.k_last.eq(cmd.k_last),
                      # from a flip-flop: the drain's beat decision is a long path
                      drain.mask_en.eq(register_copy(
                          m, cmd.mask_en & (cmd.out_mode != OUT_MODES["raw"]), "mask_en_drain")),
                      psum_credits.give.eq(drain.tile_read)]
         faults += [prefetch.fault, psum_queue.fault, psum_credits.fault, mask_queue.fault]
-        return drain
+        # The clip-mask half of the mask row the drain reads, the beat's L bits of it: the
+        # drain takes its ReLU' half the same way (row held at the queue's head while its
+        # T / L beats go out, slice ``part`` advancing with every beat).
+        beat_clip = mask_queue.r.payload.clip_mask
+        if p.tile > p.lanes:
+            part = Signal(range(p.tile // p.lanes), name="clip_part")
+            with m.If(drain.beat.valid):
+                m.d.sync += part.eq(part + 1)      # T / L is a power of two: wraps
+            beat_clip = beat_clip.word_select(part, p.lanes)
+        return drain, beat_clip
 
-    def _output_path(self, m, cmd, start, drain, faults, platform=None):
+    def _output_path(self, m, cmd, start, drain, beat_clip, faults, platform=None):
         """Rescaler, the three output stages, the result queue and their credits.
         Returns the rescaler and the result queue."""
         p = self._params
@@ -246,11 +263,12 @@ class Accelerator(wiring.Component):
         m.d.comb += [rescaler.psum_in.valid.eq(drain.beat.valid),
                      rescaler.psum_in.payload.eq(drain.beat.payload), rescaler.clear.eq(start("rescaler"))]
         # The mask bits travel beside the rescaler, as many cycles as it takes.
-        mask = drain.beat_mask
+        mask = Cat(drain.beat_mask, beat_clip)
         for i in range(TileRescaler.latency):
-            later = Signal(L, name=f"mask_delay{i}", reset_less=True)
+            later = Signal(2 * L, name=f"mask_delay{i}", reset_less=True)
             m.d.sync += later.eq(mask)
             mask = later
+        mask, clip = mask[:L], mask[L:]
         acc = rescaler.acc_out
 
         m.submodules.requant = requant = Requantizer(p)
@@ -270,18 +288,19 @@ class Accelerator(wiring.Component):
             requant.clip_mant.eq(register_copy(m, cmd.clip_mant, "clip_mant_requant")),
             requant.clip_exp.eq(register_copy(m, cmd.clip_exp, "clip_exp_requant")),
             requant.mask_en.eq(register_copy(m, cmd.mask_en, "mask_en_requant")),
-            log4.acc_in.payload.out_exp.eq(stage(m, acc.payload.out_exp, "log4_out_exp")),
+            log4.acc_in.payload.eq(stage(m, acc.payload, "log4_beat")),
+            # fp4 mode with mask_en: the unit zeroes masked accumulators (dX of the
+            # backward pass), so the tile maximum sees the masked values
+            log4.mask_in.eq(stage(m, mask, "log4_mask")),
+            log4.mask_en.eq(register_copy(m, cmd.mask_en, "mask_en_log4")),
+            log4.clip_mask_in.eq(stage(m, clip, "log4_clip_mask")), log4.dual.eq(cmd.out_dual),
             log4.phase.eq(cmd.out_phase), log4.linear.eq(cmd.out_linear),
+            # the generators are seeded as each GEMM starts (from the command register)
+            log4.stochastic.eq(cmd.out_stochastic), log4.seed.eq(cmd.seed),
+            log4.load.eq(start("log4")),
             log4.ext_exp_en.eq(cmd.ext_exp_en), log4.ext_exp.eq(cmd.ext_exp),
         ]
-        # fp4 mode with mask_en: ReLU' zeroes masked accumulators before the log4 unit
-        # (dX of the backward pass), so the tile maximum sees the masked values.
-        # (a copy of mask_en per lane: it reaches every bit of the lane's magnitude)
         m.d.sync += log4.acc_in.valid.eq(acc.valid & fp4_mode)
-        for n in range(L):
-            mask_en = register_copy(m, cmd.mask_en, f"mask_en_log4_lane{n}")
-            m.d.comb += log4.acc_in.payload.acc[n].eq(stage(
-                m, Mux(mask_en & ~mask[n], 0, acc.payload.acc[n]), f"log4_acc{n}"))
 
         # The units' tile banks: the drain's credits for int and fp4 mode.
         m.submodules.bank_credits = bank_credits = Credits(requant.capacity)
@@ -321,7 +340,7 @@ class Accelerator(wiring.Component):
         sources = {"raw": (acc.valid, acc.payload.acc, acc.payload.out_exp),
                    "int": (requant.codes_out.valid, requant.codes_out.payload.codes,
                            requant.codes_out.payload.exp),
-                   "fp4": (log4.codes_out.valid, log4.codes_out.payload.codes,
+                   "fp4": (log4.codes_out.valid, log4.codes_out.payload.data,
                            log4.codes_out.payload.exp)}
 
         def pick(unit, field):

@@ -10,7 +10,8 @@ follow one another without skipping a beat. So the column group of the next beat
 always the one after the last beat's (mod G), and the unit needs no group input: it
 keeps its states in that order (see :class:`ColumnRandom`).
 
-Not yet wired in: the log4 unit does not use it (issue 14's integration step).
+The log4 unit (:class:`rtl.log4_quantizer.Log4Quantizer`) holds one and steps it with
+every code beat it reads out.
 """
 
 from amaranth.hdl import Module, Mux, Signal

@@ -27,7 +27,7 @@ from wire.streams import CODE_BITS, KIND_CODES, OUT_EXP_BITS, OUT_MODES, TILE_EX
 
 __all__ = ["SHIFT_BITS", "acc_row_layout", "code_row_layout", "operand_row_layout",
            "psum_row_layout", "rescale_row_layout", "struct_layout", "command_layout",
-           "command_is_legal", "result_layout"]
+           "command_is_legal", "mask_row_layout", "out_beat_layout", "result_layout"]
 
 
 def _shape(field: streams.Field):
@@ -115,6 +115,24 @@ def rescale_row_layout(params: NibbleParams) -> data.StructLayout:
     })
 
 
+def out_beat_layout(params: NibbleParams) -> data.StructLayout:
+    """One beat of the output path into the result queue (L = ``params.lanes``).
+
+    Members
+    -------
+    data : unsigned(L * acc_bits)
+        Raw mode: L accumulators. int and fp4 modes: L codes in the low 4L bits (the
+        bits above mean nothing). Dual fp4 mode (:class:`rtl.log4_quantizer.Log4Quantizer`):
+        L phase-0 codes in the low 4L bits and their phase-1 codes in the next 4L, or a
+        slice of a tile's alpha or maximum beat (:mod:`wire.streams`).
+    exp : signed(OUT_EXP_BITS)
+        The tile's exponent: out_exp in raw mode and on dual mode's summary beats, E
+        on code beats.
+    """
+    return data.StructLayout({"data": params.lanes * params.acc_bits,
+                              "exp": signed(OUT_EXP_BITS)})
+
+
 # ---------------------------------------------------------------- accelerator interface
 
 def command_layout() -> data.StructLayout:
@@ -129,6 +147,11 @@ def command_is_legal(cmd) -> Value:
     pairs = [KIND_CODES[a] | KIND_CODES[b] << 2 for a, b in KIND_PAIRS]
     return (Cat(*(kinds == code for code in pairs)).any()
             & Cat(*(cmd.out_mode == code for code in OUT_MODES.values())).any())
+
+
+def mask_row_layout(params: NibbleParams) -> data.StructLayout:
+    """One mask beat (:func:`wire.streams.mask_row`, where its fields are documented)."""
+    return struct_layout(streams.mask_row(params))
 
 
 def result_layout(params: NibbleParams) -> data.StructLayout:

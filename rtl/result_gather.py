@@ -4,27 +4,24 @@ With L = ``lanes`` < T the output path carries a row as T / L beats; the gather 
 first T / L - 1 of them and sends the row with the last one, so the result port is one
 row per beat whatever L is. It also counts the rows, marks the GEMM's final beat
 (``last``) and reports when it has been taken (``done``).
+
+In dual fp4 mode (:mod:`wire.streams`) a tile is T + 2 rows: the code rows gather each
+beat's phase-0 codes (its low 4 L bits) into the row's low 4 T bits and its phase-1 codes
+(the next 4 L) into the next 4 T, and the alpha and maximum rows gather whole beats, as
+raw rows do.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
-from amaranth.lib import data, stream, wiring
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.params import NibbleParams
-from wire.streams import CODE_BITS, OUT_EXP_BITS, OUT_MODES, TILE_COUNT_BITS
+from wire.streams import CODE_BITS, OUT_MODES, TILE_COUNT_BITS
 
-from .layouts import command_layout, result_layout
+from .layouts import command_layout, out_beat_layout, result_layout
 from .loop_counter import LoopCounter
 
 __all__ = ["ResultGather", "out_beat_layout"]
-
-
-def out_beat_layout(params: NibbleParams) -> data.StructLayout:
-    """One beat of the output path into the result queue: L accumulators (raw mode) or L
-    codes in the low ``4 L`` bits (int and fp4 modes), and the tile's exponent (out_exp in
-    raw mode, E otherwise)."""
-    return data.StructLayout({"data": params.lanes * params.acc_bits,
-                              "exp": signed(OUT_EXP_BITS)})
 
 
 class ResultGather(wiring.Component):
@@ -40,9 +37,10 @@ class ResultGather(wiring.Component):
     start : In(1)
         A GEMM begins (the row count restarts).
     cmd : In(command_layout())
-        The GEMM's command (``out_mode`` and the tile counts).
+        The GEMM's command (``out_mode``, ``out_dual`` and the tile counts).
     beats : In(stream.Signature(out_beat_layout(params)))
-        The output path's beats, T / L per result row.
+        The output path's beats, T / L per result row (T rows per tile, T + 2 in dual
+        fp4 mode).
     saturated : In(1)
         The rescaler's sticky flag, sent with every result row (frozen while a row waits,
         so a stalled beat does not change).
@@ -68,21 +66,24 @@ class ResultGather(wiring.Component):
         cmd, res = self.cmd, self.result.payload
         m = Module()
         raw = cmd.out_mode == OUT_MODES["raw"]
+        dual = cmd.out_dual & (cmd.out_mode == OUT_MODES["fp4"])
         beat = self.beats.payload
+        m.submodules.rows = rows = LoopCounter({"row": (T + 1).bit_length(),
+                                                "j": TILE_COUNT_BITS, "i": TILE_COUNT_BITS})
+        summary_row = dual & (rows.row >= T)           # a dual tile's alpha or maximum row
         if slices == 1:
+            beats = [beat.data]
             m.d.comb += [self.result.valid.eq(self.beats.valid),
-                         self.beats.ready.eq(self.result.ready),
-                         res.data.eq(Mux(raw, beat.data, beat.data[:CODE_BITS * L]))]
+                         self.beats.ready.eq(self.result.ready)]
         else:
             part = Signal(range(slices))
             part_last = part == slices - 1
             held = [Signal(L * acc_bits, name=f"held_beat{j}", reset_less=True)
                     for j in range(slices - 1)]
+            beats = held + [beat.data]
             m.d.comb += [
                 self.result.valid.eq(self.beats.valid & part_last),
                 self.beats.ready.eq(~part_last | self.result.ready),
-                res.data.eq(Mux(raw, Cat(*held, beat.data),
-                                Cat(*(h[:CODE_BITS * L] for h in held + [beat.data])))),
             ]
             with m.If(self.beats.valid & self.beats.ready):
                 m.d.sync += part.eq(Mux(part_last, 0, part + 1))
@@ -90,13 +91,17 @@ class ResultGather(wiring.Component):
                     for j in range(slices - 1):
                         with m.Case(j):
                             m.d.sync += held[j].eq(beat.data)
-        m.d.comb += res.exp.eq(beat.exp)
+        width = CODE_BITS * L
 
-        m.submodules.rows = rows = LoopCounter({"row": (T - 1).bit_length(),
-                                                "j": TILE_COUNT_BITS, "i": TILE_COUNT_BITS})
+        def codes(half):
+            return Cat(*(b[half * width:(half + 1) * width] for b in beats))
+        m.d.comb += [res.data.eq(Mux(raw | summary_row, Cat(*beats),
+                                     Mux(dual, Cat(codes(0), codes(1)), codes(0)))),
+                     res.exp.eq(beat.exp)]
+
         taken = self.result.valid & self.result.ready
         m.d.comb += [rows.restart.eq(self.start), rows.step.eq(taken),
-                     rows.row_last.eq(T - 1), rows.j_last.eq(cmd.n_last),
+                     rows.row_last.eq(Mux(dual, T + 1, T - 1)), rows.j_last.eq(cmd.n_last),
                      rows.i_last.eq(cmd.m_last),
                      res.last.eq(rows.i_wrap), self.done.eq(taken & rows.i_wrap)]
         # The sticky flag may rise while a row waits; freeze it in a stalled row so the

@@ -24,7 +24,8 @@ fraction's 2**17 + frac has 18 bits. Golden's code exponent is then
 * for 0 <= r < 12: e = k0 + 2 if 3u < d (round up), else k0 + 1;
 * for r < 0: e = 1 (G_0) if u < x, else 0 (flushed).
 
-Not yet wired in: the log4 unit still has the ``log`` and ``linear`` modes only.
+The log4 unit (:class:`rtl.log4_quantizer.Log4Quantizer`) uses it for each code (both
+phases' in dual mode).
 """
 
 from amaranth.hdl import C, Cat, Mux, Signal

@@ -12,8 +12,12 @@ from verif.runner import run
 # runs it too).
 @pytest.mark.parametrize("tile", [4, 8, pytest.param(16, marks=pytest.mark.long)])
 def test_random_gemms_match_golden(tile):
+    """Every coverage bin (training role x output variant, dual and stochastic ones
+    included, x stalls x partial tiles) once, then random GEMMs."""
+    from verif.coverage import all_bins
+
     results = run(NibbleParams(tile=tile), "verif.tb_accelerator", seed=tile,
-                  extra_env={"NIBBLE_GEMMS": "40"})
+                  extra_env={"NIBBLE_GEMMS": str(len(all_bins()) + 8)})
     tests, failed = get_results(results)
     assert tests == 3 and failed == 0, f"see {results}"
 

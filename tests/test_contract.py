@@ -34,6 +34,7 @@ COMMAND_BITS = {
     "a_trans": (30, 30), "b_trans": (31, 31), "out_mode": (32, 33), "out_unsigned": (34, 34),
     "clip_en": (35, 35), "clip_mant": (36, 43), "clip_exp": (44, 51), "mask_en": (52, 52),
     "out_phase": (53, 53), "out_linear": (54, 54), "ext_exp_en": (55, 55), "ext_exp": (56, 63),
+    "out_dual": (64, 64), "out_stochastic": (65, 65), "seed": (66, 97),
 }
 
 
@@ -41,7 +42,7 @@ def test_command_word_bit_order_is_the_documented_one():
     layout = command_layout()
     got = {name: (layout[name].offset, layout[name].offset + shape.width - 1)
            for name, shape in layout}
-    assert got == COMMAND_BITS and layout.size == 64
+    assert got == COMMAND_BITS and layout.size == 98
     # first member in the least significant bits: a packed word reads as documented
     word = layout.const({"m_last": 0x12, "b_kind": KIND_CODES["fp4"], "ext_exp": -2}).as_value().value
     assert word == 0x12 | 2 << 26 | 0xFE << 56
@@ -305,18 +306,24 @@ def test_issue_examples_uint4_b_are_refused_not_computed():
 def test_fields_a_mode_does_not_use_are_ignored():
     """Every field the command_layout docstring calls ignored in a mode, set to a
     nonzero value: raw mode with mask_en (no mask beats read), int4 output with a clip,
-    int fp4 options, fp4 with int options. The results are golden's for the plain job."""
+    int fp4 options, fp4 with int options, dual's phase, stochastic's linear bit. The
+    results are golden's for the plain job."""
     params = NibbleParams(tile=4)
     rng = np.random.default_rng(8)
     x, w = q(rng, (5, 6), "uint4", 4), q(rng, (6, 3), "int4", 4)
-    ignored = dict(out_phase=1, out_linear=1, ext_exp_en=1, ext_exp=-77)
+    ignored = dict(out_phase=1, out_linear=1, ext_exp_en=1, ext_exp=-77, out_dual=1,
+                   out_stochastic=1, seed=0xC0FFEE)
     cases = [
         (GemmJob(x, w), dict(mask_en=1, out_unsigned=1, clip_en=1, clip_mant=1, clip_exp=-9,
                              **ignored)),
         (GemmJob(x, w, out=OutputSpec("int", kind="int4")),
          dict(clip_en=1, clip_mant=1, clip_exp=-20, **ignored)),
         (GemmJob(x, w, out=OutputSpec("fp4", phase=1)),
-         dict(out_unsigned=1, clip_en=1, clip_mant=1, clip_exp=-20)),
+         dict(out_unsigned=1, clip_en=1, clip_mant=1, clip_exp=-20, seed=0xC0FFEE)),
+        # dual mode emits both phases (out_phase ignored); stochastic ignores out_linear
+        (GemmJob(x, w, out=OutputSpec("fp4", dual=True)), dict(out_phase=1)),
+        (GemmJob(x, w, out=OutputSpec("fp4", phase=1, rounding="stochastic", seed=5)),
+         dict(out_linear=1)),
     ]
     for job, fields in cases:
         beats = encode(job, params)

@@ -50,7 +50,7 @@ def test_beats_pack_little_endian_two_complement():
 
 def test_beat_widths_follow_the_layouts():
     bits = P.port_beat_bits(NibbleParams(tile=4))
-    assert bits == {"cmd": 64, "a_codes": 16, "a_exps": 8, "b_codes": 16, "b_exps": 8, "mask": 4}
+    assert bits == {"cmd": 98, "a_codes": 16, "a_exps": 8, "b_codes": 16, "b_exps": 8, "mask": 8}
     assert P.result_beat_bits(NibbleParams(tile=4, acc_bits=32)) == 4 * 32 + 10 + 2
 
 

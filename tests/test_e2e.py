@@ -1,6 +1,7 @@
 """End to end on the simulated RTL: a short training run whose every GEMM runs on the
-Verilated accelerator must leave the weights bit-identical to the golden run after
-every step, and learn."""
+Verilated accelerator (the backward dX through the gradient unit, one fused pass) must
+leave the weights bit-identical to the golden run after every step, and learn; with
+stochastic rounding too."""
 
 import numpy as np
 import pytest
@@ -23,12 +24,26 @@ def test_rtl_training_is_bit_exact_with_golden_and_learns(subset):
     backend = RtlBackend(config.params)
     rtl = train_run(subset, config, seed=5, quant=QuantConfig(), backend=backend)
     assert rtl.steps == golden.steps == 24
+    # 2 forward, 2 weight-gradient and 1 fused backward GEMM per step
+    assert rtl.gemms_per_step == golden.gemms_per_step == 5
     # identical weights after every single step, and every GEMM checked
     assert rtl.weight_digests == golden.weight_digests
     assert backend.checked == backend.gemms == rtl.gemms > 0
     assert backend.cycles > 0
     assert rtl.train_loss[-1] < 0.7 * rtl.train_loss[0]
     assert rtl.test_curve == golden.test_curve
+
+
+def test_rtl_stochastic_training_is_bit_exact_with_golden(subset):
+    """Stochastic rounding: the hardware's generators, seeded by each command, give the
+    golden run's weights after every step."""
+    config = TrainConfig(epochs=1, batch=32, hidden=(16, 8), params=NibbleParams(tile=4))
+    quant = QuantConfig(rounding="stochastic")
+    golden = train_run(subset, config, seed=3, quant=quant)
+    backend = RtlBackend(config.params)
+    rtl = train_run(subset, config, seed=3, quant=quant, backend=backend)
+    assert rtl.weight_digests == golden.weight_digests
+    assert backend.checked == backend.gemms == rtl.gemms and rtl.gemms_per_step == 8
 
 
 class _CorruptingBackend(RtlBackend):
@@ -40,7 +55,7 @@ class _CorruptingBackend(RtlBackend):
             if out.raw is not None:
                 out.raw.acc[0, 0] += 1
             else:
-                out.codes.codes[0, 0] ^= 1
+                (out.codes or out.fused.phase0).codes[0, 0] ^= 1
         return out
 
 

@@ -27,7 +27,7 @@ UNITS = [
      lambda u: u.acc_out.valid, TileRescaler.latency, ()),
     (Log4Quantizer, lambda u: u.take_credit, lambda u: u.codes_out.valid,
      Log4Quantizer.READ_LATENCY,
-     ("phase", "linear", "ext_exp_en", "ext_exp")),
+     ("phase", "dual", "linear", "stochastic", "mask_en", "ext_exp_en", "ext_exp")),
     (Requantizer, lambda u: u.take_credit, lambda u: u.codes_out.valid,
      Requantizer.READ_LATENCY,
      ("unsigned_out", "clip_en", "clip_mant", "clip_exp", "mask_en")),

@@ -17,7 +17,7 @@ from golden.output import (alpha_gradient, alpha_partials, alpha_sum_bits, log4_
                            log4_quantize_fused, tile_max_magnitudes)
 from golden.params import NibbleParams
 from golden.scaling import gradscale_exponent
-from wire.gemm_protocol import GemmJob, OutputSpec, encode, expected
+from wire.gemm_protocol import GemmJob, OutputSpec, expected
 
 FAST = settings(max_examples=40, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -228,17 +228,6 @@ def test_dual_job_gives_the_fused_output():
     single = expected(GemmJob(dy, w, b_trans=True, out=OutputSpec(
         "fp4", phase=1, mask=mask, rounding="stochastic", seed=77)), params)
     assert np.array_equal(single.codes.codes, want.phase1.codes)
-
-
-@pytest.mark.parametrize("out", [
-    OutputSpec("fp4", dual=True),
-    OutputSpec("fp4", rounding="stochastic", seed=1),
-])
-def test_hardware_encoding_refuses_golden_only_modes(out):
-    rng = np.random.default_rng(2)
-    dy, w = _backward(rng)
-    with pytest.raises(ValueError, match="golden-only"):
-        encode(GemmJob(dy, w, b_trans=True, out=out), NibbleParams())
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -16,7 +16,7 @@ from rtl.host_frames import FrameReceiver, ReplyKind, ReplySender, Verdict
 from wire import host_link as P
 
 PARAMS = NibbleParams(tile=4)
-#: Bytes per beat of each inlet, in WRITE port order (cmd is 8 bytes, a_codes 2, ...).
+#: Bytes per beat of each inlet, in WRITE port order (cmd is 13 bytes, a_codes 2, ...).
 BEAT_BYTES = [P.beat_bytes(b) for b in P.port_beat_bits(PARAMS).values()]
 TIMEOUT = 120          # cycles of quiet that end a frame
 GAP = 10               # cycles from one received byte to the next (a UART's are tens)
@@ -154,7 +154,7 @@ def test_receiver_read_status_reset_and_their_lengths():
         # READ takes one byte, STATUS and RESET none, a WRITE whole beats (and some)
         for seq, (code, payload) in enumerate([
                 (P.Command.READ, b""), (P.Command.READ, bytes(2)), (P.Command.STATUS, bytes(1)),
-                (P.Command.RESET, bytes(1)), (WRITE["cmd"], b""), (WRITE["cmd"], bytes(12)),
+                (P.Command.RESET, bytes(1)), (WRITE["cmd"], b""), (WRITE["cmd"], bytes(BEAT_BYTES[0] * 3 // 2)),
                 (WRITE["a_codes"], bytes(3))], start=4):
             event = await bench.frame(ctx, P.encode_frame(code, seq, payload))
             assert verdict(event) == Verdict.BAD_LENGTH, (hex(code), len(payload))
@@ -264,7 +264,7 @@ def test_receiver_busy_when_the_target_inlet_fills():
 
 
 def test_receiver_ignores_the_line_until_replied_and_resyncs_on_sync():
-    first = P.encode_frame(WRITE["cmd"], 1, bytes(range(8)))
+    first = P.encode_frame(WRITE["cmd"], 1, bytes(range(BEAT_BYTES[0])))
     second = P.encode_frame(WRITE["mask"], 2, bytes([9]))
 
     async def script(ctx, bench):
@@ -280,7 +280,7 @@ def test_receiver_ignores_the_line_until_replied_and_resyncs_on_sync():
         assert verdict(await bench.frame(ctx, bytes([0x00, 0x13, 0xFF]) + second)) == Verdict.OK
 
     bench = run_receiver(script)
-    assert bench.committed[0] == list(range(8))
+    assert bench.committed[0] == list(range(BEAT_BYTES[0]))
     assert bench.committed[P.PORTS.index("mask")] == [9]
 
 

@@ -1,5 +1,6 @@
 """The Accelerator against golden, in Amaranth's simulator: random GEMMs in the three
-training modes and every output mode, with random stalls on every stream."""
+training modes and every output mode (stochastic rounding included), with random stalls
+on every stream."""
 
 from types import SimpleNamespace
 
@@ -32,6 +33,8 @@ def training_jobs(rng, tile):
     dy0 = random_operand(rng, (batch, fan_out), "fp4", tile, phase=0)
     dy1 = random_operand(rng, (batch, fan_out), "fp4", tile, phase=1)
     mask = rng.random((batch, fan_out)) < 0.7
+    in_range = rng.random((batch, fan_in)) < 0.6
+    clipped = ~in_range & (rng.random((batch, fan_in)) < 0.5)
     return [
         forward_job(x, w, OutputSpec("int", kind="uint4", clip=(rng.integers(1, 255), -3), mask=mask)),
         forward_job(x, w, OutputSpec("raw")),
@@ -41,6 +44,21 @@ def training_jobs(rng, tile):
         weight_grad_job(x, dy1, OutputSpec("raw")),
         forward_job(x, w, OutputSpec("int", kind="int4")),
         weight_grad_job(x, dy1, OutputSpec("fp4", ext_exp=-20)),
+        # stochastic rounding, back to back: each GEMM reseeds the generators
+        backward_job(dy0, w, OutputSpec("fp4", phase=1, rounding="stochastic",
+                                        mask=rng.random((batch, fan_in)) < 0.5,
+                                        seed=int(rng.integers(0, 1 << 32)))),
+        backward_job(dy0, w, OutputSpec("fp4", rounding="stochastic", seed=0xFFFFFFFF,
+                                        ext_exp=-3)),
+        # the gradient unit: PACT's masks (clipped elements are masked ones), then
+        # independent masks with stochastic rounding, then a clip mask alone
+        backward_job(dy0, w, OutputSpec("fp4", dual=True, mask=in_range, clip_mask=clipped)),
+        backward_job(dy0, w, OutputSpec("fp4", dual=True, rounding="stochastic",
+                                        seed=int(rng.integers(0, 1 << 32)), ext_exp=-2,
+                                        mask=rng.random((batch, fan_in)) < 0.5,
+                                        clip_mask=rng.random((batch, fan_in)) < 0.5)),
+        backward_job(dy0, w, OutputSpec("fp4", dual=True, rounding="linear",
+                                        clip_mask=np.ones((batch, fan_in), bool))),
     ]
 
 

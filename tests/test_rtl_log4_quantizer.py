@@ -1,21 +1,25 @@
-"""Log4Quantizer against golden's fp4 output stage (golden.output.log4_quantize), code
-for code, in Amaranth's simulator.
+"""Log4Quantizer against golden's fp4 output stage (golden.output.log4_quantize) and, in
+dual mode, against the gradient unit (golden.output.log4_quantize_fused): code for code,
+alpha partial and tile maximum bit for bit, in Amaranth's simulator.
 
 Stimulus is full-range and stalled: random accumulators over every bit length, out_exp
 over -300..300 (so E clips at -128 and 127) plus the layout's extremes, tiles that sit
 exactly on every rounding threshold, all-zero, single-element and most-negative tiles,
-random valid gaps on the input and random ready backpressure on the output.
+random valid gaps on the input and random ready backpressure on the output; in dual
+mode masks and clip masks that keep or clip everything, nothing or random elements.
 """
 
 import random
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from golden.output import log4_quantize
+from golden.gemm import GemmResult
+from golden.output import alpha_sum_bits, log4_quantize, log4_quantize_fused
 from golden.params import NibbleParams
-from wire.streams import OUT_EXP_BITS
+from wire.streams import CODE_BITS, OUT_EXP_BITS
 from rtl.generate import convert
 from rtl.log4_quantizer import Log4Quantizer
 from verif.amaranth_credits import run_credited
@@ -168,29 +172,61 @@ def build_segments(rng, tile, bits, phase, rounding, n_random):
 
 # ---------------------------------------------------------------------------- simulations
 
+def _codes(word, lanes, half=0):
+    """The ``lanes`` 4-bit codes of half ``half`` (0 low, 1 next) of a beat's data."""
+    base = half * CODE_BITS * lanes
+    return [word >> (base + CODE_BITS * i) & 0xF for i in range(lanes)]
+
+
 def run_log4_quantizer(params, tiles, *, phase=0, rounding="log", ext=None, seed=0,
-                       busy=0.6, out_busy=None, out_hold=0, trace=None):
+                       busy=0.6, out_busy=None, out_hold=0, trace=None, dual=False,
+                       masks=None, mask_en=None, seed_word=None):
     """Send ``tiles`` [(flat acc, out_exp)] through a Log4Quantizer between a credited
-    producer and consumer; return its beats [(codes, E)]."""
+    producer and consumer; with ``masks`` [(flat mask, flat clip mask)] per tile on the
+    mask inputs, with mask_en unless ``mask_en`` says otherwise; with ``seed_word``,
+    stochastic rounding, the generators loaded with it before the first beat. Returns its beats: [(codes, E)], or in dual mode [(data, exp)] (R code beats
+    and 2 T / L summary beats per tile)."""
     dut = Log4Quantizer(params)
     L = params.lanes
     beats = [{"acc": flat[k:k + L], "out_exp": oexp}
              for flat, oexp in tiles for k in range(0, len(flat), L)]
+    sideband = None
+    if masks is not None:
+        sideband = [(dut.mask_in, _mask_words(masks, 0, L)), (dut.clip_mask_in, _mask_words(masks, 1, L))]
+    if seed_word is not None:       # ``load`` high through the setup cycles, low from the first beat
+        sideband = (sideband or []) + [(dut.load, [0] * len(beats))]
 
     def setup(ctx):
         ctx.set(dut.phase, phase)
+        ctx.set(dut.dual, dual)
+        ctx.set(dut.mask_en, masks is not None if mask_en is None else mask_en)
         ctx.set(dut.linear, rounding == "linear")
         ctx.set(dut.ext_exp_en, ext is not None)
         ctx.set(dut.ext_exp, 0 if ext is None else ext)
+        ctx.set(dut.stochastic, seed_word is not None)
+        ctx.set(dut.seed, seed_word or 0)
+        ctx.set(dut.load, seed_word is not None)
 
-    return run_credited(dut, beats, setup=setup, seed=seed, busy=busy, out_busy=out_busy,
-                        out_hold=out_hold, trace=trace,
-                        convert=lambda p: ([int(c) for c in p.codes], int(p.exp))), dut
+    if dual:
+        convert = lambda p: (int(p.data), int(p.exp))        # noqa: E731
+        out_count = len(beats) + len(tiles) * 2 * (params.tile // L)
+    else:
+        convert = lambda p: (_codes(int(p.data), L), int(p.exp))  # noqa: E731
+        out_count = len(beats)
+    return run_credited(dut, beats, setup=setup, sideband=sideband, seed=seed, busy=busy,
+                        out_busy=out_busy, out_hold=out_hold, trace=trace, convert=convert,
+                        out_count=out_count), dut
+
+
+def _mask_words(masks, which, lanes):
+    """Per beat, the L mask bits (``which`` 0: ReLU' mask, 1: clip mask) as an integer."""
+    return [sum(int(b) << i for i, b in enumerate(pair[which][k:k + lanes]))
+            for pair in masks for k in range(0, len(pair[which]), lanes)]
 
 
 #: Cycles from a tile's last beat in to its first code beat out, as the class docstring
-#: states them: 4 (write registers) + 1 (OR) + 5 (finalize) + 1 (bank full) + 5 (read).
-LATENCY = 16
+#: states them: 5 (write registers) + 1 (OR) + 5 (finalize) + 1 (bank full) + 6 (read).
+LATENCY = 18
 
 
 @pytest.mark.parametrize("rounding", ["log", "linear"])
@@ -251,6 +287,163 @@ def test_credits_bound_what_it_takes():
     want = [expected_tile([flat[r * 4:(r + 1) * 4] for r in range(4)], 0, 0, "log", None, 32)
             for flat, _ in tiles]
     assert got == [(row, e) for codes, e in want for row in codes]
+
+
+# ---------------------------------------------------------------------------- dual mode
+
+def random_masks(rng, n):
+    """(mask, clip mask) of one tile, flat: every element kept and none clipped, none
+    kept and every one clipped, PACT's (clipped elements are exactly some of the masked
+    ones), or both random and independent."""
+    style = rng.randrange(4)
+    if style == 0:
+        return [1] * n, [0] * n
+    if style == 1:
+        return [0] * n, [1] * n
+    mask = [int(rng.random() < 0.6) for _ in range(n)]
+    if style == 2:
+        return mask, [int(not k and rng.random() < 0.5) for k in mask]
+    return mask, [int(rng.random() < 0.5) for _ in range(n)]
+
+
+def as_gemm(params, tiles, masks):
+    """The tiles [(flat acc, out_exp)] as the output tiles (0, 0..K-1) of one GEMM, in the
+    order the unit sees them (and golden's generators step): a GemmResult of T x KT
+    accumulators, and the masks [(flat mask, flat clip mask)] (None: none) as T x KT
+    arrays."""
+    T = params.tile
+    def wide(flats):
+        return np.concatenate([np.asarray(f, dtype=np.int64).reshape(T, T) for f in flats], axis=1)
+    result = GemmResult(wide([f for f, _ in tiles]), np.array([[o for _, o in tiles]]), False,
+                        T, params.acc_bits)
+    if masks is None:
+        return result, None, None
+    return result, wide([m for m, _ in masks]).astype(bool), wide([c for _, c in masks]).astype(bool)
+
+
+def check_dual(params, tiles, got, rounding, ext, masks, seed=None):
+    """The dual-mode beats ``got`` [(data, exp)] against golden's gradient unit
+    (:func:`golden.output.log4_quantize_fused` over the tiles as one GEMM), tile by
+    tile: R code beats of both phases (nothing above them), then the alpha and maximum
+    slices."""
+    L, T, acc_bits = params.lanes, params.tile, params.acc_bits
+    R, G, width = params.beats_per_tile, T // L, L * acc_bits
+    per = R + 2 * G
+    assert len(got) == len(tiles) * per
+    result, mask, clip = as_gemm(params, tiles, masks)
+    want = log4_quantize_fused(result, rounding=rounding, exps=ext, mask=mask, clip_mask=clip,
+                               seed=seed)
+    for t, (flat, oexp) in enumerate(tiles):
+        beats = got[t * per:(t + 1) * per]
+        what = f"tile {t} out_exp {oexp} ext {ext} {rounding}"
+        for p in (0, 1):
+            codes = [c for data, _ in beats[:R] for c in _codes(data, L, p)]
+            want_codes = want.phase(p).codes[:, t * T:(t + 1) * T].astype(int).ravel().tolist()
+            assert codes == want_codes, f"{what} phase {p}"
+        assert all(data >> (2 * CODE_BITS * L) == 0 for data, _ in beats[:R]), what
+        assert {e for _, e in beats[:R]} == {int(want.phase0.exps[0, t])}, what
+        assert {e for _, e in beats[R:]} == {oexp}, what
+        alpha = sum(data << (g * width) for g, (data, _) in enumerate(beats[R:R + G]))
+        tile_max = sum(data << (g * width) for g, (data, _) in enumerate(beats[R + G:]))
+        bits = alpha_sum_bits(T, acc_bits)
+        assert alpha >> bits == 0 and tile_max >> acc_bits == 0, what
+        alpha -= (alpha >> (bits - 1)) << bits
+        assert (alpha, tile_max) == (int(want.alpha_sums[0, t]), int(want.tile_max[0, t])), what
+
+
+@pytest.mark.parametrize("rounding", ["log", "linear"])
+@pytest.mark.parametrize("tile,acc_bits,lanes", [(4, 32, None), (8, 32, None), (4, 53, None),
+                                                 (2, 18, 1), (4, 32, 1), (8, 24, 2)])
+def test_dual_matches_golden(tile, acc_bits, lanes, rounding):
+    """Dual mode against the gradient unit of golden: both phases from one exponent, the
+    alpha partial over the clip mask (before the ReLU' mask), the masked tile maximum;
+    every corner tile (all zero, most negative everywhere: the widest alpha partials,
+    saturating and flushing exponents, rounding thresholds) under masks that keep or
+    clip everything, nothing or some, with gaps and backpressure."""
+    params = NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes)
+    rng = random.Random(f"dual-{tile}-{acc_bits}-{lanes}-{rounding}")
+    segments = build_segments(rng, tile, acc_bits, 0, rounding, n_random=6)
+    for n, (ext, jobs) in enumerate(segments):
+        tiles = [([v for row in acc for v in row], oexp) for acc, oexp, _ in jobs]
+        masks = [random_masks(rng, tile * tile) for _ in tiles]
+        # the widest alpha partials, both signs: every element clipped and kept
+        n_el, top = tile * tile, 2 ** (acc_bits - 1)
+        for v in (-top, top - 1):
+            tiles.append(([v] * n_el, rng.randint(-300, 300)))
+            masks.append(([1] * n_el, [1] * n_el))
+        got, _ = run_log4_quantizer(params, tiles, rounding=rounding, ext=ext, seed=n,
+                                    dual=True, masks=masks, phase=1)
+        check_dual(params, tiles, got, rounding, ext, masks)
+
+
+def test_dual_without_mask_en_sums_nothing_and_masks_nothing():
+    """Without mask_en the mask bits mean nothing: every alpha partial is 0 and the
+    maximum is over every element (golden with no mask and no clip mask)."""
+    params = NibbleParams(tile=4)
+    rng = random.Random(21)
+    tiles = [(random_tile(rng, 4, params.acc_bits), rng.randint(-300, 300)) for _ in range(6)]
+    tiles.append(([-2 ** 31] * 16, 0))
+    masks = [random_masks(rng, 16) for _ in tiles]
+    got, dut = run_log4_quantizer(params, tiles, dual=True, masks=masks, mask_en=False)
+    check_dual(params, tiles, got, "log", None, None)
+
+
+@pytest.mark.parametrize("tile,lanes", [(4, None), (2, 1), (8, 2)])
+def test_dual_streams_without_bubbles(tile, lanes):
+    """With every credit available the output is one beat per cycle: each tile's R code
+    beats and 2 T / L summary beats back to back, tile after tile."""
+    params = NibbleParams(tile=tile, lanes=lanes)
+    rng = random.Random(tile)
+    tiles = [(random_tile(rng, tile, params.acc_bits), 0) for _ in range(5)]
+    trace = {}
+    got, _ = run_log4_quantizer(params, tiles, busy=1.0, out_busy=1.0, trace=trace, dual=True)
+    outs = trace["out"]
+    assert outs == list(range(outs[0], outs[0] + len(outs)))
+    check_dual(params, tiles, got, "log", None, None)
+
+
+# ---------------------------------------------------------------------- stochastic rounding
+
+SEEDS = (0, 0xFFFFFFFF, 0x61C88647, 0x12345678)   # 0x61C88647: column 0's sum is 0
+
+
+@pytest.mark.parametrize("dual", [False, True])
+@pytest.mark.parametrize("tile,acc_bits,lanes", [(4, 32, None), (8, 24, None), (4, 53, None),
+                                                 (2, 18, 1), (4, 32, 1), (8, 32, 2)])
+def test_stochastic_matches_golden(tile, acc_bits, lanes, dual):
+    """Stochastic rounding against golden with the same seed, code for code: the
+    generators seeded by the unit's ``load``, stepped once per element in output order
+    (phase 0 the words' high half, phase 1 the low half; a single phase-1 pass the low
+    half), over every corner tile (thresholds, flushes below G_0, saturation, zeros)
+    with masks, gaps and backpressure. Seeds include 0, all ones and the seed whose
+    column-0 sum is 0 (that column starts at all ones)."""
+    params = NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes)
+    L = params.lanes
+    rng = random.Random(f"sr-{tile}-{acc_bits}-{lanes}-{dual}")
+    phases = (0,) if dual else (0, 1)
+    for phase in phases:
+        segments = build_segments(rng, tile, acc_bits, phase, "log", n_random=6)
+        for n, (ext, jobs) in enumerate(segments):
+            seed_word = SEEDS[n % len(SEEDS)]
+            tiles = [([v for row in acc for v in row], oexp) for acc, oexp, _ in jobs]
+            masks = [random_masks(rng, tile * tile) for _ in tiles]
+            got, _ = run_log4_quantizer(params, tiles, phase=phase, ext=ext, seed=n,
+                                        dual=dual, masks=masks, seed_word=seed_word)
+            if dual:
+                check_dual(params, tiles, got, "stochastic", ext, masks, seed=seed_word)
+                continue
+            result, mask, _ = as_gemm(params, tiles, masks)
+            want = log4_quantize(result, phase=phase, rounding="stochastic", exps=ext,
+                                 mask=mask, seed=seed_word)
+            T = tile
+            for t in range(len(tiles)):
+                codes = [c for beat in got[t * params.beats_per_tile:(t + 1) * params.beats_per_tile]
+                         for c in beat[0]]
+                assert codes == want.codes[:, t * T:(t + 1) * T].astype(int).ravel().tolist(), \
+                    f"phase {phase} ext {ext} seed {seed_word:#x} tile {t}"
+                assert {e for _, e in got[t * params.beats_per_tile:(t + 1) * params.beats_per_tile]} \
+                    == {int(want.exps[0, t])}
+            assert len(got) == len(tiles) * params.beats_per_tile
 
 
 def test_converts_to_verilog():

@@ -9,7 +9,10 @@ tiles:
 * every T / L consecutive beats make one result row: in raw mode the beats' L
   accumulators side by side (beat 0 in the lowest bits); in int and fp4 mode the low
   4 L bits (the codes) of each beat side by side in the low 4 T bits, the rest zero
-  (the beats' bits above their codes are garbage here, and must not leak);
+  (the beats' bits above their codes are garbage here, and must not leak); in dual
+  fp4 mode T + 2 rows per tile: T rows of the beats' low 4 L bits side by side in the
+  low 4 T bits and their next 4 L bits side by side in the next 4 T (the rest zero),
+  then two rows of whole beats as in raw mode;
 * ``exp`` is the tile's exponent (every beat of a tile carries it);
 * ``last`` is set on row Mt Nt T - 1 only, and ``done`` exactly when that row is taken;
 * ``saturated`` is the ``saturated`` input as it was when the row first became valid,
@@ -36,24 +39,30 @@ class GatherJob:
     def __init__(self, params, mt, nt, mode, rng):
         T, L, acc = params.tile, params.lanes, params.acc_bits
         self.params, self.mt, self.nt, self.mode = params, mt, nt, mode
+        dual = mode == "dual"
         self.cmd = command_layout().const({
             "m_last": mt - 1, "n_last": nt - 1, "k_last": rng.randrange(256),
-            "out_mode": OUT_MODES[mode], "a_kind": rng.randrange(3),
+            "out_mode": OUT_MODES["fp4" if dual else mode], "a_kind": rng.randrange(3),
+            # (out_dual set in raw and int mode too: ignored there)
+            "out_dual": int(dual or (mode in ("raw", "int") and rng.random() < 0.5)),
         }).as_value().value
         beat_layout = out_beat_layout(params)
         self.beats, self.rows = [], []      # packed beats; (data, exp) per row
         edge = [0, (1 << (L * acc)) - 1, 1 << (L * acc - 1)]
         for tile in range(mt * nt):
             exp = rng.randint(-512, 511)
-            for _ in range(T):
+            codes = (1 << (CODE_BITS * L)) - 1
+            for r in range(T + 2 if dual else T):
                 row = 0
                 for p in range(T // L):
                     d = rng.choice(edge) if rng.random() < 0.1 else rng.getrandbits(L * acc)
                     self.beats.append(beat_layout.const({"data": d, "exp": exp}).as_value().value)
-                    if mode == "raw":
+                    if mode == "raw" or r >= T:
                         row |= d << (p * L * acc)
                     else:
-                        row |= (d & ((1 << (CODE_BITS * L)) - 1)) << (p * CODE_BITS * L)
+                        row |= (d & codes) << (p * CODE_BITS * L)
+                        if dual:
+                            row |= (d >> (CODE_BITS * L) & codes) << (CODE_BITS * (T + p * L))
                 self.rows.append((row, exp))
 
 
@@ -165,10 +174,10 @@ def test_back_to_back_jobs_with_stalls(tl):
     rng = random.Random(pid(tl))
     dut = ResultGather(params)
     gb = GatherBench(dut, params, rng)
-    jobs = [(1, 1, "raw"), (2, 1, "int"), (1, 3, "fp4"), (3, 2, "raw"), (1, 1, "int"),
-            (2, 2, "fp4")]
+    jobs = [(1, 1, "raw"), (2, 1, "int"), (1, 3, "fp4"), (2, 2, "dual"), (3, 2, "raw"),
+            (1, 1, "int"), (2, 2, "fp4"), (1, 3, "dual")]
     if T == 8:
-        jobs = jobs[:4]
+        jobs = jobs[:5]
 
     async def bench(ctx):
         for mt, nt, mode in jobs:
@@ -191,7 +200,7 @@ def test_saturated_rises_while_rows_wait(tl):
 
     async def bench(ctx):
         for _ in range(8):
-            await gb.run(ctx, GatherJob(params, 1, 2, rng.choice(["raw", "int"]), rng))
+            await gb.run(ctx, GatherJob(params, 1, 2, rng.choice(["raw", "int", "dual"]), rng))
 
     simulate(dut, bench, stream_rules(dut.result, "result row", gb.on))
     assert gb.stats["sat_frozen"] > 0
@@ -243,7 +252,7 @@ def test_reset_mid_job_then_clean_job(tl):
             ctx.set(rst, 0)
             ctx.set(dut.beats.valid, 0)
             assert not ctx.get(dut.result.valid)
-            await gb.run(ctx, GatherJob(params, 1, 2, "fp4", rng))
+            await gb.run(ctx, GatherJob(params, 1, 2, rng.choice(["fp4", "dual"]), rng))
 
     simulate(top, bench, stream_rules(dut.result, "result row", gb.on))
     assert gb.stats["jobs"] == 3

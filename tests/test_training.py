@@ -9,7 +9,7 @@ from golden.output import alpha_clip, clip_alpha, pact_masks, requantize
 from nibble.backends import CheckedBackend
 from nibble.digits import load_digits_split
 from nibble.training import GoldenBackend, QuantConfig, TrainConfig, train_run
-from wire.gemm_protocol import encode, expected
+from wire.gemm_protocol import decode, encode, expected, result_words
 from verif.scoreboard import tile_result
 
 
@@ -238,27 +238,34 @@ def test_gradscale_reads_its_first_maximum_in_one_extra_pass(digits):
 
 
 class _HardwareLike(CheckedBackend):
-    """A hardware backend (no gradient unit) whose 'hardware' is the encoder plus golden."""
+    """A hardware backend whose 'hardware' is the encoder and decoder plus golden: every
+    job goes through the wire format the accelerator sees."""
 
     name = "fake"
 
     def _execute(self, job):
         encode(job, self.params)                 # refuses what the hardware cannot run
-        return expected(job, self.params)
+        return decode(job, self.params, result_words(job, self.params, expected(job, self.params)))
 
 
-def test_hardware_backends_keep_the_three_pass_path(digits):
+def test_hardware_backends_run_the_fused_pass_through_the_wire_format(digits):
+    """A hardware backend runs the gradient unit: 8 GEMMs per step (3 forward, 3 weight
+    gradient, 2 fused backward), every one through encode and decode, weights identical
+    to golden's after every step, stochastic rounding included; with fused=False, the
+    three-pass backward (12 per step) gives the same weights."""
     config = TrainConfig(epochs=1, hidden=(16, 12))
     small = _subset(digits, 64)
-    hw = _HardwareLike(config.params)
-    assert not hw.fused and not hw.gradient_unit
-    run = train_run(small, config, seed=2, quant=QuantConfig(), backend=hw)
-    golden = train_run(small, config, seed=2, quant=QuantConfig())
-    assert hw.checked == hw.gemms and run.gemms_per_step == 12 and golden.gemms_per_step == 8
-    assert run.weight_digests == golden.weight_digests
-    with pytest.raises(ValueError, match="golden backend only"):
-        train_run(small, config, seed=2, quant=QuantConfig(rounding="stochastic"),
-                  backend=_HardwareLike(config.params))
+    for quant in (QuantConfig(), QuantConfig(rounding="stochastic")):
+        hw = _HardwareLike(config.params)
+        assert hw.fused and hw.gradient_unit
+        run = train_run(small, config, seed=2, quant=quant, backend=hw)
+        golden = train_run(small, config, seed=2, quant=quant)
+        assert hw.checked == hw.gemms and run.gemms_per_step == golden.gemms_per_step == 8
+        assert run.weight_digests == golden.weight_digests
+    three = _HardwareLike(config.params, fused=False)
+    run = train_run(small, config, seed=2, quant=QuantConfig(), backend=three)
+    assert three.checked == three.gemms and run.gemms_per_step == 12
+    assert run.weight_digests == train_run(small, config, seed=2, quant=QuantConfig()).weight_digests
 
 
 def test_stochastic_training_learns_reproducibly_and_leaves_other_modes_alone(digits):

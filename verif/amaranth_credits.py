@@ -21,7 +21,7 @@ __all__ = ["run_credited"]
 
 def run_credited(dut, beats, *, setup=None, sideband=None, seed=0, busy=0.6,
                  out_slots=8, out_busy=None, out_hold=0, convert=lambda p: p, trace=None,
-                 max_cycles=None):
+                 max_cycles=None, out_count=None):
     """Send ``beats`` (payloads of ``dut.acc_in``) through ``dut``; return its output
     payloads (``convert``-ed), in order.
 
@@ -43,13 +43,16 @@ def run_credited(dut, beats, *, setup=None, sideband=None, seed=0, busy=0.6,
     trace : dict or None
         Receives the cycles of the input beats (``"in"``) and of the output beats
         arriving (``"out"``).
+    out_count : int or None
+        Output beats to wait for (default: one per input beat).
     """
     out_busy = busy if out_busy is None else out_busy
     got = []
     state = {"cycle": 0, "in_credits": dut.capacity, "sent": 0}
-    max_cycles = max_cycles or 40 * len(beats) + 200 + out_hold
+    out_count = len(beats) if out_count is None else out_count
+    max_cycles = max_cycles or 40 * max(len(beats), out_count) + 200 + out_hold
     producer = _producer(dut, beats, state, random.Random(seed), busy, setup, sideband)
-    consumer = _consumer(dut, len(beats), got, state, random.Random(seed + 1), out_slots,
+    consumer = _consumer(dut, out_count, got, state, random.Random(seed + 1), out_slots,
                          out_busy, out_hold, convert, trace, max_cycles)
 
     async def monitor(ctx):

@@ -39,6 +39,9 @@ def coverage_bin(job: GemmJob, t: int, stalled: bool) -> str:
     """The cross bin one checked GEMM (tile edge ``t``) falls in."""
     m, k, n = job.shape
     out = job.out
-    variant = (out.mode, out.rounding, out.phase) if out.mode == "fp4" else (out.mode, "-", 0)
+    if out.mode != "fp4":
+        variant = (out.mode, "-", 0)
+    else:
+        variant = ("dual" if out.dual else "fp4", out.rounding, out.phase)
     return coverage_key(gemm_role(job), variant, STALLS[stalled],
                         bool(m % t or k % t or n % t))

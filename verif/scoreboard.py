@@ -36,10 +36,18 @@ def first_mismatch(job: GemmJob, got: GemmOutput, want: GemmOutput) -> str | Non
     t = job.a_op.tile
     if job.out.mode == "raw":
         pairs = [("acc", got.raw.acc, want.raw.acc), ("out_exp", got.raw.out_exps, want.raw.out_exps)]
+    elif job.out.dual:
+        g, w = got.fused, want.fused
+        pairs = [("phase-0 code", g.phase0.codes, w.phase0.codes),
+                 ("phase-1 code", g.phase1.codes, w.phase1.codes),
+                 ("exp", g.phase0.exps, w.phase0.exps), ("exp", g.phase1.exps, w.phase1.exps),
+                 ("alpha partial", g.alpha_sums, w.alpha_sums),
+                 ("tile max", g.tile_max, w.tile_max), ("out_exp", g.out_exps, w.out_exps)]
     else:
         pairs = [("code", got.codes.codes, want.codes.codes), ("exp", got.codes.exps, want.codes.exps)]
     what = (f"{job.a_op.kind}{'^T' if job.a_trans else ''} x "
-            f"{job.b_op.kind}{'^T' if job.b_trans else ''} -> {job.out.mode}, shape {job.shape}")
+            f"{job.b_op.kind}{'^T' if job.b_trans else ''} -> {job.out.mode}"
+            f"{' dual' if job.out.dual else ''}, shape {job.shape}")
     for name, g, w in pairs:
         g, w = np.asarray(g), np.asarray(w)
         if g.shape != w.shape:
@@ -47,7 +55,8 @@ def first_mismatch(job: GemmJob, got: GemmOutput, want: GemmOutput) -> str | Non
         bad = np.argwhere(g != w)
         if len(bad):
             r, c = (int(v) for v in bad[0])
-            row = r * (t if name in ("exp", "out_exp") else 1)
+            per_tile = name in ("exp", "out_exp", "alpha partial", "tile max")
+            row = r * (t if per_tile else 1)
             return (f"{what}: first {name} mismatch at [{r}, {c}]: RTL {g[r, c]}, golden "
                     f"{w[r, c]}; {len(bad)} mismatches; A row {row} codes "
                     f"{job.a_op.codes[row].tolist()}")

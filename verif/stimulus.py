@@ -61,9 +61,12 @@ GEMM_ROLES = tuple(ROLES)
 forward_job, backward_job, weight_grad_job = FORWARD.job, BACKWARD.job, WEIGHT_GRAD.job
 
 #: Output-stage settings (mode, rounding, phase). Rounding and phase belong to the fp4
-#: output stage, so raw and int outputs have one variant each.
+#: output stage, so raw and int outputs have one variant each; "dual" is fp4 output
+#: through the gradient unit (both phases, alpha partials, tile maxima), phase 0.
 OUTPUT_VARIANTS = (("raw", "-", 0), ("int", "-", 0), ("fp4", "log", 0), ("fp4", "log", 1),
-                   ("fp4", "linear", 0), ("fp4", "linear", 1))
+                   ("fp4", "linear", 0), ("fp4", "linear", 1), ("fp4", "stochastic", 0),
+                   ("fp4", "stochastic", 1), ("dual", "log", 0), ("dual", "linear", 0),
+                   ("dual", "stochastic", 0))
 
 #: Tile exponents at and near the int8 extremes, for operands whose exponents are forced.
 EXTREME_EXPS = (-128, 127, 0, -60, 60)
@@ -126,10 +129,19 @@ def random_job(rng: np.random.Generator, params: NibbleParams, target=None) -> G
         mask = rng.random((m, n)) < 0.7 if rng.random() < 0.5 else None
         spec = OutputSpec("int", kind="uint4" if clip or rng.random() < 0.5 else "int4",
                           clip=clip, mask=mask)
-    elif out == "fp4":
-        spec = OutputSpec("fp4", phase=phase, rounding=rounding,
+    elif out in ("fp4", "dual"):
+        seed = int(rng.integers(0, 1 << 32)) if rounding == "stochastic" else None
+        dual = out == "dual"
+        # dual: PACT's masks (the clipped elements are masked ones) or independent ones
+        clip = None
+        if dual and rng.random() < 0.7:
+            clip = rng.random((m, n)) < 0.3
+        mask = rng.random((m, n)) < 0.7 if rng.random() < (0.6 if dual else 0.3) else None
+        if clip is not None and mask is not None and rng.random() < 0.5:
+            mask &= ~clip
+        spec = OutputSpec("fp4", phase=phase, rounding=rounding, seed=seed, dual=dual,
                           ext_exp=int(rng.integers(-40, 10)) if rng.random() < 0.3 else None,
-                          mask=rng.random((m, n)) < 0.7 if rng.random() < 0.3 else None)
+                          mask=mask, clip_mask=clip)
     else:
         spec = OutputSpec("raw")
     return replace(job, out=spec)

@@ -31,8 +31,9 @@ from cocotb.triggers import ReadOnly, RisingEdge
 
 from golden.formats import element_values
 from golden.output import log4_quantize, requantize
-from rtl.layouts import (acc_row_layout, code_row_layout, operand_row_layout,
+from rtl.layouts import (acc_row_layout, code_row_layout, operand_row_layout, out_beat_layout,
                          psum_row_layout, rescale_row_layout)
+from wire.streams import CODE_BITS
 from rtl.requantizer import Requantizer
 from rtl.tile_bank import bank_tiles
 
@@ -44,7 +45,7 @@ from .stimulus import quantizer_tiles, rescaler_steps
 #: Per top: its data ports and the layouts that give their widths.
 PORTS = {
     "systolic_array": {"a_col": operand_row_layout, "psum__payload": psum_row_layout},
-    "log4_quantizer": {"acc_in__payload": acc_row_layout, "codes_out__payload": code_row_layout},
+    "log4_quantizer": {"acc_in__payload": acc_row_layout, "codes_out__payload": out_beat_layout},
     "requantizer": {"acc_in__payload": acc_row_layout, "codes_out__payload": code_row_layout},
     "tile_rescaler": {"psum_in__payload": rescale_row_layout, "acc_out__payload": acc_row_layout},
 }
@@ -123,10 +124,12 @@ async def pe_exhaustive(dut):
 
 # --------------------------------------------------------------------- tile quantizers
 
-async def run_tiles(dut, params, tiles, seed):
+async def run_tiles(dut, top, params, tiles, seed):
     """Tiles through a credited output unit (requantizer or log4 unit): a producer that
     sends only with one of the unit's input credits, a consumer buffer that gives the
-    unit few credits and empties at random; returns [(codes T x T, E)]."""
+    unit few credits and empties at random; returns [(codes T x T, E)]. The requantizer
+    sends code rows, the log4 unit output-path beats with the codes in the low 4 L bits
+    (``top`` names the unit)."""
     rng = random.Random(seed)
     R = params.beats_per_tile
     credits = CreditCounter(dut, bank_tiles(R) * R)
@@ -142,10 +145,18 @@ async def run_tiles(dut, params, tiles, seed):
     out = await sink.receive(len(words))
     await task
     counter.cancel()
-    beats = [data.Const(code_row_layout(params), w) for w in out]
-    codes = [int(c) for b in beats for c in b.codes]
+    beats = [data.Const(PORTS[top]["codes_out__payload"](params), w) for w in out]
+    codes = [c for b in beats for c in _beat_codes(b, L)]
     return [(np.array(codes[i * t * t:(i + 1) * t * t]).reshape(t, t), int(beats[i * R].exp))
             for i in range(len(tiles))]
+
+
+def _beat_codes(beat, lanes):
+    """The L 4-bit codes of a code row or of an output-path beat (its low 4 L bits)."""
+    if "codes" in beat.shape().members:
+        return [int(c) for c in beat.codes]
+    word = int(beat.data)
+    return [word >> (CODE_BITS * i) & 0xF for i in range(lanes)]
 
 
 def check_tiles(tiles, got, expect, what):
@@ -169,13 +180,15 @@ async def log4_quantizer_tiles(dut, phase):
     params, seed = tb.params, tb.seed
     await tb.start()
     rng = np.random.default_rng([seed, phase])
+    dut.dual.value, dut.mask_en.value = 0, 0
+    dut.mask_in.value, dut.clip_mask_in.value = 0, 0
     for rounding in ("log", "linear"):
         for ext in (None, -128, 127, -20):
             dut.phase.value, dut.linear.value = phase, int(rounding == "linear")
             dut.ext_exp_en.value = int(ext is not None)
             dut.ext_exp.value = (ext or 0) & 0xFF
             tiles = quantizer_tiles(rng, params.tile, params.acc_bits)
-            got = await run_tiles(dut, params, tiles, seed + phase)
+            got = await run_tiles(dut, "log4_quantizer", params, tiles, seed + phase)
             check_tiles(tiles, got, lambda r: log4_quantize(r, phase=phase,
                                                             rounding=rounding, exps=ext),
                         f"log4 phase {phase} {rounding} ext {ext}")
@@ -199,7 +212,7 @@ async def requantizer_tiles(dut, kind):
         for _ in range(Requantizer.CONFIG_LEAD):
             await RisingEdge(dut.clk)
         tiles = quantizer_tiles(rng, params.tile, params.acc_bits)
-        got = await run_tiles(dut, params, tiles, seed + 7)
+        got = await run_tiles(dut, "requantizer", params, tiles, seed + 7)
         check_tiles(tiles, got, lambda r: requantize(r, kind, clip=clip),
                     f"requantizer {kind} clip {clip}")
 

@@ -12,14 +12,17 @@ import numpy as np
 
 from golden.formats import ROUNDINGS, QTensor
 from golden.gemm import GemmResult, check_kind_pair, tiled_gemm
-from golden.output import FusedLog4, clip_alpha, log4_quantize, log4_quantize_fused, requantize
+from golden.output import (FusedLog4, alpha_sum_bits, clip_alpha, log4_quantize,
+                           log4_quantize_fused, requantize)
 from golden.xorshift import check_seed
 from golden.params import EXP_MAX, EXP_MIN
 from golden.params import NibbleParams
 
-from .streams import COMMAND, KIND_CODES, OUT_MODES, TILE_COUNT_BITS, operand_row, result
+from .streams import (CODE_BITS, COMMAND, KIND_CODES, OUT_MODES, TILE_COUNT_BITS, operand_row,
+                      result, tile_result_beats)
 
-__all__ = ["OutputSpec", "GemmJob", "GemmOutput", "GemmBeats", "encode", "decode", "expected"]
+__all__ = ["OutputSpec", "GemmJob", "GemmOutput", "GemmBeats", "encode", "decode", "expected",
+           "result_words"]
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,9 @@ class OutputSpec:
 
     An option the mode does not use (a clip on int4 or outside int mode, a mask in raw
     mode, an fp4 option outside fp4 mode) is a ``ValueError``, not silently dropped: the
-    command would carry it to hardware that ignores it. ``dual`` and stochastic rounding
-    are golden-only until the RTL implements them (issue 14): :func:`expected` computes
-    them, :func:`encode` refuses them (the 64-bit command has no field for them yet).
+    command would carry it to hardware that ignores it. ``dual`` and ``seed`` travel in
+    the command's ``out_dual``, ``out_stochastic`` and ``seed`` fields, ``clip_mask`` in
+    the mask beats' ``clip_mask`` half (:mod:`wire.streams`).
     """
 
     mode: str = "raw"
@@ -172,8 +175,8 @@ def check_job(job: GemmJob, params: NibbleParams, *, study: bool = False) -> Non
     """Raise a one-line ValueError unless the hardware can run ``job`` with ``params``:
     so no illegal command (:func:`rtl.layouts.command_is_legal`; :data:`wire.streams.COMMAND`)
     is ever built.
-    ``study=True`` (golden only, :func:`expected`) also lets the study kind fp4r2, dual
-    fp4 output and stochastic rounding pass, which the hardware has no code for yet."""
+    ``study=True`` (golden only, :func:`expected`) also lets the study kind fp4r2 pass,
+    which the hardware has no code for."""
     a, b = job.a_op, job.b_op
     if a.tile != params.tile or b.tile != params.tile:
         raise ValueError(f"operand tiles {a.tile}, {b.tile} differ from the array's {params.tile}")
@@ -191,9 +194,6 @@ def check_job(job: GemmJob, params: NibbleParams, *, study: bool = False) -> Non
         if mask is not None and np.shape(mask) != (a.shape[0], b.shape[1]):
             raise ValueError(f"{name} shape {np.shape(mask)} differs from the result's "
                              f"{(a.shape[0], b.shape[1])}")
-    if not study and (job.out.dual or job.out.rounding == "stochastic"):
-        raise ValueError("dual fp4 output and stochastic rounding are golden-only until "
-                         "the RTL implements them (issue 14)")
 
 
 def expected(job: GemmJob, params: NibbleParams) -> GemmOutput:
@@ -272,10 +272,12 @@ def encode(job: GemmJob, params: NibbleParams) -> GemmBeats:
         "clip_en": int(out.clip is not None),
         "clip_mant": out.clip[0] if out.clip else 0,
         "clip_exp": out.clip[1] if out.clip else 0,
-        "mask_en": int(out.mode != "raw" and out.mask is not None),
+        "mask_en": int(_mask_en(out)),
         "out_phase": out.phase, "out_linear": int(out.rounding == "linear"),
         "ext_exp_en": int(out.ext_exp is not None),
         "ext_exp": 0 if out.ext_exp is None else int(out.ext_exp),
+        "out_dual": int(out.dual), "out_stochastic": int(out.rounding == "stochastic"),
+        "seed": 0 if out.seed is None else int(out.seed),
     })
 
     # Beat order: output tile (i, j), i outer, then reduction tile t, then tile row.
@@ -293,13 +295,32 @@ def encode(job: GemmJob, params: NibbleParams) -> GemmBeats:
     b_exps = np.asarray(b_op.exps, np.int64).T[None]
     a_exps = np.broadcast_to(a_exps, shape[:3]).ravel().tolist()
     b_exps = np.broadcast_to(b_exps, shape[:3]).ravel().tolist()
-    mask = []
-    if out.mode != "raw" and out.mask is not None:
+    return GemmBeats(cmd, a_codes, a_exps, b_codes, b_exps, _mask_beats(job, params),
+                     mt * nt * tile_result_beats(params, out.dual))
+
+
+def _mask_en(out: OutputSpec) -> bool:
+    """Whether the GEMM takes mask beats: a ReLU' mask, or dual mode's clip mask."""
+    return out.mode != "raw" and (out.mask is not None or out.clip_mask is not None)
+
+
+def _mask_beats(job: GemmJob, params: NibbleParams) -> list:
+    """The :func:`~wire.streams.mask_row` beats of ``job`` (none without mask_en): the
+    ReLU' mask (all ones if only a clip mask is given) and the clip mask (zeros if none),
+    padding bits zero."""
+    out = job.out
+    if not _mask_en(out):
+        return []
+    T = params.tile
+    mt, _, nt = job.tiles
+    m, _, n = job.shape
+    halves = []
+    for bits, fill in ((out.mask, True), (out.clip_mask, False)):
         padded = np.zeros((mt * T, nt * T), dtype=np.int64)
-        m, _, n = job.shape
-        padded[:m, :n] = np.asarray(out.mask).astype(bool)
-        mask = _pack(padded.reshape(mt, T, nt, T), 1).transpose(0, 2, 1).ravel().tolist()
-    return GemmBeats(cmd, a_codes, a_exps, b_codes, b_exps, mask, mt * nt * T)
+        padded[:m, :n] = fill if bits is None else np.asarray(bits).astype(bool)
+        halves.append(_pack(padded.reshape(mt, T, nt, T), 1).transpose(0, 2, 1).ravel())
+    # mask in the low T bits, clip_mask above it; T <= 64, so 2T bits may exceed uint64
+    return [int(lo) | int(hi) << T for lo, hi in zip(*halves)]
 
 
 def _field_values(bits: np.ndarray, field) -> np.ndarray:
@@ -310,12 +331,14 @@ def _field_values(bits: np.ndarray, field) -> np.ndarray:
         np.int64(1) << np.arange(width, dtype=np.int64))
 
 
-def decode(job: GemmJob, params: NibbleParams, beats: list) -> GemmOutput:
-    """Unpack the result beats of ``job`` (packed integers) into golden objects."""
-    T, acc_bits = params.tile, params.acc_bits
-    mt, _, nt = job.tiles
-    if len(beats) != mt * nt * T:
-        raise ValueError(f"expected {mt * nt * T} result beats, got {len(beats)}")
+def _signed(values: np.ndarray, width: int) -> np.ndarray:
+    """Unsigned ``width``-bit patterns as two's-complement values."""
+    return np.where(values >= 1 << (width - 1), values - (1 << width), values)
+
+
+def _beat_bits(params: NibbleParams, beats: list) -> tuple:
+    """(layout, bits): the result beats as a (beats x bits) matrix of 0/1, checked to fit
+    and to carry ``last`` on the final beat only."""
     layout = result(params)
     nbytes = (layout.size + 7) // 8
     # All beats at once as a (beats x bits) matrix instead of one Const per beat.
@@ -331,22 +354,110 @@ def decode(job: GemmJob, params: NibbleParams, beats: list) -> GemmOutput:
     bad = np.flatnonzero(last != (np.arange(len(beats)) == len(beats) - 1))
     if len(bad):
         raise ValueError(f"result beat {bad[0]}: 'last' flag is {last[bad[0]]}")
-    width = acc_bits if job.out.mode == "raw" else 4
-    # data holds T elements of ``width`` bits, element 0 lowest
-    elems = bits[:, :T * width].reshape(len(beats), T, width).astype(np.int64)
-    rows = elems @ (np.int64(1) << np.arange(width, dtype=np.int64))
-    values = rows.reshape(mt, nt, T, T).transpose(0, 2, 1, 3).reshape(mt * T, nt * T)
+    return layout, bits
+
+
+def _elements(bits: np.ndarray, tile: int, width: int) -> np.ndarray:
+    """The T ``width``-bit unsigned elements at the bottom of each beat's ``data``."""
+    elems = bits[:, :tile * width].reshape(len(bits), tile, width).astype(np.int64)
+    return elems @ (np.int64(1) << np.arange(width, dtype=np.int64))
+
+
+def decode(job: GemmJob, params: NibbleParams, beats: list) -> GemmOutput:
+    """Unpack the result beats of ``job`` (packed integers) into golden objects."""
+    T, acc_bits = params.tile, params.acc_bits
+    mt, _, nt = job.tiles
+    per_tile = tile_result_beats(params, job.out.dual)
+    if len(beats) != mt * nt * per_tile:
+        raise ValueError(f"expected {mt * nt * per_tile} result beats, got {len(beats)}")
+    layout, bits = _beat_bits(params, beats)
     exp_field = layout["exp"]
-    exps = _field_values(bits, exp_field).reshape(mt, nt, T)[:, :, -1]
-    exps = np.where(exps >= 1 << (exp_field.width - 1), exps - (1 << exp_field.width), exps)
     saturated = bool(bits[-1, layout["saturated"].offset])
     m, _, n = job.shape
-    values = values[:m, :n]
     out = job.out
+    if out.dual:
+        return _decode_dual(job, params, bits.reshape(mt, nt, per_tile, -1), layout, saturated)
+    width = acc_bits if out.mode == "raw" else CODE_BITS
+    rows = _elements(bits, T, width)
+    values = rows.reshape(mt, nt, T, T).transpose(0, 2, 1, 3).reshape(mt * T, nt * T)
+    exps = _signed(_field_values(bits, exp_field).reshape(mt, nt, T)[:, :, -1], exp_field.width)
+    values = values[:m, :n]
     if out.mode == "raw":
-        acc = np.where(values >= 1 << (acc_bits - 1), values - (1 << acc_bits), values)
+        acc = _signed(values, acc_bits)
         return GemmOutput(GemmResult(acc, exps, saturated, T, acc_bits), None, saturated)
     if out.mode == "int":
-        codes = np.where(values >= 8, values - 16, values) if out.kind == "int4" else values
+        codes = _signed(values, CODE_BITS) if out.kind == "int4" else values
         return GemmOutput(None, QTensor(codes, exps, out.kind, T), saturated)
     return GemmOutput(None, QTensor(values, exps, "fp4", T, out.phase), saturated)
+
+
+def _decode_dual(job: GemmJob, params: NibbleParams, bits: np.ndarray, layout,
+                 saturated: bool) -> GemmOutput:
+    """Dual fp4 mode's beats, ``bits`` shaped (Mt, Nt, T + 2, beat bits): the code
+    rows of both phases, the alpha beat and the maximum beat of every tile (:mod:`wire.streams`)."""
+    T, acc_bits = params.tile, params.acc_bits
+    mt, nt = bits.shape[:2]
+    m, _, n = job.shape
+    exp_field = layout["exp"]
+    rows = bits[:, :, :T].reshape(mt * nt * T, -1)
+    exps = _signed(_field_values(rows, exp_field).reshape(mt, nt, T)[:, :, -1], exp_field.width)
+    codes = []
+    for p in (0, 1):           # phase 0 in the low 4T bits, phase 1 in the next 4T
+        half = _elements(rows[:, p * T * CODE_BITS:], T, CODE_BITS)
+        half = half.reshape(mt, nt, T, T).transpose(0, 2, 1, 3).reshape(mt * T, nt * T)
+        codes.append(QTensor(half[:m, :n], exps, "fp4", T, p))
+    summary = bits[:, :, T:].reshape(mt * nt * 2, -1)
+    out_exps = _signed(_field_values(summary, exp_field), exp_field.width).reshape(mt, nt, 2)
+    alpha_bits = alpha_sum_bits(T, acc_bits)
+    alpha_rows, max_rows = summary[0::2], summary[1::2]
+    # the alpha partial may be wider than 64 bits (T = 64, acc_bits = 53): Python ints
+    alpha = [int("".join(map(str, row[alpha_bits - 1::-1])), 2) for row in alpha_rows]
+    alpha = np.array([a - (1 << alpha_bits) if a >> (alpha_bits - 1) else a for a in alpha],
+                     dtype=object if alpha_bits > 64 else np.int64).reshape(mt, nt)
+    tile_max = _elements(max_rows, 1, acc_bits).reshape(mt, nt)
+    if (out_exps[..., 0] != out_exps[..., 1]).any():
+        raise ValueError("a tile's alpha and maximum beats carry different out_exps")
+    return GemmOutput(None, None, saturated,
+                      FusedLog4(codes[0], codes[1], alpha, tile_max, out_exps[..., 0]))
+
+
+def result_words(job: GemmJob, params: NibbleParams, output: GemmOutput) -> list:
+    """The result beats (packed integers) the accelerator sends for ``output`` of ``job``
+    (golden's :func:`expected`, say), in the order and format of :mod:`wire.streams`:
+    the inverse of :func:`decode`, for stand-ins of the hardware (tests, fakes)."""
+    T, acc_bits = params.tile, params.acc_bits
+    mt, _, nt = job.tiles
+    layout = result(params)
+
+    def padded(values, width):
+        grid = np.zeros((mt * T, nt * T), dtype=object)
+        grid[:values.shape[0], :values.shape[1]] = np.asarray(values).astype(object)
+        return grid & ((1 << width) - 1)
+
+    def row(grids, i, j, r, width):
+        """Row r of tile (i, j) of each grid, side by side, ``width`` bits an element."""
+        elems = [g[i * T + r, j * T + c] for g in grids for c in range(T)]
+        return sum(int(e) << (width * k) for k, e in enumerate(elems))
+
+    out = job.out
+    if out.mode == "raw":
+        grids, width, exps = [padded(output.raw.acc, acc_bits)], acc_bits, output.raw.out_exps
+    elif out.dual:
+        f = output.fused
+        grids = [padded(f.phase(p).codes, CODE_BITS) for p in (0, 1)]
+        width, exps = CODE_BITS, f.phase0.exps
+    else:
+        grids, width, exps = [padded(output.codes.codes, CODE_BITS)], CODE_BITS, output.codes.exps
+    words = []
+    for i in range(mt):
+        for j in range(nt):
+            beats = [(row(grids, i, j, r, width), int(exps[i, j])) for r in range(T)]
+            if out.dual:
+                f, alpha_bits = output.fused, alpha_sum_bits(T, acc_bits)
+                out_exp = int(f.out_exps[i, j])
+                beats += [(int(f.alpha_sums[i, j]) & ((1 << alpha_bits) - 1), out_exp),
+                          (int(f.tile_max[i, j]), out_exp)]
+            words += [{"data": d, "exp": e, "saturated": int(output.saturated), "last": 0}
+                      for d, e in beats]
+    words[-1]["last"] = 1
+    return [layout.pack(w) for w in words]

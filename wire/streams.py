@@ -21,14 +21,36 @@ GEMM streams (the ``Accelerator``; C = A . B, Mt x Kt x Nt tiles)
                  row 0 first. For a transposed operand (A = S^T) that is the stored tile
                  S(t, i), rows of S; the hardware reads it column-wise.
     ``b_exps``, ``b_codes``  the same for B tile (t, j) (stored tile S(j, t) if B = S^T).
-    ``mask``     int or fp4 mode with mask_en: T beats of T bits per output tile, row 0
-                 first; bit n of a beat is element n of that row.
-    ``result``   T :func:`result` beats per output tile, row 0 first; ``last`` on the
-                 final beat of the GEMM.
+    ``mask``     int or fp4 mode with mask_en: T :func:`mask_row` beats per output tile,
+                 row 0 first; bit n of a field is element n of that row.
+    ``result``   :func:`tile_result_beats` :func:`result` beats per output tile: its T
+                 rows, row 0 first, and in dual mode its two summary beats; ``last`` on
+                 the final beat of the GEMM.
     Partial tiles travel whole: the padding must be codes of value 0 (the driver sends
     code 0; fp4's 0b1000 is 0 too), since padding elements take part in the tile
     partial sums and, in int and fp4 mode, in the output tile's maximum. The host
     crops the result.
+
+Dual fp4 mode (the gradient unit; ``out_dual``, :func:`golden.output.log4_quantize_fused`)
+    Each output tile returns T + 2 beats (:func:`tile_result_beats`), all with the usual
+    ``saturated`` and ``last``:
+
+    * rows 0..T-1, both phases' codes: ``data`` holds the row's T phase-0 codes in its
+      low 4T bits, as a single-phase fp4 row does (element n at bits 4n+3..4n), and its
+      T phase-1 codes in the next 4T bits (element n at bits 4T+4n+3..4T+4n); the rest
+      is zero. ``exp`` is the shared tile exponent E of both phases;
+    * the alpha beat: ``data`` holds the tile's alpha partial
+      (:func:`golden.output.alpha_partials`, the exact sum of the accumulators whose
+      ``clip_mask`` bit is 1) as a two's-complement number of
+      :func:`golden.output.alpha_sum_bits` bits in its low bits, the rest zero; ``exp``
+      is the tile's out_exp (the weight of the sum, as in raw mode);
+    * the maximum beat: ``data`` holds the tile's largest masked magnitude
+      (:func:`golden.output.tile_max_magnitudes`), unsigned, in its low acc_bits bits,
+      the rest zero; ``exp`` is the tile's out_exp.
+
+    The summary beats are whole beats rather than spare bits of the code rows, so the
+    format is the same for every T and acc_bits (at T = 2, acc_bits = 18 the code rows
+    have 20 spare bits, less than the 48 a summary needs).
 
 Bit order
     A :class:`Struct`'s first field sits in the least significant bits, an
@@ -58,10 +80,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from golden.params import NibbleParams
+from golden.xorshift import SEED_BITS as _GOLDEN_SEED_BITS
 
 __all__ = ["OUT_EXP_BITS", "TILE_EXP_BITS", "CODE_BITS", "KIND_CODES", "OUT_MODES",
            "TILE_COUNT_BITS", "CLIP_MANT_BITS", "CLIP_EXP_BITS", "Field", "Struct", "Array",
-           "COMMAND", "operand_row", "result", "port_beat_bits"]
+           "SEED_BITS", "COMMAND", "operand_row", "mask_row", "result",
+           "tile_result_beats", "port_beat_bits"]
 
 #: Width of an accumulator tile's out_exp. |out_exp| <= 256 + 2 + 64 < 512.
 OUT_EXP_BITS = 10
@@ -77,6 +101,8 @@ OUT_MODES = {"raw": 0, "int": 1, "fp4": 2}
 TILE_COUNT_BITS = 8
 #: PACT clip threshold alpha = clip_mant * 2**clip_exp.
 CLIP_MANT_BITS, CLIP_EXP_BITS = 8, 8
+#: Width of the command's stochastic-rounding seed (:data:`golden.xorshift.SEED_BITS`).
+SEED_BITS = _GOLDEN_SEED_BITS
 
 
 # ------------------------------------------------------------------------ descriptions
@@ -163,7 +189,7 @@ class Array:
 
 #: One GEMM command: C = A . B with A (M x K) and B (K x N), both in T x T tiles.
 #:
-#: Fields, from the least significant bit (64 bits in all):
+#: Fields, from the least significant bit (98 bits in all):
 #:
 #: m_last [7:0], k_last [15:8], n_last [23:16] : unsigned(TILE_COUNT_BITS)
 #:     ceil(M/T) - 1, ceil(K/T) - 1, ceil(N/T) - 1: index of the last tile.
@@ -192,16 +218,31 @@ class Array:
 #:     is no clip on a signed output) and in raw and fp4 mode.
 #: mask_en [52] : 1
 #:     int and fp4 modes: zero elements whose ``mask`` bit is 0 before quantizing
-#:     (ReLU'/PACT' in the backward pass); the GEMM then takes T mask beats per output
-#:     tile. Ignored in raw mode (no mask beats are read). In a partial output tile the
-#:     bits of the padding positions may hold anything: with zero pad codes those
-#:     accumulators are 0, and a 0 quantizes to code 0 whether masked or not.
+#:     (ReLU'/PACT' in the backward pass) and, in dual fp4 mode, sum the accumulators
+#:     whose ``clip_mask`` bit is 1 into the alpha partial (no mask beats: nothing is
+#:     zeroed and every alpha partial is 0); the GEMM then takes T :func:`mask_row`
+#:     beats per output tile. Ignored in raw mode (no mask beats are read). In a
+#:     partial output tile the bits of the padding positions may hold anything: with
+#:     zero pad codes those accumulators are 0, and a 0 quantizes to code 0 whether
+#:     masked or not (and adds 0 to the alpha partial).
 #: out_phase [53], out_linear [54] : 1
-#:     fp4 mode: TPR phase of the result and rounding (0 log, 1 linear). Ignored
-#:     otherwise.
+#:     fp4 mode: TPR phase of the result (ignored with out_dual, which emits both) and
+#:     rounding (0 log, 1 linear; ignored with out_stochastic). Ignored otherwise.
 #: ext_exp_en [55], ext_exp [63:56] (signed)
 #:     fp4 mode: use ext_exp as every result tile's exponent (per-layer GradScale).
 #:     Ignored otherwise.
+#: out_dual [64] : 1
+#:     fp4 mode: the gradient unit (:func:`golden.output.log4_quantize_fused`): both
+#:     TPR phases from the one tile exponent, each tile's alpha partial over the mask
+#:     beats' ``clip_mask`` bits and its largest masked magnitude; T + 2 result beats per
+#:     output tile (module docstring, "Dual fp4 mode"). Ignored otherwise.
+#: out_stochastic [65] : 1
+#:     fp4 mode: stochastic rounding (golden's ``rounding="stochastic"``) with the
+#:     random words of :mod:`golden.xorshift` seeded by ``seed``; out_linear is then
+#:     ignored. Ignored otherwise.
+#: seed [97:66] : unsigned(SEED_BITS)
+#:     fp4 mode with out_stochastic: the generators' seed s (any 32-bit value). Ignored
+#:     otherwise.
 #:
 #: Every other combination of field values is a defined GEMM. A command that is not
 #: legal (:func:`rtl.layouts.command_is_legal`: a kind pair outside the list above, or
@@ -229,6 +270,9 @@ COMMAND = Struct([
     ("out_linear", 1, False),
     ("ext_exp_en", 1, False),
     ("ext_exp", TILE_EXP_BITS, True),
+    ("out_dual", 1, False),
+    ("out_stochastic", 1, False),
+    ("seed", SEED_BITS, False),
 ])
 
 
@@ -238,6 +282,27 @@ def operand_row(params: NibbleParams) -> Array:
     return Array(CODE_BITS, params.tile)
 
 
+def mask_row(params: NibbleParams) -> Struct:
+    """One mask beat: one row of an output tile's two element masks.
+
+    Fields, from the least significant bit
+    ----------------------------------------
+    mask [T-1:0] : unsigned(T)
+        ReLU'/PACT' mask (golden's ``mask``): bit n = 0 zeroes element n before
+        quantizing. int and fp4 modes.
+    clip_mask [2T-1:T] : unsigned(T)
+        dual fp4 mode: bit n = 1 adds element n's accumulator to the tile's alpha
+        partial (golden's ``clip_mask``). Ignored in the other modes.
+    """
+    return Struct([("mask", params.tile, False), ("clip_mask", params.tile, False)])
+
+
+def tile_result_beats(params: NibbleParams, dual: bool) -> int:
+    """Result beats per output tile: T rows, plus the alpha and maximum beats in dual
+    fp4 mode (module docstring)."""
+    return params.tile + (2 if dual else 0)
+
+
 def result(params: NibbleParams) -> Struct:
     """One result beat: one row of an output tile.
 
@@ -245,10 +310,11 @@ def result(params: NibbleParams) -> Struct:
     -----------------------------------------------------------
     data [W-1:0] : unsigned(T * acc_bits)
         raw mode: T accumulators of acc_bits (two's complement), element 0 lowest.
-        int and fp4 modes: T 4-bit codes in the low 4T bits, the rest zero.
+        int and fp4 modes: T 4-bit codes in the low 4T bits, the rest zero. Dual fp4
+        mode: 2T codes (phase 0 low), or a summary (module docstring).
     exp [W+9:W] : signed(OUT_EXP_BITS)
-        raw mode: the tile's out_exp (value = acc * 2**out_exp). Code modes: the tile
-        exponent E (-128..127, sign-extended).
+        raw mode and dual mode's summary beats: the tile's out_exp (value = acc *
+        2**out_exp). Code rows: the tile exponent E (-128..127, sign-extended).
     saturated [W+10] : 1
         Some accumulation of this GEMM saturated so far (final on the ``last`` beat).
     last [W+11] : 1
@@ -266,4 +332,4 @@ def port_beat_bits(params: NibbleParams) -> dict:
     """Width in bits of one beat of each input stream, by port name."""
     row = operand_row(params).size
     return {"cmd": COMMAND.size, "a_codes": row, "a_exps": TILE_EXP_BITS, "b_codes": row,
-            "b_exps": TILE_EXP_BITS, "mask": params.tile}
+            "b_exps": TILE_EXP_BITS, "mask": mask_row(params).size}
