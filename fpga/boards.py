@@ -123,6 +123,10 @@ class Board:
         The size model of :func:`estimate_luts`.
     default_lanes : int or None
         ``lanes`` when ``nibble synth`` is not given ``--lanes`` (None: T, full width).
+    default_stochastic : bool
+        ``NibbleParams.stochastic`` when ``nibble synth`` is given neither
+        ``--stochastic`` nor ``--no-stochastic``: False where the log4 unit's stochastic
+        rounding does not fit beside the rest (the 25F and the UP5K).
     global_reset : bool
         The core's reset goes through a global network (:func:`global_buffer`). Off on
         the OrangeCrab's 25F: with the PLL's clock on a DCC, nextpnr's router2 found no
@@ -145,6 +149,7 @@ class Board:
     lut_model: tuple
     default_lanes: int | None = None
     global_reset: bool = True
+    default_stochastic: bool = True
 
     def make_platform(self):
         """A fresh platform instance (resources added for OrangeCrab's UART)."""
@@ -179,11 +184,12 @@ BOARDS = {
         name="orangecrab", platform=OrangeCrabR0_2_25FPlatform, family="ecp5",
         device="LFE5U-25F", osc_mhz=48.0, default_mhz=48.0, uart=("uart", 0),
         reset=("button", 0), luts=24288, ffs=24288, brams=56, dsps=28,
-        lut_model=_ECP5_MODEL, global_reset=False),
+        lut_model=_ECP5_MODEL, global_reset=False, default_stochastic=False),
     "icebreaker": Board(
         name="icebreaker", platform=ICEBreakerPlatform, family="ice40", device="iCE40UP5K",
         osc_mhz=12.0, default_mhz=20.0, uart=("uart", 0), reset=("button", 0),
-        luts=5280, ffs=5280, brams=30, dsps=8, lut_model=_ICE40_MODEL, default_lanes=1),
+        luts=5280, ffs=5280, brams=30, dsps=8, lut_model=_ICE40_MODEL, default_lanes=1,
+        default_stochastic=False),
 }
 
 

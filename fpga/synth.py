@@ -406,7 +406,7 @@ def _headline(params: NibbleParams, b, top, unit, seed: int, out: Path) -> str:
                   f"{top.clock_mhz:g} MHz (PLL from {b.osc_mhz:g} MHz)")
     what = "" if unit is None else f"unit {unit} alone, "
     return (f"nibble synth: {what}{b.name} ({b.device}), T={params.tile}, acc_bits={params.acc_bits}, "
-            f"lanes={params.lanes}, "
+            f"lanes={params.lanes}, stochastic rounding {'built' if params.stochastic else 'left out'}, "
             f"clock {clock_text}, seed {seed} -> {out}")
 
 
@@ -421,6 +421,7 @@ def _report(params: NibbleParams, b, top, unit, pnr: dict, cells: dict, *, targe
         "size": params.tile,
         "acc_bits": params.acc_bits,
         "lanes": params.lanes,
+        "stochastic": params.stochastic,
         **_pnr_figures(pnr, params, b, top, cells),
         "target_mhz": target,
         "bitstream": str(bitstream),
@@ -591,7 +592,8 @@ def format_report(report: dict) -> str:
         ("board", f"{report['board']} ({report['device']})"
                   + (f", unit {report['unit']} alone" if report.get("unit") else "")),
         ("size", f"T={report['size']} ({report['size'] ** 2} PEs), acc_bits={report['acc_bits']}, "
-                 f"lanes={report['lanes']}"),
+                 f"lanes={report['lanes']}"
+                 + ("" if report.get("stochastic", True) else ", no stochastic rounding")),
         ("logic cells", pct(report["luts"], report["luts_available"])),
         ("flip-flops", str(report["ffs"])),
         ("DSPs", str(report["dsps"])),

@@ -59,11 +59,19 @@ class NibbleParams:
         encoders) about ``tile / lanes`` times for small FPGAs, not their stored tiles,
         at about ``tile / lanes`` times the cycles per GEMM. It does
         not change any result: golden ignores it.
+    stochastic : bool
+        The log4 unit rounds stochastically on command (True, the default), or the
+        hardware is built without that rounding mode: its per-lane rounders, the
+        column generators and the bank's fraction bits cost about as much as the rest
+        of the unit, which a full FPGA may not have room for. Without it, a command for
+        stochastic rounding is refused (the hardware) and a job that asks for it is a
+        ``ValueError`` (:func:`wire.gemm_protocol.check_job`). Golden ignores it.
     """
 
     tile: int = 8
     acc_bits: int = 32
     lanes: int | None = None
+    stochastic: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "tile", check_tile(self.tile))
@@ -83,6 +91,8 @@ class NibbleParams:
             raise ValueError(f"lanes must be a power of two in 1..{self.tile} (the tile), "
                              f"got {lanes}")
         object.__setattr__(self, "lanes", lanes)
+        if not isinstance(self.stochastic, bool):
+            raise ValueError(f"stochastic must be True or False, got {self.stochastic!r}")
 
     @property
     def psum_bits(self) -> int:

@@ -92,7 +92,8 @@ class Accelerator(wiring.Component):
     cmd : In(stream.Signature(command_layout()))
         GEMM commands. A command is taken once the previous GEMM has produced its last
         result beat (which may still wait at ``result``); an illegal one
-        (:func:`rtl.layouts.command_is_legal`) is taken and refused.
+        (:func:`rtl.layouts.command_is_legal`, which includes stochastic rounding on a
+        build without it) is taken and refused.
     a_codes, b_codes : In(stream.Signature(operand_row_layout(params)))
         Operand tile rows, in the order :mod:`wire.streams` gives.
     a_exps, b_exps : In(stream.Signature(signed(8)))
@@ -139,7 +140,7 @@ class Accelerator(wiring.Component):
         busy, taken, run = Signal(name="busy"), Signal(), Signal()
         m.d.comb += [self.cmd.ready.eq(~busy), self.busy.eq(busy),
                      taken.eq(self.cmd.valid & self.cmd.ready),
-                     run.eq(taken & command_is_legal(self.cmd.payload))]
+                     run.eq(taken & command_is_legal(self.cmd.payload, p))]
         with m.If(taken):
             m.d.sync += cmd.eq(self.cmd.payload)
         with m.If(run):

@@ -140,13 +140,18 @@ def command_layout() -> data.StructLayout:
     return struct_layout(streams.COMMAND)
 
 
-def command_is_legal(cmd) -> Value:
+def command_is_legal(cmd, params: NibbleParams | None = None) -> Value:
     """1 if ``cmd`` (a :func:`command_layout` view) is a legal command: (a_kind, b_kind)
-    one of :data:`golden.gemm.KIND_PAIRS` and out_mode one of :data:`OUT_MODES`."""
+    one of :data:`golden.gemm.KIND_PAIRS` and out_mode one of :data:`OUT_MODES`; and, on
+    hardware built without stochastic rounding (``params.stochastic`` False), not an
+    fp4 command that asks for it."""
     kinds = Cat(cmd.a_kind, cmd.b_kind)
     pairs = [KIND_CODES[a] | KIND_CODES[b] << 2 for a, b in KIND_PAIRS]
-    return (Cat(*(kinds == code for code in pairs)).any()
-            & Cat(*(cmd.out_mode == code for code in OUT_MODES.values())).any())
+    legal = (Cat(*(kinds == code for code in pairs)).any()
+             & Cat(*(cmd.out_mode == code for code in OUT_MODES.values())).any())
+    if params is not None and not params.stochastic:
+        legal &= ~((cmd.out_mode == OUT_MODES["fp4"]) & cmd.out_stochastic)
+    return legal
 
 
 def mask_row_layout(params: NibbleParams) -> data.StructLayout:

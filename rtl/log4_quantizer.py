@@ -218,12 +218,14 @@ class Log4Quantizer(wiring.Component):
         base_shape = range(base_lo, base_hi + 1)                  # out_exp - phase - E
         r_shape = range(base_lo - 2, acc_bits - 1 + base_hi + 1)  # n - 1 + base (- 1)
         k_shape = range((base_lo - 2) // 2, (acc_bits + base_hi) // 2 + 1)
-        elem = data.StructLayout({
+        elem = {
             "n": range(acc_bits + 1),  # bit length of |acc|; 0 means zero
             "mid": 1,                  # |acc| >= 1.25 * 2**(n-1): linear rounds an odd r up
             "neg": 1,
-            "frac": FRAC_BITS,         # the bits below the leading one, highest first
-        })
+        }
+        if self._params.stochastic:
+            elem["frac"] = FRAC_BITS   # the bits below the leading one, highest first
+        elem = data.StructLayout(elem)
         meta = data.StructLayout({
             "e": signed(TILE_EXP_BITS), "base": base_shape, "out_exp": signed(OUT_EXP_BITS),
             "alpha": signed(alpha_sum_bits(self._params.tile, acc_bits)),
@@ -340,8 +342,9 @@ class Log4Quantizer(wiring.Component):
         for i in range(L):
             top = acc_bits - 1
             m.d.sync += [row[i].n.eq(c_row[i].n), row[i].mid.eq(c_row[i].mid),
-                         row[i].neg.eq(c_row[i].neg),
-                         row[i].frac.eq((c_mags[i] << c_zeros[i])[top - FRAC_BITS:top])]
+                         row[i].neg.eq(c_row[i].neg)]
+            if self._params.stochastic:   # (else the shift and leading zeros go unused)
+                m.d.sync += row[i].frac.eq((c_mags[i] << c_zeros[i])[top - FRAC_BITS:top])
         return w_valid, row, row_or, w_oexp
 
     def _summaries(self, m, a_valid, a_last, mags, clipped):
@@ -457,14 +460,16 @@ class Log4Quantizer(wiring.Component):
         each of the mode's rounding; and the tile exponent E at the same time."""
         L = self._params.lanes
         _, base_shape, r_shape, k_shape, *_ = self._shapes()
-        words = self._random_words(m, read)          # with the beat's third register
+        stochastic_hw = self._params.stochastic
+        if stochastic_hw:
+            words = self._random_words(m, read)      # with the beat's third register
         beat = stage(m, bank.r_data, "rd_beat")
         base1, e1 = stage(m, bank.r_meta.base, "rd_base"), stage(m, bank.r_meta.e, "rd_e1")
         lo, hi = [], []
         for i in range(L):
             info = beat[i]
             zero2, mid2 = stage(m, info.n == 0, f"zero{i}"), stage(m, info.mid, f"mid{i}")
-            frac2 = stage(m, info.frac, f"frac{i}")
+            frac2 = stage(m, info.frac, f"frac{i}") if stochastic_hw else None
             neg2 = stage(m, info.neg, f"neg{i}_2")
             neg3 = stage(m, neg2, f"neg{i}_3")
             neg4 = stage(m, neg3, f"neg{i}_4")
@@ -479,6 +484,9 @@ class Log4Quantizer(wiring.Component):
                 k = stage(m, (r + inc) >> 1, f"k{name}", shape=k_shape)
                 flush = stage(m, zero2 | (r < -1) | off, f"flush{name}")
                 det = stage(m, self._code(m, k, flush, neg3, f"e{name}"), f"code{name}")
+                if not stochastic_hw:
+                    codes.append(det)
+                    continue
                 e = stochastic_exponent(m, zero2 | off, r, frac2, words[i][minus - 1],
                                         f"sr{name}")
                 codes.append(Mux(stochastic, Cat(e, neg4 & (e != 0)), det))

@@ -91,6 +91,43 @@ def test_command_is_legal_is_golden_kind_pairs_and_the_three_modes():
     assert sum(seen) == len(KIND_PAIRS) * 3 == 15
 
 
+def test_without_stochastic_hw_an_fp4_stochastic_command_is_illegal():
+    """Built without stochastic rounding (NibbleParams.stochastic False), an fp4
+    command with out_stochastic is refused; the bit means nothing in raw and int mode
+    (legal there), and a build with the rounding takes every such command."""
+    m = Module()
+    cmd = Signal(command_layout())
+    without, with_hw = Signal(), Signal()
+    m.d.comb += [without.eq(command_is_legal(cmd, NibbleParams(tile=4, stochastic=False))),
+                 with_hw.eq(command_is_legal(cmd, NibbleParams(tile=4)))]
+    pair = KIND_PAIRS[0]
+
+    async def bench(ctx):
+        for mode in OUT_MODES.values():
+            for stochastic in (0, 1):
+                for dual in (0, 1):
+                    ctx.set(cmd.as_value(), with_fields(
+                        0, a_kind=KIND_CODES[pair[0]], b_kind=KIND_CODES[pair[1]],
+                        out_mode=mode, out_stochastic=stochastic, out_dual=dual))
+                    assert ctx.get(with_hw)
+                    assert ctx.get(without) == (not (stochastic and mode == OUT_MODES["fp4"]))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def test_host_check_refuses_stochastic_jobs_on_hardware_without_it():
+    rng = np.random.default_rng(5)
+    job = GemmJob(q(rng, (4, 4), "fp4", 4), q(rng, (4, 4), "int4", 4),
+                  out=OutputSpec("fp4", rounding="stochastic", seed=7))
+    check_job(job, NibbleParams(tile=4))                     # built with it: fine
+    with pytest.raises(ValueError, match="stochastic rounding asked of hardware built without it"):
+        check_job(job, NibbleParams(tile=4, stochastic=False))
+    with pytest.raises(ValueError, match="stochastic must be True or False"):
+        NibbleParams(tile=4, stochastic="no")
+
+
 def q(rng, shape, kind, tile, phase=0):
     return quantize(rng.normal(size=shape) * 8, kind, tile=tile, phase=phase)
 

@@ -10,6 +10,7 @@ mode masks and clip masks that keep or clip everything, nothing or random elemen
 """
 
 import random
+import re
 
 import numpy as np
 import pytest
@@ -233,11 +234,13 @@ LATENCY = 18
 @pytest.mark.parametrize("phase", [0, 1])
 @pytest.mark.parametrize("tile,acc_bits,lanes", [(4, 32, None), (8, 32, None), (4, 53, None),
                                                  (2, 18, 1), (4, 32, 1), (8, 32, 2)])
-def test_matches_golden(tile, acc_bits, lanes, phase, rounding):
+def test_matches_golden(tile, acc_bits, lanes, phase, rounding, stochastic_hw=True):
     """Every corner tile against golden, with gaps on the input and backpressure on the
     output; lanes < T sends L elements of a tile per beat (the narrow output path). The
-    configuration changes between segments, with no tile in flight."""
-    params = NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes)
+    configuration changes between segments, with no tile in flight. Built without
+    stochastic rounding (``NibbleParams.stochastic`` False), the other roundings are
+    the same."""
+    params = NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes, stochastic=stochastic_hw)
     L = params.lanes
     rng = random.Random(f"log4-{tile}-{acc_bits}-{lanes}-{phase}-{rounding}")
     segments = build_segments(rng, tile, acc_bits, phase, rounding,
@@ -354,13 +357,14 @@ def check_dual(params, tiles, got, rounding, ext, masks, seed=None):
 @pytest.mark.parametrize("rounding", ["log", "linear"])
 @pytest.mark.parametrize("tile,acc_bits,lanes", [(4, 32, None), (8, 32, None), (4, 53, None),
                                                  (2, 18, 1), (4, 32, 1), (8, 24, 2)])
-def test_dual_matches_golden(tile, acc_bits, lanes, rounding):
+def test_dual_matches_golden(tile, acc_bits, lanes, rounding, stochastic_hw=True):
     """Dual mode against the gradient unit of golden: both phases from one exponent, the
     alpha partial over the clip mask (before the ReLU' mask), the masked tile maximum;
     every corner tile (all zero, most negative everywhere: the widest alpha partials,
     saturating and flushing exponents, rounding thresholds) under masks that keep or
-    clip everything, nothing or some, with gaps and backpressure."""
-    params = NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes)
+    clip everything, nothing or some, with gaps and backpressure; also built without
+    stochastic rounding."""
+    params = NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes, stochastic=stochastic_hw)
     rng = random.Random(f"dual-{tile}-{acc_bits}-{lanes}-{rounding}")
     segments = build_segments(rng, tile, acc_bits, 0, rounding, n_random=6)
     for n, (ext, jobs) in enumerate(segments):
@@ -449,3 +453,27 @@ def test_stochastic_matches_golden(tile, acc_bits, lanes, dual):
 def test_converts_to_verilog():
     text = convert(Log4Quantizer(NibbleParams(tile=8)), "log4_quantizer")
     assert "module log4_quantizer" in text
+
+
+@pytest.mark.parametrize("rounding", ["log", "linear"])
+@pytest.mark.parametrize("tile,acc_bits,lanes", [(4, 32, None), (8, 24, 2)])
+def test_without_stochastic_hw_matches_golden(tile, acc_bits, lanes, rounding):
+    """Built without stochastic rounding (``NibbleParams.stochastic`` False): single
+    phase (both phases) and dual mode are what they are with it."""
+    for phase in (0, 1):
+        test_matches_golden(tile, acc_bits, lanes, phase, rounding, stochastic_hw=False)
+    test_dual_matches_golden(tile, acc_bits, lanes, rounding, stochastic_hw=False)
+
+
+def test_build_without_stochastic_rounding_is_smaller():
+    """NibbleParams.stochastic = False leaves out the generators and the fraction bits
+    of the bank (a narrower memory, no xorshift state)."""
+    def memory_bits(stochastic):
+        text = convert(Log4Quantizer(NibbleParams(tile=4, stochastic=stochastic)),
+                       "log4_quantizer")
+        return text, sum(int(w) + 1 for w in re.findall(r"reg \[(\d+):0\] \S+ \[\d+:0\];", text))
+    with_hw, bits_with = memory_bits(True)
+    without, bits_without = memory_bits(False)
+    assert "xorshift" in with_hw.lower() or "random" in with_hw.lower()
+    assert "random" not in without.lower()
+    assert bits_without < bits_with

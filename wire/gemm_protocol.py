@@ -194,6 +194,9 @@ def check_job(job: GemmJob, params: NibbleParams, *, study: bool = False) -> Non
         if mask is not None and np.shape(mask) != (a.shape[0], b.shape[1]):
             raise ValueError(f"{name} shape {np.shape(mask)} differs from the result's "
                              f"{(a.shape[0], b.shape[1])}")
+    if job.out.rounding == "stochastic" and not params.stochastic and not study:
+        raise ValueError("stochastic rounding asked of hardware built without it "
+                         "(NibbleParams.stochastic = False)")
 
 
 def expected(job: GemmJob, params: NibbleParams) -> GemmOutput:

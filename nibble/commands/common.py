@@ -28,3 +28,7 @@ def add_params(parser) -> None:
                         help="elements per cycle of the output path, a power of two 1..T "
                              "(default T; synth: the board's default). Fewer lanes make "
                              "the design smaller and T/L times slower; results are the same")
+    parser.add_argument("--stochastic", action=argparse.BooleanOptionalAction, default=None,
+                        help="build the log4 unit's stochastic rounding (default: yes; "
+                             "synth: the board's default). --no-stochastic saves its "
+                             "rounders and generators; stochastic jobs are then refused")

@@ -25,7 +25,8 @@ def run(args) -> int:
     from golden import NibbleParams
     from rtl.generate import generate
 
-    params = NibbleParams(tile=args.tile, acc_bits=args.acc_bits, lanes=args.lanes)
+    params = NibbleParams(tile=args.tile, acc_bits=args.acc_bits, lanes=args.lanes,
+                          stochastic=args.stochastic is not False)
     print(f"nibble generate: T={params.tile}, acc_bits={params.acc_bits}, lanes={params.lanes} "
           f"-> {args.out}", flush=True)
     start = time.perf_counter()

@@ -40,8 +40,11 @@ def run(args) -> int:
 
     from fpga.boards import get_board
 
-    lanes = args.lanes if args.lanes is not None else get_board(args.board).default_lanes
-    params = NibbleParams(tile=args.tile, acc_bits=args.acc_bits, lanes=lanes)
+    board = get_board(args.board)
+    lanes = args.lanes if args.lanes is not None else board.default_lanes
+    stochastic = args.stochastic if args.stochastic is not None else board.default_stochastic
+    params = NibbleParams(tile=args.tile, acc_bits=args.acc_bits, lanes=lanes,
+                          stochastic=stochastic)
     if args.freq is not None and not args.freq > 0:
         raise ValueError(f"--freq must be a positive number of MHz, got {args.freq}")
     # the checkout as the build starts (its sources may change while it runs)

@@ -44,7 +44,8 @@ def run(args) -> int:
     from ..study import STUDY_CONFIGS, format_table, run_study, write_json
     from ..training import TrainConfig
 
-    params = NibbleParams(tile=args.tile, acc_bits=args.acc_bits, lanes=args.lanes)
+    params = NibbleParams(tile=args.tile, acc_bits=args.acc_bits, lanes=args.lanes,
+                          stochastic=args.stochastic is not False)
     config = TrainConfig(epochs=args.epochs, batch=args.batch, lr=args.lr,
                          hidden=tuple(args.hidden), params=params)
     hardware = args.backend != "golden"
