@@ -40,3 +40,20 @@ def test_first_mismatch_names_values_shapes_and_the_saturated_flag():
         assert "shape RTL" in first_mismatch(job, cut, want)
         flipped = replace(want, saturated=not want.saturated)
         assert "saturated flag" in first_mismatch(job, flipped, want)
+
+
+def test_random_jobs_leave_out_stochastic_rounding_where_the_hardware_has_none():
+    """Parameters built without stochastic rounding never draw a stochastic output
+    variant, and asking for one by target is a one-line error."""
+    import pytest
+
+    from verif.stimulus import OUTPUT_VARIANTS
+    params = NibbleParams(tile=4, stochastic=False)
+    rng = np.random.default_rng(2)
+    roundings = {random_job(rng, params).out.rounding for _ in range(200)}
+    assert "stochastic" not in roundings and {"log", "linear"} <= roundings
+    with_hw = {random_job(rng, NibbleParams(tile=4)).out.rounding for _ in range(200)}
+    assert "stochastic" in with_hw
+    stochastic = next(i for i, v in enumerate(OUTPUT_VARIANTS) if v[1] == "stochastic")
+    with pytest.raises(ValueError, match="needs stochastic rounding"):
+        random_job(rng, params, target=(0, stochastic, False))

@@ -111,10 +111,16 @@ def random_job(rng: np.random.Generator, params: NibbleParams, target=None) -> G
     :data:`OUTPUT_VARIANTS`, partial tiles) steers it into one coverage bin of
     :mod:`verif.coverage`; None picks one at random."""
     t = params.tile
+    # (hardware built without stochastic rounding refuses it: no such variant)
+    variants = [i for i, (_, rounding, _) in enumerate(OUTPUT_VARIANTS)
+                if params.stochastic or rounding != "stochastic"]
     if target is None:
-        target = (int(rng.integers(0, len(GEMM_ROLES))), int(rng.integers(0, len(OUTPUT_VARIANTS))),
+        target = (int(rng.integers(0, len(GEMM_ROLES))), int(rng.choice(variants)),
                   bool(rng.random() < 0.7))
     role, variant, partial = target
+    if variant not in variants:
+        raise ValueError(f"output variant {OUTPUT_VARIANTS[variant]} needs stochastic "
+                         "rounding, which these parameters leave out")
     while True:
         if partial:
             m, k, n = (int(v) for v in rng.integers(1, 3 * t + 1, size=3))
