@@ -180,30 +180,9 @@ Observations:
          Source("training_curves.png", "nibble train --backend rtl --plot docs", _figure,
                 "it writes grad_histogram.png beside it")),
         by_hand="""\
-`nibble train --backend rtl --seeds 1 --json e2e.json` (T = 8, the same network and
-schedule; 2026-11-29, re-run after the rescaler and requantizer were pipelined, 2 cores
-shared with a CI run):
-
-| run | test acc % | Δ vs FP32 | steps | GEMMs | MACs | simulated cycles | wall s |
-|---|---|---|---|---|---|---|---|
-| FP32 | 97.77 |  | 860 | — | — | — | 0.5 |
-| nibble (golden) | 97.33 | -0.45 | 860 | 10380 | 938,580,480 | — | 13.0 |
-| nibble (RTL) | 97.33 | -0.45 | 860 | 10380 | 938,580,480 | 15,947,020 | 161.7 |
-
-- Every one of the 10,380 GEMMs ran on the Verilated `nibble_top` and matched golden bit
-  for bit; the weights after each of the 860 steps have the same SHA-1 as the golden
-  run's (`results.rtl.bit_exact` in the JSON). RTL and golden end at the same accuracy,
-  0.45 point under FP32 for this seed.
-- Simulated cycles per second of the training loop, checks included: cocotb bench
-  about 7,000 at T = 8 (before); fast harness 98,627 in the run above (136,540 on a
-  quieter machine). The harness
-  (`verif/fast_sim.py`) drives a Verilated wrapper of `nibble_top` from a C++ loop behind
-  ctypes, one call per GEMM; beats are packed with NumPy.
-
-With `--seeds 3` (the same run for seeds 0, 1, 2; 17.5 minutes wall while a CI run
-shared the 2 cores). This was measured before the output pipeline got its extra stages.
-Those add about 0.15 % simulated cycles (15,947,020 against 15,922,740 for seed 0) and
-change no bit:
+With `--seeds 3` (seeds 0, 1, 2; 2026-11-29, T = 8, before the gradient unit: every
+backward dX ran as three passes, 12 GEMMs per step; 17.5 minutes wall while a CI run
+shared the 2 cores):
 
 | run | test acc % | Δ vs FP32 | steps | GEMMs | MACs | simulated cycles | wall s |
 |---|---|---|---|---|---|---|---|
@@ -212,13 +191,6 @@ change no bit:
 | nibble (RTL) | 97.33 ± 0.45 | +0.07 | 860 | 10380 | 938,580,480 | 47,768,220 | 956.2 |
 
 31,140 GEMMs checked, all bit-exact; weights identical after every step for all seeds.
-
-The iCEBreaker's configuration trains too:
-`nibble train --backend rtl --seeds 1 --size 2 --acc-bits 18 --lanes 1` (2026-11-30,
-4 min 52 s wall, 2 cores shared with a board build) ended at 96.66 % for golden and
-RTL alike (FP32 97.77 %, Δ −1.11), 10,380 GEMMs bit-exact, weights identical after
-every step, 469,725,400 simulated cycles (about 24 s of board time at 19.875 MHz,
-UART transfers not counted) at 1.97 M simulated cycles/s.
 """),
     Section(
         "Benchmark summary",
@@ -264,20 +236,9 @@ synthesis takes about 50 minutes; without `--area-json` it synthesizes T = 8 its
          Source("utilization_t8_l4.json",
                 "nibble bench utilization --sizes 8 --lanes 4 --json docs/utilization_t8_l4.json",
                 _utilization)),
-        by_hand="""\
-Utilization on (8T)³ GEMMs, operands always available, results always taken, cycles
-from command to last result row (Amaranth simulation, every result bit-exact;
-`nibble bench utilization --sizes 4 8 16`, 2026-12-07, commit bfeaf65; the deeper
-pipelines of the timing rounds cost a few tenths of a point):
-
-| T | forward | backward | weight gradient |
-|---|---|---|---|
-| 4 | 97.4% | 97.6% | 98.5% |
-| 8 | 98.2% | 98.4% | 98.9% |
-| 16 | 98.7% | 98.8% | 99.2% |
-
+        after="""\
 With a narrower output path the rescaler sees T/L beats per psum row and bounds the
-array: at T = 8 with 4 lanes (the OrangeCrab build) 49.6 / 49.6 / 49.8 %.
+array (the OrangeCrab build has T = 8 with 4 lanes).
 """),
     Section(
         "Generic cell counts",
@@ -351,16 +312,7 @@ takes about 50 minutes of yosys (T = 16 arrays dominate).
         "+ reset), copied into `docs/builds/`. Per-build notes, the timing rounds and what "
         "limits Fmax: [boards.md](boards.md).",
         (Source("builds/*.json", "nibble bench boards --reports docs/builds/*.json",
-                _boards),),
-        by_hand="""\
-In short (2026-12-07), with 100 MHz targets: the ULX3S 8×8 meets timing at 107.1 MHz
-at 4dd044b (98.8–107.1 MHz over the last six builds, placement alone; 46.0 MHz before
-the array stopped stalling); the OrangeCrab 8×8 meets it at 127.1 MHz with 4 lanes and
-24-bit accumulators (a054782; with 32-bit accumulators nextpnr finds no legal placement
-at 85 % of the 25F); the ULX3S 16×16 does not route (78 % of the 85F at 80cc55d;
-placement alone passes the 45-minute budget).
-The iCEBreaker fits no size since the output path was pipelined.
-"""),
+                _boards),)),
     Section(
         "cocotb regression",
         "`nibble regress --long`: 10,000 coverage-driven random GEMMs over T = 4, 8, 16 on "
