@@ -394,7 +394,8 @@ def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None =
 
 
 #: The order of report.json's fields.
-_REPORT_ORDER = ("board", "unit", "device", "size", "acc_bits", "lanes", "luts", "luts_available",
+_REPORT_ORDER = ("board", "unit", "device", "size", "acc_bits", "lanes", "stochastic", "luts",
+                 "luts_available",
                  "ffs", "dsps", "brams", "fmax_mhz", "target_mhz", "clock_mhz", "timing_met",
                  "peak_gmacs", "critical_path", "late_endpoints", "bitstream", "seed", "baud",
                  "pll", "stage_seconds", "total_seconds", "utilization", "netlist_cells")
@@ -559,12 +560,17 @@ def _path_text(path) -> str:
             f"{path['routing_ns']:.1f} ns routing: {path['start']} -> {path['end']}{where}")
 
 
+#: The stochastic-rounding column of :func:`board_table`; reports from before the
+#: gradient unit (issue 14) have no such field: their hardware had no such rounding.
+_STOCHASTIC_TEXT = {True: "built", False: "left out", None: "— (before it existed)"}
+
+
 def board_table(reports: list) -> str:
     """Builds side by side: a Markdown table with one row per ``report.json`` of
     :func:`synth` (board, size, logic cells, FFs, BRAMs, Fmax, target, timing, peak
     GMAC/s, place-and-route wall time, the critical path)."""
-    head = ("| board | T | acc_bits | lanes | logic cells (of) | FFs | BRAMs | Fmax MHz | "
-            "target MHz | timing | peak GMAC/s | P&R wall | critical path |")
+    head = ("| board | T | acc_bits | lanes | stochastic rounding | logic cells (of) | FFs | "
+            "BRAMs | Fmax MHz | target MHz | timing | peak GMAC/s | P&R wall | critical path |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in reports:
         fmax = "n/a" if r["fmax_mhz"] is None else f"{r['fmax_mhz']:.1f}"
@@ -573,6 +579,7 @@ def board_table(reports: list) -> str:
         wall = "n/a" if pnr is None else f"{pnr / 60:.1f} min"
         lines.append(
             f"| {r['board']} ({r['device']}) | {r['size']} | {r['acc_bits']} | {r['lanes']} | "
+            f"{_STOCHASTIC_TEXT[r.get('stochastic')]} | "
             f"{r['luts']} ({r['luts_available']}) | {r['ffs']} | {r['brams']} | {fmax} | "
             f"{r['target_mhz']:g} | {'met' if r['timing_met'] else 'missed'} | {peak} | "
             f"{wall} | {_path_text(r.get('critical_path'))} |")
