@@ -244,11 +244,7 @@ array (the OrangeCrab build has T = 8 with 4 lanes).
         "Generic cell counts",
         "yosys generic `synth -flatten` cells of the PE and the array.",
         (Source("cells.json", "nibble bench cells --sizes 4 8 16 --json docs/cells.json",
-                _cells),),
-        by_hand="""\
-yosys generic `synth -flatten` cells (2026-11-29, before the array stopped stalling): PE 295 / 310 / 309 (T = 4 / 8 / 16); array 5433 /
-22481 / 89742, i.e. 340 / 351 / 351 per MAC.
-"""),
+                _cells),)),
     Section(
         "Area against an FP16 MAC",
         "LUTs and FFs per MAC on ECP5 and iCE40 (yosys, DSPs off), nibble's PE and its array "
