@@ -476,7 +476,8 @@ class Log4Quantizer(wiring.Component):
             inc = ~self.linear | mid2
             # (per lane: the phase-1 code is 0 outside dual mode, and the rounding mode)
             single = register_copy(m, ~self.dual, f"single_lane{i}")
-            stochastic = register_copy(m, self.stochastic, f"stochastic_lane{i}")
+            if stochastic_hw:
+                stochastic = register_copy(m, self.stochastic, f"stochastic_lane{i}")
             for codes, minus, off in ((lo, 1, 0), (hi, 2, single)):
                 name = f"{minus - 1}_{i}"
                 r = stage(m, base1 + info.n - minus, f"r{name}", shape=r_shape)

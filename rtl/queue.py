@@ -130,7 +130,7 @@ class Queue(wiring.Component):
             pop.eq(self.r.en & self.r.rdy),
         ]
         if self._lut_ram and getattr(platform, "family", None) != "iCE40":
-            self._lut_ram_memory(m, platform, write, pop, produce, consume1)
+            self._lut_ram_memory(m, platform, write, pop, consume1)
         else:
             m.submodules.mem = mem = Memory(shape=self._shape, depth=depth, init=[],
                                             attrs=ram_attrs(width, depth, platform))
@@ -158,7 +158,7 @@ class Queue(wiring.Component):
             m.d.sync += self.fault.eq(1)
         return m
 
-    def _lut_ram_memory(self, m, platform, write, pop, produce, consume1):
+    def _lut_ram_memory(self, m, platform, write, pop, consume1):
         """The memory as LUT RAM with an asynchronous read, in slices of
         :data:`LUT_RAM_SLICE` bits, each with flip-flop copies of the write and read
         addresses: one address register read by every LUT RAM of a 520-bit queue was an
