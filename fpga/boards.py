@@ -67,7 +67,7 @@ Fit check
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from amaranth.build import Attrs
 import operator
@@ -123,6 +123,9 @@ class Board:
         The size model of :func:`estimate_luts`.
     default_lanes : int or None
         ``lanes`` when ``nibble synth`` is not given ``--lanes`` (None: T, full width).
+    default_out_lanes : dict
+        ``out_lanes`` per size T when ``nibble synth`` is not given ``--out-lanes``
+        (a size not listed: ``lanes``).
     default_stochastic : bool
         ``NibbleParams.stochastic`` when ``nibble synth`` is given neither
         ``--stochastic`` nor ``--no-stochastic``: False where the log4 unit's stochastic
@@ -150,6 +153,7 @@ class Board:
     default_lanes: int | None = None
     global_reset: bool = True
     default_stochastic: bool = True
+    default_out_lanes: dict = field(default_factory=dict)
 
     def make_platform(self):
         """A fresh platform instance (resources added for OrangeCrab's UART)."""
@@ -179,7 +183,10 @@ BOARDS = {
     "ulx3s": Board(
         name="ulx3s", platform=ULX3S_85F_Platform, family="ecp5", device="LFE5U-85F",
         osc_mhz=25.0, default_mhz=100.0, uart=("uart", 0), reset=("button_fire", 0),
-        luts=83640, ffs=83640, brams=208, dsps=156, lut_model=_ECP5_MODEL),
+        luts=83640, ffs=83640, brams=208, dsps=156, lut_model=_ECP5_MODEL,
+        # the 16x16's output stages at a quarter width: at full width they filled the
+        # die with the gradient unit (77,110 logic cells, 92 %, did not route at 51a3cab)
+        default_out_lanes={16: 4}),
     "orangecrab": Board(
         name="orangecrab", platform=OrangeCrabR0_2_25FPlatform, family="ecp5",
         device="LFE5U-25F", osc_mhz=48.0, default_mhz=48.0, uart=("uart", 0),

@@ -394,7 +394,8 @@ def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None =
 
 
 #: The order of report.json's fields.
-_REPORT_ORDER = ("board", "unit", "device", "size", "acc_bits", "lanes", "stochastic", "luts",
+_REPORT_ORDER = ("board", "unit", "device", "size", "acc_bits", "lanes", "out_lanes", "stochastic",
+                 "luts",
                  "luts_available",
                  "ffs", "dsps", "brams", "fmax_mhz", "target_mhz", "clock_mhz", "timing_met",
                  "peak_gmacs", "critical_path", "late_endpoints", "bitstream", "seed", "baud",
@@ -407,7 +408,7 @@ def _headline(params: NibbleParams, b, top, unit, seed: int, out: Path) -> str:
                   f"{top.clock_mhz:g} MHz (PLL from {b.osc_mhz:g} MHz)")
     what = "" if unit is None else f"unit {unit} alone, "
     return (f"nibble synth: {what}{b.name} ({b.device}), T={params.tile}, acc_bits={params.acc_bits}, "
-            f"lanes={params.lanes}, stochastic rounding {'built' if params.stochastic else 'left out'}, "
+            f"lanes={params.lanes}, out_lanes={params.out_lanes}, stochastic rounding {'built' if params.stochastic else 'left out'}, "
             f"clock {clock_text}, seed {seed} -> {out}")
 
 
@@ -422,6 +423,7 @@ def _report(params: NibbleParams, b, top, unit, pnr: dict, cells: dict, *, targe
         "size": params.tile,
         "acc_bits": params.acc_bits,
         "lanes": params.lanes,
+        "out_lanes": params.out_lanes,
         "stochastic": params.stochastic,
         **_pnr_figures(pnr, params, b, top, cells),
         "target_mhz": target,
@@ -565,6 +567,13 @@ def _path_text(path) -> str:
 _STOCHASTIC_TEXT = {True: "built", False: "left out", None: "— (before it existed)"}
 
 
+def _lanes_text(report: dict) -> str:
+    """L, or "L, output Q" where the output stages are narrower (reports from before
+    ``out_lanes`` existed have them at L)."""
+    out = report.get("out_lanes", report["lanes"])
+    return str(report["lanes"]) if out == report["lanes"] else f"{report['lanes']}, output {out}"
+
+
 def board_table(reports: list) -> str:
     """Builds side by side: a Markdown table with one row per ``report.json`` of
     :func:`synth` (board, size, logic cells, FFs, BRAMs, Fmax, target, timing, peak
@@ -578,7 +587,7 @@ def board_table(reports: list) -> str:
         pnr = r["stage_seconds"].get("place_route")
         wall = "n/a" if pnr is None else f"{pnr / 60:.1f} min"
         lines.append(
-            f"| {r['board']} ({r['device']}) | {r['size']} | {r['acc_bits']} | {r['lanes']} | "
+            f"| {r['board']} ({r['device']}) | {r['size']} | {r['acc_bits']} | {_lanes_text(r)} | "
             f"{_STOCHASTIC_TEXT[r.get('stochastic')]} | "
             f"{r['luts']} ({r['luts_available']}) | {r['ffs']} | {r['brams']} | {fmax} | "
             f"{r['target_mhz']:g} | {'met' if r['timing_met'] else 'missed'} | {peak} | "
@@ -599,7 +608,7 @@ def format_report(report: dict) -> str:
         ("board", f"{report['board']} ({report['device']})"
                   + (f", unit {report['unit']} alone" if report.get("unit") else "")),
         ("size", f"T={report['size']} ({report['size'] ** 2} PEs), acc_bits={report['acc_bits']}, "
-                 f"lanes={report['lanes']}"
+                 f"lanes={_lanes_text(report)}"
                  + ("" if report.get("stochastic", True) else ", no stochastic rounding")),
         ("logic cells", pct(report["luts"], report["luts_available"])),
         ("flip-flops", str(report["ffs"])),

@@ -7,7 +7,7 @@ model with exactly those numbers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = ["NibbleParams", "check_tile", "TILE_MIN", "TILE_MAX", "ACC_BITS_MAX",
            "EXP_MIN", "EXP_MAX", "ELEMENT_MAX", "psum_bits"]
@@ -59,6 +59,15 @@ class NibbleParams:
         encoders) about ``tile / lanes`` times for small FPGAs, not their stored tiles,
         at about ``tile / lanes`` times the cycles per GEMM. It does
         not change any result: golden ignores it.
+    out_lanes : int or None
+        Elements per cycle of the output stages behind the rescaler (requantizer, log4
+        unit, result queue): a power of two from 1 to ``lanes``; None (the default)
+        means ``lanes``. The rescaler must keep pace with the array (a partial-sum tile
+        every T cycles), the output stages only with the *finished* tiles, one every K
+        cycles of a GEMM with reduction depth K: with ``out_lanes`` = L / 4 they keep
+        pace for K >= 4T and cost about a quarter of the logic. A narrower
+        (:class:`rtl.narrower.Narrower`) buffers the rescaler's beats between the two
+        widths. It does not change any result: golden ignores it.
     stochastic : bool
         The log4 unit rounds stochastically on command (True, the default), or the
         hardware is built without that rounding mode: its per-lane rounders, the
@@ -72,6 +81,7 @@ class NibbleParams:
     acc_bits: int = 32
     lanes: int | None = None
     stochastic: bool = True
+    out_lanes: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "tile", check_tile(self.tile))
@@ -91,6 +101,14 @@ class NibbleParams:
             raise ValueError(f"lanes must be a power of two in 1..{self.tile} (the tile), "
                              f"got {lanes}")
         object.__setattr__(self, "lanes", lanes)
+        out_lanes = lanes if self.out_lanes is None else self.out_lanes
+        if isinstance(out_lanes, bool) or not hasattr(out_lanes, "__index__"):
+            raise ValueError(f"out_lanes must be an integer, got {out_lanes!r}")
+        out_lanes = int(out_lanes)
+        if not (1 <= out_lanes <= lanes) or out_lanes & (out_lanes - 1):
+            raise ValueError(f"out_lanes must be a power of two in 1..{lanes} (the lanes), "
+                             f"got {out_lanes}")
+        object.__setattr__(self, "out_lanes", out_lanes)
         if not isinstance(self.stochastic, bool):
             raise ValueError(f"stochastic must be True or False, got {self.stochastic!r}")
 
@@ -99,6 +117,12 @@ class NibbleParams:
         """Width of one exact tile partial sum: the PEs' accumulators and the array's
         output elements (:func:`psum_bits` of ``tile``)."""
         return psum_bits(self.tile)
+
+    @property
+    def out_params(self) -> "NibbleParams":
+        """The parameters the output stages are built with: ``lanes`` = ``out_lanes``
+        (their beats carry ``out_lanes`` elements)."""
+        return replace(self, lanes=self.out_lanes, out_lanes=self.out_lanes)
 
     @property
     def beats_per_tile(self) -> int:

@@ -26,16 +26,17 @@ _UTILIZATION_OUT = {"forward": ("int", "uint4"), "backward": ("fp4", "int4"),
 
 
 def utilization(tile: int, acc_bits: int = 32, tiles: int = 8, progress=print,
-                lanes: int | None = None):
+                lanes: int | None = None, out_lanes: int | None = None):
     """Cycles of an (M, K, N) = (tiles*T,)*3 GEMM per mode, operands always available and
     results always taken, against the ideal M*N*K / T**2, with ``lanes`` elements per
-    cycle in the output path (default T). Returns a list of dicts."""
+    cycle in the output path (default T) and ``out_lanes`` in its output stages (default
+    ``lanes``). Returns a list of dicts."""
     from golden.params import NibbleParams
     from wire.gemm_protocol import OutputSpec, expected
     from verif.amaranth_runner import RunStats, run_jobs
     from verif.stimulus import GEMM_ROLES, random_role_job
 
-    params = NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes)
+    params = NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes, out_lanes=out_lanes)
     rng = np.random.default_rng(0)
     size = tiles * tile
     rows = []
@@ -52,11 +53,12 @@ def utilization(tile: int, acc_bits: int = 32, tiles: int = 8, progress=print,
         ideal = size ** 3 // tile ** 2
         cycles = stats.job_cycles[0]
         rows.append({"mode": mode, "tile": tile, "lanes": params.lanes,
+                     "out_lanes": params.out_lanes,
                      "shape": (size, size, size),
                      "cycles": cycles, "ideal": ideal, "utilization": ideal / cycles,
                      "bit_exact": bool(exact), "sim_seconds": time.perf_counter() - start})
         if progress:
-            progress(f"  T={tile} L={params.lanes} {mode:<12} {cycles} cycles, ideal {ideal}: "
+            progress(f"  T={tile} L={params.lanes} Q={params.out_lanes} {mode:<12} {cycles} cycles, ideal {ideal}: "
                      f"{100 * ideal / cycles:.1f}%  ({rows[-1]['sim_seconds']:.1f} s)")
     return rows
 
@@ -66,7 +68,9 @@ def format_utilization(rows) -> str:
     lines = ["| T | lanes | mode | cycles | ideal M·N·K/T² | utilization | bit-exact |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['tile']} | {r['lanes']} | {r['mode']} | {r['cycles']} | {r['ideal']} | "
+        lanes = r["lanes"] if r.get("out_lanes", r["lanes"]) == r["lanes"] else \
+            f"{r['lanes']}, output {r['out_lanes']}"
+        lines.append(f"| {r['tile']} | {lanes} | {r['mode']} | {r['cycles']} | {r['ideal']} | "
                      f"{100 * r['utilization']:.1f}% | {'yes' if r['bit_exact'] else 'NO'} |")
     return "\n".join(lines)
 

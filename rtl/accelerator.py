@@ -8,7 +8,7 @@ Data path (see ``docs/architecture.md``)::
                         s_t, out_exp queues -> PsumDrain <- psum queue
                                                   | beats of L elements
                                                   v
-                                            TileRescaler -> raw | Requantizer | Log4Quantizer
+                                            TileRescaler -> [Narrower] -> raw | Requantizer | Log4Quantizer
                                                               -> result queue -> ResultGather -> result
 
 Flow control without a ready chain
@@ -21,7 +21,8 @@ Flow control without a ready chain
       when the drain has read the tile's last row);
     * the drain sends a beat that ends an output tile (``last``) with a credit for the
       output unit: the requantizer's or log4 unit's tile bank, or in raw mode the result
-      queue;
+      queue (with a narrower, for the narrower, which reads each of its narrow beats out
+      with one of those credits instead);
     * the requantizer and log4 unit read a beat out with a credit for the result queue.
 
     Only the ports have a ready: the input streams' are registered state (a free tile
@@ -29,7 +30,11 @@ Flow control without a ready chain
 
 With ``lanes`` L < T, the output path from the rescaler on is L elements wide: each
 psum row enters the rescaler as T / L beats, the mask rows are split the same way, and
-the result rows are gathered back, so the ports stay T wide.
+the result rows are gathered back, so the ports stay T wide. With ``out_lanes`` Q < L,
+a :class:`rtl.narrower.Narrower` behind the rescaler splits its beats again, and the
+output stages, the result queue and the gather are Q elements wide: the rescaler keeps
+pace with the array (a partial-sum tile every T cycles), the output stages with the
+finished tiles (one every K cycles for a reduction depth K; T * T / Q cycles each).
 
 The stream formats are defined once, in :mod:`wire.streams` (layouts: :mod:`rtl.layouts`).
 """
@@ -51,6 +56,7 @@ from .feeder import Feeder
 from .layouts import (command_is_legal, command_layout, mask_row_layout, operand_row_layout,
                       psum_row_layout, result_layout)
 from .log4_quantizer import Log4Quantizer
+from .narrower import Narrower
 from .queue import Credits, RegisterSlice, StreamQueue
 from .requantizer import Requantizer
 from .result_gather import ResultGather, out_beat_layout
@@ -83,9 +89,10 @@ class Accelerator(wiring.Component):
     Parameters
     ----------
     params : NibbleParams
-        ``tile`` (T, the array edge), ``acc_bits`` and ``lanes`` (L, elements per cycle
+        ``tile`` (T, the array edge), ``acc_bits``, ``lanes`` (L, elements per cycle
         of the output path: with L < T a psum row takes T / L cycles to drain, so a GEMM
-        takes about T / L times the cycles).
+        takes about T / L times the cycles) and ``out_lanes`` (Q, of the output stages:
+        a finished tile takes T * T / Q cycles to leave them).
 
     Attributes
     ----------
@@ -155,10 +162,10 @@ class Accelerator(wiring.Component):
         faults = []
         drain, beat_clip = self._front(m, cmd, start, faults)
         rescaler, out = self._output_path(m, cmd, start, drain, beat_clip, faults, platform)
-        m.submodules.gather = gather = ResultGather(p)
+        m.submodules.gather = gather = ResultGather(p.out_params)
         # The result queue's head is a four-way multiplexer of its ring: through a
         # register slice, so the gather's row multiplexer starts at flip-flops.
-        m.submodules.beat_slice = beat_cut = RegisterSlice(out_beat_layout(p))
+        m.submodules.beat_slice = beat_cut = RegisterSlice(out_beat_layout(p.out_params))
         wiring.connect(m, out.r, beat_cut.w)
         wiring.connect(m, beat_cut.r, gather.beats)
         # The result leaves through a register slice: the host side may sit far away
@@ -271,9 +278,24 @@ class Accelerator(wiring.Component):
             mask = later
         mask, clip = mask[:L], mask[L:]
         acc = rescaler.acc_out
+        # With out_lanes < lanes, the narrower hands each beat on as L / Q beats of Q.
+        if p.out_lanes < L:
+            m.submodules.narrower = narrower = Narrower(p)
+            m.submodules.narrow_credits = narrow_credits = Credits(narrower.capacity)
+            m.d.comb += [narrower.w.valid.eq(acc.valid), narrower.w.payload.eq(acc.payload),
+                         narrower.w_mask.eq(mask), narrower.w_clip_mask.eq(clip),
+                         drain.credit.eq(narrow_credits.ok),
+                         narrow_credits.take.eq(drain.take_credit),
+                         narrow_credits.give.eq(narrower.freed)]
+            faults += [narrower.fault, narrow_credits.fault]
+            acc, mask, clip = narrower.r, narrower.r_mask, narrower.r_clip_mask
+            edge = narrower                 # takes the output stages' credits
+        else:
+            edge = drain
+        q = p.out_params
 
-        m.submodules.requant = requant = Requantizer(p)
-        m.submodules.log4 = log4 = Log4Quantizer(p)
+        m.submodules.requant = requant = Requantizer(q)
+        m.submodules.log4 = log4 = Log4Quantizer(q)
         # Each output unit takes the rescaler's beat through a register of its own (the
         # three consumers sit apart: the shared register's route to the units' first
         # logic was 10.4-11.3 ns on the ULX3S 16x16 at 40440bf); the mask goes along.
@@ -289,19 +311,24 @@ class Accelerator(wiring.Component):
             requant.clip_mant.eq(register_copy(m, cmd.clip_mant, "clip_mant_requant")),
             requant.clip_exp.eq(register_copy(m, cmd.clip_exp, "clip_exp_requant")),
             requant.mask_en.eq(register_copy(m, cmd.mask_en, "mask_en_requant")),
-            log4.acc_in.payload.eq(stage(m, acc.payload, "log4_beat")),
+            # (through two registers: with one, its route to the unit's magnitudes was
+            # 7.6 of a 10.3 ns path, ULX3S 8x8 at 12884dc; the second sits by the unit)
+            log4.acc_in.payload.eq(stage(m, stage(m, acc.payload, "log4_beat"),
+                                         "log4_beat_near")),
             # fp4 mode with mask_en: the unit zeroes masked accumulators (dX of the
             # backward pass), so the tile maximum sees the masked values
-            log4.mask_in.eq(self._lane_copies(m, mask, "log4_mask")),
+            log4.mask_in.eq(self._lane_copies(m, stage(m, mask, "log4_mask_far"), "log4_mask")),
             log4.mask_en.eq(register_copy(m, cmd.mask_en, "mask_en_log4")),
-            log4.clip_mask_in.eq(stage(m, clip, "log4_clip_mask")), log4.dual.eq(cmd.out_dual),
+            log4.clip_mask_in.eq(stage(m, stage(m, clip, "log4_clip_far"), "log4_clip_mask")),
+            log4.dual.eq(cmd.out_dual),
             log4.phase.eq(cmd.out_phase), log4.linear.eq(cmd.out_linear),
             # the generators are seeded as each GEMM starts (from the command register)
             log4.stochastic.eq(cmd.out_stochastic), log4.seed.eq(cmd.seed),
             log4.load.eq(start("log4")),
             log4.ext_exp_en.eq(cmd.ext_exp_en), log4.ext_exp.eq(cmd.ext_exp),
         ]
-        m.d.sync += log4.acc_in.valid.eq(acc.valid & fp4_mode)
+        log4_valid = Signal(name="log4_valid_far")
+        m.d.sync += [log4_valid.eq(acc.valid & fp4_mode), log4.acc_in.valid.eq(log4_valid)]
 
         # The units' tile banks: the drain's credits for int and fp4 mode.
         m.submodules.bank_credits = bank_credits = Credits(requant.capacity)
@@ -309,19 +336,19 @@ class Accelerator(wiring.Component):
         # the register behind it, ULX3S 16x16 at 11a4f22; 16 beats are one LUT RAM deep;
         # two read stages: the LUT RAMs' read into one register was still 10.1 ns at
         # df084b0)
-        m.submodules.results = results = StreamQueue(out_beat_layout(p), RESULT_QUEUE_DEPTH,
+        m.submodules.results = results = StreamQueue(out_beat_layout(q), RESULT_QUEUE_DEPTH,
                                                       credited=True, lut_ram=True,
                                                       read_stages=2)
         m.submodules.out_credits = out_credits = Credits(results.capacity)
         # (a unit takes a credit only in its own mode: its ``credit`` input is gated)
         unit_take = requant.take_credit | log4.take_credit
         m.d.comb += [
-            drain.credit.eq(Mux(raw, out_credits.ok, bank_credits.ok)),
-            bank_credits.take.eq(drain.take_credit & ~raw),
+            edge.credit.eq(Mux(raw, out_credits.ok, bank_credits.ok)),
+            bank_credits.take.eq(edge.take_credit & ~raw),
             bank_credits.give.eq(requant.freed | log4.freed),
             requant.credit.eq(out_credits.ok & int_mode),
             log4.credit.eq(out_credits.ok & fp4_mode),
-            out_credits.take.eq((raw & drain.take_credit) | unit_take),
+            out_credits.take.eq((raw & edge.take_credit) | unit_take),
             out_credits.give.eq(results.r.valid & results.r.ready),
         ]
         self._result_write(m, results, mode, acc, requant, log4)
@@ -342,7 +369,7 @@ class Accelerator(wiring.Component):
         data bit of a beat: one copy of the select registers per lane, so no select net
         reaches all of them (one copy drove 520 bits at T = 16: a 10.9 ns route on the
         ULX3S at 11a4f22)."""
-        L = self._params.lanes
+        L = self._params.out_lanes
         valid = Signal(name="result_w_valid")
         beat = Signal.like(results.w.payload, name="result_w", reset_less=True)
         m.d.comb += [results.w.valid.eq(valid), results.w.payload.eq(beat)]

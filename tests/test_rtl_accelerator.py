@@ -62,13 +62,15 @@ def training_jobs(rng, tile):
     ]
 
 
-@pytest.mark.parametrize("tile,lanes,acc_bits", [(4, None, 32), (8, None, 32), (2, 1, 18),
-                                                (4, 1, 32), (8, 2, 20)])
-def test_training_gemms_match_golden(tile, lanes, acc_bits):
+@pytest.mark.parametrize("tile,lanes,out_lanes,acc_bits", [
+    (4, None, None, 32), (8, None, None, 32), (2, 1, None, 18), (4, 1, None, 32),
+    (8, 2, None, 20), (4, None, 1, 32), (8, None, 2, 20), (8, 4, 2, 32)])
+def test_training_gemms_match_golden(tile, lanes, out_lanes, acc_bits):
     """lanes < T: the narrow output path (psum rows, masks and results split into T / L
     beats inside the accelerator) gives the same bits, also with the narrowest
-    accumulators (T = 2, acc_bits 18 is the iCEBreaker build)."""
-    params = NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes)
+    accumulators (T = 2, acc_bits 18 is the iCEBreaker build); out_lanes < lanes: the
+    output stages narrower still, behind the narrower."""
+    params = NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes, out_lanes=out_lanes)
     rng = np.random.default_rng(tile)
     jobs = training_jobs(rng, tile)
     for job, got in zip(jobs, run_jobs(params, jobs, seed=tile)):

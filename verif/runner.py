@@ -29,11 +29,13 @@ TOP = "nibble_top"
 
 def params_from_env() -> NibbleParams:
     """Inside a cocotb bench: the parameter set :func:`run` built it for (``NIBBLE_TILE``,
-    ``NIBBLE_ACC_BITS``, ``NIBBLE_LANES``, ``NIBBLE_STOCHASTIC``)."""
+    ``NIBBLE_ACC_BITS``, ``NIBBLE_LANES``, ``NIBBLE_OUT_LANES``, ``NIBBLE_STOCHASTIC``)."""
     env = os.environ
     return NibbleParams(tile=int(env.get("NIBBLE_TILE", "4")),
                         acc_bits=int(env.get("NIBBLE_ACC_BITS", "32")),
                         lanes=int(env["NIBBLE_LANES"]) if "NIBBLE_LANES" in env else None,
+                        out_lanes=(int(env["NIBBLE_OUT_LANES"]) if "NIBBLE_OUT_LANES" in env
+                                   else None),
                         stochastic=env.get("NIBBLE_STOCHASTIC", "1") == "1")
 
 
@@ -78,8 +80,9 @@ class Bench:
 
 def build_dir(params: NibbleParams) -> Path:
     lanes = "" if params.lanes == params.tile else f"_L{params.lanes}"
+    out_lanes = "" if params.out_lanes == params.lanes else f"_Q{params.out_lanes}"
     stochastic = "" if params.stochastic else "_nosr"
-    return SIM_BUILD / f"T{params.tile}_acc{params.acc_bits}{lanes}{stochastic}"
+    return SIM_BUILD / f"T{params.tile}_acc{params.acc_bits}{lanes}{out_lanes}{stochastic}"
 
 
 def _ports_only_runner(control_file: Path):
@@ -144,7 +147,8 @@ def run(params: NibbleParams, test_module: str, *, top: str = TOP, seed: int = 1
     (``log4_quantizer_tiles`` runs every ``log4_quantizer_tiles/...``)."""
     runner = build(params, top=top, waves=waves)
     env = {"NIBBLE_TILE": str(params.tile), "NIBBLE_ACC_BITS": str(params.acc_bits),
-           "NIBBLE_LANES": str(params.lanes), "NIBBLE_STOCHASTIC": str(int(params.stochastic)),
+           "NIBBLE_LANES": str(params.lanes), "NIBBLE_OUT_LANES": str(params.out_lanes),
+           "NIBBLE_STOCHASTIC": str(int(params.stochastic)),
            "NIBBLE_SEED": str(seed), **(extra_env or {})}
     test_dir = Path(run_dir or build_dir(params) / top)
     test_dir.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lanes", type=positive_int, metavar="L",
                         help="utilization: elements per cycle of the output path (default T; "
                              "capped at T)")
+    parser.add_argument("--out-lanes", type=positive_int, metavar="Q",
+                        help="utilization: elements per cycle of the output stages behind "
+                             "the rescaler (default: the lanes; capped at them)")
     parser.add_argument("--tiles", type=positive_int, default=8,
                         help="utilization GEMM edge in tiles (default 8: (8T)^3)")
     parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
@@ -63,7 +66,8 @@ def run(args) -> int:
         print(f"utilization: (M, K, N) = ({args.tiles}T)^3 GEMMs, operands always available, "
               f"results always taken (Amaranth simulation)", flush=True)
         rows = [r for t in sizes for r in bench.utilization(
-            t, tiles=args.tiles, lanes=args.lanes and min(args.lanes, t))]
+            t, tiles=args.tiles, lanes=args.lanes and min(args.lanes, t),
+            out_lanes=args.out_lanes and min(args.out_lanes, args.lanes or t, t))]
         report["utilization"] = rows
         print("\n" + bench.format_utilization(rows))
     if args.what in ("cells", "all"):

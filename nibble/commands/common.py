@@ -28,6 +28,12 @@ def add_params(parser) -> None:
                         help="elements per cycle of the output path, a power of two 1..T "
                              "(default T; synth: the board's default). Fewer lanes make "
                              "the design smaller and T/L times slower; results are the same")
+    parser.add_argument("--out-lanes", type=int, metavar="Q",
+                        help="elements per cycle of the output stages behind the rescaler "
+                             "(requantizer, log4 unit), a power of two 1..L (default L; "
+                             "synth: the board's default for the size). They keep pace "
+                             "with the array for reductions K >= T * L / Q; results are "
+                             "the same")
     parser.add_argument("--stochastic", action=argparse.BooleanOptionalAction, default=None,
                         help="build the log4 unit's stochastic rounding (default: yes; "
                              "synth: the board's default). --no-stochastic saves its "

@@ -43,8 +43,11 @@ def run(args) -> int:
     board = get_board(args.board)
     lanes = args.lanes if args.lanes is not None else board.default_lanes
     stochastic = args.stochastic if args.stochastic is not None else board.default_stochastic
+    out_lanes = args.out_lanes
+    if out_lanes is None and args.tile in board.default_out_lanes:   # (never above lanes)
+        out_lanes = min(board.default_out_lanes[args.tile], lanes or args.tile)
     params = NibbleParams(tile=args.tile, acc_bits=args.acc_bits, lanes=lanes,
-                          stochastic=stochastic)
+                          out_lanes=out_lanes, stochastic=stochastic)
     if args.freq is not None and not args.freq > 0:
         raise ValueError(f"--freq must be a positive number of MHz, got {args.freq}")
     # the checkout as the build starts (its sources may change while it runs)

@@ -45,6 +45,7 @@ def run(args) -> int:
     from ..training import TrainConfig
 
     params = NibbleParams(tile=args.tile, acc_bits=args.acc_bits, lanes=args.lanes,
+                          out_lanes=args.out_lanes,
                           stochastic=args.stochastic is not False)
     config = TrainConfig(epochs=args.epochs, batch=args.batch, lr=args.lr,
                          hidden=tuple(args.hidden), params=params)
@@ -57,7 +58,7 @@ def run(args) -> int:
     print(f"nibble train: digits MLP 64-{'-'.join(map(str, config.hidden))}-10, "
           f"{config.epochs} epochs, batch {config.batch}, seeds {seeds[0]}..{seeds[-1]}, "
           f"backend {args.backend}, T={params.tile}, acc_bits={params.acc_bits}, "
-          f"lanes={params.lanes}", flush=True)
+          f"lanes={params.lanes}, out_lanes={params.out_lanes}", flush=True)
     runs = {}
     if hardware:
         from ..backends import GemmMismatch
