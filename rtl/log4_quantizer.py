@@ -84,6 +84,24 @@ def _larger(a, b):
     return Mux(a > b, a, b)
 
 
+def _max_tree(m, values, name):
+    """The largest of ``values`` (unsigned, a power-of-two count), two register levels
+    per pair level: the comparison into a register beside both values, then the
+    multiplexer (one comparator and its multiplexer in one cycle were a 10.2 ns path,
+    ULX3S 8x8 at 2feb78f). Returns the root."""
+    level = 0
+    while len(values) > 1:
+        level += 1
+        picked = []
+        for i in range(len(values) // 2):
+            a, b = values[2 * i], values[2 * i + 1]
+            gt = stage(m, a > b, f"{name}_l{level}_{i}_gt")
+            a_r, b_r = stage(m, a, f"{name}_l{level}_{i}_a"), stage(m, b, f"{name}_l{level}_{i}_b")
+            picked.append(stage(m, Mux(gt, a_r, b_r), f"{name}_l{level}_{i}"))
+        values = picked
+    return values[0]
+
+
 class Log4Quantizer(wiring.Component):
     """Log4 (radix-4 FP4) gradient quantizer with per-tile exponents; in dual mode the
     gradient unit (both TPR phases, the alpha partial and the tile maximum).
@@ -354,7 +372,15 @@ class Log4Quantizer(wiring.Component):
         L, T, acc_bits = self._params.lanes, self._params.tile, self._params.acc_bits
         levels = L.bit_length() - 1
         beat_sum = _tree(m, clipped, operator.add, "alpha_tree")
-        beat_max = _tree(m, mags, _larger, "max_tree")
+        # (the maximum in two register levels per pair level where the finalize leaves
+        # time for them, up to L = 16; the alpha sum waits for it)
+        if 2 + 2 * levels <= _WRITE_STAGES + 1 + _FIN_STAGES:
+            beat_max = _max_tree(m, mags, "max_tree")
+            for k in range(levels):
+                beat_sum = stage(m, beat_sum, f"alpha_wait{k}")
+            levels *= 2
+        else:
+            beat_max = _tree(m, mags, _larger, "max_tree")
         valid = delays(m, a_valid, levels, "sum_valid")[-1]
         last = a_last
         for k in range(levels):

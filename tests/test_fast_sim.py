@@ -193,6 +193,19 @@ def test_random_gemms_match_golden(p_stall):
     assert not sim.busy
 
 
+@pytest.mark.parametrize("tile,out_lanes", [(4, 1), pytest.param(16, 4, marks=pytest.mark.long)])
+def test_narrow_output_stages_match_golden(tile, out_lanes):
+    """out_lanes < lanes (the narrower behind the rescaler; T=16 with 4 is the ULX3S
+    16x16 build) in the generated Verilog: every bin, with stalls, batched, so a GEMM's
+    finished tiles queue in the narrower behind the previous GEMM's."""
+    params = NibbleParams(tile=tile, acc_bits=max(32, psum_bits(tile)), out_lanes=out_lanes)
+    jobs = random_jobs(params, np.random.default_rng(40 + tile), count=24 if tile == 4 else 8)
+    sim = FastAccelerator(params, seed=tile, p_stall=0.3)
+    for i, (job, got) in enumerate(zip(jobs, sim.run_many(jobs))):
+        assert_matches(job, params, got, i)
+    assert sim.gemms == len(jobs)
+
+
 def test_edge_shapes(acc):
     """1x1x1 and the longest reduction the exponent buffers allow (256 tiles of K)."""
     jobs = edge_jobs(np.random.default_rng(2), 4)
