@@ -155,6 +155,18 @@ class Board:
     default_stochastic: bool = True
     default_out_lanes: dict = field(default_factory=dict)
 
+    def params(self, tile: int, acc_bits: int = 32, lanes: int | None = None,
+               out_lanes: int | None = None, stochastic: bool | None = None):
+        """The :class:`golden.params.NibbleParams` ``nibble synth`` builds on this board:
+        the values given, the board's defaults for those left None (``out_lanes``: the
+        board's for the size, never above the lanes)."""
+        lanes = self.default_lanes if lanes is None else lanes
+        if out_lanes is None and tile in self.default_out_lanes:
+            out_lanes = min(self.default_out_lanes[tile], tile if lanes is None else lanes)
+        stochastic = self.default_stochastic if stochastic is None else stochastic
+        return NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes, out_lanes=out_lanes,
+                            stochastic=stochastic)
+
     def make_platform(self):
         """A fresh platform instance (resources added for OrangeCrab's UART)."""
         plat = self.platform()

@@ -36,6 +36,9 @@ def test_train_prints_table_and_writes_json(tmp_path):
     (["train", "--acc-bits", "8"], "acc_bits"),
     (["train", "--tile", "4", "--lanes", "3"], "lanes must be a power of two in 1..4"),
     (["generate", "--tile", "4", "--lanes", "8", "--out", "x"], "lanes must be a power of two"),
+    (["generate", "--tile", "8", "--lanes", "4", "--out-lanes", "8", "--out", "x"],
+     "out_lanes must be a power of two in 1..4 (the lanes)"),
+    (["train", "--tile", "4", "--out-lanes", "3"], "out_lanes must be a power of two"),
     (["train", "--epochs", "0"], "positive integer"),
     (["train", "--lr", "nan"], "lr"),
     (["train", "--configs", "bogus"], "unknown config"),
@@ -79,13 +82,15 @@ def test_bench_boards_tabulates_synth_reports(tmp_path):
     (tmp_path / "t8").mkdir()
     (tmp_path / "t8" / "report.json").write_text(
         json.dumps({**report("ulx3s", 8, 66.8, False, 4.27), "stochastic": False}))
+    (tmp_path / "t16.json").write_text(
+        json.dumps({**report("ulx3s", 16, 90.0, False, 23.04), "out_lanes": 4}))
     (tmp_path / "t4.json").write_text(json.dumps(report("orangecrab", 4, 125.0, True, 1.6)))
     proc = run_nibble("bench", "boards", "--reports", str(tmp_path / "t8"),
-                      str(tmp_path / "t4.json"))
+                      str(tmp_path / "t4.json"), str(tmp_path / "t16.json"))
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ulx3s")
             or line.startswith("| orangecrab")]
-    assert len(rows) == 2
+    assert len(rows) == 3
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     assert cells[:12] == ["ulx3s (LFE5U-85F)", "8", "32", "8", "left out", "8000 (83640)",
                           "5600", "3", "66.8", "100", "missed", "4.27"]
@@ -93,6 +98,8 @@ def test_bench_boards_tabulates_synth_reports(tmp_path):
     # (a report from before NibbleParams.stochastic has no such field)
     assert "| 4 | — (before it existed) |" in rows[1]
     assert "| 125.0 | 100 | met | 1.60 |" in rows[1]
+    # output stages narrower than the lanes (reports from before out_lanes: as wide)
+    assert "| 16 | 32 | 16, output 4 |" in rows[2] and "| 8 | 32 | 8 |" in rows[0]
 
 
 def test_synth_report_records_the_commit_it_was_built_from(tmp_path, monkeypatch):

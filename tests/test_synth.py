@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from fpga.boards import BOARDS, clock_config, estimate_luts
+from fpga.boards import BOARDS, clock_config, estimate_luts, get_board
 from fpga.pll import ecp5_pll_config, ice40_pll_config
 from fpga.synth import REPORT_FIELDS, SynthError, check_fit, format_report, synth
 from golden.params import NibbleParams
@@ -252,3 +252,18 @@ def test_core_reset_on_a_global_only_where_the_board_says(board, buffered):
     out = global_buffer(m, BOARDS[board], net)
     assert ("global_rst" in m._named_submodules) == buffered
     assert (out is net) == (not buffered)
+
+
+def test_board_params_take_the_boards_defaults():
+    """What ``nibble synth`` builds when a knob is not given: the board's lanes, its
+    output lanes for the size (never above the lanes) and its stochastic default; a
+    value given wins."""
+    ulx3s, crab, ice = (get_board(b) for b in ("ulx3s", "orangecrab", "icebreaker"))
+    p = ulx3s.params(16)
+    assert (p.lanes, p.out_lanes, p.stochastic) == (16, 4, True)
+    assert ulx3s.params(16, lanes=2).out_lanes == 2
+    assert ulx3s.params(16, out_lanes=16).out_lanes == 16
+    assert ulx3s.params(8).out_lanes == 8
+    assert (crab.params(8).out_lanes, crab.params(8).stochastic) == (8, False)
+    assert (ice.params(2, 18).lanes, ice.params(2, 18).out_lanes) == (1, 1)
+    assert ulx3s.params(16, stochastic=False).stochastic is False

@@ -36,18 +36,11 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from fpga.synth import SynthError, format_report, synth
     from nibble.results import measurement_stamp
-    from golden import NibbleParams
 
     from fpga.boards import get_board
 
     board = get_board(args.board)
-    lanes = args.lanes if args.lanes is not None else board.default_lanes
-    stochastic = args.stochastic if args.stochastic is not None else board.default_stochastic
-    out_lanes = args.out_lanes
-    if out_lanes is None and args.tile in board.default_out_lanes:   # (never above lanes)
-        out_lanes = min(board.default_out_lanes[args.tile], lanes or args.tile)
-    params = NibbleParams(tile=args.tile, acc_bits=args.acc_bits, lanes=lanes,
-                          out_lanes=out_lanes, stochastic=stochastic)
+    params = board.params(args.tile, args.acc_bits, args.lanes, args.out_lanes, args.stochastic)
     if args.freq is not None and not args.freq > 0:
         raise ValueError(f"--freq must be a positive number of MHz, got {args.freq}")
     # the checkout as the build starts (its sources may change while it runs)
