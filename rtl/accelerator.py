@@ -253,7 +253,6 @@ class Accelerator(wiring.Component):
         """Rescaler, the three output stages, the result queue and their credits.
         Returns the rescaler and the result queue."""
         p = self._params
-        L = p.lanes
         # The output mode, decoded into flip-flops, one set per consumer of the wide
         # multiplexers, through a copy of the mode field near them: the command register
         # sits by the command port, and one step from it to the decode was a 10 ns
@@ -265,35 +264,75 @@ class Accelerator(wiring.Component):
             near = register_copy(m, cmd.out_mode, f"out_mode_{key}_{unit}")
             return register_copy(m, near == OUT_MODES[key], f"{key}_{unit}")
         raw, int_mode, fp4_mode = (mode(k, "path") for k in ("raw", "int", "fp4"))
+        rescaler, acc, mask, clip = self._rescale(m, start, drain, beat_clip, platform)
+        acc, mask, clip, edge = self._narrow(m, drain, acc, mask, clip, faults)
+        requant, log4 = self._output_units(m, cmd, start, acc, mask, clip, int_mode, fp4_mode)
+        q = p.out_params
+
+        # The units' tile banks: the drain's credits for int and fp4 mode.
+        m.submodules.bank_credits = bank_credits = Credits(requant.capacity)
+        # (in LUT RAM: a block RAM's 5.8 ns clock-to-out was most of a 10.9 ns path to
+        # the register behind it, ULX3S 16x16 at 11a4f22; 16 beats are one LUT RAM deep;
+        # two read stages: the LUT RAMs' read into one register was still 10.1 ns at
+        # df084b0)
+        m.submodules.results = results = StreamQueue(out_beat_layout(q), RESULT_QUEUE_DEPTH,
+                                                      credited=True, lut_ram=True,
+                                                      read_stages=2)
+        m.submodules.out_credits = out_credits = Credits(results.capacity)
+        # (a unit takes a credit only in its own mode: its ``credit`` input is gated)
+        unit_take = requant.take_credit | log4.take_credit
+        m.d.comb += [
+            edge.credit.eq(Mux(raw, out_credits.ok, bank_credits.ok)),
+            bank_credits.take.eq(edge.take_credit & ~raw),
+            bank_credits.give.eq(requant.freed | log4.freed),
+            requant.credit.eq(out_credits.ok & int_mode),
+            log4.credit.eq(out_credits.ok & fp4_mode),
+            out_credits.take.eq((raw & edge.take_credit) | unit_take),
+            out_credits.give.eq(results.r.valid & results.r.ready),
+        ]
+        self._result_write(m, results, mode, acc, requant, log4)
+        faults += [bank_credits.fault, out_credits.fault, results.fault]
+        return rescaler, results
+
+    def _rescale(self, m, start, drain, beat_clip, platform):
+        """The rescaler on the drain's beats, and the beat's mask bits beside it, delayed
+        as many cycles as it takes. Returns the rescaler, its output stream and the
+        ReLU' and clip mask bits of each of its beats."""
+        L = self._params.lanes
         # Its accumulators in LUT RAM, or in flip-flops on an iCE40, which has no LUT RAM.
         ring = "registers" if getattr(platform, "family", None) == "iCE40" else "ram"
-        m.submodules.rescaler = rescaler = TileRescaler(p, ring=ring)
+        m.submodules.rescaler = rescaler = TileRescaler(self._params, ring=ring)
         m.d.comb += [rescaler.psum_in.valid.eq(drain.beat.valid),
                      rescaler.psum_in.payload.eq(drain.beat.payload), rescaler.clear.eq(start("rescaler"))]
-        # The mask bits travel beside the rescaler, as many cycles as it takes.
         mask = Cat(drain.beat_mask, beat_clip)
         for i in range(TileRescaler.latency):
             later = Signal(2 * L, name=f"mask_delay{i}", reset_less=True)
             m.d.sync += later.eq(mask)
             mask = later
-        mask, clip = mask[:L], mask[L:]
-        acc = rescaler.acc_out
-        # With out_lanes < lanes, the narrower hands each beat on as L / Q beats of Q.
-        if p.out_lanes < L:
-            m.submodules.narrower = narrower = Narrower(p)
-            m.submodules.narrow_credits = narrow_credits = Credits(narrower.capacity)
-            m.d.comb += [narrower.w.valid.eq(acc.valid), narrower.w.payload.eq(acc.payload),
-                         narrower.w_mask.eq(mask), narrower.w_clip_mask.eq(clip),
-                         drain.credit.eq(narrow_credits.ok),
-                         narrow_credits.take.eq(drain.take_credit),
-                         narrow_credits.give.eq(narrower.freed)]
-            faults += [narrower.fault, narrow_credits.fault]
-            acc, mask, clip = narrower.r, narrower.r_mask, narrower.r_clip_mask
-            edge = narrower                 # takes the output stages' credits
-        else:
-            edge = drain
-        q = p.out_params
+        return rescaler, rescaler.acc_out, mask[:L], mask[L:]
 
+    def _narrow(self, m, drain, acc, mask, clip, faults):
+        """With out_lanes < lanes, the narrower behind the rescaler (credited by the
+        drain), which hands each beat on as L / Q beats of Q. Returns the output stages'
+        beats and mask bits, and the unit that takes their credits (the narrower, or
+        else the drain)."""
+        p = self._params
+        if p.out_lanes == p.lanes:
+            return acc, mask, clip, drain
+        m.submodules.narrower = narrower = Narrower(p)
+        m.submodules.narrow_credits = narrow_credits = Credits(narrower.capacity)
+        m.d.comb += [narrower.w.valid.eq(acc.valid), narrower.w.payload.eq(acc.payload),
+                     narrower.w_mask.eq(mask), narrower.w_clip_mask.eq(clip),
+                     drain.credit.eq(narrow_credits.ok),
+                     narrow_credits.take.eq(drain.take_credit),
+                     narrow_credits.give.eq(narrower.freed)]
+        faults += [narrower.fault, narrow_credits.fault]
+        return narrower.r, narrower.r_mask, narrower.r_clip_mask, narrower
+
+    def _output_units(self, m, cmd, start, acc, mask, clip, int_mode, fp4_mode):
+        """The requantizer and the log4 unit, each on the output stages' beats in its
+        own mode, with their configuration from the command. Returns both."""
+        q = self._params.out_params
         m.submodules.requant = requant = Requantizer(q)
         m.submodules.log4 = log4 = Log4Quantizer(q)
         # Each output unit takes the rescaler's beat through a register of its own (the
@@ -330,30 +369,7 @@ class Accelerator(wiring.Component):
         log4_valid = Signal(name="log4_valid_far")
         m.d.sync += [log4_valid.eq(acc.valid & fp4_mode), log4.acc_in.valid.eq(log4_valid)]
 
-        # The units' tile banks: the drain's credits for int and fp4 mode.
-        m.submodules.bank_credits = bank_credits = Credits(requant.capacity)
-        # (in LUT RAM: a block RAM's 5.8 ns clock-to-out was most of a 10.9 ns path to
-        # the register behind it, ULX3S 16x16 at 11a4f22; 16 beats are one LUT RAM deep;
-        # two read stages: the LUT RAMs' read into one register was still 10.1 ns at
-        # df084b0)
-        m.submodules.results = results = StreamQueue(out_beat_layout(q), RESULT_QUEUE_DEPTH,
-                                                      credited=True, lut_ram=True,
-                                                      read_stages=2)
-        m.submodules.out_credits = out_credits = Credits(results.capacity)
-        # (a unit takes a credit only in its own mode: its ``credit`` input is gated)
-        unit_take = requant.take_credit | log4.take_credit
-        m.d.comb += [
-            edge.credit.eq(Mux(raw, out_credits.ok, bank_credits.ok)),
-            bank_credits.take.eq(edge.take_credit & ~raw),
-            bank_credits.give.eq(requant.freed | log4.freed),
-            requant.credit.eq(out_credits.ok & int_mode),
-            log4.credit.eq(out_credits.ok & fp4_mode),
-            out_credits.take.eq((raw & edge.take_credit) | unit_take),
-            out_credits.give.eq(results.r.valid & results.r.ready),
-        ]
-        self._result_write(m, results, mode, acc, requant, log4)
-        faults += [bank_credits.fault, out_credits.fault, results.fault]
-        return rescaler, results
+        return requant, log4
 
     @staticmethod
     def _lane_copies(m, bits, name):
