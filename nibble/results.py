@@ -235,10 +235,16 @@ synthesis takes about 50 minutes; without `--area-json` it synthesizes T = 8 its
                 _utilization),
          Source("utilization_t8_l4.json",
                 "nibble bench utilization --sizes 8 --lanes 4 --json docs/utilization_t8_l4.json",
+                _utilization),
+         Source("utilization_t16_q4.json",
+                "nibble bench utilization --sizes 16 --out-lanes 4 "
+                "--json docs/utilization_t16_q4.json",
                 _utilization)),
         after="""\
 With a narrower output path the rescaler sees T/L beats per psum row and bounds the
-array (the OrangeCrab build has T = 8 with 4 lanes).
+array (the OrangeCrab build has T = 8 with 4 lanes). Narrower output stages alone
+(`out_lanes`, behind the rescaler) see only finished tiles and keep pace on these
+GEMMs (the ULX3S 16×16 build has 4 output lanes).
 """),
     Section(
         "Generic cell counts",

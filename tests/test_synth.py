@@ -264,6 +264,7 @@ def test_board_params_take_the_boards_defaults():
     assert ulx3s.params(16, lanes=2).out_lanes == 2
     assert ulx3s.params(16, out_lanes=16).out_lanes == 16
     assert ulx3s.params(8).out_lanes == 8
-    assert (crab.params(8).out_lanes, crab.params(8).stochastic) == (8, False)
+    assert (crab.params(8).out_lanes, crab.params(8).stochastic) == (2, False)
+    assert crab.params(8, lanes=4).out_lanes == 2 and crab.params(4).out_lanes == 4
     assert (ice.params(2, 18).lanes, ice.params(2, 18).out_lanes) == (1, 1)
     assert ulx3s.params(16, stochastic=False).stochastic is False
