@@ -98,9 +98,9 @@ def run_e2e(config: TrainConfig, seeds, backend: str = "rtl", *, data: Digits | 
                             model=model))
         checked += hw_backend.checked
         for role, used in getattr(hw_backend, "role_cycles", {}).items():
-            total_role = roles.setdefault(role, {"gemms": 0, "cycles": 0, "ideal": 0})
+            total_role = roles.setdefault(role, {"gemms": 0, "cycles": 0, "ideal": 0, "macs": 0})
             for key in total_role:
-                total_role[key] += used[key]
+                total_role[key] += used.get(key, 0)
         digests_equal &= hw[-1].weight_digests == golden[-1].weight_digests
         if progress:
             print(f"seed {seed}: fp32 {fp32[-1].test_acc:.2f}%  golden {golden[-1].test_acc:.2f}%  "
@@ -112,8 +112,11 @@ def run_e2e(config: TrainConfig, seeds, backend: str = "rtl", *, data: Digits | 
         "nibble": _summary(golden),
         backend: _summary(hw, {"bit_exact": bool(digests_equal and checked == total),
                                "gemms_checked": checked,
-                               # array utilization per GEMM role (RTL: simulated cycles)
-                               "roles": {role: {**r, "utilization": r["ideal"] / r["cycles"]}
+                               # per GEMM role (RTL): array utilization over the simulated
+                               # cycles, and the useful share of the padded tiles' MACs
+                               "roles": {role: {**r, "utilization": r["ideal"] / r["cycles"],
+                                                "useful_macs": r["macs"] / (
+                                                    r["ideal"] * config.params.tile ** 2)}
                                          for role, r in roles.items() if r["cycles"]},
                                "cycles_per_second": sum(r.cycles for r in hw) /
                                max(sum(r.seconds for r in hw), 1e-9)}),
