@@ -415,11 +415,11 @@ def test_train_cnn_on_digits_writes_model_and_dataset(tmp_path):
 
     out = tmp_path / "cnn.json"
     proc = run_nibble("train", "--model", "cnn", "--dataset", "digits", "--epochs", "1",
-                      "--seeds", "1", "--configs", "fp32", "nibble", "--json", str(out),
-                      "--quiet")
+                      "--seeds", "1", "--json", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert "digits CNN" in proc.stdout and "Conv2d(1, 8, 3" in proc.stdout
     doc = json.loads(out.read_text())
     assert (doc["model"], doc["dataset"]) == ("cnn", "digits") and "Conv2d" in doc["layers"]
+    assert set(doc["results"]) == {"fp32", "nibble"}           # the cnn's default rows
     for r in doc["results"].values():
         assert 30.0 < r["test_acc_mean"] <= 100.0

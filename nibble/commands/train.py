@@ -31,7 +31,8 @@ def add_arguments(parser) -> None:
                              "golden GEMM by GEMM, next to FP32 and golden runs), serial (a "
                              "board, needs --port)")
     parser.add_argument("--port", metavar="DEV", help="serial port of the board (--backend serial)")
-    parser.add_argument("--epochs", type=positive_int, default=20, help="epochs per run (default 20)")
+    parser.add_argument("--epochs", type=positive_int,
+                        help="epochs per run (default 20; the cnn 10)")
     parser.add_argument("--seeds", type=positive_int,
                         help="number of seeds per configuration (default 3; 1 with rtl/serial)")
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
@@ -41,7 +42,8 @@ def add_arguments(parser) -> None:
                         help="hidden layer sizes (default 64 64)")
     parser.add_argument("--configs", nargs="+", metavar="NAME",
                         help="only these rows: fp32 nibble no_tpr radix2 gradscale linear "
-                             "stochastic radix2_stochastic")
+                             "stochastic radix2_stochastic (default all; the cnn fp32 nibble, "
+                             "about 6 minutes per seed on the golden backend)")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--plot", metavar="DIR", help="write PNG plots (needs the plot extra)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -59,7 +61,8 @@ def run(args) -> int:
     params = NibbleParams(tile=args.tile, acc_bits=args.acc_bits, lanes=args.lanes,
                           out_lanes=args.out_lanes,
                           stochastic=args.stochastic is not False)
-    config = TrainConfig(epochs=args.epochs, batch=args.batch, lr=args.lr,
+    cnn = args.model == "cnn"
+    config = TrainConfig(epochs=args.epochs or (10 if cnn else 20), batch=args.batch, lr=args.lr,
                          hidden=tuple(args.hidden), params=params)
     data = load_dataset(args.dataset)
     # the MLP keeps the digits study's own class (bit for bit the same as its Sequential)
@@ -106,7 +109,7 @@ def run(args) -> int:
                    f"cycles/s" if args.backend == "rtl" else "")
     else:
         names = [c.name for c in STUDY_CONFIGS]
-        wanted = args.configs or names
+        wanted = args.configs or (["fp32", "nibble"] if cnn else names)
         unknown = sorted(set(wanted) - set(names))
         if unknown:
             raise ValueError(f"unknown config {', '.join(unknown)}; choose from {', '.join(names)}")
