@@ -359,19 +359,22 @@ def test_mnist_split_is_stratified_fixed_and_disjoint():
 
 # ------------------------------------------------------------------- on the RTL
 
-def test_cnn_on_the_rtl_is_bit_exact_with_golden_after_every_step(digits):
+@pytest.mark.parametrize("quant", [QuantConfig(), QuantConfig(rounding="stochastic")],
+                         ids=["log", "stochastic"])
+def test_cnn_on_the_rtl_is_bit_exact_with_golden_after_every_step(digits, quant):
     """Every GEMM of a small CNN (conv, pool, conv, pool, linear) on the Verilated T = 4
     accelerator: the weights equal golden's after every step. The first convolution's
-    GEMMs over 32 images of 8x8 exceed 256 row tiles, so they run as split jobs."""
+    GEMMs over 32 images of 8x8 exceed 256 row tiles, so they run as split jobs (with
+    stochastic rounding, each part seeded by the command)."""
     from nibble.backends import RtlBackend
 
     small = type(digits)(digits.x_train[:64], digits.y_train[:64], digits.x_test[:8],
                          digits.y_test[:8])
     config = TrainConfig(epochs=1, batch=32, params=NibbleParams(tile=4))
     model = nn.default_cnn((8, 8, 1), channels=(4, 8))
-    golden = train_run(small, config, 1, QuantConfig(), model=model)
+    golden = train_run(small, config, 1, quant, model=model)
     backend = RtlBackend(config.params)
-    rtl = train_run(small, config, 1, QuantConfig(), backend=backend, model=model)
+    rtl = train_run(small, config, 1, quant, backend=backend, model=model)
     assert rtl.steps == 2 and rtl.weight_digests == golden.weight_digests
     assert rtl.test_curve == golden.test_curve
     assert backend.checked == backend.gemms == rtl.gemms > 0 and backend.cycles > 0
