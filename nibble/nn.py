@@ -70,7 +70,7 @@ from verif.stimulus import backward_job, forward_job, weight_grad_job
 from .training import MLP, TrainConfig, _softmax_xent
 
 __all__ = ["Layer", "Linear", "Conv2d", "ReLU", "PACT", "MaxPool2d", "Flatten", "Sequential",
-           "Network", "im2col", "retile", "mlp", "default_cnn", "MODELS", "make_model"]
+           "Network", "TileLimitedBackend", "im2col", "retile", "mlp", "default_cnn", "MODELS", "make_model"]
 
 #: Model names of ``nibble train --model``.
 MODELS = ("mlp", "cnn")
@@ -612,7 +612,8 @@ class Network(MLP):
                     masks = tuple(layer.forward_mask(m, c) for m in masks)
                 if not (isinstance(layer, Flatten) and len(c) == 2):
                     q = None                 # the layout changed: re-quantize at the GEMM
-                cache[-1]["host"].append((layer, c))
+                if cache:                    # (before the first GEMM: no gradient needed)
+                    cache[-1]["host"].append((layer, c))
                 continue
             n = len(v)
             if q is not None and layer.columns_are_input(v.shape[1:]):

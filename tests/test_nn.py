@@ -306,6 +306,20 @@ def test_the_digits_mlp_as_a_sequential_trains_bit_for_bit_as_the_mlp(digits, qu
     assert mlp.test_curve == seq.test_curve and mlp.gemms == seq.gemms
 
 
+def test_a_flatten_first_mlp_on_images_is_the_mlp(digits):
+    """Flatten of an NHWC image is the data set's row order, so an MLP that starts with
+    a Flatten over (8, 8, 1) images trains bit for bit as the flat one."""
+    small = type(digits)(digits.x_train[:64], digits.y_train[:64], digits.x_test[:16],
+                         digits.y_test[:16])
+    config = TrainConfig(epochs=1, hidden=(16,))
+    images = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10),
+                           input_shape=(8, 8, 1))
+    for quant in (None, QuantConfig()):
+        flat = train_run(small, config, 0, quant)
+        seq = train_run(small, config, 0, quant, model=images)
+        assert seq.weight_digests == flat.weight_digests
+
+
 def test_cnn_learns_digits_in_fp32_and_4_bit(digits):
     config = TrainConfig(epochs=2)
     model = nn.default_cnn((8, 8, 1))
