@@ -71,16 +71,19 @@ class RtlBackend(CheckedBackend):
         super().__init__(params, fused=fused)
         self.sim = FastAccelerator(params, seed=seed, p_stall=p_stall)
         self._start = self.sim.cycles            # the harness's reset cycles
-        #: per GEMM role: GEMMs, simulated cycles and ideal cycles (one T-deep tile step
-        #: per T cycles with every PE busy), for array utilization
+        #: per GEMM role: GEMMs, simulated cycles, ideal cycles (one T-deep tile step
+        #: per T cycles with every PE busy), for array utilization, and the MACs of the
+        #: unpadded shapes (their share of ideal * T * T is what padding to tiles leaves)
         self.role_cycles = {}
 
     def run(self, job: GemmJob, role: str, layer: int) -> GemmOutput:
         before = self.sim.cycles
         out = super().run(job, role, layer)
         mt, kt, nt = job.tiles
-        used = self.role_cycles.setdefault(role, {"gemms": 0, "cycles": 0, "ideal": 0})
+        used = self.role_cycles.setdefault(role, {"gemms": 0, "cycles": 0, "ideal": 0, "macs": 0})
         used["gemms"] += 1
+        m, k, n = job.shape
+        used["macs"] += m * k * n
         used["cycles"] += self.sim.cycles - before
         used["ideal"] += mt * kt * nt * self.params.tile
         return out

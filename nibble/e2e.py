@@ -67,7 +67,8 @@ def _summary(runs, extra=None) -> dict:
 
 
 def run_e2e(config: TrainConfig, seeds, backend: str = "rtl", *, data: Digits | None = None,
-            progress: bool = True, port: str | None = None, keep_runs: bool = False) -> dict:
+            progress: bool = True, port: str | None = None, keep_runs: bool = False,
+            model=None) -> dict:
     """FP32, golden 4-bit and hardware 4-bit runs per seed.
 
     Returns
@@ -87,14 +88,19 @@ def run_e2e(config: TrainConfig, seeds, backend: str = "rtl", *, data: Digits | 
     quant = QuantConfig()
     steps_per_epoch = -(-len(data.y_train) // config.batch)
     fp32, golden, hw = [], [], []
-    checked, digests_equal = 0, True
+    checked, digests_equal, roles = 0, True, {}
     for seed in seeds:
         hw_backend = make_backend(backend, config.params, port=port)   # fails fast
-        fp32.append(train_run(data, config, seed, None))
-        golden.append(train_run(data, config, seed, quant))
+        fp32.append(train_run(data, config, seed, None, model=model))
+        golden.append(train_run(data, config, seed, quant, model=model))
         bar = StepProgress(f"{backend} seed {seed}", config.epochs, steps_per_epoch) if progress else None
-        hw.append(train_run(data, config, seed, quant, backend=hw_backend, on_step=bar))
+        hw.append(train_run(data, config, seed, quant, backend=hw_backend, on_step=bar,
+                            model=model))
         checked += hw_backend.checked
+        for role, used in getattr(hw_backend, "role_cycles", {}).items():
+            total_role = roles.setdefault(role, {"gemms": 0, "cycles": 0, "ideal": 0, "macs": 0})
+            for key in total_role:
+                total_role[key] += used.get(key, 0)
         digests_equal &= hw[-1].weight_digests == golden[-1].weight_digests
         if progress:
             print(f"seed {seed}: fp32 {fp32[-1].test_acc:.2f}%  golden {golden[-1].test_acc:.2f}%  "
@@ -106,6 +112,12 @@ def run_e2e(config: TrainConfig, seeds, backend: str = "rtl", *, data: Digits | 
         "nibble": _summary(golden),
         backend: _summary(hw, {"bit_exact": bool(digests_equal and checked == total),
                                "gemms_checked": checked,
+                               # per GEMM role (RTL): array utilization over the simulated
+                               # cycles, and the useful share of the padded tiles' MACs
+                               "roles": {role: {**r, "utilization": r["ideal"] / r["cycles"],
+                                                "useful_macs": r["macs"] / (
+                                                    r["ideal"] * config.params.tile ** 2)}
+                                         for role, r in roles.items() if r["cycles"]},
                                "cycles_per_second": sum(r.cycles for r in hw) /
                                max(sum(r.seconds for r in hw), 1e-9)}),
     }

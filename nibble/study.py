@@ -63,9 +63,10 @@ class _Progress:
 
 
 def run_study(config: TrainConfig, seeds, configs=STUDY_CONFIGS, data=None, progress=True,
-              runs_out: dict | None = None):
+              runs_out: dict | None = None, model=None):
     """Train every configuration for every seed; return {name: summary dict}. If given,
-    ``runs_out`` receives {name: [RunResult per seed]}."""
+    ``runs_out`` receives {name: [RunResult per seed]}; ``model`` is a
+    :class:`nibble.nn.Sequential` (default the MLP of ``config.hidden``)."""
     data = data if data is not None else load_digits_split()
     bar = _Progress() if progress else None
     results = {}
@@ -74,7 +75,7 @@ def run_study(config: TrainConfig, seeds, configs=STUDY_CONFIGS, data=None, prog
         for i, seed in enumerate(seeds):
             label = f"{sc.name} seed {seed} ({i + 1}/{len(seeds)})"
             cb = (lambda e, r, label=label: bar(label, config.epochs, e, r)) if bar else None
-            runs.append(train_run(data, config, seed, sc.quant, progress=cb))
+            runs.append(train_run(data, config, seed, sc.quant, progress=cb, model=model))
         if runs_out is not None:
             runs_out[sc.name] = runs
         accs = np.array([r.test_acc for r in runs])
@@ -112,9 +113,13 @@ def format_table(results) -> str:
     return "\n".join(rows)
 
 
-def write_json(path, results, config: TrainConfig, seeds, backend: str) -> None:
+def write_json(path, results, config: TrainConfig, seeds, backend: str, *, model: str = "mlp",
+               dataset: str = "digits", layers: str | None = None) -> None:
     doc = {
-        "study": "digits MLP, FP32 vs nibble 4-bit",
+        "study": f"{dataset} {model.upper()}, FP32 vs nibble 4-bit",
+        "model": model,
+        "dataset": dataset,
+        **({"layers": layers} if layers else {}),
         "backend": backend,
         "seeds": list(seeds),
         "config": {**{k: v for k, v in asdict(config).items() if k != "params"},

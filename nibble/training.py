@@ -346,7 +346,7 @@ class MLP:
 
 
 def train_run(data: Digits, config: TrainConfig, seed: int, quant: QuantConfig | None,
-              backend=None, progress=None, on_step=None) -> RunResult:
+              backend=None, progress=None, on_step=None, model=None) -> RunResult:
     """Train one network from scratch.
 
     Parameters
@@ -363,11 +363,19 @@ def train_run(data: Digits, config: TrainConfig, seed: int, quant: QuantConfig |
         Called after every epoch as ``progress(epoch, result)``.
     on_step : callable, optional
         Called after every step as ``on_step(epoch, result, backend)``.
+    model : nibble.nn.Sequential, optional
+        The network to train (fresh weights per run); default the MLP of
+        ``config.hidden``.
     """
     rng = np.random.default_rng(seed)
     sizes = [data.x_train.shape[1], *config.hidden, data.n_classes]
     # stochastic rounding's seeds come from a generator of their own
-    model = MLP(sizes, config, rng, seeds=np.random.default_rng((seed, 0x5EED)))
+    seeds = np.random.default_rng((seed, 0x5EED))
+    if model is None:
+        model = MLP(sizes, config, rng, seeds=seeds)
+    else:
+        model = model.build(config, rng, seeds, n_features=data.x_train.shape[1],
+                            n_classes=data.n_classes)
     if quant is not None and backend is None:
         backend = GoldenBackend(config.params)
     if quant is not None and quant.rounding == "stochastic" and not backend.gradient_unit:
