@@ -127,7 +127,7 @@ def _boards(docs):
 
 
 def _regress(docs):
-    from .cli import regress_table
+    from .commands.regress import regress_table
 
     r = _one(docs)["regress"]
     return (f"Seed {r['seed']}, {r['gemms_per_size']} random GEMMs per size, {r['jobs']} "
@@ -308,21 +308,12 @@ takes about 50 minutes of yosys (T = 16 arrays dominate).
         "the Verilated `nibble_top`, checked against golden.",
         (Source("regress_long.json", "nibble regress --long --json docs/regress_long.json",
                 _regress),),
-        by_hand="""\
-`nibble regress --long` (2026-11-29, seed 1, one job, 2 cores shared with two
-synthesis runs; cocotb's per-cycle Python dominates):
-
-| T | tests | GEMMs checked | MACs checked | failures | seconds | sim cycles/s | MACs/s |
-|---|---|---|---|---|---|---|---|
-| 4 | 3 | 3341 | 1,214,824 | 0 | 49.4 | 9,143 | 49,553 |
-| 8 | 3 | 3341 | 8,760,369 | 0 | 88.8 | 8,188 | 171,562 |
-| 16 | 3 | 3341 | 69,880,763 | 0 | 178.6 | 6,639 | 559,034 |
-
-Every one of the 72 coverage bins (training mode × output format × rounding × phase ×
-stalls × partial tiles) was hit at every size; 14 min 38 s wall with three cold builds.
-Saturation is not a bin: the out_exp rule leaves a bit of headroom, so no legal GEMM
-saturates; every GEMM checks the flag against golden and the rescaler's unit bench
-forces real saturation.
+        after="""\
+Every coverage bin (training mode × output format × rounding × phase × stalls × partial
+tiles) is hit at every size. Saturation is not a bin: the out_exp rule leaves a bit of
+headroom, so no legal GEMM saturates; every GEMM checks the flag against golden and the
+rescaler's unit bench forces real saturation. The wall time includes Verilator builds
+only where none was cached.
 """),
     Section(
         "Test suite run time",
