@@ -134,7 +134,8 @@ class Narrower(wiring.Component):
                      en.eq(ready & self.credit), self.take_credit.eq(en)]
         m.d.sync += [readable.eq(Mux(en, read, kept)),
                      ready.eq(Mux(en, read != 0, kept != 0))]
-        with m.If(self.w.valid & (readable == G * D)):
+        # (full: every slot holds a beat with a group unread, the oldest perhaps only one)
+        with m.If(self.w.valid & (readable > G * (D - 1))):
             m.d.sync += self.fault.eq(1)
 
         # ---- Read: the memories at the pointer every cycle (a read moves the pointer).

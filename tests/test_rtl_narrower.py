@@ -185,8 +185,11 @@ def test_reset_in_the_middle():
     assert len(tb.got) == 2 * dut.capacity * dut.groups
 
 
-def test_write_into_a_full_narrower_faults():
-    """A writer that ignores its credits: the write into a full memory sets ``fault``."""
+@pytest.mark.parametrize("groups_read", [0, 1, 3])
+def test_write_into_a_full_narrower_faults(groups_read):
+    """A writer that ignores its credits: the write into a full memory sets ``fault``,
+    also when the oldest beat has some of its groups read (its slot is still taken
+    until the last one)."""
     params = NibbleParams(tile=4, acc_bits=32, lanes=4, out_lanes=1)
     dut = Narrower(params, depth=2)
 
@@ -195,7 +198,17 @@ def test_write_into_a_full_narrower_faults():
         ctx.set(dut.w.valid, 1)
         for _ in range(2):
             await ctx.tick()
+        ctx.set(dut.w.valid, 0)
+        for _ in range(2):                 # the count and its ready flag settle
+            await ctx.tick()
+        ctx.set(dut.credit, 1)
+        for _ in range(groups_read):
+            assert ctx.get(dut.take_credit)
+            await ctx.tick()
+        ctx.set(dut.credit, 0)
         assert not ctx.get(dut.fault)
+        ctx.set(dut.w.valid, 1)
+        await ctx.tick()
         await ctx.tick()
         assert ctx.get(dut.fault)
 
