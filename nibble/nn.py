@@ -644,17 +644,8 @@ class Network(MLP):
         backend = TileLimitedBackend(backend)
         tile = backend.params.tile
         logits, cache = self.quant_forward(x, backend)
-        loss, g = _softmax_xent(logits, labels)
+        loss, dy, grads, phases = self._output_gradient(logits, labels, quant, scales, tile)
         p_dx, p_dw = quant.phases
-        phases = sorted({p_dx, p_dw})
-        top = len(self.w) - 1
-        exps = scales[top].exponent(g) if quant.gradscale else None
-        seed = self._seed(quant)
-        dy = {p: quantize(g, quant.grad_kind, tile=tile, phase=p, rounding=quant.rounding,
-                          exps=exps, seed=seed) for p in phases}
-        if quant.gradscale:
-            scales[top].update(g)
-        grads = {("b", top): g.sum(axis=0)}
         fused = quant.grad_kind == "fp4" and backend.fused
         layers = self.model.gemm_layers
         for l in reversed(range(len(self.w))):

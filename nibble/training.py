@@ -251,17 +251,8 @@ class MLP:
     def quant_grads(self, x, labels, backend, quant: QuantConfig, scales):
         tile = backend.params.tile
         logits, cache = self.quant_forward(x, backend)
-        loss, g = _softmax_xent(logits, labels)
+        loss, dy, grads, phases = self._output_gradient(logits, labels, quant, scales, tile)
         p_dx, p_dw = quant.phases
-        phases = sorted({p_dx, p_dw})
-        top = len(self.w) - 1
-        exps = scales[top].exponent(g) if quant.gradscale else None
-        seed = self._seed(quant)
-        dy = {p: quantize(g, quant.grad_kind, tile=tile, phase=p, rounding=quant.rounding,
-                          exps=exps, seed=seed) for p in phases}
-        if quant.gradscale:
-            scales[top].update(g)
-        grads = {("b", top): g.sum(axis=0)}
         fused = quant.grad_kind == "fp4" and backend.fused
         for l in reversed(range(len(self.w))):
             a_q, w_q, _ = cache[l]
@@ -279,6 +270,21 @@ class MLP:
                                    "backward": (dy[p_dx], w_q, in_range)}
             dy = dy_next
         return loss, grads
+
+    def _output_gradient(self, logits, labels, quant: QuantConfig, scales, tile: int):
+        """The loss and its gradient at the logits, quantized at each phase the step needs
+        (GradScale's exponent from the top layer's scale, which then sees the gradient).
+        Returns (loss, dY per phase, the gradients dict with the top bias, the phases)."""
+        loss, g = _softmax_xent(logits, labels)
+        phases = sorted(set(quant.phases))
+        top = len(self.w) - 1
+        exps = scales[top].exponent(g) if quant.gradscale else None
+        seed = self._seed(quant)
+        dy = {p: quantize(g, quant.grad_kind, tile=tile, phase=p, rounding=quant.rounding,
+                          exps=exps, seed=seed) for p in phases}
+        if quant.gradscale:
+            scales[top].update(g)
+        return loss, dy, {("b", top): g.sum(axis=0)}, phases
 
     def _seed(self, quant: QuantConfig):
         """A fresh generator seed for one stochastic quantization (None otherwise)."""
