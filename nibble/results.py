@@ -142,8 +142,9 @@ def _regress(docs):
     from .commands.regress import regress_table
 
     r = _one(docs)["regress"]
-    return (f"Seed {r['seed']}, {r['gemms_per_size']} random GEMMs per size, {r['jobs']} "
-            f"job(s), {r['wall_seconds'] / 60:.1f} min wall; empty coverage bins: "
+    engine = {"fast": "fast C++ harness", "cocotb": "cocotb bench"}[r.get("engine", "cocotb")]
+    return (f"{engine.capitalize()}, seed {r['seed']}, {r['gemms_per_size']:,} random GEMMs per "
+            f"size, {r['jobs']} job(s), {r['wall_seconds'] / 60:.1f} min wall; empty coverage bins: "
             f"{len(r['empty_bins'])}.\n\n" + regress_table(r["rows"]))
 
 
@@ -341,11 +342,15 @@ takes about 50 minutes of yosys (T = 16 arrays dominate).
         (Source("builds/*.json", "nibble bench boards --reports docs/builds/*.json",
                 _boards),)),
     Section(
-        "cocotb regression",
-        "`nibble regress --long`: 10,000 coverage-driven random GEMMs over T = 4, 8, 16 on "
-        "the Verilated `nibble_top`, checked against golden.",
-        (Source("regress_long.json", "nibble regress --long --json docs/regress_long.json",
-                _regress),),
+        "Regression",
+        "`nibble regress --long`: coverage-driven random GEMMs over T = 4, 8, 16 on the "
+        "Verilated `nibble_top`, checked against golden: 100,000 on the fast C++ harness "
+        "(shards on a local dask cluster), and 10,000 with the cocotb bench, which also "
+        "resets in the middle of GEMMs.",
+        (Source("regress_long.json", "nibble regress --long -j 2 --json docs/regress_long.json",
+                _regress),
+         Source("regress_long_cocotb.json",
+                "nibble regress --long --cocotb --json docs/regress_long_cocotb.json", _regress)),
         after="""\
 Every coverage bin (training mode × output format × rounding × phase × stalls × partial
 tiles) is hit at every size. Saturation is not a bin: the out_exp rule leaves a bit of

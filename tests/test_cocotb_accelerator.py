@@ -29,7 +29,7 @@ def test_nibble_regress_prints_summary(tmp_path):
 
     from nibble.commands.regress import regress_table
     out = tmp_path / "regress.json"
-    proc = subprocess.run([sys.executable, "-m", "nibble", "regress", "--size", "4",
+    proc = subprocess.run([sys.executable, "-m", "nibble", "regress", "--cocotb", "--size", "4",
                            "--gemms", "3", "--seed", "5", "--json", str(out)],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -39,14 +39,14 @@ def test_nibble_regress_prints_summary(tmp_path):
     # --json keeps what the table shows (docs/results.md renders it with the same function)
     doc = json.loads(out.read_text())
     assert regress_table(doc["regress"]["rows"]) in proc.stdout
-    assert doc["regress"]["seed"] == 5 and doc["measured"]["date"]
+    assert doc["regress"]["engine"] == "cocotb" and doc["regress"]["seed"] == 5 and doc["measured"]["date"]
 
 
 def test_nibble_regress_parallel_shards():
     """-j 2 splits the random GEMMs over two xdist workers; the directed tests run once."""
     import subprocess
     import sys
-    proc = subprocess.run([sys.executable, "-m", "nibble", "regress", "--size", "4",
+    proc = subprocess.run([sys.executable, "-m", "nibble", "regress", "--cocotb", "--size", "4",
                            "--gemms", "5", "--seed", "7", "-j", "2"], capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

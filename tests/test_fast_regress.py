@@ -1,0 +1,94 @@
+"""``nibble regress`` on the fast harness (verif/fast_regress.py): shards, coverage, the
+failure report and its replay line, and the command line."""
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+
+import verif.scoreboard
+from verif.coverage import all_bins
+from verif.fast_regress import FastShard, plan_fast, run_fast_shard
+
+
+def test_plan_splits_each_size_into_seeded_shards():
+    shards = plan_fast([4, 8], acc_bits=24, seed=10, gemms=5001, shard_gemms=2000)
+    assert [(s.tile, s.seed, s.gemms, s.directed) for s in shards] == [
+        (4, 10, 1667, True), (4, 11, 1667, False), (4, 12, 1667, False),
+        (8, 10, 1667, True), (8, 11, 1667, False), (8, 12, 1667, False)]
+    assert all(s.acc_bits == 24 for s in shards)
+    with pytest.raises(ValueError, match="shard_gemms"):
+        plan_fast([4], acc_bits=32, seed=1, gemms=10, shard_gemms=0)
+
+
+def test_a_shard_visits_every_coverage_bin_and_checks_every_gemm():
+    bins = len(all_bins())
+    out = run_fast_shard(FastShard(4, 32, 3, bins + 20, True))
+    assert out["failed"] == 0 and out["results"] == "", out["results"]
+    stats = out["stats"]
+    # the edge shapes come on top of the random GEMMs; every bin at least once
+    assert stats["gemms"] > bins + 20
+    assert set(stats["coverage"]) == set(all_bins()), set(all_bins()) - set(stats["coverage"])
+    assert sum(stats["coverage"].values()) == stats["gemms"] and stats["cycles"] > 0
+
+
+def test_a_shard_draws_the_same_random_gemms_with_or_without_the_edge_shapes(monkeypatch):
+    """The replay line runs a shard alone (with the edge shapes): its random GEMMs must be
+    the ones the campaign's shard drew."""
+    seen = {True: [], False: []}
+    real = verif.scoreboard.Scoreboard.check
+
+    for directed in (True, False):
+        def spy(self, job, got, index, stalled=True, directed=directed):
+            seen[directed].append((job.shape, job.a_op.codes.tobytes(), stalled))
+            return real(self, job, got, index, stalled)
+        monkeypatch.setattr(verif.scoreboard.Scoreboard, "check", spy)
+        run_fast_shard(FastShard(4, 32, 5, 6, directed))
+    assert len(seen[True]) > len(seen[False]) == 6
+    assert seen[True][-6:] == seen[False]
+
+
+def test_a_mismatch_fails_the_shard_with_a_replay_line(monkeypatch):
+    """A golden that disagrees from the 4th random GEMM on (as a broken design would):
+    the shard stops there and names the GEMM and the command that reproduces it."""
+    real = verif.scoreboard.expected
+    calls = []
+
+    def wrong(job, params):
+        out = real(job, params)
+        calls.append(job)
+        return replace(out, saturated=not out.saturated) if len(calls) >= 4 else out
+    monkeypatch.setattr(verif.scoreboard, "expected", wrong)
+    shard = FastShard(4, 32, 9, 50, False)
+    out = run_fast_shard(shard)
+    assert out["failed"] == 1 and out["stats"]["gemms"] == 3
+    assert "random GEMM 3" in out["results"]
+    assert "reproduce: nibble regress --size 4 --acc-bits 32 --seed 9 --gemms 4" in out["results"]
+
+
+def test_nibble_regress_fast_prints_table_and_json(tmp_path):
+    from nibble.commands.regress import regress_table
+
+    out = tmp_path / "regress.json"
+    proc = subprocess.run([sys.executable, "-m", "nibble", "regress", "--size", "4",
+                           "--gemms", "150", "--seed", "2", "--json", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    r = doc["regress"]
+    assert r["engine"] == "fast" and r["seed"] == 2 and r["empty_bins"] == []
+    (row,) = r["rows"]
+    assert row["failed"] == 0 and row["gemms"] > 150
+    assert regress_table(r["rows"]) in proc.stdout
+
+
+@pytest.mark.parametrize("extra, message", [(["--waves"], "--cocotb"), (["-k", "edge_shapes"], "--cocotb"),
+                                            (["--cocotb", "--scheduler", "tcp://x:1"], "pytest-xdist"),
+                                            (["--shard-gemms", "0"], "positive integer")])
+def test_nibble_regress_rejects_options_of_the_other_engine(extra, message):
+    proc = subprocess.run([sys.executable, "-m", "nibble", "regress", "--size", "4", *extra],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) <= 2      # usage line + error at most

@@ -1,0 +1,125 @@
+"""``nibble regress``'s default engine: random GEMMs on the fast C++ harness.
+
+The same stimulus as the cocotb bench (:func:`verif.stimulus.random_job`, coverage-driven
+first: every bin of :mod:`verif.coverage` once, then random), the same checks
+(:class:`verif.scoreboard.Scoreboard` against golden), on the Verilated ``nibble_top``
+through :class:`verif.fast_sim.FastAccelerator`, two orders of magnitude faster than
+cocotb. The protocol-level benches (reset in the middle of a GEMM, stream drivers that
+follow the handshake rules cycle by cycle) stay on cocotb (``nibble regress --cocotb``).
+
+A shard is ``gemms`` random GEMMs at one seed and size; the first shard of a size also
+runs the directed edge shapes (:func:`verif.stimulus.edge_jobs`) first, from a stimulus
+stream of their own, so shard ``s`` of a campaign and a lone run with ``--seed s`` draw
+the same random GEMMs: a failure's replay line is exact. Shards are independent and
+picklable: :func:`verif.campaign.run_tasks` runs them in this process, on a local dask
+cluster or on a remote one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from golden.params import NibbleParams
+
+from .coverage import STALLS
+from .stimulus import GEMM_ROLES, OUTPUT_VARIANTS, edge_jobs, random_job
+
+__all__ = ["FastShard", "plan_fast", "run_fast_shard", "STALL_PROBABILITY"]
+
+#: Probability of a valid gap / ready stall per beat on every stream in a stalled GEMM
+#: (the cocotb bench's).
+STALL_PROBABILITY = 0.3
+#: Random GEMMs that are stalled once every bin has been visited (the cocotb bench's).
+STALLED_SHARE = 0.7
+
+
+@dataclass(frozen=True)
+class FastShard:
+    """``gemms`` random GEMMs at ``seed`` on a ``tile``-sized array; ``directed``: the
+    edge shapes first."""
+
+    tile: int
+    acc_bits: int
+    seed: int
+    gemms: int
+    directed: bool
+
+    @property
+    def params(self) -> NibbleParams:
+        return NibbleParams(tile=self.tile, acc_bits=self.acc_bits)
+
+    def replay(self, gemms: int | None = None) -> str:
+        """The command that runs this shard's first ``gemms`` GEMMs again, alone."""
+        return (f"nibble regress --size {self.tile} --acc-bits {self.acc_bits} --seed "
+                f"{self.seed} --gemms {self.gemms if gemms is None else gemms}")
+
+
+def plan_fast(sizes, *, acc_bits: int, seed: int, gemms: int,
+              shard_gemms: int = 2000) -> list[FastShard]:
+    """``gemms`` random GEMMs per size in shards of at most ``shard_gemms``, with seeds
+    ``seed``, ``seed + 1``, ... (the same seeds at every size)."""
+    if shard_gemms < 1:
+        raise ValueError(f"shard_gemms must be at least 1, got {shard_gemms}")
+    count = -(-gemms // shard_gemms)
+    per = [gemms // count + (s < gemms % count) for s in range(count)]
+    return [FastShard(tile, acc_bits, seed + s, n, s == 0)
+            for tile in sizes for s, n in enumerate(per)]
+
+
+def _bins():
+    return [(role, variant, stalled, partial) for role in range(len(GEMM_ROLES))
+            for variant in range(len(OUTPUT_VARIANTS)) for stalled in (False, True)
+            for partial in (False, True)]
+
+
+def run_fast_shard(shard: FastShard) -> dict:
+    """Run one shard; return its outcome (the layout of :func:`verif.regress.run_shard`:
+    ``shard``, ``tests``, ``failed``, ``results`` (the failure, or ""), ``wall_seconds``,
+    ``stats`` (the scoreboard's counts))."""
+    from .fast_sim import FastAccelerator, SimHang
+    from .scoreboard import Scoreboard
+
+    start = time.perf_counter()
+    params = shard.params
+    sim = FastAccelerator(params, seed=shard.seed)
+    board = Scoreboard(params)
+    rng = np.random.default_rng(shard.seed)
+    work = []
+    if shard.directed:
+        work += [("edge", i, job, True) for i, job in
+                 enumerate(edge_jobs(np.random.default_rng([shard.seed, 1]), params.tile))]
+    bins = _bins()
+    for i in range(shard.gemms):
+        work.append(("random", i, *_random_gemm(rng, params, bins, i)))
+    failure = ""
+    for test, index, job, stalled in work:
+        sim.p_stall = STALL_PROBABILITY if stalled else 0.0
+        before, t0 = sim.cycles, time.perf_counter()
+        try:
+            got = sim.run(job)
+            board.add_time(sim.cycles - before, time.perf_counter() - t0)
+            board.check(job, got, index, stalled)
+        except (AssertionError, SimHang, RuntimeError) as exc:
+            again = (f"nibble regress --size {params.tile} --acc-bits {params.acc_bits} "
+                     f"--seed {shard.seed} --gemms 1 (the edge shapes run first)"
+                     if test == "edge" else shard.replay(index + 1))
+            failure = (f"T={params.tile} seed {shard.seed}, {test} GEMM {index} (shape "
+                       f"{job.shape}, {STALLS[stalled]} stalls): {exc}; reproduce: {again}")
+            break
+    return {"shard": asdict(shard), "tests": 1 + shard.directed, "failed": int(bool(failure)),
+            "results": failure, "wall_seconds": time.perf_counter() - start,
+            "stats": board.counts}
+
+
+def _random_gemm(rng, params, bins, i):
+    """The ``i``-th random GEMM of a shard and whether it is stalled: coverage-driven
+    (the first ``len(bins)`` visit every bin the parameters allow), then random."""
+    if i < len(bins):
+        role, variant, stalled, partial = bins[i]
+        if not params.stochastic and OUTPUT_VARIANTS[variant][1] == "stochastic":
+            variant = 0                             # no such variant on this build
+        return random_job(rng, params, (role, variant, partial)), stalled
+    return random_job(rng, params), bool(rng.random() < STALLED_SHARE)
