@@ -1,4 +1,4 @@
-"""The ``nibble`` command line: train, generate, bench, synth and regress.
+"""The ``nibble`` command line: train, generate, bench, synth, regress and mutate.
 
 Each subcommand is a module of :mod:`nibble.commands` that owns its arguments
 (``add_arguments``) and its work and report (``run``); this module only builds the

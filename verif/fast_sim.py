@@ -130,6 +130,9 @@ def _wrapper_verilog(widths: dict) -> str:
         w = widths[f"{s}__payload"]
         lines.append(f'  import "DPI-C" function bit nb_pull_{s}(input bit fired, input bit valid, '
                      f"output bit {vec(w)}payload);")
+    if "mutsel" in widths:      # a mutated netlist (verif/mutation.py): its select input
+        lines += ['  import "DPI-C" function int nb_mutsel();', "  reg [31:0] mutsel = 32'd0;",
+                  "  always @(posedge clk) mutsel <= nb_mutsel();"]
     lines += ['  import "DPI-C" function bit nb_rst();',
               '  import "DPI-C" function bit nb_result_ready();',
               f'  import "DPI-C" function void nb_result(input bit valid, input bit ready, '
@@ -137,6 +140,8 @@ def _wrapper_verilog(widths: dict) -> str:
     # rst is registered too: Amaranth's next-state logic depends on it combinationally.
     lines.append("  reg rst = 1'b0;")
     ports = [".clk(clk)", ".rst(rst)", ".busy(busy)", ".fault(fault)", ".refused(refused)"]
+    if "mutsel" in widths:
+        ports.append(f".mutsel(mutsel[{widths['mutsel'] - 1}:0])")
     for s in INPUTS:
         w = widths[f"{s}__payload"]
         lines += [f"  reg {s}_valid = 1'b0;", f"  reg {vec(w)}{s}_payload = {w}'d0;",
@@ -164,41 +169,52 @@ _BUILT: dict = {}
 _BUILT_LOCK = threading.Lock()
 
 
-def build_library(params: NibbleParams) -> Path:
+def build_library(params: NibbleParams, verilog: str | None = None) -> Path:
     """Generate ``nibble_top`` for ``params`` and build the shared library (if needed).
 
     Parameters
     ----------
     params : NibbleParams
         The parameter set.
+    verilog : str, optional
+        A ``nibble_top`` of these parameters to build instead of the generated one: a
+        mutated netlist (:mod:`verif.mutation`), with a ``mutsel`` input that
+        :meth:`FastAccelerator.set_mutant` drives. Built in its own directory
+        (``fast_mutated``), with Verilator's warnings not fatal (it is yosys's netlist,
+        not the generated Verilog the waivers are written for).
 
     Returns
     -------
     Path
         The shared library; cached per process and on disk.
     """
+    key = (params, None if verilog is None else hashlib.sha256(verilog.encode()).hexdigest())
     with _BUILT_LOCK:
-        if params in _BUILT:
-            return _BUILT[params]
-        out = build_dir(params) / "fast"
+        if key in _BUILT:
+            return _BUILT[key]
+        out = build_dir(params) / ("fast" if verilog is None else "fast_mutated")
         out.mkdir(parents=True, exist_ok=True)
         # Parallel workers (pytest -n) build a parameter set once: the first takes the
         # lock and builds, the others wait and then find the stamp up to date.
         with open(out / ".build.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            lib = _build_locked(params, out)
-        _BUILT[params] = lib
+            lib = _build_locked(params, out, verilog)
+        _BUILT[key] = lib
         return lib
 
 
-def _build_locked(params: NibbleParams, out: Path) -> Path:
-    verilog = generate(params, out / "fresh", units=(TOP,))[0].read_text()
+def _build_locked(params: NibbleParams, out: Path, verilog: str | None) -> Path:
+    args = VERILATOR_ARGS
+    if verilog is None:
+        verilog = generate(params, out / "fresh", units=(TOP,))[0].read_text()
+    else:
+        args = (*args, "-Wno-fatal")
     widths = port_widths(verilog)
     header, wrapper = _ports_header(widths), _wrapper_verilog(widths)
     shim = SHIM.read_text()
     # Whatever goes into the library: rebuild when any of it changed.
     stamp = hashlib.sha256("\0".join([verilog, wrapper, header, shim, WAIVER_FILE.read_text(),
-                                      str(verilator_bin()), *VERILATOR_ARGS]).encode()).hexdigest()
+                                      str(verilator_bin()), *args]).encode()).hexdigest()
     lib = out / LIBRARY
     stamp_file = out / "stamp"
     if lib.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
@@ -214,7 +230,7 @@ def _build_locked(params: NibbleParams, out: Path) -> Path:
     # options (a stale .gch is an error), and files of an older top would linger.
     shutil.rmtree(obj, ignore_errors=True)
     env = verilator_env(make=True)
-    cmd = [str(verilator_bin()), *VERILATOR_ARGS, "--top-module", "fast_top",
+    cmd = [str(verilator_bin()), *args, "--top-module", "fast_top",
            "--prefix", "Vfast_top", "-Mdir", str(obj), "-CFLAGS", f"-I{src.resolve()}", "-o", LIBRARY,
            str(WAIVER_FILE), str(src / f"{TOP}.v"), str(src / "fast_top.sv"), str(src / SHIM.name)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -237,7 +253,9 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.nb_cycles.restype, lib.nb_cycles.argtypes = u64, [vp]
     lib.nb_busy.restype, lib.nb_busy.argtypes = i, [vp]
     lib.nb_fault.restype, lib.nb_fault.argtypes = i, [vp]
+    lib.nb_refused.restype, lib.nb_refused.argtypes = i, [vp]
     lib.nb_reset.restype, lib.nb_reset.argtypes = None, [vp, i]
+    lib.nb_set_mutant.restype, lib.nb_set_mutant.argtypes = None, [vp, ctypes.c_uint32]
     lib.nb_in_stride.restype, lib.nb_in_stride.argtypes = i, [i]
     lib.nb_result_words.restype, lib.nb_result_words.argtypes = i, []
     lib.nb_run.restype = i
@@ -280,6 +298,9 @@ class FastAccelerator:
         on the result stream in each cycle; 0 streams at full rate.
     hang_cycles : int
         Cycles without any handshake after which a run raises :class:`SimHang`.
+    verilog : str, optional
+        A ``nibble_top`` to build instead of the generated one (a mutated netlist:
+        :func:`build_library`, :meth:`set_mutant`).
 
     Attributes
     ----------
@@ -301,7 +322,7 @@ class FastAccelerator:
     """
 
     def __init__(self, params: NibbleParams, *, seed=None, p_stall: float = 0.0,
-                 hang_cycles: int = 10_000):
+                 hang_cycles: int = 10_000, verilog: str | None = None):
         if hang_cycles < 1:
             raise ValueError(f"hang_cycles must be positive, got {hang_cycles}")
         self.params = params
@@ -309,7 +330,7 @@ class FastAccelerator:
         self.p_stall = p_stall
         self.hang_cycles = int(hang_cycles)
         self.gemms = 0
-        self._lib = _load(build_library(params))
+        self._lib = _load(build_library(params, verilog))
         self._in_stride = [self._lib.nb_in_stride(s) for s in range(len(INPUTS))]
         self._result_words = self._lib.nb_result_words()
         self._sim = self._lib.nb_new(self.seed & (2**64 - 1))
@@ -338,6 +359,19 @@ class FastAccelerator:
     def busy(self) -> bool:
         """A GEMM is in progress (the ``busy`` port)."""
         return bool(self._lib.nb_busy(self._sim))
+
+    @property
+    def refused(self) -> bool:
+        """The ``refused`` port: an illegal command was taken (sticky until reset)."""
+        return bool(self._lib.nb_refused(self._sim))
+
+    def set_mutant(self, mutant: int) -> None:
+        """Switch a mutated netlist's mutation ``mutant`` on (0: none) from the next
+        clock: the select input is registered; reset after changing it. Only a model
+        built from ``verilog`` with a ``mutsel`` input has mutations."""
+        if not 0 <= mutant < 2**32:
+            raise ValueError(f"a mutation select is 0..2**32-1, got {mutant}")
+        self._lib.nb_set_mutant(self._sim, mutant)
 
     def reset(self, cycles: int = 2) -> None:
         """Reset the accelerator: ``rst`` high for ``cycles`` clocks, all streams idle.

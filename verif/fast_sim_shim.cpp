@@ -43,6 +43,7 @@ struct Sim {
     bool moved = false, holding = false, dirty = false;
     int status = OK;
     uint32_t held[NB_RESULT_WORDS] = {};
+    uint32_t mutant = 0;   // a mutated netlist's mutation select (0: none)
 };
 
 // The model whose DPI callbacks are running (set around every eval).
@@ -107,6 +108,9 @@ svBit nb_rst() {
     return 1;
 }
 
+// A mutated netlist's select input (verif/mutation.py); other builds never call it.
+int nb_mutsel() { return (int)current->mutant; }
+
 svBit nb_result_ready() {
     Sim* sim = current;
     return sim->beats && !stalled(sim);
@@ -159,6 +163,11 @@ uint64_t nb_cycles(void* handle) { return static_cast<Sim*>(handle)->cycles; }
 int nb_busy(void* handle) { return static_cast<Sim*>(handle)->top->busy; }
 
 int nb_fault(void* handle) { return static_cast<Sim*>(handle)->top->fault; }
+
+int nb_refused(void* handle) { return static_cast<Sim*>(handle)->top->refused; }
+
+// The mutation a mutated netlist switches on from the next clock (0: none).
+void nb_set_mutant(void* handle, uint32_t mutant) { static_cast<Sim*>(handle)->mutant = mutant; }
 
 // Synchronous reset for `cycles` clocks (plus one: rst is registered); the wrapper
 // drops every valid and ready.

