@@ -154,6 +154,21 @@ def _suite(docs):
             f"{minutes} min {seconds:02d} s |")
 
 
+def _mutate(docs):
+    from .commands.mutate import mutation_table
+
+    r = _one(docs)["mutate"]
+    kills = ", ".join(f"{how} {n}" for how, n in sorted(r["killed_by"].items()))
+    survivors = "\n".join(f"- [{s['unit']}] `{s['cell']}` port {s['port']} bit {s['portbit']}, "
+                          f"{s['mode']}" + (f" (wire `{s['wire']}`)" if s.get("wire") else "")
+                          for s in r["survivors"])
+    return (f"T = {r['tile']}, acc_bits {r['acc_bits']}: {r['count']} mutations (seed "
+            f"{r['seed']}), a regression of {r['regression_gemms']} GEMMs per mutant, "
+            f"{r['wall_seconds'] / 60:.1f} min wall on {r['jobs']} job(s). Killed by: {kills}."
+            f"\n\n{mutation_table(r)}\n\nSurvivors (not yet classified as equivalent or a "
+            f"test gap):\n\n{survivors}")
+
+
 def _figure(docs):
     return "\n\n".join(f"![training curves: FP32, golden 4-bit and RTL 4-bit]({rel})"
                        for rel, _ in docs)
@@ -289,6 +304,12 @@ headroom, so no legal GEMM saturates; every GEMM checks the flag against golden 
 rescaler's unit bench forces real saturation. The wall time includes Verilator builds
 only where none was cached.
 """),
+    Section(
+        "Mutation score",
+        "`nibble mutate`: how many sampled netlist mutations of `nibble_top` the fast "
+        "regression tells from the design (YosysHQ MCY's flow; `verif/mutation.py`).",
+        (Source("mutate_t4.json", "nibble mutate --size 4 --count 200 --json docs/mutate_t4.json",
+                _mutate),)),
     Section(
         "Test suite run time",
         "The README's test command, as `.ci/run` runs it, with `--suite-json` (a pytest option "

@@ -33,6 +33,7 @@ def test_a_mutate_line_is_parsed_with_its_select_and_cell():
     m = _parse(LINE, 3)
     assert (m.select, m.mode, m.port, m.portbit) == (3, "const0", "Q", 5)
     assert m.cell == "$flatten\\requant.$procdff$16998" and m.unit == "requantizer"
+    assert m.wire == "requant.clip4"
     assert m.command == LINE
 
 

@@ -59,6 +59,7 @@ class Mutation:
     port: str
     portbit: int
     command: str
+    wire: str = ""
 
     @property
     def unit(self) -> str:
@@ -89,7 +90,7 @@ def _parse(line: str, select: int) -> Mutation:
     for key, value in zip(words[1::2], words[2::2]):
         opts.setdefault(key.lstrip("-"), value)
     return Mutation(select, opts["mode"], opts["cell"], opts.get("port", ""),
-                    int(opts.get("portbit", 0)), line)
+                    int(opts.get("portbit", 0)), line, opts.get("wire", ""))
 
 
 def sample(params: NibbleParams, count: int, seed: int, workdir) -> tuple[list, str]:
@@ -116,7 +117,7 @@ def sample(params: NibbleParams, count: int, seed: int, workdir) -> tuple[list, 
     return mutations, (workdir / "mutated.v").read_text()
 
 
-def regression_jobs(params: NibbleParams, seed: int, random_gemms: int = 40) -> list:
+def regression_jobs(params: NibbleParams, seed: int, random_gemms: int = 400) -> list:
     """The fixed regression every mutant runs: [(job, stalled), ...]: the edge shapes
     (stalled), one GEMM per coverage bin of the parameters (as the fast regression's
     first GEMMs: :func:`verif.fast_regress.run_fast_shard`), then ``random_gemms``."""
@@ -134,7 +135,7 @@ class Killer:
     """Runs the fixed regression on mutants of one mutated netlist (one Verilator model,
     golden's results computed once)."""
 
-    def __init__(self, params: NibbleParams, verilog: str, seed: int, random_gemms: int = 40,
+    def __init__(self, params: NibbleParams, verilog: str, seed: int, random_gemms: int = 400,
                  hang_cycles: int = 3000):
         from wire.gemm_protocol import expected
 
