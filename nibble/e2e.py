@@ -11,10 +11,9 @@ from __future__ import annotations
 import sys
 import time
 
-import numpy as np
-
 from .backends import make_backend
 from .digits import Digits, load_digits_split
+from .study import summarize_runs
 from .training import QuantConfig, TrainConfig, train_run
 
 __all__ = ["StepProgress", "run_e2e", "format_e2e_table"]
@@ -49,21 +48,7 @@ class StepProgress:
 
 
 def _summary(runs, extra=None) -> dict:
-    accs = np.array([r.test_acc for r in runs])
-    return {
-        "test_acc_mean": float(accs.mean()),
-        "test_acc_std": float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
-        "test_accs": accs.tolist(),
-        "final_train_loss_mean": float(np.mean([r.train_loss[-1] for r in runs])),
-        "steps": runs[0].steps,
-        "gemms": runs[0].gemms,
-        "macs": runs[0].macs,
-        "cycles": int(sum(r.cycles for r in runs)),
-        "seconds": float(sum(r.seconds for r in runs)),
-        "train_curves": [r.train_loss for r in runs],
-        "test_curves": [r.test_curve for r in runs],
-        **(extra or {}),
-    }
+    return {**summarize_runs(runs), **(extra or {})}
 
 
 def run_e2e(config: TrainConfig, seeds, backend: str = "rtl", *, data: Digits | None = None,

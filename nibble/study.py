@@ -78,23 +78,30 @@ def run_study(config: TrainConfig, seeds, configs=STUDY_CONFIGS, data=None, prog
             runs.append(train_run(data, config, seed, sc.quant, progress=cb, model=model))
         if runs_out is not None:
             runs_out[sc.name] = runs
-        accs = np.array([r.test_acc for r in runs])
-        results[sc.name] = {
-            "description": sc.description,
-            "test_acc_mean": float(accs.mean()),
-            # sample standard deviation over seeds (0 for one seed)
-            "test_acc_std": float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
-            "test_accs": accs.tolist(),
-            "final_train_loss_mean": float(np.mean([r.train_loss[-1] for r in runs])),
-            "steps": runs[0].steps,
-            "gemms": runs[0].gemms,
-            "gemms_per_step": runs[0].gemms_per_step,
-            "macs": runs[0].macs,
-            "seconds": float(sum(r.seconds for r in runs)),
-            "train_curves": [r.train_loss for r in runs],
-            "test_curves": [r.test_curve for r in runs],
-        }
+        results[sc.name] = {"description": sc.description, **summarize_runs(runs)}
     return results
+
+
+def summarize_runs(runs) -> dict:
+    """One configuration's row of a study or RTL run's JSON from its runs (one per seed):
+    test accuracy mean, sample standard deviation over seeds (0 for one seed) and each
+    seed's, the final training loss, the GEMM counts of one run, simulated cycles and
+    wall seconds summed over the runs, and the curves."""
+    accs = np.array([r.test_acc for r in runs])
+    return {
+        "test_acc_mean": float(accs.mean()),
+        "test_acc_std": float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
+        "test_accs": accs.tolist(),
+        "final_train_loss_mean": float(np.mean([r.train_loss[-1] for r in runs])),
+        "steps": runs[0].steps,
+        "gemms": runs[0].gemms,
+        "gemms_per_step": runs[0].gemms_per_step,
+        "macs": runs[0].macs,
+        "cycles": int(sum(r.cycles for r in runs)),
+        "seconds": float(sum(r.seconds for r in runs)),
+        "train_curves": [r.train_loss for r in runs],
+        "test_curves": [r.test_curve for r in runs],
+    }
 
 
 def format_table(results) -> str:
