@@ -117,7 +117,7 @@ def sample(params: NibbleParams, count: int, seed: int, workdir) -> tuple[list, 
     return mutations, (workdir / "mutated.v").read_text()
 
 
-def regression_jobs(params: NibbleParams, seed: int, random_gemms: int = 400) -> list:
+def regression_jobs(params: NibbleParams, seed: int, random_gemms: int = 3000) -> list:
     """The fixed regression every mutant runs: [(job, stalled), ...]: the edge shapes
     (stalled), one GEMM per coverage bin of the parameters (as the fast regression's
     first GEMMs: :func:`verif.fast_regress.run_fast_shard`), then ``random_gemms``."""
@@ -135,7 +135,7 @@ class Killer:
     """Runs the fixed regression on mutants of one mutated netlist (one Verilator model,
     golden's results computed once)."""
 
-    def __init__(self, params: NibbleParams, verilog: str, seed: int, random_gemms: int = 400,
+    def __init__(self, params: NibbleParams, verilog: str, seed: int, random_gemms: int = 3000,
                  hang_cycles: int = 3000):
         from wire.gemm_protocol import expected
 

@@ -25,8 +25,8 @@ def add_arguments(parser) -> None:
                         help="mutations to sample (default 200)")
     parser.add_argument("--seed", type=int, default=1,
                         help="seed of the sampling and of the regression (default 1)")
-    parser.add_argument("--random-gemms", type=int, default=400, metavar="N",
-                        help="random GEMMs after one per coverage bin (default 400)")
+    parser.add_argument("--random-gemms", type=int, default=3000, metavar="N",
+                        help="random GEMMs after one per coverage bin (default 3,000)")
     parser.add_argument("-j", "--jobs", type=positive_int, default=1, metavar="N",
                         help="run mutants on a local dask cluster of N processes (default 1)")
     parser.add_argument("--scheduler", metavar="ADDRESS",
