@@ -58,7 +58,8 @@ def test_score_per_unit_and_total():
 def test_the_regression_visits_every_coverage_bin():
     params = NibbleParams(tile=4)
     jobs = regression_jobs(params, seed=1, random_gemms=0)
-    assert {coverage_bin(job, 4, stalled) for job, stalled in jobs} == set(all_bins())
+    assert {coverage_bin(job, 4, stalls != "none") for job, stalls in jobs} == set(all_bins())
+    assert sum(stalls == "backpressure" for _, stalls in jobs) == 4
 
 
 @pytest.mark.long

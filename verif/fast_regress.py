@@ -8,8 +8,10 @@ cocotb. The protocol-level benches (reset in the middle of a GEMM, stream driver
 follow the handshake rules cycle by cycle) stay on cocotb (``nibble regress --cocotb``).
 
 A shard is ``gemms`` random GEMMs at one seed and size; the first shard of a size also
-runs the directed edge shapes (:func:`verif.stimulus.edge_jobs`) first, from a stimulus
-stream of their own, so shard ``s`` of a campaign and a lone run with ``--seed s`` draw
+runs directed GEMMs first, from a stimulus stream of their own: the edge shapes
+(:func:`verif.stimulus.edge_jobs`, with random stalls) and GEMMs that outrun a slow
+consumer (:func:`verif.stimulus.backpressure_jobs`, the result's ready 90 % low, so every
+queue and credit pool behind the array fills), so shard ``s`` of a campaign and a lone run with ``--seed s`` draw
 the same random GEMMs: a failure's replay line is exact. Shards are independent and
 picklable: :func:`verif.campaign.run_tasks` runs them in this process, on a local dask
 cluster or on a remote one.
@@ -24,14 +26,18 @@ import numpy as np
 
 from golden.params import NibbleParams
 
-from .coverage import STALLS
-from .stimulus import GEMM_ROLES, OUTPUT_VARIANTS, edge_jobs, random_job
+from .stimulus import GEMM_ROLES, OUTPUT_VARIANTS, backpressure_jobs, edge_jobs, random_job
 
-__all__ = ["FastShard", "plan_fast", "run_fast_shard", "STALL_PROBABILITY"]
+__all__ = ["FastShard", "plan_fast", "run_fast_shard", "STALL_PROBABILITY", "STALL_MODES",
+           "directed_jobs", "set_stalls"]
 
 #: Probability of a valid gap / ready stall per beat on every stream in a stalled GEMM
 #: (the cocotb bench's).
 STALL_PROBABILITY = 0.3
+#: Stall settings of the harness by name: (p_stall, p_result_stall). "backpressure" is a
+#: slow consumer: inputs at full rate, the result's ready low 90 % of the cycles.
+STALL_MODES = {"none": (0.0, None), "random": (STALL_PROBABILITY, None),
+               "backpressure": (0.0, 0.9)}
 #: Random GEMMs that are stalled once every bin has been visited (the cocotb bench's).
 STALLED_SHARE = 0.7
 
@@ -89,14 +95,16 @@ def run_fast_shard(shard: FastShard) -> dict:
     rng = np.random.default_rng(shard.seed)
     work = []
     if shard.directed:
-        work += [("edge", i, job, True) for i, job in
-                 enumerate(edge_jobs(np.random.default_rng([shard.seed, 1]), params.tile))]
+        work += [("directed", i, job, stalls)
+                 for i, (job, stalls) in enumerate(directed_jobs(params, shard.seed))]
     bins = _bins()
     for i in range(shard.gemms):
-        work.append(("random", i, *_random_gemm(rng, params, bins, i)))
+        job, stalled = _random_gemm(rng, params, bins, i)
+        work.append(("random", i, job, "random" if stalled else "none"))
     failure = ""
-    for test, index, job, stalled in work:
-        sim.p_stall = STALL_PROBABILITY if stalled else 0.0
+    for test, index, job, stalls in work:
+        set_stalls(sim, stalls)
+        stalled = stalls != "none"
         before, t0 = sim.cycles, time.perf_counter()
         try:
             got = sim.run(job)
@@ -104,14 +112,27 @@ def run_fast_shard(shard: FastShard) -> dict:
             board.check(job, got, index, stalled)
         except (AssertionError, SimHang, RuntimeError) as exc:
             again = (f"nibble regress --size {params.tile} --acc-bits {params.acc_bits} "
-                     f"--seed {shard.seed} --gemms 1 (the edge shapes run first)"
-                     if test == "edge" else shard.replay(index + 1))
+                     f"--seed {shard.seed} --gemms 1 (the directed GEMMs run first)"
+                     if test == "directed" else shard.replay(index + 1))
             failure = (f"T={params.tile} seed {shard.seed}, {test} GEMM {index} (shape "
-                       f"{job.shape}, {STALLS[stalled]} stalls): {exc}; reproduce: {again}")
+                       f"{job.shape}, {stalls} stalls): {exc}; reproduce: {again}")
             break
     return {"shard": asdict(shard), "tests": 1 + shard.directed, "failed": int(bool(failure)),
             "results": failure, "wall_seconds": time.perf_counter() - start,
             "stats": board.counts}
+
+
+def directed_jobs(params: NibbleParams, seed: int) -> list:
+    """[(job, stall mode)]: the edge shapes with random stalls, then the backpressure
+    GEMMs with a slow consumer, from a stimulus stream of their own."""
+    rng = np.random.default_rng([seed, 1])
+    return ([(job, "random") for job in edge_jobs(rng, params.tile)]
+            + [(job, "backpressure") for job in backpressure_jobs(rng, params)])
+
+
+def set_stalls(sim, mode: str) -> None:
+    """Set the harness's stall probabilities to :data:`STALL_MODES` ``mode``."""
+    sim.p_stall, sim.p_result_stall = STALL_MODES[mode]
 
 
 def _random_gemm(rng, params, bins, i):

@@ -260,7 +260,7 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.nb_result_words.restype, lib.nb_result_words.argtypes = i, []
     lib.nb_run.restype = i
     lib.nb_run.argtypes = [vp, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(u64), vp, u64,
-                           u64, u64, ctypes.POINTER(u64)]
+                           u64, u64, u64, ctypes.POINTER(u64)]
     return lib
 
 
@@ -296,6 +296,10 @@ class FastAccelerator:
     p_stall : float
         Probability in [0, 1) of a valid gap before each input beat and of a ready stall
         on the result stream in each cycle; 0 streams at full rate.
+    p_result_stall : float or None
+        The result stream's ready-stall probability alone, if not ``p_stall`` (e.g. 0.9
+        with ``p_stall`` 0: a slow consumer, so every queue and credit behind the result
+        fills up).
     hang_cycles : int
         Cycles without any handshake after which a run raises :class:`SimHang`.
     verilog : str, optional
@@ -310,7 +314,7 @@ class FastAccelerator:
         GEMMs completed so far.
     busy : bool
         The accelerator's ``busy`` output.
-    p_stall, hang_cycles
+    p_stall, p_result_stall, hang_cycles
         As above; may be changed between runs.
 
     Notes
@@ -322,12 +326,14 @@ class FastAccelerator:
     """
 
     def __init__(self, params: NibbleParams, *, seed=None, p_stall: float = 0.0,
-                 hang_cycles: int = 10_000, verilog: str | None = None):
+                 p_result_stall: float | None = None, hang_cycles: int = 10_000,
+                 verilog: str | None = None):
         if hang_cycles < 1:
             raise ValueError(f"hang_cycles must be positive, got {hang_cycles}")
         self.params = params
         self.seed = secrets.randbits(63) if seed is None else int(seed)
         self.p_stall = p_stall
+        self.p_result_stall = p_result_stall
         self.hang_cycles = int(hang_cycles)
         self.gemms = 0
         self._lib = _load(build_library(params, verilog))
@@ -350,6 +356,16 @@ class FastAccelerator:
         if not 0.0 <= value < 1.0:
             raise ValueError(f"p_stall must lie in [0, 1), got {value}")
         self._p_stall = float(value)
+
+    @property
+    def p_result_stall(self) -> float | None:
+        return self._p_result_stall
+
+    @p_result_stall.setter
+    def p_result_stall(self, value: float | None) -> None:
+        if value is not None and not 0.0 <= value < 1.0:
+            raise ValueError(f"p_result_stall must lie in [0, 1) or be None, got {value}")
+        self._p_result_stall = None if value is None else float(value)
 
     @property
     def cycles(self) -> int:
@@ -435,8 +451,10 @@ class FastAccelerator:
         result = np.zeros((n_result, self._result_words), dtype="<u4")
         left = (ctypes.c_uint64 * (len(INPUTS) + 1))()
         start = self.cycles
+        result_stall = self.p_stall if self.p_result_stall is None else self.p_result_stall
         status = self._lib.nb_run(self._sim, pointers, counts, result.ctypes.data, n_result,
-                                  int(self.p_stall * 2**32), self.hang_cycles, left)
+                                  int(self.p_stall * 2**32), int(result_stall * 2**32),
+                                  self.hang_cycles, left)
         waiting = {name: left[i] for i, name in enumerate(INPUTS) if left[i]}
         if status == 1:
             raise SimHang(f"no handshake for {self.hang_cycles} cycles (cycle {self.cycles}, "

