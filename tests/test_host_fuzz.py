@@ -23,6 +23,7 @@ SEQ, error) equals the reference's.
 ``NIBBLE_FUZZ_SEED`` or random, printed); the default run is a short derandomized one.
 """
 
+import math
 import os
 import random
 import time
@@ -33,8 +34,11 @@ from hypothesis import HealthCheck, Phase, example, given, seed, settings
 from hypothesis import strategies as st
 
 from golden.params import NibbleParams
+from amaranth.sim import Simulator
+from rtl.host_bridge import HostBridge
 from rtl.host_frames import Verdict
 from verif import host_fuzz as F
+from verif.amaranth_uart import UartListener, uart_send
 from wire import host_link as P
 
 PARAMS = NibbleParams(tile=4)
@@ -63,14 +67,14 @@ noise_bytes = st.one_of(st.integers(0, 255), st.just(P.SYNC))
 
 
 @st.composite
-def commands(draw):
-    """(CODE, SEQ, payload) of a well-formed command."""
+def commands(draw, ports=tuple(range(len(P.PORTS))), max_payload=P.MAX_PAYLOAD):
+    """(CODE, SEQ, payload) of a well-formed command (a WRITE to one of ``ports``)."""
     kind = draw(st.sampled_from(["write", "write", "write", "read", "status", "reset"]))
     seq = draw(seqs)
     if kind == "write":
-        port = draw(st.integers(0, len(BEAT_BYTES) - 1))
+        port = draw(st.sampled_from(ports))
         size = BEAT_BYTES[port]
-        beats = draw(st.one_of(st.integers(1, 4), st.integers(1, P.MAX_PAYLOAD // size)))
+        beats = draw(st.one_of(st.integers(1, 4), st.integers(1, max_payload // size)))
         return P.Command.WRITE + port, seq, draw(st.binary(min_size=beats * size,
                                                            max_size=beats * size))
     if kind == "read":
@@ -92,7 +96,7 @@ def wrong_frames(draw):
 
 
 @st.composite
-def mutated(draw, frame):
+def mutated(draw, frame, commands=commands()):
     """``frame`` damaged one way (or two)."""
     out = frame
     for _ in range(draw(st.sampled_from([1, 1, 1, 2]))):
@@ -110,7 +114,7 @@ def mutated(draw, frame):
         elif how == "truncate":
             out = F.truncate(out, draw(st.integers(0, len(out) - 1)))
         else:                        # another frame's header: LEN, CODE, SEQ off
-            out = F.splice(P.encode_frame(*draw(commands())), out)
+            out = F.splice(P.encode_frame(*draw(commands)), out)
     return out
 
 
@@ -318,7 +322,7 @@ def test_fuzz_receiver_long(capsys):
         print(f"\nhost link fuzz: seed {chosen} (NIBBLE_FUZZ_SEED={chosen} repeats this run)")
 
     @seed(chosen)
-    @settings(max_examples=450, **SETTINGS)
+    @settings(max_examples=500, **SETTINGS)
     @given(fuzz_streams(min_pieces=20, max_pieces=60))
     def fuzz(case):
         fuzz_one(*case, totals=totals)
@@ -328,3 +332,233 @@ def test_fuzz_receiver_long(capsys):
     with capsys.disabled():
         print(f"host link fuzz: {totals.report()}; {time.monotonic() - start:.0f} s")
     assert totals.seen >= LONG_FRAMES, totals.report()
+
+
+# ------------------------------------------------------------------- the whole bridge
+# The same kinds of pieces over the HostBridge's rx pin, from a stop-and-wait host (it
+# waits for the reply, or for the line to stay quiet, before the next piece): every
+# reply must be the one the reference's verdict calls for, as a valid frame, and the
+# inlets (behind the receiver) must get exactly the OK WRITEs' payloads. The bridge
+# simulates some 50 times slower per byte than the receiver alone (a UART byte is 40
+# cycles, the accelerator ticks along), so this is a few short streams.
+
+BRIDGE_CLK, BRIDGE_BAUD = 400_000, 100_000
+BRIDGE_DIV = BRIDGE_CLK // BRIDGE_BAUD
+BYTE_CYCLES = 10 * BRIDGE_DIV
+BRIDGE_TIMEOUT_S = P.interbyte_timeout(BRIDGE_BAUD, min_s=0)     # 40 bit times
+BRIDGE_TIMEOUT = math.ceil(BRIDGE_TIMEOUT_S * BRIDGE_CLK)
+#: No WRITE to ``cmd``: the accelerator would run whatever it is sent, and its inlets'
+#: room (BUSY) would depend on it. The others are never drained, and the pieces of a
+#: stream put far less than an inlet's INLET_BYTES into any of them.
+BRIDGE_PORTS = tuple(range(1, len(P.PORTS)))
+BRIDGE_MAX_PAYLOAD = 32
+#: Bytes a piece may carry after the end of a frame in it: they arrive while the reply
+#: (7 bytes at least) is being sent, and are dropped.
+BRIDGE_TAIL = 3
+#: The reference's reply time: longer than a tail (with a short stall in it), shorter
+#: than the shortest reply (7 bytes).
+BRIDGE_REPLY = (BRIDGE_TAIL + 1) * BYTE_CYCLES + BRIDGE_TIMEOUT // 2
+assert BRIDGE_REPLY < 7 * BYTE_CYCLES
+
+
+def _cap_tail(data: bytes) -> bytes:
+    """``data`` up to BRIDGE_TAIL bytes past the end of the first frame in it (as the
+    reference sees it, bytes a UART apart)."""
+    b = F.StreamBuilder()
+    b.send(data, BYTE_CYCLES)
+    events = F.predict(b.stream, timeout=BRIDGE_TIMEOUT, reply_delay=10 ** 9,
+                       beat_bytes=BEAT_BYTES, capacity=P.INLET_BYTES).events
+    if events and events[0].kind == "execute":
+        last = [c for c, _ in b.stream.bytes_at].index(events[0].cycle - 2)
+        return data[:last + 1 + BRIDGE_TAIL]
+    return data
+
+
+@st.composite
+def bridge_pieces(draw, max_pieces):
+    """[(bytes, stall)]: a stall (index, cycles) holds the line quiet before byte
+    ``index``, well within the timeout or well beyond it."""
+    cmds = commands(BRIDGE_PORTS, BRIDGE_MAX_PAYLOAD)
+    pieces, sent = [], []
+    for _ in range(draw(st.integers(1, max_pieces))):
+        kind = draw(st.sampled_from(["valid"] * 3 + ["retransmit"] + ["mutated"] * 3
+                                    + ["unknown", "long", "garbage"]))
+        if kind == "retransmit" and sent:
+            data = draw(st.sampled_from(sent[-2:]))
+        elif kind == "mutated":
+            data = draw(mutated(P.encode_frame(*draw(cmds)), cmds))
+        elif kind == "unknown":
+            code, seq, payload = draw(cmds)
+            code = draw(st.integers(0, 255).filter(lambda c: c not in F.KNOWN_CODES))
+            data = P.encode_frame(code, seq, payload)
+        elif kind == "long":            # LEN above the maximum: the header and a few bytes
+            code, seq, _ = draw(cmds)
+            data = P.encode_frame(code, seq, bytes(P.MAX_PAYLOAD + draw(st.integers(1, 300))))
+            data = data[:P.HEADER_LEN + draw(st.integers(0, 6))]
+        elif kind == "garbage":
+            data = bytes(draw(st.lists(noise_bytes, min_size=1, max_size=6)))
+        else:
+            data = P.encode_frame(*draw(cmds))
+            sent.append(data)
+        data = _cap_tail(data)
+        stall = None
+        if data and draw(st.integers(0, 5)) == 0:
+            stall = (draw(st.integers(1, len(data))),
+                     draw(st.sampled_from([BRIDGE_TIMEOUT // 2, 5 * BRIDGE_TIMEOUT])))
+        pieces.append((data, stall))
+    pieces.append((P.encode_frame(P.Command.STATUS, draw(seqs)), None))    # the probe
+    return pieces
+
+
+def _bridge_stream(pieces):
+    """The pieces as the receiver sees them: bytes a UART apart, pieces far apart (the
+    host waits for the reply or the timeout in between)."""
+    b = F.StreamBuilder()
+    spans = []
+    for data, stall in pieces:
+        b.quiet(2 * BRIDGE_TIMEOUT + 2 * BRIDGE_REPLY)
+        first = len(b.stream.bytes_at)
+        b.send(data, BYTE_CYCLES, (stall[0], BYTE_CYCLES + stall[1]) if stall else None,
+               frame=True)
+        spans.append((b.stream.bytes_at[first][0] if data else b.cycle,
+                      b.cycle + BRIDGE_TIMEOUT + BRIDGE_REPLY + 2))
+    return b.stream, spans
+
+
+def _reply_for(event):
+    """The reply frame (code, seq, payload) the bridge sends for a receiver event: the
+    accelerator has no results, so a READ gets no beats."""
+    if event.kind == "abort":
+        return P.Frame(P.Reply.NAK, event.seq, bytes([event.error]))
+    errors = {Verdict.BAD_CRC: P.Error.BAD_CRC, Verdict.UNKNOWN: P.Error.UNKNOWN_CMD,
+              Verdict.BAD_LENGTH: P.Error.BAD_LENGTH, Verdict.BUSY: P.Error.BUSY}
+    if event.verdict in errors:
+        return P.Frame(P.Reply.NAK, event.seq, bytes([errors[event.verdict]]))
+    if event.code == P.Command.STATUS:
+        flags = 0
+        return P.Frame(P.Reply.ACK, event.seq, bytes([P.PROTOCOL_VERSION, PARAMS.tile,
+                                                      PARAMS.acc_bits, flags, 0, 0]))
+    return P.Frame(P.Reply.ACK, event.seq)
+
+
+def run_bridge(pieces, expected_per_piece):
+    """Send the pieces as a stop-and-wait host; return (reply frames, inlet commits)."""
+    dut = HostBridge(PARAMS, clk_hz=BRIDGE_CLK, baud=BRIDGE_BAUD, timeout_s=BRIDGE_TIMEOUT_S)
+    assert dut.timeout_cycles == BRIDGE_TIMEOUT
+    listener = UartListener(dut.tx, BRIDGE_DIV)
+    replies, commits = [], []
+    inlets = [dut.inlets[P.PORTS[k]] for k in range(len(P.PORTS))]
+    strobes = [s for i in inlets for s in (i.w_en, i.w_data, i.w_commit, i.w_rollback)]
+
+    def parse():
+        while True:
+            frame, used = P.find_frame(bytes(listener.bytes))   # raises on a bad reply
+            if frame is None:
+                return
+            assert listener.bytes[0] == P.SYNC, f"bytes before a reply: {listener.bytes.hex()}"
+            replies.append(frame)
+            del listener.bytes[:used]
+
+    async def host(ctx):
+        await ctx.tick().repeat(8)
+        want = 0
+        for (data, stall), count in zip(pieces, expected_per_piece):
+            split = stall[0] if stall else len(data)
+            await uart_send(ctx, dut.rx, data[:split], BRIDGE_DIV)
+            if stall:
+                await ctx.tick().repeat(stall[1])
+                await uart_send(ctx, dut.rx, data[split:], BRIDGE_DIV)
+            want += count
+            # (the longest reply, STATUS, is 13 bytes)
+            for _ in range((BRIDGE_TIMEOUT + 16 * BYTE_CYCLES) // 16):
+                parse()
+                if len(replies) >= want:
+                    break
+                await ctx.tick().repeat(16)
+            await ctx.tick().repeat(3 * BYTE_CYCLES)
+        await ctx.tick().repeat(BRIDGE_TIMEOUT + 20 * BYTE_CYCLES)
+        parse()
+        assert not listener.bytes, f"bytes after the last reply: {bytes(listener.bytes).hex()}"
+        assert not listener.errors, "a reply byte with a bad stop bit"
+
+    async def watch(ctx):
+        tentative = [bytearray() for _ in inlets]
+        async for _, _, *values in ctx.tick().sample(*strobes):
+            for k in range(len(inlets)):
+                en, data, commit, rollback = values[4 * k:4 * k + 4]
+                if en:
+                    tentative[k].append(data)
+                if commit:
+                    commits.append((k, bytes(tentative[k])))
+                    tentative[k].clear()
+                if rollback:
+                    tentative[k].clear()
+
+    sim = Simulator(dut)
+    sim.add_clock(1 / BRIDGE_CLK)
+    sim.add_testbench(host)
+    sim.add_testbench(listener.run, background=True)
+    sim.add_testbench(watch, background=True)
+    sim.run()
+    return replies, commits
+
+
+def bridge_one(pieces):
+    stream, spans = _bridge_stream(pieces)
+    want = F.predict(stream, timeout=BRIDGE_TIMEOUT, reply_delay=BRIDGE_REPLY,
+                     beat_bytes=BEAT_BYTES, capacity=P.INLET_BYTES)
+    per_piece = [sum(first <= e.cycle <= last for e in want.events) for first, last in spans]
+    assert sum(per_piece) == len(want.events)
+    replies, commits = run_bridge(pieces, per_piece)
+    valid = F.frames_in(stream.data)
+    # (1) and (2): what reached the inlets is the OK WRITEs' payloads, each a valid frame's
+    for port, chunk in commits:
+        assert any(f.code == P.Command.WRITE + port and f.payload == chunk for f in valid), \
+            f"inlet {port} got {chunk.hex()}, no valid frame's payload"
+    got = [bytearray() for _ in P.PORTS]
+    for port, chunk in commits:
+        got[port] += chunk
+    assert [bytes(g) for g in got] == want.committed
+    # every reply is the reference's, in order (and nothing else came: parse() raised
+    # on a damaged reply, and the host checked the line after the last)
+    assert replies == [_reply_for(e) for e in want.events]
+    # (3) the final STATUS resynchronised
+    assert replies[-1].code == P.Reply.ACK and len(replies[-1].payload) == P.STATUS_LEN
+    return len(pieces), len(stream.bytes_at), len(want.events)
+
+
+def test_fuzz_bridge():
+    """The default run: a few short derandomized streams through the whole bridge."""
+
+    write = P.encode_frame(P.Command.WRITE + 1, 7, bytes([1, 2, 3, 4]))
+
+    @settings(max_examples=3, derandomize=True, **SETTINGS)
+    @given(bridge_pieces(max_pieces=3))
+    @example([(F.flip_bit(write, 8 * P.HEADER_LEN + 3), None),     # a payload bit: BAD_CRC
+              (write[:-1], None),                                 # cut short: TIMEOUT
+              (bytes([1, P.SYNC]) + write[1:], (4, 5 * BRIDGE_TIMEOUT)),   # noise, a pause
+              (write, None), (write, None),                       # executed, then REPLAY
+              (P.encode_frame(P.Command.STATUS, 8), None)])
+    def fuzz(pieces):
+        bridge_one(pieces)
+
+    fuzz()
+
+
+@pytest.mark.long
+def test_fuzz_bridge_long(capsys):
+    """More and longer streams through the whole bridge."""
+    totals = Counter()
+    chosen = int(os.environ.get("NIBBLE_FUZZ_SEED", random.SystemRandom().randrange(1 << 32)))
+
+    @seed(chosen)
+    @settings(max_examples=20, **SETTINGS)
+    @given(bridge_pieces(max_pieces=10))
+    def fuzz(pieces):
+        totals.update(dict(zip(("frames", "bytes", "replies"), bridge_one(pieces))))
+
+    start = time.monotonic()
+    fuzz()
+    with capsys.disabled():
+        print(f"\nhost bridge fuzz: seed {chosen}, {dict(totals)}; "
+              f"{time.monotonic() - start:.0f} s")
