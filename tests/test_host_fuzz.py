@@ -565,6 +565,8 @@ def test_fuzz_bridge_long(capsys):
     """More and longer streams through the whole bridge."""
     totals = Counter()
     chosen = int(os.environ.get("NIBBLE_FUZZ_SEED", random.SystemRandom().randrange(1 << 32)))
+    with capsys.disabled():
+        print(f"\nhost bridge fuzz: seed {chosen} (NIBBLE_FUZZ_SEED={chosen} repeats this run)")
 
     @seed(chosen)
     @settings(max_examples=20, **SETTINGS)
@@ -575,5 +577,5 @@ def test_fuzz_bridge_long(capsys):
     start = time.monotonic()
     fuzz()
     with capsys.disabled():
-        print(f"\nhost bridge fuzz: seed {chosen}, {dict(totals)}; "
+        print(f"host bridge fuzz: {dict(totals)}; "
               f"{time.monotonic() - start:.0f} s")
