@@ -162,11 +162,16 @@ def _mutate(docs):
     survivors = "\n".join(f"- [{s['unit']}] `{s['cell']}` port {s['port']} bit {s['portbit']}, "
                           f"{s['mode']}" + (f" (wire `{s['wire']}`)" if s.get("wire") else "")
                           for s in r["survivors"])
-    return (f"T = {r['tile']}, acc_bits {r['acc_bits']}: {r['count']} mutations (seed "
+    text = (f"T = {r['tile']}, acc_bits {r['acc_bits']}: {r['count']} mutations (seed "
             f"{r['seed']}), a regression of {r['regression_gemms']} GEMMs per mutant, "
             f"{r['wall_seconds'] / 60:.1f} min wall on {r['jobs']} job(s). Killed by: {kills}."
             f"\n\n{mutation_table(r)}\n\nSurvivors (not yet classified as equivalent or a "
             f"test gap):\n\n{survivors}")
+    if r.get("equivalent"):
+        text += ("\n\nShown equivalent (`docs/mutate_equivalent.json`), not counted:\n\n"
+                 + "\n".join(f"- [{e['unit']}] `{e['command'].split(' -cell ')[1].split()[0]}`: "
+                             f"{e['reason']}" for e in r["equivalent"]))
+    return text
 
 
 def _figure(docs):
@@ -308,8 +313,8 @@ only where none was cached.
         "Mutation score",
         "`nibble mutate`: how many sampled netlist mutations of `nibble_top` the fast "
         "regression tells from the design (YosysHQ MCY's flow; `verif/mutation.py`).",
-        (Source("mutate_t4.json", "nibble mutate --size 4 --count 200 --json docs/mutate_t4.json",
-                _mutate),)),
+        (Source("mutate_t4.json", "nibble mutate --size 4 --count 200 --equivalent "
+                "docs/mutate_equivalent.json --json docs/mutate_t4.json", _mutate),)),
     Section(
         "Test suite run time",
         "The README's test command, as `.ci/run` runs it, with `--suite-json` (a pytest option "

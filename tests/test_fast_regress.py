@@ -92,3 +92,24 @@ def test_nibble_regress_rejects_options_of_the_other_engine(extra, message):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) <= 2      # usage line + error at most
+
+
+def test_extreme_jobs_reach_the_top_accumulator_bits_in_every_role_and_variant():
+    """The largest-magnitude operands drive the accumulators to within a factor of four
+    of the bound golden's out_exp rule leaves them (2**(acc_bits - 1)), in every role and
+    output variant the build has; random operands rarely get there."""
+    import numpy as np
+
+    from golden.params import NibbleParams
+    from verif.coverage import coverage_bin
+    from verif.stimulus import extreme_jobs
+    from wire.gemm_protocol import OutputSpec, expected
+
+    params = NibbleParams(tile=4, acc_bits=24)
+    jobs = extreme_jobs(np.random.default_rng(3), params)
+    assert len(jobs) == 3 * 11 * 2
+    assert {coverage_bin(job, 4, False) for job in jobs} == {
+        key for key in all_bins() if key.endswith("| none | whole")}
+    for job in jobs[::2]:                     # the one-sign half (the other mixes signs)
+        acc = expected(replace(job, out=OutputSpec()), params).raw.acc
+        assert int(np.abs(acc).max()) >= 2 ** (params.acc_bits - 3), job.shape

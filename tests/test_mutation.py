@@ -76,3 +76,18 @@ def test_nibble_mutate_kills_mutants_of_a_small_array(tmp_path):
     assert r["total"]["sampled"] == 12 and r["total"]["killed"] >= 6
     assert sum(u["sampled"] for u in r["units"].values()) == 12
     assert "| total | 12 |" in proc.stdout
+
+
+def test_equivalent_mutations_are_read_by_their_key_and_bad_files_refused(tmp_path):
+    from verif.mutation import load_equivalent, mutation_key
+
+    assert mutation_key(LINE) == LINE.replace("-ctrl mutsel 8 3 ", "")
+    path = tmp_path / "eq.json"
+    path.write_text(json.dumps({LINE: "the OR is 1 either way"}))
+    assert load_equivalent(path) == {mutation_key(LINE): "the OR is 1 either way"}
+    assert _parse(LINE, 3).key in load_equivalent(path)
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="expected a JSON object"):
+        load_equivalent(path)
+    with pytest.raises(ValueError, match="cannot read"):
+        load_equivalent(tmp_path / "missing.json")

@@ -28,6 +28,7 @@ instance of the flattened netlist their cell came from (:func:`unit_of`).
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
@@ -39,8 +40,8 @@ import numpy as np
 from edatools import tool_argv
 from golden.params import NibbleParams
 
-__all__ = ["Mutation", "UNITS", "unit_of", "sample", "regression_jobs", "Killer",
-           "kill_chunk", "score"]
+__all__ = ["Mutation", "UNITS", "unit_of", "mutation_key", "load_equivalent", "sample",
+           "regression_jobs", "Killer", "kill_chunk", "score"]
 
 #: Units a mutation is reported under, by the first instance name of its cell's path
 #: (the array's PEs are ``array.pe_<r>_<c>``); everything else is the controller: command
@@ -65,6 +66,30 @@ class Mutation:
     @property
     def unit(self) -> str:
         return unit_of(self.cell)
+
+    @property
+    def key(self) -> str:
+        """The mutation without its select (``-ctrl``) part: the same in every sample
+        of the same netlist."""
+        return mutation_key(self.command)
+
+
+def mutation_key(command: str) -> str:
+    """A ``mutate`` line without its ``-ctrl name width value`` part."""
+    return re.sub(r"-ctrl \S+ \d+ \d+ ", "", command).strip()
+
+
+def load_equivalent(path) -> dict:
+    """{mutation key: reason} from a JSON file of mutations shown equivalent to the
+    design (``nibble mutate --equivalent``); a one-line ValueError if it is not one."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read the equivalent mutations in {path}: {exc}") from None
+    if not isinstance(doc, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                            for k, v in doc.items()):
+        raise ValueError(f"{path}: expected a JSON object {{mutation: reason}}")
+    return {mutation_key(k): v for k, v in doc.items()}
 
 
 def unit_of(cell: str) -> str:
@@ -213,8 +238,7 @@ def score(results: list, mutations: list, equivalence: dict) -> dict:
             row["equivalent"] += 1
         else:
             row["survived"] += 1
-            survivors.append({**asdict(mut), "unit": mut.unit,
-                              "proof": equivalence.get(mut.select, "not tried")})
+            survivors.append({**asdict(mut), "unit": mut.unit})
     total = {k: sum(u[k] for u in units.values()) for k in ("sampled", "killed", "equivalent",
                                                             "survived")}
     for row in (*units.values(), total):

@@ -21,8 +21,8 @@ from wire.streams import TILE_COUNT_BITS
 
 __all__ = ["Role", "ROLES", "GEMM_ROLES", "forward_job", "backward_job", "weight_grad_job",
            "OUTPUT_VARIANTS", "EXTREME_EXPS", "random_operand", "with_tile_exps",
-           "random_role_job", "random_job", "edge_jobs", "backpressure_jobs", "quantizer_tiles",
-           "rescaler_steps"]
+           "random_role_job", "random_job", "edge_jobs", "backpressure_jobs", "extreme_jobs",
+           "quantizer_tiles", "rescaler_steps"]
 
 
 @dataclass(frozen=True)
@@ -188,6 +188,38 @@ def backpressure_jobs(rng: np.random.Generator, params: NibbleParams) -> list[Ge
     variants = [(0, 0), (0, 1), (2, 6 if stochastic else 2), (1, 10 if stochastic else 8)]
     return [random_job(rng, params, (role, variant, False), shape=(4 * t, t, 4 * t))
             for role, variant in variants]
+
+
+#: The largest-magnitude element value of each kind (its top code).
+KIND_EXTREMES = {"uint4": 15.0, "int4": -8.0, "fp4": 1.0}
+
+
+def extreme_jobs(rng: np.random.Generator, params: NibbleParams) -> list[GemmJob]:
+    """Every training role in every output variant on operands at their largest
+    magnitude (every code the top one, all tiles at one exponent), once with one sign
+    everywhere and once with random signs: the accumulators come within a factor of four
+    of the bound the out_exp rule leaves them (2**(acc_bits - 1)), which random operands
+    with their spread of tile exponents almost never do. (T, 2T, T) each; output options (clip,
+    masks, seeds) as :func:`random_job` draws them."""
+    t = params.tile
+    jobs = []
+    for role_index, role_name in enumerate(GEMM_ROLES):
+        role = ROLES[role_name]
+        for variant, (_, rounding, _) in enumerate(OUTPUT_VARIANTS):
+            if rounding == "stochastic" and not params.stochastic:
+                continue
+            for signed in (False, True):
+                job = random_job(rng, params, (role_index, variant, False), shape=(t, 2 * t, t))
+                a_shape, b_shape = role.stored_shapes(t, 2 * t, t)
+                ops = []
+                for shape, kind, phase in ((a_shape, role.a_kind, role.a_phase),
+                                           (b_shape, role.b_kind, role.b_phase)):
+                    x = np.full(shape, KIND_EXTREMES[kind])
+                    if signed and kind != "uint4":
+                        x *= rng.choice([-1.0, 1.0], size=shape)
+                    ops.append(quantize(x, kind, tile=t, phase=phase))
+                jobs.append(replace(job, a=ops[0], b=ops[1]))
+    return jobs
 
 
 # ------------------------------------------------------------- output-path unit stimulus

@@ -34,6 +34,10 @@ def add_arguments(parser) -> None:
                              "work directory: a shared file system)")
     parser.add_argument("--workdir", metavar="DIR",
                         help="where the netlists go (default sim_build/mutate_T<T>_s<seed>)")
+    parser.add_argument("--equivalent", metavar="PATH",
+                        help="a JSON file {mutation: reason} of mutations shown equivalent to "
+                             "the design (the yosys mutate command without its -ctrl part); "
+                             "they count neither as killed nor against the score")
     parser.add_argument("--json", metavar="PATH", help="write the report as JSON")
 
 
@@ -44,7 +48,7 @@ def run(args) -> int:
     from golden.params import NibbleParams, check_tile
     from verif.campaign import run_tasks
     from verif.fast_sim import build_library
-    from verif.mutation import Killer, sample, score
+    from verif.mutation import Killer, load_equivalent, sample, score
     from verif.runner import SIM_BUILD
 
     params = NibbleParams(tile=check_tile(args.tile), acc_bits=args.acc_bits)
@@ -82,12 +86,21 @@ def run(args) -> int:
     results = [r for part in run_tasks(kill_chunk, tasks, workers=args.jobs,
                                        scheduler=args.scheduler, progress=progress)
                for r in part]
-    report = score(results, mutations, {})
+    reasons = load_equivalent(args.equivalent) if args.equivalent else {}
+    equivalent = {m.select: "equivalent" for m in mutations if m.key in reasons}
+    report = score(results, mutations, equivalent)
+    killed = {r["select"]: r["killed"] for r in results}
+    report["equivalent"] = [{"select": m.select, "unit": m.unit, "command": m.command,
+                             "killed": killed[m.select], "reason": reasons[m.key]}
+                            for m in mutations if m.key in reasons]
     wall = time.perf_counter() - start
     print("\n" + mutation_table(report))
     print(f"\nwall time {wall / 60:.1f} min on {args.jobs} job(s)")
     for s in report["survivors"]:
         print(f"  survived: [{s['unit']}] {s['command']}")
+    for e in report["equivalent"]:
+        print(f"  equivalent: [{e['unit']}] {e['command']}: {e['reason']}"
+              + (" (but killed: the reason is wrong)" if e["killed"] else ""))
     if args.json:
         from ..results import measurement_stamp
 
