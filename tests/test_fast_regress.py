@@ -113,3 +113,17 @@ def test_extreme_jobs_reach_the_top_accumulator_bits_in_every_role_and_variant()
     for job in jobs[::2]:                     # the one-sign half (the other mixes signs)
         acc = expected(replace(job, out=OutputSpec()), params).raw.acc
         assert int(np.abs(acc).max()) >= 2 ** (params.acc_bits - 3), job.shape
+
+
+def test_stochastic_jobs_cover_every_stochastic_variant_and_need_the_hardware():
+    import numpy as np
+
+    from golden.params import NibbleParams
+    from verif.stimulus import stochastic_jobs
+
+    jobs = stochastic_jobs(np.random.default_rng(1), NibbleParams(tile=4), count=2)
+    assert len(jobs) == 8 and all(j.out.rounding == "stochastic" for j in jobs)
+    assert {(j.out.dual, j.out.phase, j.a_op.kind) for j in jobs} == {
+        (False, 0, "uint4"), (False, 1, "uint4"), (True, 0, "fp4"), (False, 0, "fp4")}
+    assert all(j.shape == (16, 8, 16) for j in jobs)
+    assert stochastic_jobs(np.random.default_rng(1), NibbleParams(tile=4, stochastic=False)) == []

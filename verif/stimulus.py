@@ -22,6 +22,7 @@ from wire.streams import TILE_COUNT_BITS
 __all__ = ["Role", "ROLES", "GEMM_ROLES", "forward_job", "backward_job", "weight_grad_job",
            "OUTPUT_VARIANTS", "EXTREME_EXPS", "random_operand", "with_tile_exps",
            "random_role_job", "random_job", "edge_jobs", "backpressure_jobs", "extreme_jobs",
+           "stochastic_jobs",
            "quantizer_tiles", "rescaler_steps"]
 
 
@@ -188,6 +189,19 @@ def backpressure_jobs(rng: np.random.Generator, params: NibbleParams) -> list[Ge
     variants = [(0, 0), (0, 1), (2, 6 if stochastic else 2), (1, 10 if stochastic else 8)]
     return [random_job(rng, params, (role, variant, False), shape=(4 * t, t, 4 * t))
             for role, variant in variants]
+
+
+def stochastic_jobs(rng: np.random.Generator, params: NibbleParams, count: int = 60) -> list:
+    """``count`` rounds of 4 x 4-tile GEMMs (two reduction tiles) in every stochastic
+    variant (fp4 at both phases, weight gradient; backward fp4 and the gradient unit):
+    a one-bit error in a random word or a fraction changes a rounding decision only
+    for a few elements in thousands, more than the random GEMMs hold. None without
+    the stochastic hardware."""
+    if not params.stochastic:
+        return []
+    t = params.tile
+    return [random_job(rng, params, (role, variant, False), shape=(4 * t, 2 * t, 4 * t))
+            for _ in range(count) for role, variant in ((2, 6), (2, 7), (1, 10), (1, 6))]
 
 
 #: The largest-magnitude element value of each kind (its top code).
