@@ -182,13 +182,19 @@ def backpressure_jobs(rng: np.random.Generator, params: NibbleParams) -> list[Ge
     """GEMMs whose results outrun a slow consumer: 4 x 4 output tiles of one reduction
     tile each (a tile's results every T cycles): forward raw and int, a weight gradient
     in fp4 and a backward pass through the gradient unit (both with stochastic rounding
-    where the build has it), so that with the result's ready mostly low every queue and credit pool
-    behind the array fills and empties."""
+    where the build has it), with masks where the mode takes them, so that with the
+    result's ready mostly low every queue and credit pool behind the array, and the mask
+    queue, fills and empties."""
     t = params.tile
     stochastic = params.stochastic
     variants = [(0, 0), (0, 1), (2, 6 if stochastic else 2), (1, 10 if stochastic else 8)]
-    return [random_job(rng, params, (role, variant, False), shape=(4 * t, t, 4 * t))
-            for role, variant in variants]
+    jobs = []
+    for role, variant in variants:
+        job = random_job(rng, params, (role, variant, False), shape=(4 * t, t, 4 * t))
+        if job.out.mode != "raw":      # mask rows too, so the mask queue fills as well
+            job = replace(job, out=replace(job.out, mask=rng.random((4 * t, 4 * t)) < 0.7))
+        jobs.append(job)
+    return jobs
 
 
 def stochastic_jobs(rng: np.random.Generator, params: NibbleParams, count: int = 60) -> list:
