@@ -77,15 +77,24 @@ def _network(doc) -> str:
 
 
 def _study(docs):
+    """One table per study; files of the same study (same network, data, settings and
+    seeds, e.g. its configurations run as two processes) are one table."""
     from .study import format_table
 
-    tables = []
+    groups = {}
     for _, doc in docs:
+        key = json.dumps([doc.get("model"), doc.get("dataset"), doc["config"], doc["seeds"],
+                          doc["backend"]], sort_keys=True)
+        groups.setdefault(key, []).append(doc)
+    tables = []
+    for group in groups.values():
+        doc = group[0]
         c = doc["config"]
         head = (f"{_network(doc)}, {c['epochs']} epochs, batch {c['batch']}, lr {c['lr']:g}, "
                 f"T = {c['tile']}, acc_bits {c['acc_bits']}, lanes {c['lanes']}; seeds "
                 f"{', '.join(map(str, doc['seeds']))}; backend {doc['backend']}.")
-        tables.append(head + "\n\n" + format_table(doc["results"]))
+        results = {name: row for d in group for name, row in d["results"].items()}
+        tables.append(head + "\n\n" + format_table(results))
     return "\n\n".join(tables)
 
 
