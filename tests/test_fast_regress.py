@@ -50,6 +50,19 @@ def test_a_shard_draws_the_same_random_gemms_with_or_without_the_edge_shapes(mon
     assert seen[True][-6:] == seen[False]
 
 
+def test_shards_on_a_local_dask_cluster_give_the_serial_results():
+    """The campaign executor with 2 worker processes: the same outcomes as in process
+    (GEMMs, MACs, simulated cycles with the seeded stalls, coverage), in task order."""
+    from verif.campaign import run_tasks
+
+    shards = plan_fast([4], acc_bits=32, seed=21, gemms=60, shard_gemms=20)
+    keys = ("gemms", "macs", "cycles", "coverage")
+    serial = [{k: o["stats"][k] for k in keys} for o in map(run_fast_shard, shards)]
+    parallel = [{k: o["stats"][k] for k in keys}
+                for o in run_tasks(run_fast_shard, shards, workers=2)]
+    assert serial == parallel and len(serial) == 3 and serial[0]["gemms"] > 20
+
+
 def test_a_mismatch_fails_the_shard_with_a_replay_line(monkeypatch):
     """A golden that disagrees from the 4th random GEMM on (as a broken design would):
     the shard stops there and names the GEMM and the command that reproduces it."""

@@ -62,10 +62,10 @@ def test_the_regression_visits_every_coverage_bin():
     assert sum(stalls == "backpressure" for _, stalls in jobs) == 4
 
 
-@pytest.mark.long
 def test_nibble_mutate_kills_mutants_of_a_small_array(tmp_path):
-    """The whole flow at T = 2: the unmutated netlist passes, mutants are killed, the
-    report adds up."""
+    """The whole flow at T = 2, a mini campaign so it cannot rot: the unmutated netlist
+    (select 0, MCY's "none" mutation) must pass the regression or the command fails,
+    mutants are killed, the report adds up."""
     out = tmp_path / "mutate.json"
     proc = subprocess.run([sys.executable, "-m", "nibble", "mutate", "--size", "2",
                            "--acc-bits", "18", "--count", "12", "--random-gemms", "5",
