@@ -310,3 +310,20 @@ def test_a_slow_consumer_fills_the_queues_and_stays_exact(acc):
     acc.p_result_stall = None
     with pytest.raises(ValueError, match="p_result_stall"):
         acc.p_result_stall = 1.0
+
+
+def test_reseed_restarts_the_stall_pattern(acc):
+    """After reseed(s) a run stalls exactly as after any other reseed(s): the cycle
+    count of a stalled GEMM does not depend on what ran before."""
+    job = random_job(np.random.default_rng(4), T4, (0, 1, False))
+    acc.p_stall, acc.p_result_stall = 0.3, None
+    counts = []
+    for warmup in (0, 3):
+        for _ in range(warmup):
+            acc.run(job)
+        acc.reseed(99)
+        before = acc.cycles
+        acc.run(job)
+        counts.append(acc.cycles - before)
+    acc.p_stall = 0.0
+    assert counts[0] == counts[1] and acc.seed == 99

@@ -256,6 +256,7 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.nb_refused.restype, lib.nb_refused.argtypes = i, [vp]
     lib.nb_reset.restype, lib.nb_reset.argtypes = None, [vp, i]
     lib.nb_set_mutant.restype, lib.nb_set_mutant.argtypes = None, [vp, ctypes.c_uint32]
+    lib.nb_reseed.restype, lib.nb_reseed.argtypes = None, [vp, u64]
     lib.nb_in_stride.restype, lib.nb_in_stride.argtypes = i, [i]
     lib.nb_result_words.restype, lib.nb_result_words.argtypes = i, []
     lib.nb_run.restype = i
@@ -380,6 +381,13 @@ class FastAccelerator:
     def refused(self) -> bool:
         """The ``refused`` port: an illegal command was taken (sticky until reset)."""
         return bool(self._lib.nb_refused(self._sim))
+
+    def reseed(self, seed: int) -> None:
+        """Restart the stall pattern from ``seed`` (kept in :attr:`seed`), as a new
+        harness with that seed would have it: runs after it stall the same way whatever
+        ran before."""
+        self.seed = int(seed)
+        self._lib.nb_reseed(self._sim, self.seed & (2**64 - 1))
 
     def set_mutant(self, mutant: int) -> None:
         """Switch a mutated netlist's mutation ``mutant`` on (0: none) from the next

@@ -138,13 +138,19 @@ int nb_streams() { return NB_STREAMS; }
 int nb_in_stride(int s) { return NB_IN_STRIDE[s]; }
 int nb_result_words() { return NB_RESULT_WORDS; }
 
+// Restart the stall pattern from `seed` (as nb_new does).
+void nb_reseed(void* handle, uint64_t seed) {
+    Sim* sim = static_cast<Sim*>(handle);
+    // xorshift must not start at zero
+    sim->rng = seed * 0x9E3779B97F4A7C15ULL + 0x2545F4914F6CDD1DULL;
+    if (!sim->rng) sim->rng = 1;
+}
+
 void* nb_new(uint64_t seed) {
     Sim* sim = new Sim;
     sim->ctx.reset(new VerilatedContext);
     sim->top.reset(new Vfast_top{sim->ctx.get()});
-    // xorshift must not start at zero
-    sim->rng = seed * 0x9E3779B97F4A7C15ULL + 0x2545F4914F6CDD1DULL;
-    if (!sim->rng) sim->rng = 1;
+    nb_reseed(sim, seed);
     sim->top->clk = 0;
     current = sim;
     sim->top->eval();

@@ -169,7 +169,7 @@ class Killer:
 
         from .fast_sim import FastAccelerator
 
-        self.params = params
+        self.params, self.seed = params, seed
         self.sim = FastAccelerator(params, seed=seed, verilog=verilog, hang_cycles=hang_cycles)
         self.jobs = regression_jobs(params, seed, random_gemms)
         self.want = [expected(job, params) for job, _ in self.jobs]
@@ -183,6 +183,9 @@ class Killer:
 
         self.sim.set_mutant(select)
         self.sim.reset()
+        # the same stall pattern for every mutant, whichever ran before it in this
+        # process: a campaign's result does not depend on how its tasks were scheduled
+        self.sim.reseed(self.seed)
         for i, ((job, stalls), want) in enumerate(zip(self.jobs, self.want)):
             set_stalls(self.sim, stalls)
             how, detail = None, ""
