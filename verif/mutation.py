@@ -160,8 +160,11 @@ def regression_jobs(params: NibbleParams, seed: int, random_gemms: int = 3000) -
 
 
 class Killer:
-    """Runs the fixed regression on mutants of one mutated netlist (one Verilator model,
-    golden's results computed once)."""
+    """Runs the fixed regression on mutants of one mutated netlist (one Verilator build,
+    golden's results computed once). Each mutant runs on a model of its own, from
+    power-on and with the same stall pattern, so its outcome does not depend on which
+    mutants ran before it in the process (memories and reset-less registers keep what a
+    previous mutant left, and the harness's stall generator moves on)."""
 
     def __init__(self, params: NibbleParams, verilog: str, seed: int, random_gemms: int = 3000,
                  hang_cycles: int = 3000):
@@ -169,7 +172,7 @@ class Killer:
 
         from .fast_sim import FastAccelerator
 
-        self.params, self.seed = params, seed
+        self.params, self.seed, self.verilog, self.hang_cycles = params, seed, verilog, hang_cycles
         self.sim = FastAccelerator(params, seed=seed, verilog=verilog, hang_cycles=hang_cycles)
         self.jobs = regression_jobs(params, seed, random_gemms)
         self.want = [expected(job, params) for job, _ in self.jobs]
@@ -178,14 +181,13 @@ class Killer:
         """Mutant ``select`` (0: the design): {"select", "killed", "how", "gemm",
         "detail", "gemms_run"}."""
         from .fast_regress import set_stalls
-        from .fast_sim import SimHang
+        from .fast_sim import FastAccelerator, SimHang
         from .scoreboard import first_mismatch
 
+        self.sim = FastAccelerator(self.params, seed=self.seed, verilog=self.verilog,
+                                   hang_cycles=self.hang_cycles)
         self.sim.set_mutant(select)
         self.sim.reset()
-        # the same stall pattern for every mutant, whichever ran before it in this
-        # process: a campaign's result does not depend on how its tasks were scheduled
-        self.sim.reseed(self.seed)
         for i, ((job, stalls), want) in enumerate(zip(self.jobs, self.want)):
             set_stalls(self.sim, stalls)
             how, detail = None, ""
