@@ -41,7 +41,7 @@ from edatools import tool_argv
 from golden.params import NibbleParams
 
 __all__ = ["Mutation", "UNITS", "unit_of", "mutation_key", "load_equivalent", "sample",
-           "regression_jobs", "Killer", "kill_chunk", "score"]
+           "regression_jobs", "Killer", "killer_for", "kill_chunk", "score"]
 
 #: Units a mutation is reported under, by the first instance name of its cell's path
 #: (the array's PEs are ``array.pe_<r>_<c>``); everything else is the controller: command
@@ -170,10 +170,8 @@ class Killer:
                  hang_cycles: int = 3000):
         from wire.gemm_protocol import expected
 
-        from .fast_sim import FastAccelerator
-
         self.params, self.seed, self.verilog, self.hang_cycles = params, seed, verilog, hang_cycles
-        self.sim = FastAccelerator(params, seed=seed, verilog=verilog, hang_cycles=hang_cycles)
+        self.sim = None                    # the model of the last run (run() makes one)
         self.jobs = regression_jobs(params, seed, random_gemms)
         self.want = [expected(job, params) for job, _ in self.jobs]
 
@@ -213,16 +211,22 @@ class Killer:
 _KILLERS: dict = {}
 
 
-def kill_chunk(task: dict) -> list:
-    """A campaign task (:func:`verif.campaign.run_tasks`): ``task`` = {"params" (dict),
-    "netlist" (path), "seed", "random_gemms", "selects"}; runs each select's mutant."""
+def killer_for(task: dict) -> Killer:
+    """The :class:`Killer` of a campaign task's netlist and regression, built once per
+    process (golden's results for the regression are the expensive part)."""
     params = NibbleParams(**task["params"])
     verilog = Path(task["netlist"]).read_text()
     key = (params, verilog, task["seed"], task["random_gemms"])
     if key not in _KILLERS:
         _KILLERS.clear()
         _KILLERS[key] = Killer(params, verilog, task["seed"], task["random_gemms"])
-    killer = _KILLERS[key]
+    return _KILLERS[key]
+
+
+def kill_chunk(task: dict) -> list:
+    """A campaign task (:func:`verif.campaign.run_tasks`): ``task`` = {"params" (dict),
+    "netlist" (path), "seed", "random_gemms", "selects"}; runs each select's mutant."""
+    killer = killer_for(task)
     return [killer.run(select) for select in task["selects"]]
 
 

@@ -48,7 +48,7 @@ def run(args) -> int:
     from golden.params import NibbleParams, check_tile
     from verif.campaign import run_tasks
     from verif.fast_sim import build_library
-    from verif.mutation import Killer, load_equivalent, sample, score
+    from verif.mutation import kill_chunk, killer_for, load_equivalent, sample, score
     from verif.runner import SIM_BUILD
 
     params = NibbleParams(tile=check_tile(args.tile), acc_bits=args.acc_bits)
@@ -62,18 +62,18 @@ def run(args) -> int:
     mutations, netlist = sample(params, args.count, args.seed, workdir)
     print(f"  {len(mutations)} mutations; building the mutated model (Verilator)...", flush=True)
     build_library(params, netlist)
-    sane = Killer(params, netlist, args.seed, args.random_gemms)
-    baseline = sane.run(0)
+    # the tasks' common part; in process, the campaign reuses this Killer (and golden's
+    # results) for every mutant
+    base = {"params": asdict(params), "netlist": str(workdir / "mutated.v"), "seed": args.seed,
+            "random_gemms": args.random_gemms}
+    baseline = killer_for(base).run(0)
     if baseline["killed"]:          # the flow, not a mutant: stop
         raise RuntimeError(f"the netlist with no mutation fails the regression ({baseline['how']} "
                            f"at GEMM {baseline['gemm']}: {baseline['detail']})")
     print(f"  no mutation: {baseline['gemms_run']} GEMMs pass; running the mutants...",
           flush=True)
-    del sane
     chunk = 10
-    tasks = [{"params": asdict(params), "netlist": str(workdir / "mutated.v"), "seed": args.seed,
-              "random_gemms": args.random_gemms,
-              "selects": [m.select for m in mutations[i:i + chunk]]}
+    tasks = [{**base, "selects": [m.select for m in mutations[i:i + chunk]]}
              for i in range(0, len(mutations), chunk)]
     done = []
 
@@ -82,7 +82,6 @@ def run(args) -> int:
         print(f"  [{len(done)}/{len(mutations)}] killed so far: "
               f"{sum(r['killed'] for r in done)}", flush=True)
 
-    from verif.mutation import kill_chunk
     results = [r for part in run_tasks(kill_chunk, tasks, workers=args.jobs,
                                        scheduler=args.scheduler, progress=progress)
                for r in part]
