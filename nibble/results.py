@@ -241,6 +241,9 @@ Observations:
          Source("cnn_mnist_rtl_e1.json",
                 "nibble train --model cnn --dataset mnist --backend rtl --epochs 1 "
                 "--json docs/cnn_mnist_rtl_e1.json", _e2e),
+         Source("cnn_mnist_rtl.json",
+                "nibble train --model cnn --dataset mnist --backend rtl "
+                "--json docs/cnn_mnist_rtl.json", _e2e),
          Source("training_curves.png", "nibble train --backend rtl --plot docs", _figure,
                 "it writes grad_histogram.png beside it"))),
     Section(
