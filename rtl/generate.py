@@ -40,6 +40,7 @@ def _units():
 
     from .accelerator import Accelerator
     from .log4_quantizer import Log4Quantizer
+    from .nibble_axi import NibbleAxi
     from .pe import PE
     from .requantizer import Requantizer
     from .systolic_array import SystolicArray
@@ -51,6 +52,8 @@ def _units():
         "tile_rescaler": TileRescaler,
         "log4_quantizer": Log4Quantizer,
         "requantizer": Requantizer,
+        # The Accelerator behind AXI4-Stream and AXI4-Lite ports (``--bus axi``).
+        "nibble_axi": NibbleAxi,
         # The Accelerator behind the UART host bridge, clocked as the cocotb bench
         # simulates it; board tops build their own HostBridge with the board's clock.
         "host_bridge": lambda params: HostBridge(params, clk_hz=SIM_CLK_HZ, baud=SIM_BAUD,
