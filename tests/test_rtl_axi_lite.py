@@ -193,3 +193,9 @@ def test_handshakes_wait_for_the_master(stall):
         assert not ctx.get(dut.arready)
 
     simulate(dut, bench)
+
+
+def test_docs_page_shows_the_generated_table():
+    from pathlib import Path
+    page = (Path(__file__).resolve().parent.parent / "docs" / "axi.md").read_text()
+    assert markdown_table() in page, "docs/axi.md: paste wire.axi.markdown_table() again"
