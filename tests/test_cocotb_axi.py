@@ -1,14 +1,42 @@
 """cocotbext-axi bench of ``nibble_axi`` (verif/tb_axi.py) at T = 4: random GEMMs in
 every training role and output mode with pauses on every stream against golden, the
-register file over AXI4-Lite, the counters, and a soft reset in the middle of a GEMM."""
+register file over AXI4-Lite, the counters, a soft reset in the middle of a GEMM, and
+the throughput without pauses against the bare Accelerator's."""
+
+import json
 
 from cocotb_tools.check_results import get_results
 
 from golden.params import NibbleParams
-from verif.runner import run
+from verif.runner import build_dir, run
+
+
+def bare_cycles(params: NibbleParams, jobs) -> int:
+    """Clock cycles the bare Accelerator (``nibble_top`` on the fast C++ harness, every
+    stream at full rate) takes for ``jobs`` back to back."""
+    from verif.fast_sim import FastAccelerator
+
+    sim = FastAccelerator(params, seed=0, p_stall=0.0)
+    before = sim.cycles
+    sim.run_many(jobs)
+    return sim.cycles - before
+
+
+def throughput_ratio(params: NibbleParams) -> dict:
+    """The ``throughput`` test's figures (run the bench first) and the bare
+    Accelerator's cycles for the same GEMMs."""
+    from verif.tb_axi import THROUGHPUT_FILE, throughput_jobs
+
+    axi = json.loads((build_dir(params) / "nibble_axi" / THROUGHPUT_FILE).read_text())
+    bare = bare_cycles(params, throughput_jobs(params))
+    return {**axi, "bare_cycles": bare, "ratio": bare / axi["cycles"]}
 
 
 def test_axi_bench():
-    results = run(NibbleParams(tile=4), "verif.tb_axi", top="nibble_axi", seed=4)
+    params = NibbleParams(tile=4)
+    results = run(params, "verif.tb_axi", top="nibble_axi", seed=4)
     tests, failed = get_results(results)
-    assert tests == 3 and failed == 0, f"see {results}"
+    assert tests == 4 and failed == 0, f"see {results}"
+    figures = throughput_ratio(params)
+    # the target: >= 95 % of the bare array's throughput with no back-pressure
+    assert figures["ratio"] >= 0.95 and figures["stall_cycles"] == 0, figures

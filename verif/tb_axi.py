@@ -176,6 +176,25 @@ class TB(Bench):
         return counters
 
 
+#: Where :func:`throughput` writes its figures, in the run's directory.
+THROUGHPUT_FILE = "throughput.json"
+
+
+def throughput_jobs(params: NibbleParams, count: int = 6) -> list:
+    """``count`` GEMMs of 4T x 4T x 4T, through every training role and the raw, int,
+    fp4 and dual output modes in turn, the same for every caller (one seed each): the
+    bare Accelerator's cycles for them (``verif.fast_sim``) and ``nibble_axi``'s
+    (:func:`throughput`) are compared."""
+    import numpy as np
+
+    variants = [OUTPUT_VARIANTS.index(v) for v in (("raw", "-", 0), ("int", "-", 0),
+                                                  ("fp4", "log", 0), ("dual", "log", 0))]
+    edge = 4 * params.tile
+    return [random_job(np.random.default_rng(i), params,
+                       (i % len(GEMM_ROLES), variants[i % len(variants)], False),
+                       shape=(edge, edge, edge)) for i in range(count)]
+
+
 def coverage_targets(count: int, rng) -> list:
     """(role, variant, partial) for ``count`` GEMMs: every role x output variant
     (:data:`verif.stimulus.OUTPUT_VARIANTS`) first, then random ones."""
@@ -205,6 +224,27 @@ async def random_gemms(dut):
     assert after["BUSY_CYCLES"] > counters["BUSY_CYCLES"]
     await tb.write("CONTROL", clear_counters=1)
     assert [await tb.read(r) for r in ("GEMMS", "BUSY_CYCLES", "STALL_CYCLES")] == [0, 0, 0]
+
+
+@cocotb.test()
+async def throughput(dut):
+    """:func:`throughput_jobs` queued at once with no pause on any stream: the clock
+    cycles from the first beat offered to the last result beat taken, and BUSY_CYCLES,
+    into :data:`THROUGHPUT_FILE` (``tests/test_cocotb_axi.py`` compares them with the
+    bare Accelerator's)."""
+    import json
+
+    tb = TB(dut, seed_offset=3)
+    await tb.start()
+    jobs = throughput_jobs(tb.params)
+    start = cocotb.utils.get_sim_time("ns")
+    await tb.run_jobs(jobs, stalled=False)
+    cycles = (cocotb.utils.get_sim_time("ns") - start) // CLOCK_NS
+    counters = await tb.check_status(len(jobs))
+    with open(THROUGHPUT_FILE, "w") as f:
+        json.dump({"gemms": len(jobs), "cycles": int(cycles), "tile": tb.params.tile,
+                   "busy_cycles": counters["BUSY_CYCLES"],
+                   "stall_cycles": counters["STALL_CYCLES"]}, f)
 
 
 @cocotb.test()
