@@ -11,24 +11,15 @@ from golden.params import NibbleParams
 from verif.runner import build_dir, run
 
 
-def bare_cycles(params: NibbleParams, jobs) -> int:
-    """Clock cycles the bare Accelerator (``nibble_top`` on the fast C++ harness, every
-    stream at full rate) takes for ``jobs`` back to back."""
-    from verif.fast_sim import FastAccelerator
-
-    sim = FastAccelerator(params, seed=0, p_stall=0.0)
-    before = sim.cycles
-    sim.run_many(jobs)
-    return sim.cycles - before
-
-
 def throughput_ratio(params: NibbleParams) -> dict:
     """The ``throughput`` test's figures (run the bench first) and the bare
-    Accelerator's cycles for the same GEMMs."""
-    from verif.tb_axi import THROUGHPUT_FILE, throughput_jobs
+    Accelerator's cycles for the same GEMMs (``nibble_top`` on the fast C++ harness)."""
+    from nibble.bench import axi_cycles
+    from verif.stimulus import throughput_jobs
+    from verif.tb_axi import THROUGHPUT_FILE
 
     axi = json.loads((build_dir(params) / "nibble_axi" / THROUGHPUT_FILE).read_text())
-    bare = bare_cycles(params, throughput_jobs(params))
+    bare = axi_cycles(params, throughput_jobs(params), "nibble_top")
     return {**axi, "bare_cycles": bare, "ratio": bare / axi["cycles"]}
 
 

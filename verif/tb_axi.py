@@ -26,7 +26,7 @@ from wire.axi import ID_MAGIC, MAP_VERSION, RESP, axis_tdata_bits, register
 from wire.gemm_protocol import GemmBeats, GemmJob, GemmOutput, decode, encode
 
 from .runner import Bench
-from .stimulus import GEMM_ROLES, OUTPUT_VARIANTS, random_job
+from .stimulus import GEMM_ROLES, OUTPUT_VARIANTS, random_job, throughput_jobs
 
 CLOCK_NS = 10
 
@@ -178,21 +178,6 @@ class TB(Bench):
 
 #: Where :func:`throughput` writes its figures, in the run's directory.
 THROUGHPUT_FILE = "throughput.json"
-
-
-def throughput_jobs(params: NibbleParams, count: int = 6) -> list:
-    """``count`` GEMMs of 4T x 4T x 4T, through every training role and the raw, int,
-    fp4 and dual output modes in turn, the same for every caller (one seed each): the
-    bare Accelerator's cycles for them (``verif.fast_sim``) and ``nibble_axi``'s
-    (:func:`throughput`) are compared."""
-    import numpy as np
-
-    variants = [OUTPUT_VARIANTS.index(v) for v in (("raw", "-", 0), ("int", "-", 0),
-                                                  ("fp4", "log", 0), ("dual", "log", 0))]
-    edge = 4 * params.tile
-    return [random_job(np.random.default_rng(i), params,
-                       (i % len(GEMM_ROLES), variants[i % len(variants)], False),
-                       shape=(edge, edge, edge)) for i in range(count)]
 
 
 def coverage_targets(count: int, rng) -> list:
