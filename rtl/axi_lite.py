@@ -2,12 +2,15 @@
 :data:`wire.axi.REGISTERS` (its ports, its address decode and its reset values).
 
 Timing
-    A write is taken when its address and data are both valid and no write response is
-    pending (``awready`` and ``wready`` rise together, in the cycle of the handshake);
-    the response follows from the next cycle on. A read is taken while no read response
-    is pending; ``rdata`` follows in the next cycle, from a register. So one write and
-    one read are in flight at most, each a transaction every two cycles: a control
-    path, not a data path.
+    A write is taken when its address and data are both valid and no write is in flight
+    (``awready`` and ``wready`` rise together, in the cycle of the handshake). Its
+    response is valid :data:`WRITE_RESPONSE_CYCLES` cycles after the handshake: a
+    ``pulse`` field is high in the cycle after it, and its owner may act one register
+    later still (``nibble_axi``'s soft reset), so whatever a write does has happened
+    before the master sees its response, and a read it issues after that sees the
+    result. A read is taken while no read response is pending; ``rdata`` follows in the
+    next cycle, from a register. So one write and one read are in flight at most: a
+    control path, not a data path.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from amaranth.lib.wiring import In, Out
 
 from wire.axi import ADDR_BITS, DATA_BITS, REGISTERS, RESP
 
-__all__ = ["AXIL_MEMBERS", "AxiLiteRegisters", "field_port"]
+__all__ = ["AXIL_MEMBERS", "AxiLiteRegisters", "field_port", "WRITE_RESPONSE_CYCLES"]
+
+#: Cycles from a write's handshake to its response's ``bvalid``.
+WRITE_RESPONSE_CYCLES = 3
 
 #: The AXI4-Lite slave's signals: (name, direction seen from the slave, width).
 AXIL_MEMBERS = (
@@ -68,7 +74,12 @@ class AxiLiteRegisters(wiring.Component):
         m = Module()
         # ---- writes: address and data together, one response outstanding at most
         take_w = Signal()
-        m.d.comb += [take_w.eq(self.awvalid & self.wvalid & ~self.bvalid),
+        # the write in flight, a bit per cycle until its response is valid
+        flight = Signal(WRITE_RESPONSE_CYCLES - 1, name="write_in_flight")
+        m.d.sync += flight.eq(Cat(take_w, flight[:-1]))
+        with m.If(flight[-1]):
+            m.d.sync += self.bvalid.eq(1)
+        m.d.comb += [take_w.eq(self.awvalid & self.wvalid & ~self.bvalid & ~flight.any()),
                      self.awready.eq(take_w), self.wready.eq(take_w)]
         for reg in self._registers:
             for f in reg.fields:
@@ -77,7 +88,7 @@ class AxiLiteRegisters(wiring.Component):
         with m.If(self.bvalid & self.bready):
             m.d.sync += self.bvalid.eq(0)
         with m.If(take_w):
-            m.d.sync += [self.bvalid.eq(1), self.bresp.eq(RESP["SLVERR"])]
+            m.d.sync += self.bresp.eq(RESP["SLVERR"])
             with m.Switch(self.awaddr[2:]):
                 for reg in self._registers:
                     with m.Case(reg.offset >> 2):

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from rtl.axi_lite import AxiLiteRegisters, field_port
+from rtl.axi_lite import WRITE_RESPONSE_CYCLES, AxiLiteRegisters, field_port
 from verif.amaranth_streams import simulate
 from wire.axi import ID_MAGIC, MAP_VERSION, REGISTERS, RESP, c_header, markdown_table
 
@@ -164,8 +164,9 @@ def test_writes_strobes_pulses_and_errors():
 
 @pytest.mark.parametrize("stall", [0, 3])
 def test_handshakes_wait_for_the_master(stall):
-    """A response stays valid until taken; a new request waits for it (no second
-    response is lost while the master holds ``bready``/``rready`` low)."""
+    """A write's response comes WRITE_RESPONSE_CYCLES after its handshake and stays
+    valid until taken; a new request waits for it (no second response is lost while
+    the master holds ``bready``/``rready`` low)."""
     dut = AxiLiteRegisters()
     scratch = REGISTERS[-1].offset
 
@@ -179,7 +180,10 @@ def test_handshakes_wait_for_the_master(stall):
             await ctx.tick().until(dut.awready)
             ctx.set(dut.awvalid, 0)
             ctx.set(dut.wvalid, 0)
-            await ctx.tick().repeat(stall + 1)
+            for _ in range(WRITE_RESPONSE_CYCLES - 1):        # the response waits ...
+                assert not ctx.get(dut.bvalid) and not ctx.get(dut.awready)
+                await ctx.tick()
+            await ctx.tick().repeat(stall + 1)               # ... and then stays
             assert ctx.get(dut.bvalid)
             ctx.set(dut.bready, 1)
             await ctx.tick()
