@@ -55,9 +55,6 @@ __all__ = ["NibbleAxi", "AXIS_INPUTS"]
 #: The input streams, each an ``s_axis_<name>`` port (the Accelerator's port names).
 AXIS_INPUTS = GemmBeats.INPUTS
 
-#: Width of the event counters (GEMMS, BUSY_CYCLES, STALL_CYCLES).
-COUNTER_BITS = 32
-
 
 class NibbleAxi(wiring.Component):
     """The :class:`rtl.accelerator.Accelerator` with AXI ports (module docstring).
@@ -149,7 +146,7 @@ class NibbleAxi(wiring.Component):
         }
         clear = soft | regs.control_clear_counters
         for port, event in counters.items():
-            count = Signal(COUNTER_BITS, name=port)
+            count = Signal(len(getattr(regs, port)), name=port)      # (wire.axi's width)
             m.d.sync += count.eq(count + event)
             with m.If(clear):
                 m.d.sync += count.eq(0)
