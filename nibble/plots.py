@@ -16,7 +16,8 @@ from golden.formats import FP4_EXP_MASK, fp4_values
 
 __all__ = ["write_plots"]
 
-LABELS = {"fp32": "FP32", "nibble": "4-bit golden", "rtl": "4-bit RTL", "serial": "4-bit board"}
+LABELS = {"fp32": "FP32", "nibble": "4-bit golden", "rtl": "4-bit RTL", "axi": "4-bit RTL (AXI)",
+          "serial": "4-bit board"}
 
 
 def _pyplot():

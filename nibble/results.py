@@ -137,6 +137,12 @@ def _area(docs):
     return "```text\n" + format_table(doc.get("area", doc)) + "\n```"
 
 
+def _axi(docs):
+    from .bench import format_axi
+
+    return format_axi(_one(docs)["axi"])
+
+
 def _boards(docs):
     from fpga.synth import board_table
 
@@ -297,6 +303,15 @@ rescaler of issue 12 cost about 6.5 LUTs per MAC on ECP5 and 6.7 on iCE40. FF co
 are not compared: the baseline MAC has only its 32-bit accumulator, no operand
 registers.
 """),
+    Section(
+        "AXI top",
+        "`nibble_axi` ([axi.md](axi.md)) against the bare `nibble_top`: clock cycles of six "
+        "4T × 4T × 4T GEMMs (every training role; raw, int, fp4 and dual output) with no "
+        "back-pressure on the fast C++ harness, every result checked; and LUTs and FFs of "
+        "both, yosys `synth_ecp5` out of context (ports left as IO; LUTs counted as in the "
+        "area study).",
+        (Source("axi_bench.json", "nibble bench axi --sizes 8 --json docs/axi_bench.json",
+                _axi),)),
     Section(
         "Board builds",
         "`nibble synth` reports of the real board top (UART host bridge + accelerator + PLL "

@@ -28,5 +28,9 @@ expected value):
   (``refused``) -> (no cocotb bench: Amaranth's simulator) -> ``test_contract.py``;
 * a whole GEMM in every output stage -> ``accelerator.Accelerator`` (``nibble_top``) ->
   ``tb_accelerator`` and the C++ harness ``verif.fast_sim`` ->
-  ``test_rtl_accelerator.py``, ``test_cocotb_accelerator.py``, ``test_fast_sim.py``.
+  ``test_rtl_accelerator.py``, ``test_cocotb_accelerator.py``, ``test_fast_sim.py``;
+* the same behind AXI ports (the register map of ``wire.axi``) ->
+  ``nibble_axi.NibbleAxi`` (``nibble_axi``; its register file ``axi_lite.AxiLiteRegisters``)
+  -> ``tb_axi`` (cocotbext-axi) and ``verif.fast_sim`` (``top="nibble_axi"``) ->
+  ``test_cocotb_axi.py``, ``test_rtl_axi_lite.py``, ``test_fast_sim.py``.
 """

@@ -28,7 +28,7 @@ from amaranth.hdl import Signal, Value
 from edatools import verilator_bin, verilator_env
 from golden.params import NibbleParams
 
-__all__ = ["UNITS", "generate", "verilog_text", "convert", "unit_factory", "lint",
+__all__ = ["UNITS", "BUSES", "generate", "write_register_map", "verilog_text", "convert", "unit_factory", "lint",
            "WAIVER_FILE", "WRITE_VERILOG_OPTS"]
 
 #: The checked-in Verilator waiver file for generated Verilog.
@@ -40,6 +40,7 @@ def _units():
 
     from .accelerator import Accelerator
     from .log4_quantizer import Log4Quantizer
+    from .nibble_axi import NibbleAxi
     from .pe import PE
     from .requantizer import Requantizer
     from .systolic_array import SystolicArray
@@ -51,6 +52,8 @@ def _units():
         "tile_rescaler": TileRescaler,
         "log4_quantizer": Log4Quantizer,
         "requantizer": Requantizer,
+        # The Accelerator behind AXI4-Stream and AXI4-Lite ports (``--bus axi``).
+        "nibble_axi": NibbleAxi,
         # The Accelerator behind the UART host bridge, clocked as the cocotb bench
         # simulates it; board tops build their own HostBridge with the board's clock.
         "host_bridge": lambda params: HostBridge(params, clk_hz=SIM_CLK_HZ, baud=SIM_BAUD,
@@ -61,6 +64,24 @@ def _units():
 #: File stems ``nibble generate`` writes; ``nibble_top`` is the whole Accelerator.
 #: ``host_bridge`` is generated on request (``verif.runner.build(top="host_bridge")``).
 UNITS = ("nibble_top", "pe", "systolic_array", "tile_rescaler", "log4_quantizer", "requantizer")
+
+
+#: What ``nibble generate --bus`` writes: ``native``, the Accelerator's own streams
+#: (:data:`UNITS`); ``axi``, ``nibble_axi`` (:class:`rtl.nibble_axi.NibbleAxi`) and its
+#: register map (:func:`write_register_map`).
+BUSES = {"native": UNITS, "axi": ("nibble_axi",)}
+
+
+def write_register_map(out_dir) -> list[Path]:
+    """Write ``nibble_axi_regs.h`` and ``nibble_axi_regs.md``, the C header and the
+    Markdown table of :data:`wire.axi.REGISTERS`, into ``out_dir``; return the paths."""
+    from wire.axi import c_header, markdown_table
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "nibble_axi_regs.h", out / "nibble_axi_regs.md"]
+    paths[0].write_text(c_header())
+    paths[1].write_text("# nibble_axi registers\n\n" + markdown_table())
+    return paths
 
 
 def unit_factory(unit: str):

@@ -152,3 +152,38 @@ def test_area_study_t4_ice40():
     """The real study at T=4 on iCE40 (a few minutes of yosys)."""
     result = area_study(sizes=(4,), families=("ice40",), progress=None)
     check_report(result, (4,), ("ice40",))
+
+
+def test_axi_cost_with_canned_counts(monkeypatch, tmp_path):
+    """``axi_cost``: both tops through the board flow's synth_ecp5 (block RAM allowed),
+    and the difference; ``nibble bench axi``'s table of it."""
+    import rtl.generate
+    from nibble.bench import format_axi
+
+    counts = {"nibble_top": (1000, 100, 800), "nibble_axi": (1100, 110, 900)}
+    seen = []
+
+    def fake_synthesize(text, top, family, workdir, *, command=None):
+        seen.append((top, family, command))
+        lut4, carry, ff = counts[top]
+        cells = {"LUT4": lut4, "CCU2C": carry, "TRELLIS_FF": ff, "DP16KD": 3}
+        return {"cells": cells, **area._count(cells, family)}
+
+    monkeypatch.setattr(area, "synthesize", fake_synthesize)
+    monkeypatch.setattr(rtl.generate, "verilog_text", lambda top, params: f"module {top}();")
+    cost = area.axi_cost(NibbleParams(tile=4), tmp_path, progress=None)
+    assert seen == [("nibble_top", "ecp5", area.AXI_SYNTH_COMMAND),
+                    ("nibble_axi", "ecp5", area.AXI_SYNTH_COMMAND)]
+    assert cost["extra"] == {"luts": 120, "ff": 100, "lut4": 100, "carry": 10, "lutram": 0}
+    assert cost["nibble_axi"]["bram"] == 3 and cost["tile"] == 4
+    row = {"tile": 4, "gemms": 6, "bare_cycles": 1841, "axi_cycles": 1841, "throughput": 1.0,
+           "cost": cost}
+    assert "| 4 | 6 | 1,841 | 1,841 | 100.0 % | 1,200 | 1,320 | +120 (+10.0 %) | 800 | 900 | +100 |" \
+        in format_axi([row])
+
+
+@pytest.mark.long
+def test_axi_cost_t2(tmp_path):
+    """The real synthesis at T = 2: the AXI top costs LUTs and FFs, and not many."""
+    cost = area.axi_cost(NibbleParams(tile=2), tmp_path, progress=None)
+    assert 0 < cost["extra"]["luts"] < 600 and 0 < cost["extra"]["ff"] < 400, cost

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from golden.params import NibbleParams
-from nibble.backends import GemmMismatch, RtlBackend
+from nibble.backends import AxiBackend, GemmMismatch, RtlBackend, make_backend
 from nibble.digits import load_digits_split
 from nibble.training import QuantConfig, TrainConfig, train_run
 
@@ -32,6 +32,17 @@ def test_rtl_training_is_bit_exact_with_golden_and_learns(subset):
     assert backend.cycles > 0
     assert rtl.train_loss[-1] < 0.7 * rtl.train_loss[0]
     assert rtl.test_curve == golden.test_curve
+
+
+def test_axi_training_is_bit_exact_with_golden(subset):
+    """``--backend axi``: the same training through ``nibble_axi``'s AXI4-Stream ports."""
+    config = TrainConfig(epochs=1, batch=32, hidden=(16,), lr=0.2, params=NibbleParams(tile=4))
+    golden = train_run(subset, config, seed=5, quant=QuantConfig())
+    backend = make_backend("axi", config.params)
+    assert isinstance(backend, AxiBackend) and backend.sim.params == config.params
+    axi = train_run(subset, config, seed=5, quant=QuantConfig(), backend=backend)
+    assert axi.weight_digests == golden.weight_digests and axi.test_curve == golden.test_curve
+    assert backend.checked == backend.gemms == axi.gemms > 0 and backend.cycles > 0
 
 
 def test_rtl_stochastic_training_is_bit_exact_with_golden(subset):

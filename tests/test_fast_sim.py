@@ -327,3 +327,24 @@ def test_reseed_restarts_the_stall_pattern(acc):
         counts.append(acc.cycles - before)
     acc.p_stall = 0.0
     assert counts[0] == counts[1] and acc.seed == 99
+
+
+def test_axi_top_matches_golden_at_the_bare_cycles():
+    """``nibble_axi`` on the harness (``nibble train --backend axi``): random GEMMs with
+    stalls on every AXI4-Stream port match golden, and without stalls the same GEMMs
+    take exactly the cycles of the bare ``nibble_top`` (the ports are wires)."""
+    params = NibbleParams(tile=4)
+    rng = np.random.default_rng(11)
+    jobs = [random_job(rng, params) for _ in range(24)]
+    axi = FastAccelerator(params, seed=2, p_stall=0.3, top="nibble_axi")
+    for job, got in zip(jobs, axi.run_many(jobs)):
+        assert first_mismatch(job, got, expected(job, params)) is None
+    cycles = {}
+    for top in ("nibble_top", "nibble_axi"):
+        sim = FastAccelerator(params, seed=0, top=top)
+        before = sim.cycles
+        sim.run_many(jobs)
+        cycles[top] = sim.cycles - before
+    assert cycles["nibble_axi"] == cycles["nibble_top"] > 0, cycles
+    with pytest.raises(ValueError, match="nibble_top or nibble_axi"):
+        FastAccelerator(params, top="host_bridge")

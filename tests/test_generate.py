@@ -89,3 +89,25 @@ def test_bad_parameters_exit_2(tmp_path, args, message):
                            str(tmp_path), *args], capture_output=True, text=True)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr
+
+
+def test_generate_bus_axi(tmp_path):
+    """--bus axi: nibble_axi.v with AXI-named ports, lint-clean under the same waivers,
+    and the register map as C header and Markdown, the ones wire.axi generates."""
+    from wire.axi import c_header, markdown_table
+    proc = subprocess.run([sys.executable, "-m", "nibble", "generate", "--size", "4", "--bus",
+                           "axi", "--out", str(tmp_path), "--lint"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count(" clean ") == 1 and "top module nibble_axi" in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nibble_axi.v", "nibble_axi_regs.h",
+                                                          "nibble_axi_regs.md"]
+    assert (tmp_path / "nibble_axi_regs.h").read_text() == c_header()
+    assert markdown_table() in (tmp_path / "nibble_axi_regs.md").read_text()
+    header = (tmp_path / "nibble_axi.v").read_text().split("module nibble_axi(")[1].split(");")[0]
+    ports = {p.strip() for p in header.replace("\n", "").split(",")}
+    for name in ("aclk", "aresetn", "s_axis_cmd_tdata", "s_axis_mask_tlast", "s_axis_a_exps_tready",
+                 "m_axis_result_tdata", "m_axis_result_tlast", "m_axis_result_tready",
+                 "s_axil_awaddr", "s_axil_wstrb", "s_axil_bresp", "s_axil_rdata", "s_axil_rready"):
+        assert name in ports, name
+    assert "clk" not in ports and "rst" not in ports

@@ -22,7 +22,7 @@ from wire.streams import TILE_COUNT_BITS
 __all__ = ["Role", "ROLES", "GEMM_ROLES", "forward_job", "backward_job", "weight_grad_job",
            "OUTPUT_VARIANTS", "EXTREME_EXPS", "random_operand", "with_tile_exps",
            "random_role_job", "random_job", "edge_jobs", "backpressure_jobs", "extreme_jobs",
-           "stochastic_jobs",
+           "stochastic_jobs", "throughput_jobs",
            "quantizer_tiles", "rescaler_steps"]
 
 
@@ -158,6 +158,19 @@ def random_job(rng: np.random.Generator, params: NibbleParams, target=None,
     else:
         spec = OutputSpec("raw")
     return replace(job, out=spec)
+
+
+def throughput_jobs(params: NibbleParams, count: int = 6) -> list:
+    """``count`` GEMMs of 4T x 4T x 4T, through every training role and the raw, int,
+    fp4 and dual output modes in turn, the same for every caller (one seed each): the
+    bare Accelerator's cycles for them (``verif.fast_sim``) and ``nibble_axi``'s
+    (:func:`verif.tb_axi.throughput`) are compared."""
+    variants = [OUTPUT_VARIANTS.index(v) for v in (("raw", "-", 0), ("int", "-", 0),
+                                                  ("fp4", "log", 0), ("dual", "log", 0))]
+    edge = 4 * params.tile
+    return [random_job(np.random.default_rng(i), params,
+                       (i % len(GEMM_ROLES), variants[i % len(variants)], False),
+                       shape=(edge, edge, edge)) for i in range(count)]
 
 
 def edge_jobs(rng: np.random.Generator, tile: int) -> list[GemmJob]:

@@ -12,6 +12,9 @@ What is here
     :mod:`wire.host_driver`
         The host's half of the host link (sequence numbers, retries, flow control) over
         any link object.
+    :mod:`wire.axi`
+        ``nibble_axi``'s AXI4-Lite register map (the one definition; C header and
+        Markdown table generated from it) and its AXI4-Stream data widths.
 
 Why a package of its own
     The formats sit between two layers. They build on :mod:`golden` (parameters, kinds,

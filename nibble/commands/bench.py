@@ -19,12 +19,13 @@ DESCRIPTION = ("Measure array utilization on large GEMMs (Amaranth simulation), 
 
 def add_arguments(parser) -> None:
     parser.add_argument("what", choices=["utilization", "cells", "area", "summary", "boards",
-                                         "report", "all"],
+                                         "axi", "report", "all"],
                         nargs="?", default="all",
                         help="utilization, cells (generic yosys), area (FP16 MAC vs nibble on "
                              "ECP5/iCE40), summary (training utilization, harness speed, area "
                              "ratio at one T), boards (a table of `nibble synth` reports, "
-                             "--reports), report (docs/results.md from the JSON files in "
+                             "--reports), axi (nibble_axi against nibble_top: cycles without "
+                             "back-pressure and out-of-context ECP5 LUTs/FFs), report (docs/results.md from the JSON files in "
                              "docs/; measures nothing), all (utilization and cells; default)")
     parser.add_argument("--reports", metavar="REPORT", nargs="+",
                         help="boards: report.json files (or their build directories) of "
@@ -82,6 +83,14 @@ def run(args) -> int:
               f"(yosys, no DSPs; about 10 minutes per size at T = 8, an hour at T = 16)", flush=True)
         report["area"] = area_study(sizes=area_sizes)
         print("\n" + format_table(report["area"]))
+    if args.what == "axi":
+        from fpga.area import AXI_SYNTH_COMMAND
+        axi_sizes = sizes if args.sizes_given else [8]
+        print(f"axi: nibble_axi against nibble_top, T = {axi_sizes}: cycles of 4T-cube GEMMs "
+              f"without back-pressure (fast harness) and yosys {AXI_SYNTH_COMMAND} out of "
+              f"context (minutes per size)", flush=True)
+        report["axi"] = [bench.axi_bench(t) for t in axi_sizes]
+        print("\n" + bench.format_axi(report["axi"]))
     if args.what == "summary":
         tile = sizes[0] if args.sizes_given else 8
         print(f"summary at T={tile}: RTL training harness, utilization per GEMM role, area "

