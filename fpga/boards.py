@@ -73,8 +73,8 @@ from amaranth.build import Attrs
 import operator
 from functools import reduce
 
-from amaranth.hdl import (Cat, ClockDomain, ClockSignal, Elaboratable, Instance, Module,
-                          ResetSignal, Signal, Value)
+from amaranth.hdl import (Cat, ClockDomain, ClockSignal, DomainRenamer, Elaboratable, Instance,
+                          Module, ResetSignal, Signal, Value)
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In
@@ -363,6 +363,11 @@ def global_buffer(m, board: Board, net: Value) -> Value:
     return out
 
 
+#: Ports of a unit that take the board's clock and reset, not a probe flip-flop: the AXI
+#: top's (:class:`rtl.nibble_axi.NibbleAxi`) ``aclk`` and active-low ``aresetn``.
+_CLOCK_PORTS = {("aclk",): lambda: ClockSignal("sync"), ("aresetn",): lambda: ~ResetSignal("sync")}
+
+
 class UnitProbeTop(BoardTop):
     """One unit alone on a board, between registers, for its own timing.
 
@@ -370,7 +375,8 @@ class UnitProbeTop(BoardTop):
     fed from the UART's rx pin, and every output port goes into a flip-flop whose bits are
     folded by registered XOR levels into the LED, so all of the unit's logic stays and
     every path that starts or ends outside it is one register to one register. Its
-    critical path is therefore the unit's own.
+    critical path is therefore the unit's own. A unit with clock and reset ports of its
+    own (the AXI top's ``aclk``, ``aresetn``) gets the board's clock and reset on them.
 
     Parameters
     ----------
@@ -384,13 +390,19 @@ class UnitProbeTop(BoardTop):
 
     def _design(self, m, platform):
         unit = self.make_unit(self.params)
-        m.submodules.unit = unit
+        clocked = any(path in _CLOCK_PORTS for path, _, _ in unit.signature.flatten(unit))
+        # Its own (local) sync domain would collide with the board's in Amaranth 0.5's
+        # domain propagation, so a unit with clock ports has it renamed.
+        m.submodules.unit = DomainRenamer({"sync": "unit"})(unit) if clocked else unit
         rx, tx, led = self._uart_and_led(m, platform)
         inputs, outputs = [], []
-        for _, member, value in unit.signature.flatten(unit):
+        for path, member, value in unit.signature.flatten(unit):
             value = Value.cast(value)
             if not isinstance(value, Signal):
                 continue                       # a constant member (always-ready stream)
+            if path in _CLOCK_PORTS:           # a unit with its own clock and reset ports
+                m.d.comb += value.eq(_CLOCK_PORTS[path]())
+                continue
             (inputs if member.flow == In else outputs).append(value)
         chain = Signal(max(1, sum(len(v) for v in inputs)), reset_less=True)
         m.d.sync += chain.eq(Cat(rx, chain[:-1]))

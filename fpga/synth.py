@@ -445,9 +445,9 @@ def _make_top(params: NibbleParams, b, freq_mhz, baud: int, unit):
         if unit is None:
             return BoardTop(params, b, freq_mhz, baud=baud)
         from rtl.generate import UNITS, unit_factory
-        if unit not in UNITS + ("host_bridge",):
-            raise SynthError(f"unknown unit {unit!r}; choose from "
-                             f"{', '.join(UNITS + ('host_bridge',))}")
+        known = UNITS + ("nibble_axi", "host_bridge")
+        if unit not in known:
+            raise SynthError(f"unknown unit {unit!r}; choose from {', '.join(known)}")
         return UnitProbeTop(params, b, freq_mhz, baud=baud, make_unit=unit_factory(unit))
     except ValueError as e:
         raise SynthError(f"{b.name}: {e}") from None

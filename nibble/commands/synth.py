@@ -41,7 +41,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--unit", metavar="UNIT",
                         help="build one unit alone between registers instead of the board "
                              "top, to see its own critical path (nibble_top, systolic_array, "
-                             "tile_rescaler, log4_quantizer, requantizer, pe)")
+                             "tile_rescaler, log4_quantizer, requantizer, pe; nibble_axi, the "
+                             "AXI top, out of context)")
     add_params(parser)
 
 
