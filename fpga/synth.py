@@ -59,7 +59,8 @@ from golden.params import TILE_MIN, NibbleParams
 from rtl.pipeline import REPLICA_SUFFIX
 
 from .area import ECP5_LUTRAM_SITES
-from .boards import DEFAULT_BAUD, EARLY_MARGIN, BoardTop, UnitProbeTop, estimate_luts, get_board
+from .boards import (DEFAULT_BAUD, EARLY_MARGIN, BoardTop, UnitProbeTop, estimate_luts, get_board,
+                     global_buffer)
 
 __all__ = ["SynthError", "synth", "check_fit", "format_report", "REPORT_FIELDS"]
 
@@ -448,7 +449,13 @@ def _make_top(params: NibbleParams, b, freq_mhz, baud: int, unit):
         known = UNITS + ("nibble_axi", "host_bridge")
         if unit not in known:
             raise SynthError(f"unknown unit {unit!r}; choose from {', '.join(known)}")
-        return UnitProbeTop(params, b, freq_mhz, baud=baud, make_unit=unit_factory(unit))
+        make_unit = unit_factory(unit)
+        if unit == "nibble_axi":          # its reset on a global buffer, as the board top's
+            from rtl.nibble_axi import NibbleAxi
+
+            def make_unit(p):
+                return NibbleAxi(p, reset_buffer=lambda m, net: global_buffer(m, b, net))
+        return UnitProbeTop(params, b, freq_mhz, baud=baud, make_unit=make_unit)
     except ValueError as e:
         raise SynthError(f"{b.name}: {e}") from None
 

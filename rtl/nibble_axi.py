@@ -39,7 +39,8 @@ Reset
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, ClockDomain, ClockSignal, Const, Module, ResetInserter, ResetSignal, Signal
+from amaranth.hdl import (Cat, ClockDomain, ClockSignal, Const, DomainRenamer, Module,
+                          ResetSignal, Signal)
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -63,6 +64,11 @@ class NibbleAxi(wiring.Component):
     ----------
     params : NibbleParams
         The accelerator's parameters.
+    reset_buffer : callable(Module, Value) -> Value, or None
+        Where the Accelerator's reset (``aresetn`` low or the soft reset) goes through on
+        its way to every resettable flip-flop, e.g. a global buffer of the FPGA's clock
+        network (``fpga.boards.global_buffer``); None: a plain net (the generated
+        ``nibble_axi.v``, where the user's tools buffer it).
 
     Attributes
     ----------
@@ -82,8 +88,9 @@ class NibbleAxi(wiring.Component):
         The AXI4-Lite slave of the register file (:data:`wire.axi.REGISTERS`).
     """
 
-    def __init__(self, params: NibbleParams):
+    def __init__(self, params: NibbleParams, *, reset_buffer=None):
         self._params = params
+        self._reset_buffer = reset_buffer
         widths = axis_tdata_bits(params)
         members = {"aclk": In(1), "aresetn": In(1)}
         for name in AXIS_INPUTS:
@@ -112,8 +119,17 @@ class NibbleAxi(wiring.Component):
         # write does not sit in front of every resettable flip-flop of the accelerator.
         soft = Signal(name="soft_reset")
         m.d.sync += soft.eq(regs.control_soft_reset)
+        # The Accelerator runs in a domain of its own on aclk, reset by aresetn or the soft
+        # reset: one net to thousands of flip-flops, which ``reset_buffer`` may put on a
+        # clock network (the board flow's global buffer; a routed net takes 13 ns).
+        core_rst = Signal(name="core_rst")
+        m.d.comb += core_rst.eq(ResetSignal("sync") | soft)
+        m.domains.core = ClockDomain("core", local=True)
+        m.d.comb += [ClockSignal("core").eq(ClockSignal("sync")),
+                     ResetSignal("core").eq(core_rst if self._reset_buffer is None
+                                            else self._reset_buffer(m, core_rst))]
         core = Accelerator(p)
-        m.submodules.core = ResetInserter({"sync": soft})(core)
+        m.submodules.core = DomainRenamer({"sync": "core"})(core)
 
         for name in AXIS_INPUTS:
             port = getattr(core, name)
