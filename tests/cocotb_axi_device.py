@@ -115,3 +115,24 @@ def mismatch(dut) -> None:
 async def params_mismatch_is_a_device_error(dut):
     """Expecting other parameters than PARAMS says raises DeviceError."""
     await bridge(mismatch)(dut)
+
+
+def wrong_id(dut) -> None:
+    import verif.axi_link
+
+    real = verif.axi_link.ID_MAGIC
+    verif.axi_link.ID_MAGIC = real ^ 1              # the driver now expects another ID
+    try:
+        Device.axi(dut)
+    except DeviceError as err:
+        assert "not a nibble_axi" in str(err), err
+    else:
+        raise AssertionError("Device.axi opened a top whose ID is not the expected one")
+    finally:
+        verif.axi_link.ID_MAGIC = real
+
+
+@cocotb.test()
+async def wrong_id_is_a_device_error(dut):
+    """A top whose ID register is not the one the driver expects raises DeviceError."""
+    await bridge(wrong_id)(dut)
