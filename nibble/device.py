@@ -1,6 +1,7 @@
-"""Board driver: GEMMs on a nibble board, or on its simulation, over the UART host link.
+"""Board driver: GEMMs on a nibble board, or on its simulation, over the UART host link
+or the AXI ports.
 
-One API, :class:`Device`, whose :meth:`~wire.host_driver.HostDriver.gemm` takes golden
+One API, :class:`Device`, whose :meth:`~wire.host_driver.GemmDevice.gemm` takes golden
 ``QTensor`` operands and returns the same :class:`wire.gemm_protocol.GemmOutput` as
 :func:`wire.gemm_protocol.expected`. The protocol logic (frames, retries, flow control)
 is :class:`wire.host_driver.HostDriver`; this module adds the two links that carry its
@@ -9,6 +10,10 @@ frames (:mod:`wire.host_link`):
 - :class:`SerialLink`, a real board through pyserial (``pip install nibble[serial]``);
 - ``verif.sim_link.SimLink``, the Verilated ``host_bridge`` (UART included) driven by
   cocotb; the Device then runs in a ``cocotb.task.bridge`` thread.
+
+:meth:`Device.axi` opens the third backend, the Verilated ``nibble_axi`` through its
+AXI ports (``verif.axi_device.AxiDevice``: the same methods, no frames), also from a
+``cocotb.task.bridge`` thread.
 """
 
 from __future__ import annotations
@@ -71,3 +76,13 @@ class Device(HostDriver):
         thread; it starts the clock, resets the design and attaches the line model."""
         from verif.sim_link import SimLink
         return cls(SimLink.open(dut), params, **kwargs)
+
+    @staticmethod
+    def axi(dut, *, params=None, **kwargs):
+        """The Verilated ``nibble_axi`` top ``dut``, through its AXI4-Stream and AXI4-Lite
+        ports: a ``verif.axi_device.AxiDevice``, which has this class's methods
+        (``status``, ``reset``, ``write``, ``read``, ``gemm``, ``run``) without the UART
+        frames. Call from a ``cocotb.task.bridge`` thread; it starts the clock and the
+        bus models, resets the design and checks ID, VERSION and PARAMS."""
+        from verif.axi_device import AxiDevice
+        return AxiDevice.open(dut, params, **kwargs)

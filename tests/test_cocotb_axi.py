@@ -1,7 +1,8 @@
 """cocotbext-axi bench of ``nibble_axi`` (verif/tb_axi.py) at T = 4: random GEMMs in
 every training role and output mode with pauses on every stream against golden, the
 register file over AXI4-Lite, the counters, a soft reset in the middle of a GEMM, and
-the throughput without pauses against the bare Accelerator's."""
+the throughput without pauses against the bare Accelerator's. Then ``Device.axi`` on
+the same build (tests/cocotb_axi_device.py)."""
 
 import json
 
@@ -31,3 +32,13 @@ def test_axi_bench():
     figures = throughput_ratio(params)
     # the target: >= 95 % of the bare array's throughput with no back-pressure
     assert figures["ratio"] >= 0.95 and figures["stall_cycles"] == 0, figures
+
+
+def test_device_axi():
+    """nibble.device.Device.axi from a bridge thread: GEMMs through gemm, run and
+    write/read against golden, status, reset, a parameter mismatch and a wrong ID."""
+    params = NibbleParams(tile=4)
+    results = run(params, "tests.cocotb_axi_device", top="nibble_axi", seed=5,
+                  run_dir=build_dir(params) / "nibble_axi" / "device")
+    tests, failed = get_results(results)
+    assert tests == 3 and failed == 0, f"see {results}"

@@ -220,3 +220,15 @@ def test_device_opens_its_links(monkeypatch):
     device = Device.sim("the dut", params=NibbleParams(tile=4), retries=2)
     assert isinstance(device, HostDriver) and opened == ["the dut"]
     assert device.retries == 2 and isinstance(device.link, ScriptedBoard)
+
+
+def test_device_opens_the_axi_backend(monkeypatch):
+    """Device.axi hands the top to verif.axi_device.AxiDevice.open, with the parameters
+    and options (the cocotb side is tests/cocotb_axi_device.py)."""
+    import verif.axi_device
+
+    opened = []
+    monkeypatch.setattr(verif.axi_device.AxiDevice, "open",
+                        classmethod(lambda cls, dut, params, **kw: opened.append((dut, params, kw))))
+    Device.axi("the dut", params=NibbleParams(tile=4), poll_cycles=50)
+    assert opened == [("the dut", NibbleParams(tile=4), {"poll_cycles": 50})]

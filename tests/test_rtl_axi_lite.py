@@ -11,7 +11,9 @@ import pytest
 
 from rtl.axi_lite import WRITE_RESPONSE_CYCLES, AxiLiteRegisters, field_port
 from verif.amaranth_streams import simulate
-from wire.axi import ID_MAGIC, MAP_VERSION, REGISTERS, RESP, c_header, markdown_table
+from golden.params import NibbleParams
+from wire.axi import (ID_MAGIC, MAP_VERSION, REGISTERS, RESP, c_header, decode_params,
+                      markdown_table, register)
 
 
 async def axil_write(ctx, dut, addr, data, strb=0xF):
@@ -59,6 +61,19 @@ def table_fields(text: str) -> list:
         lsb = int(lo or hi)
         rows.append((offset, reg, cells[2], lsb, int(hi) - lsb + 1, cells[4]))
     return rows
+
+
+def test_pack_unpack_and_params():
+    """A register's fields by name and back; PARAMS to NibbleParams (what drivers read)."""
+    rng = random.Random(5)
+    for reg in REGISTERS:
+        word = rng.getrandbits(32) & sum(f.mask for f in reg.fields)
+        assert reg.pack(**reg.unpack(word)) == word
+    params = NibbleParams(tile=8, acc_bits=24, lanes=4, out_lanes=2, stochastic=False)
+    word = register("PARAMS").pack(tile=8, acc_bits=24, lanes=4, out_lanes=2, stochastic=0)
+    assert decode_params(word) == params
+    with pytest.raises(ValueError, match="PARAMS.tile is 8 bits wide"):
+        register("PARAMS").pack(tile=256)
 
 
 def test_c_header_compiles_and_names_every_field(tmp_path):

@@ -3,7 +3,8 @@ models no one here wrote: cocotbext-axi's ``AxiStreamSource`` on each input port
 ``AxiStreamSink`` on the result port (random pause generators on every one of them)
 and ``AxiLiteMaster`` on the register file.
 
-The TB plays a CPU with a DMA engine: a GEMM's beats (:func:`wire.gemm_protocol.encode`)
+The TB plays a CPU with a DMA engine (:class:`verif.axi_link.AxiLink`, which the AXI
+device :mod:`verif.axi_device` drives too): a GEMM's beats (:func:`wire.gemm_protocol.encode`)
 become one AXI4-Stream frame per input port, laid out as the DMA reads them from memory
 (each beat ``tdata`` bits wide, :func:`wire.axi.axis_tdata_bits`, little-endian bytes);
 all of a run's frames are queued at once on the six sources, which then go at their own
@@ -17,112 +18,51 @@ from __future__ import annotations
 import random
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles
 
 from golden.params import NibbleParams
-from wire import streams
-from wire.axi import ID_MAGIC, MAP_VERSION, RESP, axis_tdata_bits, register
-from wire.gemm_protocol import GemmBeats, GemmJob, GemmOutput, decode, encode
+from wire.axi import RESP, register
+from wire.gemm_protocol import GemmJob, GemmOutput, decode
 
+from .axi_link import CLOCK_NS, AxiLink
 from .runner import Bench
 from .stimulus import GEMM_ROLES, OUTPUT_VARIANTS, random_job, throughput_jobs
-
-CLOCK_NS = 10
-
-
-def pauses(rng: random.Random, p_pause: float):
-    """A cocotbext-axi pause generator: pause in a cycle with probability ``p_pause``."""
-    while True:
-        yield rng.random() < p_pause
-
-
-def field(word: int, reg: str, name: str) -> int:
-    """Field ``name`` of register ``reg`` in a word read from it (:mod:`wire.axi`)."""
-    f = register(reg).field(name)
-    return (word & f.mask) >> f.lsb
 
 
 class TB(Bench):
     """One test's bench around ``nibble_axi`` (parameters and seeds: :class:`Bench`).
 
     Sizes come from the DUT: :meth:`start` reads ID, VERSION and PARAMS over AXI4-Lite
-    and builds :attr:`params` from PARAMS (checked against the run's parameters and the
-    ports' widths).
+    (:meth:`verif.axi_link.AxiLink.start`) and checks PARAMS against the run's
+    parameters.
 
     Attributes
     ----------
-    sources : {port name: AxiStreamSource}
-    sink : AxiStreamSink
-    axil : AxiLiteMaster
+    axi : verif.axi_link.AxiLink
+        The bus models (sources, sink, AXI4-Lite master) and register access.
     rng : numpy.random.Generator
         The test's stimulus, seeded with ``seed`` (the pause generators are too).
     """
 
-    INPUTS = GemmBeats.INPUTS
-
     def __init__(self, dut, seed_offset: int = 0):
-        from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamSink,
-                                   AxiStreamSource)
         import numpy as np
 
         super().__init__(dut, seed_offset)
         self.rng = np.random.default_rng(self.seed)
         self._pause_rng = random.Random(self.seed)
-        cocotb.start_soon(Clock(dut.aclk, CLOCK_NS, unit="ns").start())
-        dut.aresetn.value = 0
-        clk, rst = dut.aclk, dut.aresetn
-        self.sources = {n: AxiStreamSource(AxiStreamBus.from_prefix(dut, f"s_axis_{n}"), clk, rst,
-                                           reset_active_level=False) for n in self.INPUTS}
-        self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis_result"), clk, rst,
-                                  reset_active_level=False)
-        self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), clk, rst,
-                                  reset_active_level=False)
+        self.axi = AxiLink(dut)
         self.scoreboard = self.make_scoreboard()
 
-    # ------------------------------------------------------------------ bus helpers
-
-    async def read(self, reg: str) -> int:
-        resp = await self.axil.read(register(reg).offset, 4)
-        assert int(resp.resp) == RESP["OKAY"], f"{reg}: response {resp.resp}"
-        return int.from_bytes(resp.data, "little")
-
-    async def write(self, reg: str, **fields) -> None:
-        r = register(reg)
-        word = sum(value << r.field(name).lsb for name, value in fields.items())
-        resp = await self.axil.write(r.offset, word.to_bytes(4, "little"))
-        assert int(resp.resp) == RESP["OKAY"], f"{reg}: response {resp.resp}"
-
     def set_pauses(self, p_pause: float) -> None:
-        """Random pauses on every stream (sources: tvalid gaps; sink: tready low)."""
-        for port in (*self.sources.values(), self.sink):
-            if p_pause:
-                port.set_pause_generator(pauses(random.Random(self._pause_rng.random()), p_pause))
-            else:
-                port.clear_pause_generator()
-                port.pause = False       # (clearing the generator keeps its last pause)
+        """Random pauses on every stream (:meth:`verif.axi_link.AxiLink.set_pauses`)."""
+        self.axi.set_pauses(p_pause, self._pause_rng)
 
     # ------------------------------------------------------------------ bring-up
 
     async def start(self) -> NibbleParams:
-        """Reset, then read the build's sizes from the DUT into :attr:`params`."""
-        self.dut.aresetn.value = 0
-        await ClockCycles(self.dut.aclk, 4)
-        self.dut.aresetn.value = 1
-        await RisingEdge(self.dut.aclk)
-        assert await self.read("ID") == ID_MAGIC
-        assert await self.read("VERSION") == MAP_VERSION
-        word = await self.read("PARAMS")
-        dut_params = NibbleParams(tile=field(word, "PARAMS", "tile"),
-                                  acc_bits=field(word, "PARAMS", "acc_bits"),
-                                  lanes=field(word, "PARAMS", "lanes"),
-                                  out_lanes=field(word, "PARAMS", "out_lanes"),
-                                  stochastic=bool(field(word, "PARAMS", "stochastic")))
+        """Reset, then read the build's sizes from the DUT; they must be the run's."""
+        dut_params = await self.axi.start()
         assert dut_params == self.params, f"the DUT is {dut_params}, the run asked for {self.params}"
-        self.params = dut_params
-        widths = axis_tdata_bits(self.params)
-        for port, source in (*self.sources.items(), ("result", self.sink)):
-            assert source.width == widths[port], f"{port}: tdata is {source.width} bits"
         self.scoreboard = self.make_scoreboard()
         return self.params
 
@@ -131,47 +71,31 @@ class TB(Bench):
     def random_job(self, target=None) -> GemmJob:
         return random_job(self.rng, self.params, target)
 
-    def queue_job(self, job: GemmJob) -> int:
-        """Queue ``job``'s beats on the sources (one frame per non-empty stream);
-        returns its number of result beats."""
-        from cocotbext.axi import AxiStreamFrame
-
-        beats = encode(job, self.params)
-        widths, bits = axis_tdata_bits(self.params), streams.port_beat_bits(self.params)
-        for port, words in beats.inputs().items():
-            if words:
-                # (an exponent beat is a signed integer: its two's complement bits)
-                size, mask = widths[port] // 8, (1 << bits[port]) - 1
-                data = b"".join((w & mask).to_bytes(size, "little") for w in words)
-                self.sources[port].send_nowait(AxiStreamFrame(data))
-        return beats.result_beats
-
     async def receive(self, job: GemmJob, result_beats: int) -> GemmOutput:
         """The next GEMM's results: one frame, cut at TLAST, of exactly ``result_beats``
         beats (so TLAST sat on its last beat and nowhere before)."""
-        frame = await self.sink.recv()
-        size = axis_tdata_bits(self.params)["result"] // 8
-        data = bytes(frame.tdata)
-        assert len(data) == result_beats * size, \
-            f"TLAST after {len(data) // size} result beats, the GEMM has {result_beats}"
-        last = 1 << streams.result(self.params)["last"].offset
-        words = [int.from_bytes(data[i:i + size], "little") for i in range(0, len(data), size)]
-        words[-1] |= last
+        words = await self.axi.receive()
+        assert len(words) == result_beats, \
+            f"TLAST after {len(words)} result beats, the GEMM has {result_beats}"
         return decode(job, self.params, words)
 
     async def run_jobs(self, jobs, stalled: bool, first_index: int = 0) -> None:
         """Queue every job at once, then check each GEMM's results in order."""
-        counts = [self.queue_job(job) for job in jobs]
+        counts = [self.axi.send_job(job).result_beats for job in jobs]
         for i, (job, count) in enumerate(zip(jobs, counts)):
             self.scoreboard.check(job, await self.receive(job, count), first_index + i, stalled)
 
+    async def counters(self) -> list:
+        """GEMMS, BUSY_CYCLES and STALL_CYCLES."""
+        return [await self.axi.read(reg) for reg in ("GEMMS", "BUSY_CYCLES", "STALL_CYCLES")]
+
     async def check_status(self, gemms: int) -> dict:
         """Read STATUS and the counters once the accelerator is idle; check them."""
-        status = await self.read("STATUS")
-        counters = {reg: await self.read(reg) for reg in ("GEMMS", "BUSY_CYCLES", "STALL_CYCLES")}
-        assert not field(status, "STATUS", "busy")
-        assert not field(status, "STATUS", "fault"), "the accelerator's fault flag rose"
-        assert not field(status, "STATUS", "refused")
+        status = await self.axi.fields("STATUS")
+        counters = dict(zip(("GEMMS", "BUSY_CYCLES", "STALL_CYCLES"), await self.counters()))
+        assert not status["busy"]
+        assert not status["fault"], "the accelerator's fault flag rose"
+        assert not status["refused"]
         assert counters["GEMMS"] == gemms, counters
         return counters
 
@@ -209,8 +133,8 @@ async def random_gemms(dut):
     after = await tb.check_status(count + 3)
     assert after["STALL_CYCLES"] == counters["STALL_CYCLES"], "a stall with tready always high"
     assert after["BUSY_CYCLES"] > counters["BUSY_CYCLES"]
-    await tb.write("CONTROL", clear_counters=1)
-    assert [await tb.read(r) for r in ("GEMMS", "BUSY_CYCLES", "STALL_CYCLES")] == [0, 0, 0]
+    await tb.axi.write("CONTROL", clear_counters=1)
+    assert await tb.counters() == [0, 0, 0]
 
 
 @cocotb.test()
@@ -240,15 +164,16 @@ async def registers(dut):
     answers SLVERR; a write to a read-only register changes nothing."""
     tb = TB(dut, seed_offset=1)
     await tb.start()
-    await tb.write("SCRATCH", value=0xDEADBEEF)
-    assert await tb.read("SCRATCH") == 0xDEADBEEF
-    resp = await tb.axil.write(register("SCRATCH").offset + 1, b"\x11\x22")
+    axi = tb.axi
+    await axi.write("SCRATCH", value=0xDEADBEEF)
+    assert await axi.read("SCRATCH") == 0xDEADBEEF
+    resp = await axi.axil.write(register("SCRATCH").offset + 1, b"\x11\x22")
     assert int(resp.resp) == RESP["OKAY"]
-    assert await tb.read("SCRATCH") == 0xDE2211EF
-    for op in (tb.axil.read(0xF0, 4), tb.axil.write(0xF0, b"\0\0\0\0")):
+    assert await axi.read("SCRATCH") == 0xDE2211EF
+    for op in (axi.axil.read(0xF0, 4), axi.axil.write(0xF0, b"\0\0\0\0")):
         assert int((await op).resp) == RESP["SLVERR"]
-    await tb.write("PARAMS", tile=1)
-    assert field(await tb.read("PARAMS"), "PARAMS", "tile") == tb.params.tile
+    await axi.write("PARAMS", tile=1)
+    assert (await axi.fields("PARAMS"))["tile"] == tb.params.tile
 
 
 @cocotb.test()
@@ -259,17 +184,10 @@ async def soft_reset_mid_gemm(dut):
     await tb.start()
     tb.set_pauses(0.2)
     for trial in range(3):
-        job = tb.random_job()
-        tb.queue_job(job)
+        tb.axi.send_job(tb.random_job())
         await ClockCycles(dut.aclk, int(tb.rng.integers(5, 80)))
-        for port in (*tb.sources.values(), tb.sink):          # stop the DMA channels
-            port.assert_reset(True)
-            port.clear()
-        await tb.write("CONTROL", soft_reset=1)
-        status = await tb.read("STATUS")
-        assert not field(status, "STATUS", "busy"), "still busy after the soft reset"
-        assert [await tb.read(r) for r in ("GEMMS", "BUSY_CYCLES", "STALL_CYCLES")][0] == 0
-        for port in (*tb.sources.values(), tb.sink):
-            port.assert_reset(False)
+        await tb.axi.soft_reset()
+        assert not (await tb.axi.fields("STATUS"))["busy"], "still busy after the soft reset"
+        assert (await tb.counters())[0] == 0
         await tb.run_jobs([tb.random_job()], stalled=True, first_index=trial)
         await tb.check_status(1)

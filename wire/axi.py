@@ -42,7 +42,7 @@ from golden.params import NibbleParams
 from . import streams
 
 __all__ = ["axis_tdata_bits", "DATA_BITS", "ADDR_BITS", "ID_MAGIC", "MAP_VERSION", "ACCESS", "RESP", "RegField",
-           "Register", "REGISTERS", "register", "c_header", "markdown_table", "C_PREFIX"]
+           "Register", "REGISTERS", "register", "decode_params", "c_header", "markdown_table", "C_PREFIX"]
 
 #: Width of a register and of the AXI4-Lite data bus.
 DATA_BITS = 32
@@ -94,6 +94,20 @@ class Register:
 
     def field(self, name: str) -> RegField:
         return next(f for f in self.fields if f.name == name)
+
+    def pack(self, **values) -> int:
+        """The word that holds ``values`` (by field name) in their fields, 0 elsewhere."""
+        word = 0
+        for name, value in values.items():
+            f = self.field(name)
+            if not 0 <= value < 1 << f.width:
+                raise ValueError(f"{self.name}.{name} is {f.width} bits wide, got {value}")
+            word |= value << f.lsb
+        return word
+
+    def unpack(self, word: int) -> dict:
+        """Every field's value in a word read from this register, by field name."""
+        return {f.name: (word & f.mask) >> f.lsb for f in self.fields}
 
 
 def _bytes(bits: int) -> int:
@@ -172,6 +186,13 @@ _check(REGISTERS)
 def register(name: str) -> Register:
     """The register called ``name``."""
     return next(r for r in REGISTERS if r.name == name)
+
+
+def decode_params(word: int) -> NibbleParams:
+    """The build's parameters from a word read from PARAMS."""
+    fields = register("PARAMS").unpack(word)
+    return NibbleParams(tile=fields["tile"], acc_bits=fields["acc_bits"], lanes=fields["lanes"],
+                        out_lanes=fields["out_lanes"], stochastic=bool(fields["stochastic"]))
 
 
 def c_header() -> str:

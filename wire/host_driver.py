@@ -30,7 +30,7 @@ from golden.params import NibbleParams
 from . import host_link as P
 from .gemm_protocol import GemmJob, OutputSpec, decode, encode
 
-__all__ = ["HostDriver", "LinkStats", "LinkError", "DeviceError"]
+__all__ = ["GemmDevice", "HostDriver", "LinkStats", "LinkError", "DeviceError"]
 
 
 class LinkError(RuntimeError):
@@ -60,7 +60,27 @@ class LinkStats:
                 f"{self.no_reply} without reply, {self.bad_replies} damaged replies")
 
 
-class HostDriver:
+class GemmDevice:
+    """What every nibble device offers: :meth:`run` of a
+    :class:`~wire.gemm_protocol.GemmJob`, and :meth:`gemm` on operands. Subclasses:
+    :class:`HostDriver` (the UART host link) and ``verif.axi_device.AxiDevice``
+    (``nibble_axi``'s AXI ports); both have ``params``, the build's
+    :class:`~golden.params.NibbleParams`."""
+
+    def gemm(self, a, b, out="raw", *, a_trans: bool = False, b_trans: bool = False):
+        """C = A . B on the board, with A = ``a`` (``a.T`` if ``a_trans``) and B = ``b``
+        (``b.T`` if ``b_trans``), golden ``QTensor`` operands. ``out`` is an
+        :class:`~wire.gemm_protocol.OutputSpec` or a mode name ("raw", "int", "fp4").
+        Returns the :class:`~wire.gemm_protocol.GemmOutput` that ``expected`` gives."""
+        spec = OutputSpec(out) if isinstance(out, str) else out
+        return self.run(GemmJob(a, b, a_trans, b_trans, spec))
+
+    def run(self, job):
+        """Run one :class:`~wire.gemm_protocol.GemmJob`; return its ``GemmOutput``."""
+        raise NotImplementedError
+
+
+class HostDriver(GemmDevice):
     """A nibble accelerator behind the host link.
 
     Parameters
@@ -123,14 +143,6 @@ class HostDriver:
         return P.unpack_beats(reply.payload, self._result_bits)
 
     # ------------------------------------------------------------------ GEMM
-    def gemm(self, a, b, out="raw", *, a_trans: bool = False, b_trans: bool = False):
-        """C = A . B on the board, with A = ``a`` (``a.T`` if ``a_trans``) and B = ``b``
-        (``b.T`` if ``b_trans``), golden ``QTensor`` operands. ``out`` is an
-        :class:`~wire.gemm_protocol.OutputSpec` or a mode name ("raw", "int", "fp4").
-        Returns the :class:`~wire.gemm_protocol.GemmOutput` that ``expected`` gives."""
-        spec = OutputSpec(out) if isinstance(out, str) else out
-        return self.run(GemmJob(a, b, a_trans, b_trans, spec))
-
     def run(self, job):
         """Run one :class:`~wire.gemm_protocol.GemmJob`; return its ``GemmOutput``.
 
