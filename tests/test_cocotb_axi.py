@@ -38,7 +38,7 @@ def test_device_axi():
     """nibble.device.Device.axi from a bridge thread: GEMMs through gemm, run and
     write/read against golden, status, reset, a parameter mismatch and a wrong ID."""
     params = NibbleParams(tile=4)
-    results = run(params, "tests.cocotb_axi_device", top="nibble_axi", seed=5,
+    results = run(params, "cocotb_axi_device", top="nibble_axi", seed=5,
                   run_dir=build_dir(params) / "nibble_axi" / "device")
     tests, failed = get_results(results)
     assert tests == 3 and failed == 0, f"see {results}"
