@@ -186,10 +186,20 @@ def axi_cycles(params, jobs, top: str) -> int:
     return sim.cycles - before
 
 
-def axi_bench(tile: int, acc_bits: int = 32, progress=print) -> dict:
+#: The figures of a ``nibble synth --unit`` report that :func:`axi_bench` keeps.
+AXI_PNR_FIELDS = ("luts", "luts_available", "ffs", "brams", "dsps", "fmax_mhz", "target_mhz",
+                  "timing_met", "critical_path", "seed", "total_seconds")
+
+
+def axi_bench(tile: int, acc_bits: int = 32, progress=print, pnr_dir=None,
+              board: str = "ulx3s") -> dict:
     """``nibble_axi`` against the bare ``nibble_top`` at T = ``tile``: the cycles of
     :func:`verif.stimulus.throughput_jobs` through each (no back-pressure) and the
-    out-of-context ECP5 cost (:func:`fpga.area.axi_cost`)."""
+    out-of-context ECP5 cost (:func:`fpga.area.axi_cost`). With ``pnr_dir``, both are
+    also placed and routed on ``board``, each alone between probe registers
+    (``nibble synth --unit``, :class:`fpga.boards.UnitProbeTop`; a build directory
+    ``pnr_dir/<top>_t<T>`` each, tens of minutes): key ``pnr``, the reports'
+    :data:`AXI_PNR_FIELDS` per top."""
     from fpga.area import axi_cost
     from golden.params import NibbleParams
     from verif.stimulus import throughput_jobs
@@ -203,10 +213,21 @@ def axi_bench(tile: int, acc_bits: int = 32, progress=print) -> dict:
                  f"AXI {cycles['nibble_axi']:,} cycles")
     with tempfile.TemporaryDirectory(prefix="nibble-axi-") as tmp:
         cost = axi_cost(params, tmp, progress=progress)
-    return {"tile": tile, "acc_bits": acc_bits, "gemms": len(jobs),
-            "bare_cycles": cycles["nibble_top"], "axi_cycles": cycles["nibble_axi"],
-            "ideal_cycles": ideal, "throughput": cycles["nibble_top"] / cycles["nibble_axi"],
-            "cost": cost}
+    row = {"tile": tile, "acc_bits": acc_bits, "gemms": len(jobs),
+           "bare_cycles": cycles["nibble_top"], "axi_cycles": cycles["nibble_axi"],
+           "ideal_cycles": ideal, "throughput": cycles["nibble_top"] / cycles["nibble_axi"],
+           "cost": cost}
+    if pnr_dir is not None:
+        from fpga.boards import get_board
+        from fpga.synth import synth
+
+        built = get_board(board).params(tile, acc_bits)
+        row["pnr"] = {"board": board}
+        for top in ("nibble_top", "nibble_axi"):
+            report = synth(built, board, Path(pnr_dir) / f"{top}_t{tile}", unit=top,
+                           progress=progress)
+            row["pnr"][top] = {k: report[k] for k in AXI_PNR_FIELDS}
+    return row
 
 
 def format_axi(rows) -> str:
@@ -220,4 +241,21 @@ def format_axi(rows) -> str:
                    f"{100 * r['throughput']:.1f} % | {bare['luts']:,} | {axi['luts']:,} | "
                    f"{extra['luts']:+,} ({100 * extra['luts'] / bare['luts']:+.1f} %) | "
                    f"{bare['ff']:,} | {axi['ff']:,} | {extra['ff']:+,} |")
+    placed = [r for r in rows if "pnr" in r]
+    if placed:
+        out += ["", "Placed and routed, each top alone between probe registers "
+                f"(`nibble synth --unit`, {placed[0]['pnr']['board']}, seed "
+                f"{placed[0]['pnr']['nibble_top']['seed']}):", "",
+                "| T | top | logic cells | FFs | BRAMs | Fmax | target | timing |",
+                "|---|---|---|---|---|---|---|---|"]
+        for r in placed:
+            for top in ("nibble_top", "nibble_axi"):
+                b = r["pnr"][top]
+                out.append(f"| {r['tile']} | {top} | {b['luts']:,} | {b['ffs']:,} | {b['brams']} "
+                           f"| {b['fmax_mhz']:.1f} MHz | {b['target_mhz']:.0f} MHz | "
+                           f"{'met' if b['timing_met'] else 'missed'} |")
+            bare, axi = r["pnr"]["nibble_top"], r["pnr"]["nibble_axi"]
+            out.append(f"| {r['tile']} | extra | {axi['luts'] - bare['luts']:+,} "
+                       f"({100 * (axi['luts'] - bare['luts']) / bare['luts']:+.1f} %) | "
+                       f"{axi['ffs'] - bare['ffs']:+,} | {axi['brams'] - bare['brams']:+} | | | |")
     return "\n".join(out)

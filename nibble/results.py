@@ -309,8 +309,10 @@ registers.
         "4T × 4T × 4T GEMMs (every training role; raw, int, fp4 and dual output) with no "
         "back-pressure on the fast C++ harness, every result checked; and LUTs and FFs of "
         "both, yosys `synth_ecp5` out of context (ports left as IO; LUTs counted as in the "
-        "area study).",
-        (Source("axi_bench.json", "nibble bench axi --sizes 8 --json docs/axi_bench.json",
+        "area study); then both placed and routed on the ULX3S's die, each alone between "
+        "probe registers (a shift register from one pin drives every input port, every "
+        "output port is registered and XOR-folded into one pin; `nibble synth --unit`).",
+        (Source("axi_bench.json", "nibble bench axi --sizes 8 --pnr DIR --json docs/axi_bench.json",
                 _axi),)),
     Section(
         "Board builds",

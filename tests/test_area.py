@@ -187,3 +187,31 @@ def test_axi_cost_t2(tmp_path):
     """The real synthesis at T = 2: the AXI top costs LUTs and FFs, and not many."""
     cost = area.axi_cost(NibbleParams(tile=2), tmp_path, progress=None)
     assert 0 < cost["extra"]["luts"] < 600 and 0 < cost["extra"]["ff"] < 400, cost
+
+
+def test_axi_bench_places_both_tops(monkeypatch, tmp_path):
+    """``nibble bench axi --pnr DIR``: both tops through ``nibble synth --unit`` on the
+    ULX3S, one build directory each, and a table row per top plus their difference."""
+    import fpga.synth
+    from nibble import bench
+
+    monkeypatch.setattr(bench, "axi_cycles", lambda params, jobs, top: 1000)
+    monkeypatch.setattr(area, "axi_cost", lambda params, workdir, progress=None: {
+        "tile": 2, "nibble_top": {"luts": 10, "ff": 5}, "nibble_axi": {"luts": 12, "ff": 6},
+        "extra": {"luts": 2, "ff": 1}})
+    built = []
+
+    def fake_synth(params, board, out, *, unit, progress=None):
+        built.append((board, out.name, unit, params.tile))
+        luts = {"nibble_top": 20000, "nibble_axi": 20500}[unit]
+        return {"luts": luts, "luts_available": 83640, "ffs": luts - 1000, "brams": 9,
+                "dsps": 0, "fmax_mhz": 101.5, "target_mhz": 100.0, "timing_met": True,
+                "critical_path": {}, "seed": 1, "total_seconds": 60.0}
+
+    monkeypatch.setattr(fpga.synth, "synth", fake_synth)
+    row = bench.axi_bench(2, progress=None, pnr_dir=tmp_path)
+    assert built == [("ulx3s", "nibble_top_t2", "nibble_top", 2),
+                     ("ulx3s", "nibble_axi_t2", "nibble_axi", 2)]
+    table = bench.format_axi([row])
+    assert "| 2 | nibble_axi | 20,500 | 19,500 | 9 | 101.5 MHz | 100 MHz | met |" in table
+    assert "| 2 | extra | +500 (+2.5 %) | +500 | +0 | | | |" in table

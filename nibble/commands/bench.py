@@ -40,6 +40,9 @@ def add_arguments(parser) -> None:
                              "the rescaler (default: the lanes; capped at them)")
     parser.add_argument("--tiles", type=positive_int, default=8,
                         help="utilization GEMM edge in tiles (default 8: (8T)^3)")
+    parser.add_argument("--pnr", metavar="DIR",
+                        help="axi: also place and route both tops on the ULX3S, each alone "
+                             "between probe registers (nibble synth --unit), in DIR/<top>_t<T>")
     parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     parser.add_argument("--area-json", metavar="PATH",
                         help="summary: take the area ratios from an earlier `bench area --json`")
@@ -89,7 +92,10 @@ def run(args) -> int:
         print(f"axi: nibble_axi against nibble_top, T = {axi_sizes}: cycles of 4T-cube GEMMs "
               f"without back-pressure (fast harness) and yosys {AXI_SYNTH_COMMAND} out of "
               f"context (minutes per size)", flush=True)
-        report["axi"] = [bench.axi_bench(t) for t in axi_sizes]
+        if args.pnr:
+            print(f"  and placed and routed on the ULX3S alone between probe registers, into "
+                  f"{args.pnr}/<top>_t<T> (tens of minutes per top)", flush=True)
+        report["axi"] = [bench.axi_bench(t, pnr_dir=args.pnr) for t in axi_sizes]
         print("\n" + bench.format_axi(report["axi"]))
     if args.what == "summary":
         tile = sizes[0] if args.sizes_given else 8
