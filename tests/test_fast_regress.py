@@ -140,3 +140,29 @@ def test_stochastic_jobs_cover_every_stochastic_variant_and_need_the_hardware():
         (False, 0, "uint4"), (False, 1, "uint4"), (True, 0, "fp4"), (False, 0, "fp4")}
     assert all(j.shape == (16, 8, 16) for j in jobs)
     assert stochastic_jobs(np.random.default_rng(1), NibbleParams(tile=4, stochastic=False)) == []
+
+
+def test_threshold_jobs_put_rounding_decisions_on_their_thresholds():
+    """Each GEMM's seed gives some element a margin of 0 or 1 (a random seed does so
+    for a few GEMMs in a hundred), in every stochastic variant of the family."""
+    import numpy as np
+
+    from golden.formats import stochastic_margins
+    from golden.gemm import tiled_gemm
+    from golden.params import NibbleParams
+    from golden.xorshift import element_words, phase_bits
+    from verif.stimulus import THRESHOLD_VARIANTS, threshold_jobs
+
+    params = NibbleParams(tile=4)
+    jobs = threshold_jobs(np.random.default_rng(1), params, count=len(THRESHOLD_VARIANTS),
+                          candidates=1024)
+    assert {(j.out.dual, j.out.phase, j.a_op.kind) for j in jobs} == {
+        (True, 0, "fp4"), (True, 0, "uint4"), (False, 0, "uint4"), (False, 1, "fp4"),
+        (False, 0, "uint4"), (False, 1, "uint4")}
+    for job in jobs:
+        y = tiled_gemm(job.a_op, job.b_op, acc_bits=params.acc_bits).value()
+        words = element_words(job.out.seed, y.shape, 4)
+        margins = [stochastic_margins(y, 4, p, phase_bits(words, p), job.out.ext_exp)
+                   for p in ((0, 1) if job.out.dual else (job.out.phase,))]
+        assert any(((m == 0) | (m == 1)).any() for m in margins), job.out
+    assert threshold_jobs(np.random.default_rng(1), NibbleParams(tile=4, stochastic=False)) == []

@@ -13,7 +13,9 @@ runs directed GEMMs first, from a stimulus stream of their own: the edge shapes
 consumer (:func:`verif.stimulus.backpressure_jobs`, the result's ready 90 % low, so every
 queue and credit pool behind the array fills) and GEMMs on largest-magnitude operands in
 every role and output variant (:func:`verif.stimulus.extreme_jobs`) and large GEMMs in
-every stochastic-rounding variant (:func:`verif.stimulus.stochastic_jobs`), so shard ``s`` of a campaign and a lone run with ``--seed s`` draw
+every stochastic-rounding variant (:func:`verif.stimulus.stochastic_jobs`), and
+stochastic GEMMs whose seeds put rounding decisions on their thresholds
+(:func:`verif.stimulus.threshold_jobs`), so shard ``s`` of a campaign and a lone run with ``--seed s`` draw
 the same random GEMMs: a failure's replay line is exact. Shards are independent and
 picklable: :func:`verif.campaign.run_tasks` runs them in this process, on a local dask
 cluster or on a remote one.
@@ -29,7 +31,7 @@ import numpy as np
 from golden.params import NibbleParams
 
 from .stimulus import (GEMM_ROLES, OUTPUT_VARIANTS, backpressure_jobs, edge_jobs,
-                       extreme_jobs, random_job, stochastic_jobs)
+                       extreme_jobs, random_job, stochastic_jobs, threshold_jobs)
 
 __all__ = ["FastShard", "plan_fast", "run_fast_shard", "STALL_PROBABILITY", "STALL_MODES",
            "directed_jobs", "set_stalls"]
@@ -128,12 +130,14 @@ def run_fast_shard(shard: FastShard) -> dict:
 def directed_jobs(params: NibbleParams, seed: int) -> list:
     """[(job, stall mode)]: the edge shapes with random stalls, the backpressure GEMMs
     with a slow consumer, the largest-magnitude operands in every role and output
-    variant and large stochastic-rounding GEMMs, from a stimulus stream of their own."""
+    variant, large stochastic-rounding GEMMs and stochastic GEMMs with decisions on
+    their thresholds, from a stimulus stream of their own."""
     rng = np.random.default_rng([seed, 1])
     return ([(job, "random") for job in edge_jobs(rng, params.tile)]
             + [(job, "backpressure") for job in backpressure_jobs(rng, params)]
             + [(job, "none") for job in extreme_jobs(rng, params)]
-            + [(job, "none") for job in stochastic_jobs(rng, params)])
+            + [(job, "none") for job in stochastic_jobs(rng, params)]
+            + [(job, "none") for job in threshold_jobs(rng, params)])
 
 
 def set_stalls(sim, mode: str) -> None:

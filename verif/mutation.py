@@ -40,8 +40,9 @@ import numpy as np
 from edatools import tool_argv
 from golden.params import NibbleParams
 
-__all__ = ["Mutation", "UNITS", "unit_of", "mutation_key", "load_equivalent", "sample",
-           "regression_jobs", "Killer", "killer_for", "kill_chunk", "score"]
+__all__ = ["Mutation", "UNITS", "unit_of", "instance_of", "mutation_key", "load_equivalent",
+           "sample", "regression_jobs", "Killer", "killer_for", "kill_chunk", "score",
+           "cut_unit", "prove_equivalent"]
 
 #: Units a mutation is reported under, by the first instance name of its cell's path
 #: (the array's PEs are ``array.pe_<r>_<c>``); everything else is the controller: command
@@ -95,19 +96,37 @@ def load_equivalent(path) -> dict:
 def unit_of(cell: str) -> str:
     """The unit (a value of :data:`UNITS`, or ``controller``) of a flattened cell name,
     e.g. ``$flatten\\array.\\pe_1_3.$procdff$17822`` -> ``PE``."""
+    instance = instance_of(cell)
+    if instance is None:
+        return CONTROLLER
+    if instance.startswith("array."):
+        return UNITS["pe"]
+    return UNITS.get(instance, CONTROLLER)
+
+
+def instance_of(cell: str) -> str | None:
+    """The instance of the flattened ``nibble_top`` a cell belongs to, as far as a
+    mutation's cone is cut (:func:`cut_unit`): the top-level instance (``log4``,
+    ``results``, ...) or the PE (``array.pe_2_2``); None for a cell of the top module."""
     path = cell[len("$flatten\\"):] if cell.startswith("$flatten\\") else cell.lstrip("\\")
     parts = [p.lstrip("\\") for p in path.split(".")]
     if len(parts) < 2:
-        return CONTROLLER
+        return None
     if parts[0] == "array" and len(parts) > 2 and parts[1].startswith("pe_"):
-        return UNITS["pe"]
-    return UNITS.get(parts[0], CONTROLLER)
+        return ".".join(parts[:2])
+    return parts[0]
 
 
-def _yosys(script: str, cwd: Path, timeout: float | None = None) -> subprocess.CompletedProcess:
+def _yosys(script: str, cwd: Path, timeout: float | None = None,
+           log: bool = False) -> subprocess.CompletedProcess:
+    """Run a yosys script in ``cwd``; ``log``: its whole log in the result's stdout."""
     (cwd / "run.ys").write_text(script)
-    return subprocess.run([*tool_argv("yosys"), "-q", "-s", "run.ys"], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run([*tool_argv("yosys"), "-q", *(["-l", "run.log"] if log else []),
+                           "-s", "run.ys"], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+    if log:
+        proc.stdout = (cwd / "run.log").read_text()
+    return proc
 
 
 def _parse(line: str, select: int) -> Mutation:
@@ -254,3 +273,120 @@ def score(results: list, mutations: list, equivalence: dict) -> dict:
         live = row["sampled"] - row["equivalent"]
         row["score"] = row["killed"] / live if live else 1.0
     return {"units": dict(sorted(units.items())), "total": total, "survivors": survivors}
+
+
+# ------------------------------------------------------------------ equivalence proofs
+
+#: Time steps of the sequential equivalence proof (equiv_simple, equiv_induct) and of
+#: the bounded check from the initial state that makes equiv_induct's a proof.
+PROOF_SEQ = 4
+
+
+def _cut_selection(instance: str | None) -> str:
+    """A yosys selection of the flattened ``nibble_top``'s cells of one instance (the
+    top module's own cells for None). ``?`` stands for the ``\\`` of a flattened name
+    (a backslash escapes in yosys' patterns)."""
+    if instance is None:
+        return "c:* c:$flatten* %d c:*.* %d"
+    path = instance.replace(".", ".?")
+    return f"c:$flatten?{path}.* c:{instance}.*"
+
+
+def cut_unit(netlist_dir, instance: str | None) -> Path:
+    """The cells of ``instance`` (:func:`instance_of`) of the flattened ``nibble_top``
+    in ``netlist_dir`` (the ``nibble_top.v`` that :func:`sample` wrote) moved into a
+    module ``gold`` of their own (yosys ``submod``): the signals that cross the cut
+    become its ports, so what drives them from the rest of the design becomes a free
+    input (a proof on the cut holds for every input the rest could give). Written once
+    per instance to ``netlist_dir/cut_<instance>.il``; returns its path."""
+    netlist_dir = Path(netlist_dir)
+    name = (instance or "top").replace(".", "_")
+    path = netlist_dir / f"cut_{name}.il"
+    if not path.exists():
+        proc = _yosys(f"read_verilog -sv nibble_top.v\nprep -top nibble_top -flatten\n"
+                      f"submod -name gold {_cut_selection(instance)}\ndelete nibble_top\n"
+                      f"write_rtlil {path.name}.part\n", netlist_dir)
+        if proc.returncode:
+            raise RuntimeError(f"yosys could not cut {name}:\n{proc.stdout[-2000:]}"
+                               f"{proc.stderr[-2000:]}")
+        (netlist_dir / f"{path.name}.part").rename(path)
+    return path
+
+
+def _unpaired(cut: Path, mutation: "Mutation") -> list:
+    """Signals of the cut that the proof does not pair between the two copies: the
+    mutated wire (it carries the mutation) and the anonymous ``$<n>`` wires of
+    Amaranth's expressions (only their named results are paired, so a difference that
+    the next named signal masks is no counterexample)."""
+    names = re.findall(r"^  wire (?:\S+ )*\\((?:\S+\.)?\$\d+)$", cut.read_text(), re.M)
+    return ([mutation.wire] if mutation.wire else []) + names
+
+
+def _mutate_gate(mutation: "Mutation") -> str:
+    """The mutation's ``mutate`` command applied to the module ``gate``."""
+    return mutation.key.replace("-module nibble_top", "-module gate", 1)
+
+
+def prove_equivalent(mutation: "Mutation", netlist_dir, seq: int = PROOF_SEQ,
+                     timeout: float = 600) -> dict:
+    """Try to prove that ``mutation`` cannot change anything its unit's outputs show,
+    on the unit's cone only (:func:`cut_unit`), MCY's way with yosys' equivalence
+    passes: a copy ``gate`` of the cut gets the mutation, ``equiv_make`` pairs every
+    public signal of the two (all but the mutated wire itself), ``equiv_simple -seq``
+    proves each pair from the pairs feeding it (a structural induction over time: each
+    pair is equal whenever its inputs are, so with both copies starting alike they stay
+    alike), and, for what it leaves, ``equiv_induct -seq`` with a bounded check (``sat
+    -seq``) that every pair agrees for the first steps from the registers' initial values
+    (equiv_induct alone only shows that pairs equal for ``seq`` cycles never diverge).
+    Sound but incomplete: the cut's inputs are free, so a mutation whose effect only
+    the rest of the design masks is "not proven".
+
+    Returns {"proven": bool, "method", "detail", "seconds"}."""
+    import time
+
+    start = time.perf_counter()
+    netlist_dir = Path(netlist_dir)
+    instance = instance_of(mutation.cell)
+    cut = cut_unit(netlist_dir, instance)
+    work = netlist_dir / f"prove_{mutation.select}"
+    work.mkdir(exist_ok=True)
+    (work / "blacklist.txt").write_text("".join(f"{name}\n" for name in _unpaired(cut, mutation)))
+    setup = (f"read_rtlil {cut.resolve()}\ncopy gold gate\n{_mutate_gate(mutation)}\n"
+             f"memory_map\nopt_clean\n")
+    simple = (f"{setup}equiv_make -blacklist blacklist.txt gold gate eq\n"
+              f"equiv_simple -seq {seq} eq\nequiv_induct -seq {seq} eq\n"
+              f"equiv_status eq\n")
+    result = {"proven": False, "method": "", "detail": "", "seconds": 0.0,
+              "cut": instance or "top module"}
+    try:
+        proc = _yosys(simple, work, timeout, log=True)
+        log = proc.stdout + proc.stderr
+        status = re.search(r"Of those cells (\d+) are proven and (\d+) are unproven", log)
+        if proc.returncode or not status:
+            result["detail"] = f"yosys failed: {log[-500:]}"
+        elif int(status.group(2)):
+            unproven = re.findall(r"Unproven \$equiv \S+: (\S+) (\S+)", log)
+            result["detail"] = (f"{status.group(2)} of {int(status.group(1)) + int(status.group(2))}"
+                                f" signal pairs not proven equal, e.g. "
+                                f"{', '.join(a for a, _ in unproven[:3])}")
+        else:
+            induct = re.search(r"EQUIV_INDUCT.*?Proved (\d+) previously", log, re.S)
+            if induct and int(induct.group(1)):
+                base = (f"{setup}equiv_make -make_assert -blacklist blacklist.txt gold gate "
+                        f"base\nsat -verify -prove-asserts -set-init-zero -seq {seq + 1} base\n")
+                proc = _yosys(base, work, timeout)
+                if proc.returncode:
+                    result["detail"] = ("equiv_induct proved the pairs, but they are not all "
+                                        f"equal in the first {seq + 1} cycles from the initial "
+                                        "state")
+                else:
+                    result.update(proven=True, method=f"equiv_simple + equiv_induct -seq {seq}"
+                                  f" + sat -seq {seq + 1} from the initial state",
+                                  detail=f"{status.group(1)} signal pairs")
+            else:
+                result.update(proven=True, method=f"equiv_simple -seq {seq}",
+                              detail=f"{status.group(1)} signal pairs")
+    except subprocess.TimeoutExpired:
+        result["detail"] = f"no answer in {timeout:.0f} s"
+    result["seconds"] = time.perf_counter() - start
+    return result

@@ -14,15 +14,17 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from golden.formats import QTensor, quantize
+from golden.formats import QTensor, quantize, stochastic_margins
+from golden.gemm import tiled_gemm
 from golden.params import EXP_MAX, NibbleParams
+from golden.xorshift import element_words, phase_bits
 from wire.gemm_protocol import GemmJob, OutputSpec
 from wire.streams import TILE_COUNT_BITS
 
 __all__ = ["Role", "ROLES", "GEMM_ROLES", "forward_job", "backward_job", "weight_grad_job",
            "OUTPUT_VARIANTS", "EXTREME_EXPS", "random_operand", "with_tile_exps",
            "random_role_job", "random_job", "edge_jobs", "backpressure_jobs", "extreme_jobs",
-           "stochastic_jobs", "throughput_jobs",
+           "stochastic_jobs", "threshold_jobs", "throughput_jobs",
            "quantizer_tiles", "rescaler_steps"]
 
 
@@ -221,6 +223,48 @@ def stochastic_jobs(rng: np.random.Generator, params: NibbleParams, count: int =
     t = params.tile
     return [random_job(rng, params, (role, variant, False), shape=(4 * t, 2 * t, 4 * t))
             for _ in range(count) for role, variant in ((2, 6), (2, 7), (1, 10), (1, 6))]
+
+
+#: Stochastic variants (role index, output variant) of :func:`threshold_jobs`, in turn:
+#: the gradient unit's both phases (backward and weight gradient), fp4 at each phase.
+THRESHOLD_VARIANTS = ((1, 10), (2, 10), (2, 6), (1, 7), (0, 6), (0, 7))
+
+
+def threshold_jobs(rng: np.random.Generator, params: NibbleParams, count: int = 96,
+                   candidates: int = 2048) -> list:
+    """``count`` stochastic-rounding GEMMs (4 x 4 output tiles of two reduction tiles,
+    the variants of :data:`THRESHOLD_VARIANTS` in turn) whose seeds put decisions on
+    their thresholds: of ``candidates`` random seeds, each takes the one with the most
+    (column, phase, margin) triples among its elements of margin 0 or 1
+    (:func:`golden.formats.stochastic_margins`), then the most elements of margin -7..8.
+    A margin of 0 or 1 turns on a change of one unit in the element's fraction, its
+    random integer or 3u, which a random seed gives about one element in 10**5
+    (mutation analysis found the lanes' low fraction and 3u bits untested). None
+    without the stochastic hardware."""
+    if not params.stochastic:
+        return []
+    t = params.tile
+    jobs = []
+    for i in range(count):
+        role, variant = THRESHOLD_VARIANTS[i % len(THRESHOLD_VARIANTS)]
+        # operands of few binades and no external exponent or mask: most elements then
+        # fall in the tile's stochastic range, not below it or saturating
+        out = random_job(rng, params, (role, variant, False), shape=(4 * t, 2 * t, 4 * t)).out
+        out = replace(out, ext_exp=None, mask=None)
+        job = random_role_job(rng, GEMM_ROLES[role], (4 * t, 2 * t, 4 * t), t, out, binades=2,
+                              zeros=0.0)
+        y = tiled_gemm(job.a_op, job.b_op, acc_bits=params.acc_bits).value()
+        seeds = rng.integers(0, 1 << 32, size=candidates, dtype=np.uint64)
+        words = element_words(seeds, y.shape, t)
+        score = np.zeros(candidates)
+        for phase in ((0, 1) if out.dual else (out.phase,)):
+            margin = stochastic_margins(y, t, phase, phase_bits(words, phase), out.ext_exp)
+            by_column = margin.reshape(candidates, -1, t)            # (seed, ..., column)
+            for value in (0, 1):
+                score += 1000 * (by_column == value).any(axis=1).sum(axis=1)
+            score += ((margin >= -7) & (margin <= 8)).sum(axis=(1, 2))
+        jobs.append(replace(job, out=replace(out, seed=int(seeds[int(np.argmax(score))]))))
+    return jobs
 
 
 #: The largest-magnitude element value of each kind (its top code).
