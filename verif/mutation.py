@@ -28,9 +28,11 @@ instance of the flattened netlist their cell came from (:func:`unit_of`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shlex
+import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -148,6 +150,8 @@ def sample(params: NibbleParams, count: int, seed: int, workdir) -> tuple[list, 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     generate(params, workdir, units=("nibble_top",))
+    for stale in workdir.glob("cut_*.il"):      # cones of an earlier netlist
+        stale.unlink()
     width = count.bit_length()
     proc = _yosys(f"read_verilog -sv nibble_top.v\nprep -top nibble_top -flatten\n"
                   f"mutate -list {count} -seed {seed} -o mutations.txt -ctrl mutsel {width} 1\n"
@@ -313,12 +317,13 @@ def cut_unit(netlist_dir, instance: str | None) -> Path:
     return path
 
 
-def _unpaired(cut: Path, mutation: "Mutation") -> list:
+def _unpaired(cut: Path, mutation: "Mutation", anonymous: bool) -> list:
     """Signals of the cut that the proof does not pair between the two copies: the
-    mutated wire (it carries the mutation) and the anonymous ``$<n>`` wires of
-    Amaranth's expressions (only their named results are paired, so a difference that
-    the next named signal masks is no counterexample)."""
-    names = re.findall(r"^  wire (?:\S+ )*\\((?:\S+\.)?\$\d+)$", cut.read_text(), re.M)
+    mutated wire (it carries the mutation) and, with ``anonymous``, the ``$<n>`` wires
+    of Amaranth's expressions (only their named results are paired then, so a
+    difference that the next named signal masks is no counterexample)."""
+    names = (re.findall(r"^  wire (?:\S+ )*\\((?:\S+\.)?\$\d+)$", cut.read_text(), re.M)
+             if anonymous else [])
     return ([mutation.wire] if mutation.wire else []) + names
 
 
@@ -328,7 +333,7 @@ def _mutate_gate(mutation: "Mutation") -> str:
 
 
 def prove_equivalent(mutation: "Mutation", netlist_dir, seq: int = PROOF_SEQ,
-                     timeout: float = 600) -> dict:
+                     timeout: float = 300) -> dict:
     """Try to prove that ``mutation`` cannot change anything its unit's outputs show,
     on the unit's cone only (:func:`cut_unit`), MCY's way with yosys' equivalence
     passes: a copy ``gate`` of the cut gets the mutation, ``equiv_make`` pairs every
@@ -341,7 +346,11 @@ def prove_equivalent(mutation: "Mutation", netlist_dir, seq: int = PROOF_SEQ,
     Sound but incomplete: the cut's inputs are free, so a mutation whose effect only
     the rest of the design masks is "not proven".
 
-    Returns {"proven": bool, "method", "detail", "seconds"}."""
+    Pairs every signal first, then (if that fails) only the named ones. The answer is
+    kept in ``netlist_dir/prove_<select>/proof.json`` and given again (with ``"kept":
+    True``) for the same mutation of the same cone.
+
+    Returns {"proven": bool, "method", "detail", "seconds", "cut"}."""
     import time
 
     start = time.perf_counter()
@@ -350,43 +359,60 @@ def prove_equivalent(mutation: "Mutation", netlist_dir, seq: int = PROOF_SEQ,
     cut = cut_unit(netlist_dir, instance)
     work = netlist_dir / f"prove_{mutation.select}"
     work.mkdir(exist_ok=True)
-    (work / "blacklist.txt").write_text("".join(f"{name}\n" for name in _unpaired(cut, mutation)))
-    setup = (f"read_rtlil {cut.resolve()}\ncopy gold gate\n{_mutate_gate(mutation)}\n"
-             f"memory_map\nopt_clean\n")
-    simple = (f"{setup}equiv_make -blacklist blacklist.txt gold gate eq\n"
-              f"equiv_simple -seq {seq} eq\nequiv_induct -seq {seq} eq\n"
-              f"equiv_status eq\n")
+    # a proof is kept beside its work, for the same mutation of the same cone
+    stamp = {"key": mutation.key, "seq": seq,
+             "cut": hashlib.sha256(cut.read_bytes()).hexdigest()}
+    kept = work / "proof.json"
+    if kept.exists():
+        doc = json.loads(kept.read_text())
+        if doc.get("stamp") == stamp:
+            return {**doc["result"], "kept": True}
+    local = work / "cut.il"                  # (yowasp's yosys sees only its directory)
+    local.unlink(missing_ok=True)
+    shutil.copyfile(cut, local)
     result = {"proven": False, "method": "", "detail": "", "seconds": 0.0,
               "cut": instance or "top module"}
-    try:
-        proc = _yosys(simple, work, timeout, log=True)
-        log = proc.stdout + proc.stderr
-        status = re.search(r"Of those cells (\d+) are proven and (\d+) are unproven", log)
-        if proc.returncode or not status:
-            result["detail"] = f"yosys failed: {log[-500:]}"
-        elif int(status.group(2)):
-            unproven = re.findall(r"Unproven \$equiv \S+: (\S+) (\S+)", log)
-            result["detail"] = (f"{status.group(2)} of {int(status.group(1)) + int(status.group(2))}"
-                                f" signal pairs not proven equal, e.g. "
-                                f"{', '.join(a for a, _ in unproven[:3])}")
-        else:
-            induct = re.search(r"EQUIV_INDUCT.*?Proved (\d+) previously", log, re.S)
-            if induct and int(induct.group(1)):
-                base = (f"{setup}equiv_make -make_assert -blacklist blacklist.txt gold gate "
-                        f"base\nsat -verify -prove-asserts -set-init-zero -seq {seq + 1} base\n")
-                proc = _yosys(base, work, timeout)
-                if proc.returncode:
-                    result["detail"] = ("equiv_induct proved the pairs, but they are not all "
-                                        f"equal in the first {seq + 1} cycles from the initial "
-                                        "state")
-                else:
-                    result.update(proven=True, method=f"equiv_simple + equiv_induct -seq {seq}"
-                                  f" + sat -seq {seq + 1} from the initial state",
-                                  detail=f"{status.group(1)} signal pairs")
-            else:
-                result.update(proven=True, method=f"equiv_simple -seq {seq}",
-                              detail=f"{status.group(1)} signal pairs")
-    except subprocess.TimeoutExpired:
-        result["detail"] = f"no answer in {timeout:.0f} s"
+    for pairing, anonymous in (("every signal", False), ("named signals", True)):
+        (work / "blacklist.txt").write_text(
+            "".join(f"{name}\n" for name in _unpaired(cut, mutation, anonymous)))
+        try:
+            proven, method, detail = _equivalence(work, mutation, seq, timeout)
+        except subprocess.TimeoutExpired:
+            proven, method, detail = False, "", f"no answer in {timeout:.0f} s"
+        result.update(proven=proven, method=f"{method}, pairing {pairing}" if proven else "",
+                      detail=f"pairing {pairing}: {detail}")
+        if proven:
+            break
     result["seconds"] = time.perf_counter() - start
+    local.unlink()
+    kept.write_text(json.dumps({"stamp": stamp, "result": result}, indent=1) + "\n")
     return result
+
+
+def _equivalence(work: Path, mutation: "Mutation", seq: int, timeout: float) -> tuple:
+    """One proof attempt in ``work`` (``cut.il`` and ``blacklist.txt`` there): (proven,
+    method, detail)."""
+    setup = (f"read_rtlil cut.il\ncopy gold gate\n{_mutate_gate(mutation)}\n"
+             f"memory_map\nopt_clean\n")
+    proc = _yosys(f"{setup}equiv_make -blacklist blacklist.txt gold gate eq\n"
+                  f"equiv_simple -seq {seq} eq\nequiv_induct -seq {seq} eq\nequiv_status eq\n",
+                  work, timeout, log=True)
+    log = proc.stdout + proc.stderr
+    status = re.search(r"Of those cells (\d+) are proven and (\d+) are unproven", log)
+    if proc.returncode or not status:
+        return False, "", f"yosys failed: {log[-300:]}"
+    pairs = int(status.group(1)) + int(status.group(2))
+    if int(status.group(2)):
+        unproven = re.findall(r"Unproven \$equiv \S+: (\S+) (\S+)", log)
+        return False, "", (f"{status.group(2)} of {pairs} signal pairs not proven equal, e.g. "
+                           f"{', '.join(a for a, _ in unproven[:3])}")
+    induct = re.search(r"EQUIV_INDUCT.*?Proved (\d+) previously", log, re.S)
+    if not (induct and int(induct.group(1))):
+        return True, f"equiv_simple -seq {seq}", f"{pairs} signal pairs"
+    proc = _yosys(f"{setup}equiv_make -make_assert -blacklist blacklist.txt gold gate base\n"
+                  f"sat -verify -prove-asserts -set-init-zero -seq {seq + 1} base\n", work, timeout)
+    if proc.returncode:
+        return False, "", (f"equiv_induct proved the {pairs} pairs, but they are not all equal "
+                           f"in the first {seq + 1} cycles from the initial state")
+    return True, (f"equiv_simple + equiv_induct -seq {seq} + sat -seq {seq + 1} from the "
+                  "initial state"), f"{pairs} signal pairs"
