@@ -31,18 +31,24 @@ import numpy as np
 from golden.params import NibbleParams
 
 from .stimulus import (GEMM_ROLES, OUTPUT_VARIANTS, backpressure_jobs, edge_jobs,
-                       extreme_jobs, random_job, stochastic_jobs, threshold_jobs)
+                       extreme_jobs, queued_jobs, random_job, stochastic_jobs,
+                       threshold_jobs)
 
 __all__ = ["FastShard", "plan_fast", "run_fast_shard", "STALL_PROBABILITY", "STALL_MODES",
-           "directed_jobs", "set_stalls"]
+           "directed_jobs", "set_stalls", "batches", "QUEUED"]
 
 #: Probability of a valid gap / ready stall per beat on every stream in a stalled GEMM
 #: (the cocotb bench's).
 STALL_PROBABILITY = 0.3
 #: Stall settings of the harness by name: (p_stall, p_result_stall). "backpressure" is a
-#: slow consumer: inputs at full rate, the result's ready low 90 % of the cycles.
+#: slow consumer: inputs at full rate, the result's ready low 90 % of the cycles;
+#: "queued" runs without stalls, back to back (:data:`QUEUED`).
 STALL_MODES = {"none": (0.0, None), "random": (STALL_PROBABILITY, None),
-               "backpressure": (0.0, 0.9)}
+               "backpressure": (0.0, 0.9), "queued": (0.0, None)}
+#: The stall mode of GEMMs that run back to back: consecutive "queued" GEMMs go to the
+#: harness in one call (:meth:`verif.fast_sim.FastAccelerator.run_many`), so each next
+#: command waits at the command port while the GEMM before it runs.
+QUEUED = "queued"
 #: Random GEMMs that are stalled once every bin has been visited (the cocotb bench's).
 STALLED_SHARE = 0.7
 
@@ -107,14 +113,17 @@ def run_fast_shard(shard: FastShard) -> dict:
         job, stalled = _random_gemm(rng, params, bins, i)
         work.append(("random", i, job, "random" if stalled else "none"))
     failure = ""
-    for test, index, job, stalls in work:
+    for batch in batches([stalls for *_, stalls in work]):
+        test, index, job, stalls = work[batch[0]]
         set_stalls(sim, stalls)
         stalled = stalls != "none"
         before, t0 = sim.cycles, time.perf_counter()
         try:
-            got = sim.run(job)
+            gots = sim.run_many([work[i][2] for i in batch])
             board.add_time(sim.cycles - before, time.perf_counter() - t0)
-            board.check(job, got, index, stalled)
+            for i, got in zip(batch, gots):
+                test, index, job, _ = work[i]
+                board.check(job, got, index, stalled)
         except (AssertionError, SimHang, RuntimeError) as exc:
             again = (f"nibble regress --size {params.tile} --acc-bits {params.acc_bits} "
                      f"--seed {shard.seed} --gemms 1 (the directed GEMMs run first)"
@@ -130,14 +139,28 @@ def run_fast_shard(shard: FastShard) -> dict:
 def directed_jobs(params: NibbleParams, seed: int) -> list:
     """[(job, stall mode)]: the edge shapes with random stalls, the backpressure GEMMs
     with a slow consumer, the largest-magnitude operands in every role and output
-    variant, large stochastic-rounding GEMMs and stochastic GEMMs with decisions on
-    their thresholds, from a stimulus stream of their own."""
+    variant, large stochastic-rounding GEMMs, stochastic GEMMs with decisions on their
+    thresholds and GEMMs whose commands queue behind each other, from a stimulus stream
+    of their own."""
     rng = np.random.default_rng([seed, 1])
     return ([(job, "random") for job in edge_jobs(rng, params.tile)]
             + [(job, "backpressure") for job in backpressure_jobs(rng, params)]
             + [(job, "none") for job in extreme_jobs(rng, params)]
             + [(job, "none") for job in stochastic_jobs(rng, params)]
-            + [(job, "none") for job in threshold_jobs(rng, params)])
+            + [(job, "none") for job in threshold_jobs(rng, params)]
+            + [(job, QUEUED) for job in queued_jobs(rng, params)])
+
+
+def batches(modes) -> list:
+    """Indices of a list of stall modes grouped into the harness calls that run them:
+    each run of consecutive :data:`QUEUED` GEMMs in one call, every other GEMM alone."""
+    groups = []
+    for i, mode in enumerate(modes):
+        if mode == QUEUED and groups and modes[groups[-1][-1]] == QUEUED:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
 
 
 def set_stalls(sim, mode: str) -> None:

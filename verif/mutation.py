@@ -168,8 +168,9 @@ def sample(params: NibbleParams, count: int, seed: int, workdir) -> tuple[list, 
 
 def regression_jobs(params: NibbleParams, seed: int, random_gemms: int = 3000) -> list:
     """The fixed regression every mutant runs: [(job, stall mode), ...] (modes of
-    :data:`verif.fast_regress.STALL_MODES`): the directed GEMMs (edge shapes, a slow
-    consumer), one GEMM per coverage bin of the parameters, then ``random_gemms``: the
+    :data:`verif.fast_regress.STALL_MODES`; consecutive "queued" ones run back to back):
+    the directed GEMMs (:func:`verif.fast_regress.directed_jobs`), one GEMM per coverage
+    bin of the parameters, then ``random_gemms``: the
     first shard of the fast regression (:func:`verif.fast_regress.run_fast_shard`)."""
     from .fast_regress import _bins, _random_gemm, directed_jobs
 
@@ -201,7 +202,7 @@ class Killer:
     def run(self, select: int) -> dict:
         """Mutant ``select`` (0: the design): {"select", "killed", "how", "gemm",
         "detail", "gemms_run"}."""
-        from .fast_regress import set_stalls
+        from .fast_regress import batches, set_stalls
         from .fast_sim import FastAccelerator, SimHang
         from .scoreboard import first_mismatch
 
@@ -209,13 +210,16 @@ class Killer:
                                    hang_cycles=self.hang_cycles)
         self.sim.set_mutant(select)
         self.sim.reset()
-        for i, ((job, stalls), want) in enumerate(zip(self.jobs, self.want)):
-            set_stalls(self.sim, stalls)
-            how, detail = None, ""
+        for batch in batches([stalls for _, stalls in self.jobs]):
+            set_stalls(self.sim, self.jobs[batch[0]][1])
+            how, detail, at = None, "", batch[0]
             try:
-                got = self.sim.run(job)
-                detail = first_mismatch(job, got, want) or ""
-                how = "mismatch" if detail else None
+                gots = self.sim.run_many([self.jobs[i][0] for i in batch])
+                for i, got in zip(batch, gots):
+                    detail = first_mismatch(self.jobs[i][0], got, self.want[i]) or ""
+                    if detail:
+                        how, at = "mismatch", i
+                        break
             except SimHang as exc:
                 how, detail = "hang", str(exc)
             except RuntimeError as exc:      # fault flag, a stalled beat changed
@@ -225,8 +229,8 @@ class Killer:
             if how is None and self.sim.refused:
                 how, detail = "refused", "the refused flag is set"
             if how:
-                return {"select": select, "killed": True, "how": how, "gemm": i,
-                        "detail": detail[:300], "gemms_run": i + 1}
+                return {"select": select, "killed": True, "how": how, "gemm": at,
+                        "detail": detail[:300], "gemms_run": batch[-1] + 1}
         return {"select": select, "killed": False, "how": "", "gemm": None, "detail": "",
                 "gemms_run": len(self.jobs)}
 

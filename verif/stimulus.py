@@ -24,7 +24,7 @@ from wire.streams import TILE_COUNT_BITS
 __all__ = ["Role", "ROLES", "GEMM_ROLES", "forward_job", "backward_job", "weight_grad_job",
            "OUTPUT_VARIANTS", "EXTREME_EXPS", "random_operand", "with_tile_exps",
            "random_role_job", "random_job", "edge_jobs", "backpressure_jobs", "extreme_jobs",
-           "stochastic_jobs", "threshold_jobs", "throughput_jobs",
+           "stochastic_jobs", "threshold_jobs", "queued_jobs", "throughput_jobs",
            "quantizer_tiles", "rescaler_steps"]
 
 
@@ -230,40 +230,88 @@ def stochastic_jobs(rng: np.random.Generator, params: NibbleParams, count: int =
 THRESHOLD_VARIANTS = ((1, 10), (2, 10), (2, 6), (1, 7), (0, 6), (0, 7))
 
 
-def threshold_jobs(rng: np.random.Generator, params: NibbleParams, count: int = 96,
-                   candidates: int = 2048) -> list:
+#: Bits of the low end of a decision's operands (fraction, random integer, 3u) whose
+#: flips :func:`threshold_jobs` aims to turn, on each side of the threshold.
+THRESHOLD_BITS = 4
+
+
+def _small_accumulators(job: GemmJob, params: NibbleParams) -> GemmJob:
+    """``job`` (two reduction tiles) with A's second reduction tile all zero codes at a
+    tile exponent D above the first's, D the smallest that leaves every accumulator
+    below 2**10: out_exp follows the empty tile, so the accumulators are the first
+    tile's partial sums, a few bits each (elements of a few bits below their leading
+    one, which GEMMs whose accumulators fill acc_bits never have)."""
+    axis = 0 if job.a_trans else 1
+    t = params.tile
+    codes, exps = job.a.codes.copy(), job.a.exps
+    np.moveaxis(codes, axis, 0)[t:2 * t] = 0
+    for d in range(1, EXP_MAX):
+        raised = exps.copy()
+        np.moveaxis(raised, axis, 0)[1] = np.minimum(np.moveaxis(exps, axis, 0)[0] + d, EXP_MAX)
+        small = replace(job, a=type(job.a)(codes, raised, job.a.kind, t, job.a.phase))
+        acc = tiled_gemm(small.a_op, small.b_op, acc_bits=params.acc_bits).acc
+        if np.abs(acc).max() < 1 << 10:
+            return small
+    return job
+
+
+def threshold_jobs(rng: np.random.Generator, params: NibbleParams, count: int = 120,
+                   candidates: int = 1024) -> list:
     """``count`` stochastic-rounding GEMMs (4 x 4 output tiles of two reduction tiles,
     the variants of :data:`THRESHOLD_VARIANTS` in turn) whose seeds put decisions on
-    their thresholds: of ``candidates`` random seeds, each takes the one with the most
-    (column, phase, margin) triples among its elements of margin 0 or 1
-    (:func:`golden.formats.stochastic_margins`), then the most elements of margin -7..8.
-    A margin of 0 or 1 turns on a change of one unit in the element's fraction, its
-    random integer or 3u, which a random seed gives about one element in 10**5
-    (mutation analysis found the lanes' low fraction and 3u bits untested). None
-    without the stochastic hardware."""
+    their thresholds. An element of margin m (:func:`golden.formats.stochastic_margins`)
+    in 1..2**b turns down when its d or x loses 2**b or its u or 3u gains it, one in
+    1-2**b..0 turns up the other way: the targets are (dual mode or not, phase, column,
+    b < :data:`THRESHOLD_BITS`, side), and of ``candidates`` random seeds each GEMM
+    takes the one that hits the targets hit least so far (weight 1 / (1 + hits)**2).
+    A random seed hits b = 0 about once in 10**5 elements (mutation analysis found the
+    lanes' low fraction and 3u bits untested). None without the stochastic hardware."""
     if not params.stochastic:
         return []
     t = params.tile
+    shape = (4 * t, 2 * t, 4 * t)
+    hits = np.zeros((2, 2, t, THRESHOLD_BITS, 2))     # dual, phase, column, bit, side
     jobs = []
     for i in range(count):
         role, variant = THRESHOLD_VARIANTS[i % len(THRESHOLD_VARIANTS)]
         # operands of few binades and no external exponent or mask: most elements then
         # fall in the tile's stochastic range, not below it or saturating
-        out = random_job(rng, params, (role, variant, False), shape=(4 * t, 2 * t, 4 * t)).out
+        out = random_job(rng, params, (role, variant, False), shape=shape).out
         out = replace(out, ext_exp=None, mask=None)
-        job = random_role_job(rng, GEMM_ROLES[role], (4 * t, 2 * t, 4 * t), t, out, binades=2,
-                              zeros=0.0)
+        job = random_role_job(rng, GEMM_ROLES[role], shape, t, out, binades=2, zeros=0.0)
+        if i % 2:
+            job = _small_accumulators(job, params)
         y = tiled_gemm(job.a_op, job.b_op, acc_bits=params.acc_bits).value()
         seeds = rng.integers(0, 1 << 32, size=candidates, dtype=np.uint64)
         words = element_words(seeds, y.shape, t)
-        score = np.zeros(candidates)
+        hit = np.zeros((candidates, *hits.shape), dtype=bool)
         for phase in ((0, 1) if out.dual else (out.phase,)):
             margin = stochastic_margins(y, t, phase, phase_bits(words, phase), out.ext_exp)
             by_column = margin.reshape(candidates, -1, t)            # (seed, ..., column)
-            for value in (0, 1):
-                score += 1000 * (by_column == value).any(axis=1).sum(axis=1)
-            score += ((margin >= -7) & (margin <= 8)).sum(axis=(1, 2))
-        jobs.append(replace(job, out=replace(out, seed=int(seeds[int(np.argmax(score))]))))
+            for b in range(THRESHOLD_BITS):
+                for side, (lo, hi) in enumerate(((1, 1 << b), (1 - (1 << b), 0))):
+                    on = (by_column >= lo) & (by_column <= hi)
+                    hit[:, int(out.dual), phase, :, b, side] = on.any(axis=1)
+        best = int(np.argmax((hit / (1 + hits) ** 2).sum(axis=(1, 2, 3, 4, 5))))
+        hits += hit[best]
+        jobs.append(replace(job, out=replace(out, seed=int(seeds[best]))))
+    return jobs
+
+
+def queued_jobs(rng: np.random.Generator, params: NibbleParams, count: int = 12) -> list:
+    """``count`` small GEMMs of random roles and output variants to run back to back,
+    each command offered while the GEMM before it runs (the accelerator must hold it
+    off with ``busy``; mutation analysis found a ``busy`` stuck at 0 unseen by GEMMs run
+    one at a time)."""
+    t = params.tile
+    variants = [i for i, (_, rounding, _) in enumerate(OUTPUT_VARIANTS)
+                if params.stochastic or rounding != "stochastic"]
+    jobs = []
+    for _ in range(count):
+        shape = tuple(int(v) for v in rng.integers(1, 2 * t + 1, 3))
+        target = (int(rng.integers(len(GEMM_ROLES))), int(rng.choice(variants)),
+                  any(v % t for v in shape))
+        jobs.append(random_job(rng, params, target, shape=shape))
     return jobs
 
 
