@@ -130,6 +130,11 @@ class Board:
         ``NibbleParams.stochastic`` when ``nibble synth`` is given neither
         ``--stochastic`` nor ``--no-stochastic``: False where the log4 unit's stochastic
         rounding does not fit beside the rest (the 25F and the UP5K).
+    default_pipelined : bool
+        ``NibbleParams.pipelined`` when ``nibble synth`` is given neither
+        ``--pipelined`` nor ``--no-pipelined``: False on the iCE40, whose 30 MHz target
+        needs none of the register stages the ECP5 boards' 100 MHz does, and whose
+        logic cells each hold one flip-flop beside one LUT.
     global_reset : bool
         The core's reset goes through a global network (:func:`global_buffer`). Off on
         the OrangeCrab's 25F: with the PLL's clock on a DCC, nextpnr's router2 found no
@@ -154,9 +159,11 @@ class Board:
     global_reset: bool = True
     default_stochastic: bool = True
     default_out_lanes: dict = field(default_factory=dict)
+    default_pipelined: bool = True
 
     def params(self, tile: int, acc_bits: int = 32, lanes: int | None = None,
-               out_lanes: int | None = None, stochastic: bool | None = None):
+               out_lanes: int | None = None, stochastic: bool | None = None,
+               pipelined: bool | None = None):
         """The :class:`golden.params.NibbleParams` ``nibble synth`` builds on this board:
         the values given, the board's defaults for those left None (``out_lanes``: the
         board's for the size, never above the lanes)."""
@@ -164,8 +171,9 @@ class Board:
         if out_lanes is None and tile in self.default_out_lanes:
             out_lanes = min(self.default_out_lanes[tile], tile if lanes is None else lanes)
         stochastic = self.default_stochastic if stochastic is None else stochastic
+        pipelined = self.default_pipelined if pipelined is None else pipelined
         return NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes, out_lanes=out_lanes,
-                            stochastic=stochastic)
+                            stochastic=stochastic, pipelined=pipelined)
 
     def make_platform(self):
         """A fresh platform instance (resources added for OrangeCrab's UART)."""
@@ -212,7 +220,7 @@ BOARDS = {
         name="icebreaker", platform=ICEBreakerPlatform, family="ice40", device="iCE40UP5K",
         osc_mhz=12.0, default_mhz=20.0, uart=("uart", 0), reset=("button", 0),
         luts=5280, ffs=5280, brams=30, dsps=8, lut_model=_ICE40_MODEL, default_lanes=1,
-        default_stochastic=False),
+        default_stochastic=False, default_pipelined=False),
 }
 
 

@@ -165,14 +165,11 @@ class Accelerator(wiring.Component):
         m.submodules.gather = gather = ResultGather(p.out_params)
         # The result queue's head is a four-way multiplexer of its ring: through a
         # register slice, so the gather's row multiplexer starts at flip-flops.
-        m.submodules.beat_slice = beat_cut = RegisterSlice(out_beat_layout(p.out_params))
-        wiring.connect(m, out.r, beat_cut.w)
-        wiring.connect(m, beat_cut.r, gather.beats)
+        self._cut(m, "beat_slice", out_beat_layout(p.out_params), out.r, gather.beats)
         # The result leaves through a register slice: the host side may sit far away
         # on the die, and the gather's payload is a multiplexer of the result queue.
-        m.submodules.result_slice = cut = RegisterSlice(result_layout(p))
-        wiring.connect(m, gather.result, cut.w)
-        wiring.connect(m, cut.r, wiring.flipped(self.result))
+        self._cut(m, "result_slice", result_layout(p), gather.result,
+                  wiring.flipped(self.result))
         m.d.comb += [gather.start.eq(start("gather")), gather.cmd.eq(cmd),
                      gather.saturated.eq(rescaler.saturated)]
         with m.If(gather.done):
@@ -194,9 +191,8 @@ class Accelerator(wiring.Component):
         # The operand rows come from the host side, which may sit far away on the die:
         # through a register slice each, so the buffers' row enables start at registers.
         for port, buf in (("a_codes", buf_a), ("b_codes", buf_b)):
-            m.submodules[f"{port}_slice"] = cut = RegisterSlice(operand_row_layout(p))
-            wiring.connect(m, wiring.flipped(getattr(self, port)), cut.w)
-            wiring.connect(m, cut.r, buf.load)
+            self._cut(m, f"{port}_slice", operand_row_layout(p),
+                      wiring.flipped(getattr(self, port)), buf.load)
         m.submodules.feeder = feeder = Feeder(p)
         m.submodules.array = array = SystolicArray(p)
         m.d.comb += [
@@ -215,14 +211,16 @@ class Accelerator(wiring.Component):
         # (two read stages: a block RAM's 5.8 ns clock-to-out and the route to the ring
         # were a 10.5 ns path on the ULX3S 16x16 at 11a4f22)
         m.submodules.psum_queue = psum_queue = StreamQueue(
-            psum_row_layout(p), self.psum_tiles * p.tile, credited=True, read_stages=2)
+            psum_row_layout(p), self.psum_tiles * p.tile, credited=True,
+            read_stages=2 if p.pipelined else 0)
         m.submodules.psum_credits = psum_credits = Credits(self.psum_tiles)
         m.d.comb += [psum_queue.w.valid.eq(array.psum.valid),
                      psum_queue.w.payload.eq(array.psum.payload),
                      feeder.credit.eq(psum_credits.ok), psum_credits.take.eq(feeder.take_credit)]
 
-        m.submodules.mask_queue = mask_queue = StreamQueue(mask_row_layout(p), MASK_QUEUE_DEPTH,
-                                                           credited=False)
+        m.submodules.mask_queue = mask_queue = StreamQueue(
+            mask_row_layout(p), MASK_QUEUE_DEPTH, credited=False,
+            read_stages=1 if p.pipelined else 0)
         wiring.connect(m, wiring.flipped(self.mask), mask_queue.w)
         m.submodules.drain = drain = PsumDrain(p)
         wiring.connect(m, psum_queue.r, drain.psum)
@@ -277,7 +275,7 @@ class Accelerator(wiring.Component):
         # df084b0)
         m.submodules.results = results = StreamQueue(out_beat_layout(q), RESULT_QUEUE_DEPTH,
                                                       credited=True, lut_ram=True,
-                                                      read_stages=2)
+                                                      read_stages=2 if p.pipelined else 0)
         m.submodules.out_credits = out_credits = Credits(results.capacity)
         # (a unit takes a credit only in its own mode: its ``credit`` input is gated)
         unit_take = requant.take_credit | log4.take_credit
@@ -370,6 +368,17 @@ class Accelerator(wiring.Component):
         m.d.sync += [log4_valid.eq(acc.valid & fp4_mode), log4.acc_in.valid.eq(log4_valid)]
 
         return requant, log4
+
+    def _cut(self, m, name, shape, src, dst):
+        """Stream ``src`` into ``dst`` through a :class:`rtl.queue.RegisterSlice` called
+        ``name`` (both sides' valid, payload and ready from flip-flops), or straight
+        without ``NibbleParams.pipelined``."""
+        if not self._params.pipelined:
+            wiring.connect(m, src, dst)
+            return
+        m.submodules[name] = cut = RegisterSlice(shape)
+        wiring.connect(m, src, cut.w)
+        wiring.connect(m, cut.r, dst)
 
     @staticmethod
     def _lane_copies(m, bits, name):

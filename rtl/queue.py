@@ -220,6 +220,11 @@ class StreamQueue(wiring.Component):
         takes most of a cycle; a second register lets the first sit by the RAM. Each
         one more adds a cycle to the credit loop (a credited queue needs
         ``depth >= 4 + read_stages`` for full rate) and a slot to the ring.
+        0: no ring at all, the queue's head is the stream (``r.valid`` is ``rdy``,
+        ``r.payload`` the memory's read data, ``r.ready`` pops it through the read
+        address's multiplexer): for a slow clock, where the ring's registers would cost
+        more than the path they cut (``NibbleParams.pipelined`` off). A credit then
+        returns 3 cycles after the write that spent it.
 
     Attributes
     ----------
@@ -231,10 +236,10 @@ class StreamQueue(wiring.Component):
         Credits for a producer that counts them: ``depth`` (a beat stays counted in the
         memory for a cycle after it moved on).
     slots : int
-        Registers in the ring: :attr:`SLOTS` + ``read_stages`` - 1.
+        Registers in the ring: :attr:`SLOTS` + ``read_stages`` - 1 (0 without a ring).
     held : int
         Beats it holds when the consumer stops taking them: ``depth`` in the memory and
-        ``slots - 1`` in the ring.
+        ``slots - 1`` in the ring (none without one).
     fault : Out(1)
         Sticky: a credited write found the memory full (the beat was lost).
     """
@@ -245,13 +250,13 @@ class StreamQueue(wiring.Component):
 
     def __init__(self, shape, depth: int, *, credited: bool, lut_ram: bool = False,
                  read_stages: int = 1):
-        if read_stages not in (1, 2):
-            raise ValueError(f"read_stages must be 1 or 2, got {read_stages!r}")
+        if read_stages not in (0, 1, 2):
+            raise ValueError(f"read_stages must be 0, 1 or 2, got {read_stages!r}")
         self._shape, self._depth, self._credited = shape, depth, credited
         self._lut_ram, self._read_stages = lut_ram, read_stages
         self.capacity = depth
-        self.slots = self.SLOTS + read_stages - 1
-        self.held = depth + self.slots - 1
+        self.slots = self.SLOTS + read_stages - 1 if read_stages else 0
+        self.held = depth + max(self.slots - 1, 0)
         super().__init__({
             "w": In(stream.Signature(shape, always_ready=credited)),
             "r": Out(stream.Signature(shape)),
@@ -267,6 +272,10 @@ class StreamQueue(wiring.Component):
             m.d.comb += [self.w.ready.eq(queue.level != self._depth),
                          queue.w.valid.eq(self.w.valid & self.w.ready)]
         m.d.comb += [queue.w.payload.eq(self.w.payload), self.fault.eq(queue.fault)]
+        if not self._read_stages:
+            m.d.comb += [self.r.valid.eq(queue.r.rdy), self.r.payload.eq(queue.r.data),
+                         queue.r.en.eq(self.r.ready & queue.r.rdy)]
+            return m
 
         # The head, popped into ``moved`` (no enable: it loads every cycle; with two read
         # stages, through a second such register) and, one cycle later, into the ring

@@ -56,33 +56,41 @@ STALLED_SHARE = 0.7
 @dataclass(frozen=True)
 class FastShard:
     """``gemms`` random GEMMs at ``seed`` on a ``tile``-sized array; ``directed``: the
-    edge shapes first."""
+    edge shapes first; ``board``: at that board's profile (its lanes, output lanes,
+    stochastic rounding and pipelining, :meth:`fpga.boards.Board.params`), else the
+    defaults of :class:`golden.params.NibbleParams`."""
 
     tile: int
     acc_bits: int
     seed: int
     gemms: int
     directed: bool
+    board: str | None = None
 
     @property
     def params(self) -> NibbleParams:
-        return NibbleParams(tile=self.tile, acc_bits=self.acc_bits)
+        if self.board is None:
+            return NibbleParams(tile=self.tile, acc_bits=self.acc_bits)
+        from fpga.boards import get_board
+        return get_board(self.board).params(self.tile, self.acc_bits)
 
     def replay(self, gemms: int | None = None) -> str:
         """The command that runs this shard's first ``gemms`` GEMMs again, alone."""
-        return (f"nibble regress --size {self.tile} --acc-bits {self.acc_bits} --seed "
+        board = "" if self.board is None else f" --board {self.board}"
+        return (f"nibble regress --size {self.tile} --acc-bits {self.acc_bits}{board} --seed "
                 f"{self.seed} --gemms {self.gemms if gemms is None else gemms}")
 
 
 def plan_fast(sizes, *, acc_bits: int, seed: int, gemms: int,
-              shard_gemms: int = 2000) -> list[FastShard]:
+              shard_gemms: int = 2000, board: str | None = None) -> list[FastShard]:
     """``gemms`` random GEMMs per size in shards of at most ``shard_gemms``, with seeds
-    ``seed``, ``seed + 1``, ... (the same seeds at every size)."""
+    ``seed``, ``seed + 1``, ... (the same seeds at every size); ``board``: at its
+    profile (:class:`FastShard`)."""
     if shard_gemms < 1:
         raise ValueError(f"shard_gemms must be at least 1, got {shard_gemms}")
     count = -(-gemms // shard_gemms)
     per = [gemms // count + (s < gemms % count) for s in range(count)]
-    return [FastShard(tile, acc_bits, seed + s, n, s == 0)
+    return [FastShard(tile, acc_bits, seed + s, n, s == 0, board)
             for tile in sizes for s, n in enumerate(per)]
 
 
