@@ -218,9 +218,11 @@ class Accelerator(wiring.Component):
                      psum_queue.w.payload.eq(array.psum.payload),
                      feeder.credit.eq(psum_credits.ok), psum_credits.take.eq(feeder.take_credit)]
 
+        # (without the pipelining, for the iCE40, in flip-flops: its 2T x 4 bits would
+        # take one of the UP5K's 30 block RAMs, which the rescaler's ring needs)
         m.submodules.mask_queue = mask_queue = StreamQueue(
             mask_row_layout(p), MASK_QUEUE_DEPTH, credited=False,
-            read_stages=1 if p.pipelined else 0)
+            read_stages=1 if p.pipelined else 0, registers=not p.pipelined)
         wiring.connect(m, wiring.flipped(self.mask), mask_queue.w)
         m.submodules.drain = drain = PsumDrain(p)
         wiring.connect(m, psum_queue.r, drain.psum)
@@ -297,8 +299,12 @@ class Accelerator(wiring.Component):
         as many cycles as it takes. Returns the rescaler, its output stream and the
         ReLU' and clip mask bits of each of its beats."""
         L = self._params.lanes
-        # Its accumulators in LUT RAM, or in flip-flops on an iCE40, which has no LUT RAM.
-        ring = "registers" if getattr(platform, "family", None) == "iCE40" else "ram"
+        # Its accumulators in LUT RAM, or in flip-flops on an iCE40, which has no LUT RAM;
+        # without the pipelining (the iCE40 profile) in a memory there too: yosys folds
+        # the ring's read-address register into a block RAM's read port (at T = 4 with
+        # one lane: 2 block RAMs for 259 flip-flops).
+        iCE40 = getattr(platform, "family", None) == "iCE40"
+        ring = "registers" if iCE40 and self._params.pipelined else "ram"
         m.submodules.rescaler = rescaler = TileRescaler(self._params, ring=ring)
         m.d.comb += [rescaler.psum_in.valid.eq(drain.beat.valid),
                      rescaler.psum_in.payload.eq(drain.beat.payload), rescaler.clear.eq(start("rescaler"))]

@@ -175,11 +175,13 @@ def test_reset_mid_gemm_then_clean_gemm():
     assert_matches(second, params, decode(second, params, got))
 
 
-@pytest.mark.parametrize("family,ring", [(None, "ram"), ("ecp5", "ram"),
-                                         ("iCE40", "registers")])
-def test_rescaler_ring_follows_the_platform(monkeypatch, family, ring):
+@pytest.mark.parametrize("family,pipelined,ring", [
+    (None, True, "ram"), ("ecp5", True, "ram"), ("iCE40", True, "registers"),
+    ("iCE40", False, "ram")])
+def test_rescaler_ring_follows_the_platform(monkeypatch, family, pipelined, ring):
     """The rescaler keeps its accumulators in LUT RAM, except on an iCE40 (no LUT RAM),
-    where they are flip-flop rows."""
+    where they are flip-flop rows; without ``pipelined`` (the iCE40 profile) in a
+    memory there too (block RAM)."""
     made = []
 
     class Recording(TileRescaler):
@@ -189,5 +191,5 @@ def test_rescaler_ring_follows_the_platform(monkeypatch, family, ring):
 
     monkeypatch.setattr(accelerator, "TileRescaler", Recording)
     platform = None if family is None else SimpleNamespace(family=family)
-    Fragment.get(Accelerator(NibbleParams(tile=2)), platform)
+    Fragment.get(Accelerator(NibbleParams(tile=2, pipelined=pipelined)), platform)
     assert made == [ring]

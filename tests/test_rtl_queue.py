@@ -68,7 +68,7 @@ async def queue_random_traffic(ctx, dut, depth, width, rng, cycles, stats):
 
 def test_ram_attrs_follow_the_family():
     """Block RAM from BLOCK_RAM_BITS up unless LUT RAM is asked for; an iCE40, which
-    has no LUT RAM, always gets block RAM."""
+    has no LUT RAM, gets block RAM unless flip-flops are asked for."""
     class Ice40:
         family = "iCE40"
 
@@ -79,6 +79,8 @@ def test_ram_attrs_follow_the_family():
     assert ram_attrs(8, 4, Ecp5()) == {}
     assert ram_attrs(8, 4, Ice40()) == {"ram_style": "block"}
     assert ram_attrs(520, 16, Ice40(), lut_ram=True) == {"ram_style": "block"}
+    assert ram_attrs(8, 4, Ice40(), registers=True) == {"ram_style": "logic"}
+    assert ram_attrs(8, 4, Ecp5(), registers=True) == {"ram_style": "logic"}
 
 
 @pytest.mark.parametrize("lut_ram", [False, True], ids=["ram", "lut_ram"])
