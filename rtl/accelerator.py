@@ -72,6 +72,10 @@ __all__ = ["Accelerator", "psum_queue_tiles"]
 RESULT_QUEUE_DEPTH = 16
 #: Mask rows buffered at the mask port.
 MASK_QUEUE_DEPTH = 4
+#: Beats per tile from which the iCE40 profile keeps the rescaler's ring in block RAM:
+#: at T = 4 with one lane (16 beats) 2 block RAMs save 259 flip-flops and 209 logic
+#: cells of the UP5K; at T = 2 (4 beats) the flip-flop rows are 47 logic cells smaller.
+ICE40_RING_RAM_BEATS = 16
 
 
 def psum_queue_tiles(tile: int) -> int:
@@ -300,11 +304,13 @@ class Accelerator(wiring.Component):
         ReLU' and clip mask bits of each of its beats."""
         L = self._params.lanes
         # Its accumulators in LUT RAM, or in flip-flops on an iCE40, which has no LUT RAM;
-        # without the pipelining (the iCE40 profile) in a memory there too: yosys folds
-        # the ring's read-address register into a block RAM's read port (at T = 4 with
-        # one lane: 2 block RAMs for 259 flip-flops).
+        # without the pipelining (the iCE40 profile) and with a ring of at least
+        # ICE40_RING_RAM_BEATS beats, in a memory there too: yosys folds the ring's
+        # read-address register into a block RAM's read port.
         iCE40 = getattr(platform, "family", None) == "iCE40"
-        ring = "registers" if iCE40 and self._params.pipelined else "ram"
+        in_ram = not iCE40 or (not self._params.pipelined
+                               and self._params.beats_per_tile >= ICE40_RING_RAM_BEATS)
+        ring = "ram" if in_ram else "registers"
         m.submodules.rescaler = rescaler = TileRescaler(self._params, ring=ring)
         m.d.comb += [rescaler.psum_in.valid.eq(drain.beat.valid),
                      rescaler.psum_in.payload.eq(drain.beat.payload), rescaler.clear.eq(start("rescaler"))]

@@ -175,13 +175,14 @@ def test_reset_mid_gemm_then_clean_gemm():
     assert_matches(second, params, decode(second, params, got))
 
 
-@pytest.mark.parametrize("family,pipelined,ring", [
-    (None, True, "ram"), ("ecp5", True, "ram"), ("iCE40", True, "registers"),
-    ("iCE40", False, "ram")])
-def test_rescaler_ring_follows_the_platform(monkeypatch, family, pipelined, ring):
+@pytest.mark.parametrize("family,pipelined,lanes,ring", [
+    (None, True, None, "ram"), ("ecp5", True, None, "ram"), ("iCE40", True, None, "registers"),
+    ("iCE40", True, 1, "registers"), ("iCE40", False, None, "registers"),
+    ("iCE40", False, 1, "ram")])
+def test_rescaler_ring_follows_the_platform(monkeypatch, family, pipelined, lanes, ring):
     """The rescaler keeps its accumulators in LUT RAM, except on an iCE40 (no LUT RAM),
-    where they are flip-flop rows; without ``pipelined`` (the iCE40 profile) in a
-    memory there too (block RAM)."""
+    where they are flip-flop rows; without ``pipelined`` (the iCE40 profile) and a ring
+    of at least 16 beats (T = 4, one lane) in a memory there too (block RAM)."""
     made = []
 
     class Recording(TileRescaler):
@@ -191,5 +192,5 @@ def test_rescaler_ring_follows_the_platform(monkeypatch, family, pipelined, ring
 
     monkeypatch.setattr(accelerator, "TileRescaler", Recording)
     platform = None if family is None else SimpleNamespace(family=family)
-    Fragment.get(Accelerator(NibbleParams(tile=2, pipelined=pipelined)), platform)
+    Fragment.get(Accelerator(NibbleParams(tile=4, lanes=lanes, pipelined=pipelined)), platform)
     assert made == [ring]
