@@ -95,8 +95,10 @@ class Accelerator(wiring.Component):
     params : NibbleParams
         ``tile`` (T, the array edge), ``acc_bits``, ``lanes`` (L, elements per cycle
         of the output path: with L < T a psum row takes T / L cycles to drain, so a GEMM
-        takes about T / L times the cycles) and ``out_lanes`` (Q, of the output stages:
-        a finished tile takes T * T / Q cycles to leave them).
+        takes about T / L times the cycles), ``out_lanes`` (Q, of the output stages:
+        a finished tile takes T * T / Q cycles to leave them) and ``pipelined`` (False,
+        the iCE40 profile: the queues without output rings and the register slices as
+        wires; the same results, a few cycles less latency, longer paths).
 
     Attributes
     ----------
