@@ -99,12 +99,28 @@ def test_nibble_regress_fast_prints_table_and_json(tmp_path):
 
 @pytest.mark.parametrize("extra, message", [(["--waves"], "--cocotb"), (["-k", "edge_shapes"], "--cocotb"),
                                             (["--cocotb", "--scheduler", "tcp://x:1"], "pytest-xdist"),
-                                            (["--shard-gemms", "0"], "positive integer")])
+                                            (["--shard-gemms", "0"], "positive integer"),
+                                            (["--board", "de0nano"], "unknown board 'de0nano'"),
+                                            (["--cocotb", "--board", "icebreaker"], "fast harness")])
 def test_nibble_regress_rejects_options_of_the_other_engine(extra, message):
+    """(and an unknown --board)"""
     proc = subprocess.run([sys.executable, "-m", "nibble", "regress", "--size", "4", *extra],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) <= 2      # usage line + error at most
+
+
+def test_a_shard_at_a_boards_profile_runs_that_build_and_replays_it():
+    """``board``: the shard's parameters are the board's profile (the iCEBreaker's: one
+    lane, no stochastic rounding, not pipelined), its GEMMs match golden on that build,
+    and the replay command names the board."""
+    shard = FastShard(2, 18, 4, 30, True, "icebreaker")
+    p = shard.params
+    assert (p.tile, p.acc_bits, p.lanes, p.stochastic, p.pipelined) == (2, 18, 1, False, False)
+    assert FastShard(2, 18, 4, 30, True).params.pipelined
+    assert "--board icebreaker" in shard.replay()
+    out = run_fast_shard(shard)
+    assert out["failed"] == 0 and out["stats"]["gemms"] > 30
 
 
 def test_extreme_jobs_reach_the_top_accumulator_bits_in_every_role_and_variant():
