@@ -59,9 +59,9 @@ Fit check
     ulx3s       16            61045 (73 %)     routes in 31 minutes; 88.4 MHz, target
                                                missed (11a4f22, seed 1; 91.5 at 3bb81ba)
     icebreaker  2 (18, L=1)   7760 (147 %)     does not fit (packer; 2026-12-07)
-    icebreaker  2 (18, L=1)   8385 (159 %)     the profile, not pipelined: does not fit
-                                               (packer; 9559 pipelined, same day)
-    icebreaker  4 (19, L=1)   10853 (206 %)    the profile: does not fit (packer; 13229
+    icebreaker  2 (18, L=1)   8435 (160 %)     the profile, not pipelined: does not fit
+                                               (packer; 9622 pipelined, same day)
+    icebreaker  4 (19, L=1)   11144 (211 %)    the profile: does not fit (packer; 13518
                                                pipelined, same day)
     ==========  ============  ===============  ======================================
 
@@ -202,9 +202,9 @@ class Board:
 #: board's profile (one lane, no stochastic rounding, not pipelined): the ECP5 model's
 #: column and accumulator terms x 1.08 (the measured ratio of a T = 2, acc_bits 18 build
 #: of 2026-11-30), base and PE terms fitted exactly to nextpnr's packer counts of the
-#: profile at T = 2, acc_bits 18 (8385) and T = 4, acc_bits 19 (10853; 2026-12-07).
+#: profile at T = 2, acc_bits 18 (8435) and T = 4, acc_bits 19 (11144; 2026-12-07).
 _ECP5_MODEL = (4346, 739, 173.8, 26, 21)
-_ICE40_MODEL = (7492.2, 798.1, 201.4, 28.1, 22.7)
+_ICE40_MODEL = (7462.1, 798.1, 221.52, 28.1, 22.7)
 
 #: The early check refuses a build only when the estimate exceeds the device by this
 #: factor; closer calls go on to the exact checks (netlist after synthesis, nextpnr packing).
