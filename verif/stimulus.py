@@ -299,6 +299,15 @@ def threshold_jobs(rng: np.random.Generator, params: NibbleParams, count: int = 
     return jobs
 
 
+def _forward_shift(params: NibbleParams, tiles: int) -> int:
+    """The left shift of a forward GEMM's partial sums into its accumulators (uint4 A,
+    int4 B, ``tiles`` reduction tiles, every tile exponent 0): -out_exp by golden's rule."""
+    t = params.tile
+    a = QTensor(np.zeros((t, tiles * t), dtype=np.int64), np.zeros((1, tiles)), "uint4", t)
+    b = QTensor(np.zeros((tiles * t, t), dtype=np.int64), np.zeros((tiles, 1)), "int4", t)
+    return -int(out_exponents(a, b, params.acc_bits)[0, 0])
+
+
 #: Bits of a stochastic rounding decision's operand: d (in range, against 3u) is below
 #: 3 * 2**16, x (below G_0, against u) below 2**16.
 OPERAND_BITS = 17
@@ -349,9 +358,7 @@ def planted_jobs(rng: np.random.Generator, params: NibbleParams, rounds: int = 4
         return []
     t = params.tile
     k, n = 3 * t, 8 * t
-    probe = QTensor(np.zeros((k, t), dtype=np.int64), np.zeros((3, 1)), "int4", t)
-    top = -int(out_exponents(type(probe)(probe.codes.T, probe.exps.T, "uint4", t), probe,
-                             params.acc_bits)[0, 0])   # the first tile's shift, exponents 0
+    top = _forward_shift(params, 3)
     if top < 2 * _DIGIT:
         return []
     targets = [(below, bit, side) for below in (True, False) for bit in range(OPERAND_BITS)
@@ -478,10 +485,7 @@ def plateau_jobs(rng: np.random.Generator, params: NibbleParams) -> list[GemmJob
     t = params.tile
     pattern = -(-4 // t)                    # reduction tiles that hold the pattern
     k, m, n = (pattern + 1) * t, _PLATEAU_GROUPS * t, min(t, 4) * t
-    # the largest shift: the one with every exponent 0 (then out_exp = -shift)
-    probe = QTensor(np.zeros((k, t), dtype=np.int64), np.zeros((pattern + 1, 1)), "int4", t)
-    top = -int(out_exponents(probe.T.__class__(probe.codes.T, probe.exps.T, "uint4", t),
-                             probe, params.acc_bits)[0, 0])
+    top = _forward_shift(params, pattern + 1)    # the largest shift
     shifts = list(range(top + 1))
     duals = [i for i, (mode, rounding, _) in enumerate(OUTPUT_VARIANTS)
              if mode == "dual" and (params.stochastic or rounding != "stochastic")]
