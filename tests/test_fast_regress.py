@@ -202,3 +202,88 @@ def test_queued_gemms_are_batched_back_to_back_and_the_rest_alone():
     directed = directed_jobs(NibbleParams(tile=4), seed=1)
     runs = [len(b) for b in batches([mode for _, mode in directed])]
     assert max(runs) == 12 and runs.count(12) == 1    # the queued GEMMs in one call
+
+
+def test_plateau_jobs_put_one_maximum_per_tile_on_the_exponent_boundary_at_every_shift():
+    """Every output tile's largest magnitude is in one element only and is qmax * 2**j
+    (15 for uint4 and dual, 7 for int4: the requantizer's exponent boundary), the others
+    within a few hundred (times the shift) of it; each mode visits every shift from 0 to
+    the largest with its maximum in every lane (T = 4), and T = 2 builds too."""
+    import numpy as np
+
+    from golden.gemm import tiled_gemm
+    from golden.params import NibbleParams
+    from verif.stimulus import PLATEAU_OUTPUTS, plateau_jobs
+
+    for t in (2, 4):
+        params = NibbleParams(tile=t)
+        jobs = plateau_jobs(np.random.default_rng(1), params)
+        per_mode = len(jobs) // len(PLATEAU_OUTPUTS)
+        for index, job in enumerate(jobs):
+            mode, kind, peak = PLATEAU_OUTPUTS[index // per_mode]
+            assert job.out.mode == ("fp4" if mode == "dual" else "int")
+            assert job.out.dual == (mode == "dual") and job.out.mask is None
+            acc = np.abs(tiled_gemm(job.a_op, job.b_op, acc_bits=params.acc_bits).acc)
+            seen = set()
+            for i in range(0, acc.shape[0], t):
+                for j in range(0, acc.shape[1], t):
+                    tile = acc[i:i + t, j:j + t]
+                    top = int(tile.max())
+                    shift = top.bit_length() - peak.bit_length()
+                    assert top == peak << shift and (tile == top).sum() == 1
+                    assert tile.min() >= (peak - 400) << shift
+                    seen.add((shift, int(np.argmax(tile)) % t))
+            if t == 4 and index % per_mode == 0:
+                shifts = {s for s, _ in seen}
+                assert min(shifts) == 0
+        if t == 4:
+            lanes = {}
+            for job in jobs[:per_mode]:
+                acc = np.abs(tiled_gemm(job.a_op, job.b_op, acc_bits=params.acc_bits).acc)
+                for i in range(0, acc.shape[0], t):
+                    for j in range(0, acc.shape[1], t):
+                        tile = acc[i:i + t, j:j + t]
+                        shift = int(tile.max()).bit_length() - 8
+                        lanes.setdefault(shift, set()).add(int(np.argmax(tile)) % t)
+            assert sorted(lanes) == list(range(len(lanes))) and len(lanes) >= 20
+            assert all(v == set(range(t)) for v in lanes.values())
+
+
+def test_planted_jobs_put_decisions_on_every_low_bit_threshold_in_every_lane():
+    """Over the GEMMs of each planted setting (dual or not, phase), every lane has, at
+    the planted phase, decisions within 2**b of their threshold on both sides for
+    b = 0..3, below G_0 (x < 2**16) and in range, and some exactly on it; a random seed
+    gives one within 2 of its threshold about once in 10**5 elements."""
+    import numpy as np
+
+    from golden.formats import stochastic_margins
+    from golden.gemm import tiled_gemm
+    from golden.params import NibbleParams
+    from golden.xorshift import element_words, phase_bits
+    from verif.stimulus import PLANT_SETTINGS, planted_jobs
+
+    params = NibbleParams(tile=4)
+    jobs = planted_jobs(np.random.default_rng(1), params)
+    rounds = len(jobs) // len(PLANT_SETTINGS)
+    assert len(jobs) == 4 * len(PLANT_SETTINGS)
+    for setting, (dual, phase) in enumerate(PLANT_SETTINGS):
+        margins, belows = [], []
+        for job in jobs[setting * rounds:(setting + 1) * rounds]:
+            out = job.out
+            assert out.rounding == "stochastic" and out.dual == dual and out.ext_exp is not None
+            assert out.phase == (0 if dual else phase)
+            result = tiled_gemm(job.a_op, job.b_op, acc_bits=params.acc_bits)
+            rand = phase_bits(element_words(out.seed, result.acc.shape, 4), phase)
+            margins.append(stochastic_margins(result.value(), 4, phase, rand, out.ext_exp)[:2])
+            # the planted rows' accumulators are X * 2**8: X < 2**16 below G_0
+            belows.append(np.abs(result.acc[:2]) < 1 << 24)
+            assert (np.abs(result.acc[:2]) < 1 << 26).all() and not result.acc[2:].any()
+        margin, below = np.hstack(margins), np.hstack(belows)
+        for lane in range(4):
+            m, b = margin[:, lane::4], below[:, lane::4]
+            for region in (b, ~b):
+                for bit in range(4):
+                    width = 1 << bit
+                    assert ((m > 0) & (m <= width) & region).any(), (setting, lane, bit)
+                    assert ((m > -width) & (m <= 0) & region).any(), (setting, lane, bit)
+    assert planted_jobs(np.random.default_rng(1), NibbleParams(tile=4, stochastic=False)) == []

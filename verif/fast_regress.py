@@ -15,7 +15,11 @@ queue and credit pool behind the array fills) and GEMMs on largest-magnitude ope
 every role and output variant (:func:`verif.stimulus.extreme_jobs`) and large GEMMs in
 every stochastic-rounding variant (:func:`verif.stimulus.stochastic_jobs`), and
 stochastic GEMMs whose seeds put rounding decisions on their thresholds
-(:func:`verif.stimulus.threshold_jobs`), so shard ``s`` of a campaign and a lone run with ``--seed s`` draw
+(:func:`verif.stimulus.threshold_jobs`), GEMMs whose queued commands wait behind each
+other (:func:`verif.stimulus.queued_jobs`), tiles of near-equal elements with one maximum
+on the requantizer's exponent boundary at every shift (:func:`verif.stimulus.plateau_jobs`)
+and stochastic GEMMs whose elements are built to decisions on a threshold of every
+operand bit, below G_0 and in range (:func:`verif.stimulus.planted_jobs`), so shard ``s`` of a campaign and a lone run with ``--seed s`` draw
 the same random GEMMs: a failure's replay line is exact. Shards are independent and
 picklable: :func:`verif.campaign.run_tasks` runs them in this process, on a local dask
 cluster or on a remote one.
@@ -31,8 +35,8 @@ import numpy as np
 from golden.params import NibbleParams
 
 from .stimulus import (GEMM_ROLES, OUTPUT_VARIANTS, backpressure_jobs, edge_jobs,
-                       extreme_jobs, queued_jobs, random_job, stochastic_jobs,
-                       threshold_jobs)
+                       extreme_jobs, planted_jobs, plateau_jobs, queued_jobs, random_job,
+                       stochastic_jobs, threshold_jobs)
 
 __all__ = ["FastShard", "plan_fast", "run_fast_shard", "STALL_PROBABILITY", "STALL_MODES",
            "directed_jobs", "set_stalls", "batches", "QUEUED"]
@@ -148,15 +152,19 @@ def directed_jobs(params: NibbleParams, seed: int) -> list:
     """[(job, stall mode)]: the edge shapes with random stalls, the backpressure GEMMs
     with a slow consumer, the largest-magnitude operands in every role and output
     variant, large stochastic-rounding GEMMs, stochastic GEMMs with decisions on their
-    thresholds and GEMMs whose commands queue behind each other, from a stimulus stream
-    of their own."""
+    thresholds, GEMMs whose commands queue behind each other, plateau tiles (near-ties
+    at every shift, maxima on the exponent boundary) and stochastic GEMMs with decisions
+    planted on every operand bit's threshold, from a stimulus stream of their own (the
+    later families after the earlier ones, so adding one leaves those as they were)."""
     rng = np.random.default_rng([seed, 1])
     return ([(job, "random") for job in edge_jobs(rng, params.tile)]
             + [(job, "backpressure") for job in backpressure_jobs(rng, params)]
             + [(job, "none") for job in extreme_jobs(rng, params)]
             + [(job, "none") for job in stochastic_jobs(rng, params)]
             + [(job, "none") for job in threshold_jobs(rng, params)]
-            + [(job, QUEUED) for job in queued_jobs(rng, params)])
+            + [(job, QUEUED) for job in queued_jobs(rng, params)]
+            + [(job, "none") for job in plateau_jobs(rng, params)]
+            + [(job, "none") for job in planted_jobs(rng, params)])
 
 
 def batches(modes) -> list:
