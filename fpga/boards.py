@@ -59,10 +59,18 @@ Fit check
     ulx3s       16            61045 (73 %)     routes in 31 minutes; 88.4 MHz, target
                                                missed (11a4f22, seed 1; 91.5 at 3bb81ba)
     icebreaker  2 (18, L=1)   7760 (147 %)     does not fit (packer; 2026-12-07)
+    icebreaker  2 (18, L=1)   8435 (160 %)     the profile, not pipelined: does not fit
+                                               (packer; 9622 pipelined, same day)
+    icebreaker  4 (19, L=1)   11144 (211 %)    the profile: does not fit (packer; 13518
+                                               pipelined, same day)
     ==========  ============  ===============  ======================================
 
     Since the output path was pipelined for 100 MHz on the ECP5 boards, no size fits the
-    iCE40UP5K: its pipeline registers do not share logic cells with LUTs.
+    iCE40UP5K: most of its flip-flops are fed by other flip-flops and take a logic cell
+    each. The board's profile (``default_pipelined`` False: no queue rings, register
+    slices or tile-sum delay lines; the rescaler's ring in block RAM from 16 beats per
+    tile) takes 1,174 cells off T = 2 and 2,376 off T = 4; the rest is the fixed part of
+    the top (docs/boards.md has the cells per unit).
 """
 
 from __future__ import annotations
@@ -130,6 +138,11 @@ class Board:
         ``NibbleParams.stochastic`` when ``nibble synth`` is given neither
         ``--stochastic`` nor ``--no-stochastic``: False where the log4 unit's stochastic
         rounding does not fit beside the rest (the 25F and the UP5K).
+    default_pipelined : bool
+        ``NibbleParams.pipelined`` when ``nibble synth`` is given neither
+        ``--pipelined`` nor ``--no-pipelined``: False on the iCE40, whose 30 MHz target
+        needs none of the register stages the ECP5 boards' 100 MHz does, and whose
+        logic cells each hold one flip-flop beside one LUT.
     global_reset : bool
         The core's reset goes through a global network (:func:`global_buffer`). Off on
         the OrangeCrab's 25F: with the PLL's clock on a DCC, nextpnr's router2 found no
@@ -154,9 +167,11 @@ class Board:
     global_reset: bool = True
     default_stochastic: bool = True
     default_out_lanes: dict = field(default_factory=dict)
+    default_pipelined: bool = True
 
     def params(self, tile: int, acc_bits: int = 32, lanes: int | None = None,
-               out_lanes: int | None = None, stochastic: bool | None = None):
+               out_lanes: int | None = None, stochastic: bool | None = None,
+               pipelined: bool | None = None):
         """The :class:`golden.params.NibbleParams` ``nibble synth`` builds on this board:
         the values given, the board's defaults for those left None (``out_lanes``: the
         board's for the size, never above the lanes)."""
@@ -164,8 +179,9 @@ class Board:
         if out_lanes is None and tile in self.default_out_lanes:
             out_lanes = min(self.default_out_lanes[tile], tile if lanes is None else lanes)
         stochastic = self.default_stochastic if stochastic is None else stochastic
+        pipelined = self.default_pipelined if pipelined is None else pipelined
         return NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes, out_lanes=out_lanes,
-                            stochastic=stochastic)
+                            stochastic=stochastic, pipelined=pipelined)
 
     def make_platform(self):
         """A fresh platform instance (resources added for OrangeCrab's UART)."""
@@ -182,10 +198,13 @@ class Board:
 #: (base, per column, per PE, per accumulator bit, per accumulator bit and column).
 #: ECP5 (TRELLIS_COMB): fitted exactly to the measured T = 4, 8, 16 builds at acc_bits 32
 #: (10083, 21381, 60661 cells); the accumulator terms from yosys LUT4 counts of the whole
-#: HostBridge at T = 2 and 4 with acc_bits 32 against 18/19. iCE40 (ICESTORM_LC): the ECP5
-#: model x 1.08, the measured ratio of the T = 2, acc_bits 18 build (6012 LCs).
+#: HostBridge at T = 2 and 4 with acc_bits 32 against 18/19. iCE40 (ICESTORM_LC), the
+#: board's profile (one lane, no stochastic rounding, not pipelined): the ECP5 model's
+#: column and accumulator terms x 1.08 (the measured ratio of a T = 2, acc_bits 18 build
+#: of 2026-11-30), base and PE terms fitted exactly to nextpnr's packer counts of the
+#: profile at T = 2, acc_bits 18 (8435) and T = 4, acc_bits 19 (11144; 2026-12-07).
 _ECP5_MODEL = (4346, 739, 173.8, 26, 21)
-_ICE40_MODEL = tuple(round(1.08 * x, 1) for x in _ECP5_MODEL)
+_ICE40_MODEL = (7462.1, 798.1, 221.52, 28.1, 22.7)
 
 #: The early check refuses a build only when the estimate exceeds the device by this
 #: factor; closer calls go on to the exact checks (netlist after synthesis, nextpnr packing).
@@ -212,7 +231,7 @@ BOARDS = {
         name="icebreaker", platform=ICEBreakerPlatform, family="ice40", device="iCE40UP5K",
         osc_mhz=12.0, default_mhz=20.0, uart=("uart", 0), reset=("button", 0),
         luts=5280, ffs=5280, brams=30, dsps=8, lut_model=_ICE40_MODEL, default_lanes=1,
-        default_stochastic=False),
+        default_stochastic=False, default_pipelined=False),
 }
 
 
@@ -236,13 +255,13 @@ def estimate_luts(board: Board, tile: int, acc_bits: int = 32, lanes: int | None
     with L = ``lanes`` (default T) and the board family's calibrated numbers
     (``board.lut_model``). The PE term is the array; the column term is mostly the output
     path (rescaler, requantizer, log4 quantizer), L elements wide; the base is the host
-    bridge, the FIFOs and the controller. Fitted to full-width builds (L = T), within
-    about 5 % of each; with L < T it can err either way (5531 against 5191 measured at
-    T = 2, acc_bits 18, L = 1; 7834 against 8154 at T = 4, acc_bits 19, L = 1). Since the
-    output path was pipelined (issue 12) it underestimates by 4 to 18 % (21381 against
-    24533 at ULX3S T = 8; 60662 against 63456 at T = 16; 5531 against 6750 on the UP5K at
-    T = 2), so it refuses late, never wrongly; a refit belongs with issue 16. Used only
-    to refuse hopeless builds before any tool runs (see :data:`EARLY_MARGIN`)."""
+    bridge, the FIFOs and the controller. ECP5: fitted to full-width builds (L = T),
+    within about 5 % of each; since the output path was pipelined (issue 12) it
+    underestimates by 4 to 18 % (21381 against 24533 at ULX3S T = 8; 60662 against 63456
+    at T = 16), so it refuses late, never wrongly. iCE40: fitted to the board's profile
+    with one lane (exact at T = 2 and 4); a build with ``--pipelined`` or more lanes is
+    larger. Used only to refuse hopeless builds before any tool runs (see
+    :data:`EARLY_MARGIN`)."""
     base, per_col, per_pe, per_bit, per_bit_col = board.lut_model
     lanes = tile if lanes is None else lanes
     return int(base + per_col * lanes + per_pe * tile * tile

@@ -368,12 +368,13 @@ def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None =
         b = get_board(board)
     except ValueError as e:
         raise SynthError(str(e)) from None
-    check_fit(params, b)
     top = _make_top(params, b, freq_mhz, baud, unit)
     target = b.default_mhz if freq_mhz is None else float(freq_mhz)
     out = Path(out_dir).resolve()
-    bitstream = _fresh_dir(out, b)
+    # (the profile first, so a refused build says which one it was)
     progress(_headline(params, b, top, unit, seed, out))
+    check_fit(params, b)
+    bitstream = _fresh_dir(out, b)
 
     stage_seconds = {}
     t0 = time.perf_counter()
@@ -396,7 +397,7 @@ def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None =
 
 #: The order of report.json's fields.
 _REPORT_ORDER = ("board", "unit", "device", "size", "acc_bits", "lanes", "out_lanes", "stochastic",
-                 "luts",
+                 "pipelined", "luts",
                  "luts_available",
                  "ffs", "dsps", "brams", "fmax_mhz", "target_mhz", "clock_mhz", "timing_met",
                  "peak_gmacs", "critical_path", "late_endpoints", "bitstream", "seed", "baud",
@@ -410,6 +411,7 @@ def _headline(params: NibbleParams, b, top, unit, seed: int, out: Path) -> str:
     what = "" if unit is None else f"unit {unit} alone, "
     return (f"nibble synth: {what}{b.name} ({b.device}), T={params.tile}, acc_bits={params.acc_bits}, "
             f"lanes={params.lanes}, out_lanes={params.out_lanes}, stochastic rounding {'built' if params.stochastic else 'left out'}, "
+            f"{'pipelined' if params.pipelined else 'not pipelined (slow-clock profile)'}, "
             f"clock {clock_text}, seed {seed} -> {out}")
 
 
@@ -426,6 +428,7 @@ def _report(params: NibbleParams, b, top, unit, pnr: dict, cells: dict, *, targe
         "lanes": params.lanes,
         "out_lanes": params.out_lanes,
         "stochastic": params.stochastic,
+        "pipelined": params.pipelined,
         **_pnr_figures(pnr, params, b, top, cells),
         "target_mhz": target,
         "bitstream": str(bitstream),

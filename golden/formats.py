@@ -81,7 +81,7 @@ from .params import EXP_MAX, EXP_MIN, check_tile
 from .xorshift import RAND_BITS, check_seed, element_words, phase_bits
 
 __all__ = ["KINDS", "STUDY_KINDS", "ROUNDINGS", "QTensor", "quantize", "element_values",
-           "fp4_values", "tile_view", "tile_amax", "check_matrix"]
+           "fp4_values", "tile_view", "tile_amax", "check_matrix", "stochastic_margins"]
 
 #: Kinds the hardware implements.
 KINDS = ("int4", "uint4", "fp4")
@@ -171,10 +171,10 @@ def _fp_exps(amax: np.ndarray, step: int) -> np.ndarray:
     return np.where(amax > 0, np.clip(exps, EXP_MIN, EXP_MAX), EXP_MIN)
 
 
-def _stochastic_k(safe, r, k0, base, step, rand):
-    """k of stochastic rounding (module docstring): up from k0 with probability
-    (v - G_k0) / ((2**step - 1) G_k0), or from 0 to G_0 below G_0; ``rand`` holds each
-    element's RAND_BITS-bit uniform integer."""
+def _stochastic_margin(safe, r, k0, base, step, rand):
+    """Each element's margin of stochastic rounding (module docstring): d - (2**step - 1)
+    u in range, x - u below G_0; it rounds up exactly when the margin is positive.
+    ``rand`` (each element's RAND_BITS-bit uniform integer) may carry leading axes."""
     below = r < 0                                          # v < G_0: between 0 and G_0
     low = np.where(below, 0, np.clip(k0, 0, FP4_TOP_K))   # the lower grid point's k
     # x = floor(v * 2**R / G_low): v / G_low < 2**step, so x < 2**(R + step), exact in
@@ -182,10 +182,39 @@ def _stochastic_k(safe, r, k0, base, step, rand):
     with np.errstate(over="ignore"):
         x = np.floor(np.ldexp(safe, (RAND_BITS - (step * low + base)).astype(np.int32)))
     x = np.where(k0 >= FP4_TOP_K, 0.0, x).astype(np.int64)
-    up_in_range = ((1 << step) - 1) * rand < x - (1 << RAND_BITS)
-    up_below = rand < x
-    k = np.where(below, np.where(up_below, 0, -1), k0 + up_in_range)
+    return np.where(below, x - rand, x - (1 << RAND_BITS) - ((1 << step) - 1) * rand)
+
+
+def _stochastic_k(safe, r, k0, base, step, rand):
+    """k of stochastic rounding (module docstring): up from k0 with probability
+    (v - G_k0) / ((2**step - 1) G_k0), or from 0 to G_0 below G_0; ``rand`` holds each
+    element's RAND_BITS-bit uniform integer."""
+    up = _stochastic_margin(safe, r, k0, base, step, rand) > 0
+    k = np.where(r < 0, np.where(up, 0, -1), k0 + up)
     return np.where(k0 >= FP4_TOP_K, FP4_TOP_K, k)
+
+
+def stochastic_margins(x, tile: int, phase: int, rand, exps=None) -> np.ndarray:
+    """The margin of each element's stochastic FP4 rounding decision (as
+    :func:`quantize` with ``kind="fp4", rounding="stochastic"`` takes it, with the random
+    integers ``rand`` instead of a seed's): d - 3u for an element in range, x - u below
+    G_0 (module docstring); the element rounds up exactly when its margin is positive.
+    A margin of 0 or 1 is a decision on its threshold: one unit more or less of d, x or
+    3u turns it. ``rand`` has x's shape, or leading axes more (one set of words per
+    leading index). Zero and saturating elements, which draw no decision, get None's
+    stand-in: the int64 minimum."""
+    x = check_matrix(x)
+    tile = check_tile(tile)
+    phase = _check_phase(phase, "fp4")
+    tile_exps = (_fp_exps(tile_amax(np.abs(x), tile), 2) if exps is None
+                 else _tile_exps_override(exps, x.shape, tile))
+    base = phase + _expand(tile_exps, tile, x.shape)
+    v = np.abs(x)
+    safe = np.where(v > 0, v, 1.0)
+    r = _floor_log2(safe) - base
+    k0 = np.floor_divide(r, 2)
+    margin = _stochastic_margin(safe, r, k0, base, 2, np.asarray(rand, dtype=np.int64))
+    return np.where((v > 0) & (k0 < FP4_TOP_K), margin, np.iinfo(np.int64).min)
 
 
 def _fp_encode(x: np.ndarray, e_full: np.ndarray, step: int, phase: int, rounding: str,

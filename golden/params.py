@@ -75,6 +75,14 @@ class NibbleParams:
         of the unit, which a full FPGA may not have room for. Without it, a command for
         stochastic rounding is refused (the hardware) and a job that asks for it is a
         ``ValueError`` (:func:`wire.gemm_protocol.check_job`). Golden ignores it.
+    pipelined : bool
+        Build the register stages that exist only for timing on a fast clock (True, the
+        default: the ECP5 boards at 100 MHz), or leave them out (False: the iCE40
+        profile, 30 MHz), where every register costs a logic cell of its own: the
+        queues' output rings (:class:`rtl.queue.StreamQueue` with ``read_stages=0``),
+        the register slices on the accelerator's internal streams, and the log4 unit's
+        delay lines of its tile sums. Fewer cycles of latency, the same results: golden
+        ignores it.
     """
 
     tile: int = 8
@@ -82,6 +90,7 @@ class NibbleParams:
     lanes: int | None = None
     stochastic: bool = True
     out_lanes: int | None = None
+    pipelined: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "tile", check_tile(self.tile))
@@ -111,6 +120,8 @@ class NibbleParams:
         object.__setattr__(self, "out_lanes", out_lanes)
         if not isinstance(self.stochastic, bool):
             raise ValueError(f"stochastic must be True or False, got {self.stochastic!r}")
+        if not isinstance(self.pipelined, bool):
+            raise ValueError(f"pipelined must be True or False, got {self.pipelined!r}")
 
     @property
     def psum_bits(self) -> int:

@@ -102,24 +102,28 @@ def column_states(seed, tile: int) -> np.ndarray:
 
 def column_words(seed, tile: int, steps: int) -> np.ndarray:
     """The first ``steps`` output words of each column's generator, uint32 (steps, T):
-    row s is every generator's output at its (s + 1)-th step."""
-    states = column_states(seed, tile)
-    out = np.empty((steps, tile), dtype=np.uint32)
+    row s is every generator's output at its (s + 1)-th step. ``seed`` may be a
+    sequence of seeds: then one such array per seed, (len(seed), steps, T)."""
+    many = np.ndim(seed) > 0
+    states = (np.stack([column_states(int(s), tile) for s in seed]) if many
+              else column_states(seed, tile))
+    out = np.empty((steps, *states.shape), dtype=np.uint32)
     for s in range(steps):
         states = step(states)
         out[s] = states
-    return out
+    return np.moveaxis(out, 0, -2) if many else out
 
 
 def element_words(seed, shape, tile: int) -> np.ndarray:
     """The 32-bit word each element of a (M, N) result gets, in the order of the module
-    docstring (uint32, shape ``shape``)."""
+    docstring (uint32, shape ``shape``; (len(seed), M, N) for a sequence of seeds)."""
     m, n = shape
     tile = check_tile(tile)
     mt, nt = -(-m // tile), -(-n // tile)
     words = column_words(seed, tile, mt * nt * tile)           # (tile i, tile j, row) x column
-    words = words.reshape(mt, nt, tile, tile).transpose(0, 2, 1, 3).reshape(mt * tile, nt * tile)
-    return words[:m, :n]
+    lead = words.shape[:-2]
+    words = words.reshape(*lead, mt, nt, tile, tile).swapaxes(-3, -2)
+    return words.reshape(*lead, mt * tile, nt * tile)[..., :m, :n]
 
 
 def phase_bits(words: np.ndarray, phase: int) -> np.ndarray:

@@ -176,16 +176,21 @@ def _mutate(docs):
     kills = ", ".join(f"{how} {n}" for how, n in sorted(r["killed_by"].items()))
     survivors = "\n".join(f"- [{s['unit']}] `{s['cell']}` port {s['port']} bit {s['portbit']}, "
                           f"{s['mode']}" + (f" (wire `{s['wire']}`)" if s.get("wire") else "")
+                          + (f"; prover: {s['prover']['detail']}" if s.get("prover") else "")
                           for s in r["survivors"])
+    proving = (" Every survivor went to the prover (`--prove`: yosys on the mutated unit's "
+               "cone); the ones it proved equivalent are not counted." if r.get("prove") else "")
     text = (f"T = {r['tile']}, acc_bits {r['acc_bits']}: {r['count']} mutations (seed "
             f"{r['seed']}), a regression of {r['regression_gemms']} GEMMs per mutant, "
             f"{r['wall_seconds'] / 60:.1f} min wall on {r['jobs']} job(s). Killed by: {kills}."
-            f"\n\n{mutation_table(r)}\n\nSurvivors (not yet classified as equivalent or a "
-            f"test gap):\n\n{survivors}")
+            f"{proving}\n\n{mutation_table(r)}\n\nSurvivors (neither killed nor proven "
+            f"equivalent):\n\n{survivors or '(none)'}")
     if r.get("equivalent"):
-        text += ("\n\nShown equivalent (`docs/mutate_equivalent.json`), not counted:\n\n"
-                 + "\n".join(f"- [{e['unit']}] `{e['command'].split(' -cell ')[1].split()[0]}`: "
-                             f"{e['reason']}" for e in r["equivalent"]))
+        text += ("\n\nEquivalent, not counted (proven by the solver, or argued by hand in "
+                 "`docs/mutate_equivalent.json` where it could not decide):\n\n"
+                 + "\n".join(f"- [{e['unit']}] `{e['command'].split(' -cell ')[1].split()[0]}` "
+                             f"({e.get('proof', 'hand')}): {e['reason']}"
+                             for e in r["equivalent"]))
     return text
 
 
@@ -342,7 +347,7 @@ only where none was cached.
         "Mutation score",
         "`nibble mutate`: how many sampled netlist mutations of `nibble_top` the fast "
         "regression tells from the design (YosysHQ MCY's flow; `verif/mutation.py`).",
-        (Source("mutate_t4.json", "nibble mutate --size 4 --count 200 --equivalent "
+        (Source("mutate_t4.json", "nibble mutate --size 4 --count 200 --prove --equivalent "
                 "docs/mutate_equivalent.json --json docs/mutate_t4.json", _mutate),)),
     Section(
         "Test suite run time",

@@ -72,6 +72,10 @@ __all__ = ["Accelerator", "psum_queue_tiles"]
 RESULT_QUEUE_DEPTH = 16
 #: Mask rows buffered at the mask port.
 MASK_QUEUE_DEPTH = 4
+#: Beats per tile from which the iCE40 profile keeps the rescaler's ring in block RAM:
+#: at T = 4 with one lane (16 beats) 2 block RAMs save 259 flip-flops and 209 logic
+#: cells of the UP5K; at T = 2 (4 beats) the flip-flop rows are 47 logic cells smaller.
+ICE40_RING_RAM_BEATS = 16
 
 
 def psum_queue_tiles(tile: int) -> int:
@@ -91,8 +95,10 @@ class Accelerator(wiring.Component):
     params : NibbleParams
         ``tile`` (T, the array edge), ``acc_bits``, ``lanes`` (L, elements per cycle
         of the output path: with L < T a psum row takes T / L cycles to drain, so a GEMM
-        takes about T / L times the cycles) and ``out_lanes`` (Q, of the output stages:
-        a finished tile takes T * T / Q cycles to leave them).
+        takes about T / L times the cycles), ``out_lanes`` (Q, of the output stages:
+        a finished tile takes T * T / Q cycles to leave them) and ``pipelined`` (False,
+        the iCE40 profile: the queues without output rings and the register slices as
+        wires; the same results, a few cycles less latency, longer paths).
 
     Attributes
     ----------
@@ -165,14 +171,11 @@ class Accelerator(wiring.Component):
         m.submodules.gather = gather = ResultGather(p.out_params)
         # The result queue's head is a four-way multiplexer of its ring: through a
         # register slice, so the gather's row multiplexer starts at flip-flops.
-        m.submodules.beat_slice = beat_cut = RegisterSlice(out_beat_layout(p.out_params))
-        wiring.connect(m, out.r, beat_cut.w)
-        wiring.connect(m, beat_cut.r, gather.beats)
+        self._cut(m, "beat_slice", out_beat_layout(p.out_params), out.r, gather.beats)
         # The result leaves through a register slice: the host side may sit far away
         # on the die, and the gather's payload is a multiplexer of the result queue.
-        m.submodules.result_slice = cut = RegisterSlice(result_layout(p))
-        wiring.connect(m, gather.result, cut.w)
-        wiring.connect(m, cut.r, wiring.flipped(self.result))
+        self._cut(m, "result_slice", result_layout(p), gather.result,
+                  wiring.flipped(self.result))
         m.d.comb += [gather.start.eq(start("gather")), gather.cmd.eq(cmd),
                      gather.saturated.eq(rescaler.saturated)]
         with m.If(gather.done):
@@ -194,9 +197,8 @@ class Accelerator(wiring.Component):
         # The operand rows come from the host side, which may sit far away on the die:
         # through a register slice each, so the buffers' row enables start at registers.
         for port, buf in (("a_codes", buf_a), ("b_codes", buf_b)):
-            m.submodules[f"{port}_slice"] = cut = RegisterSlice(operand_row_layout(p))
-            wiring.connect(m, wiring.flipped(getattr(self, port)), cut.w)
-            wiring.connect(m, cut.r, buf.load)
+            self._cut(m, f"{port}_slice", operand_row_layout(p),
+                      wiring.flipped(getattr(self, port)), buf.load)
         m.submodules.feeder = feeder = Feeder(p)
         m.submodules.array = array = SystolicArray(p)
         m.d.comb += [
@@ -215,14 +217,18 @@ class Accelerator(wiring.Component):
         # (two read stages: a block RAM's 5.8 ns clock-to-out and the route to the ring
         # were a 10.5 ns path on the ULX3S 16x16 at 11a4f22)
         m.submodules.psum_queue = psum_queue = StreamQueue(
-            psum_row_layout(p), self.psum_tiles * p.tile, credited=True, read_stages=2)
+            psum_row_layout(p), self.psum_tiles * p.tile, credited=True,
+            read_stages=2 if p.pipelined else 0)
         m.submodules.psum_credits = psum_credits = Credits(self.psum_tiles)
         m.d.comb += [psum_queue.w.valid.eq(array.psum.valid),
                      psum_queue.w.payload.eq(array.psum.payload),
                      feeder.credit.eq(psum_credits.ok), psum_credits.take.eq(feeder.take_credit)]
 
-        m.submodules.mask_queue = mask_queue = StreamQueue(mask_row_layout(p), MASK_QUEUE_DEPTH,
-                                                           credited=False)
+        # (without the pipelining, for the iCE40, in flip-flops: its 2T x 4 bits would
+        # take one of the UP5K's 30 block RAMs, which the rescaler's ring needs)
+        m.submodules.mask_queue = mask_queue = StreamQueue(
+            mask_row_layout(p), MASK_QUEUE_DEPTH, credited=False,
+            read_stages=1 if p.pipelined else 0, registers=not p.pipelined)
         wiring.connect(m, wiring.flipped(self.mask), mask_queue.w)
         m.submodules.drain = drain = PsumDrain(p)
         wiring.connect(m, psum_queue.r, drain.psum)
@@ -277,7 +283,7 @@ class Accelerator(wiring.Component):
         # df084b0)
         m.submodules.results = results = StreamQueue(out_beat_layout(q), RESULT_QUEUE_DEPTH,
                                                       credited=True, lut_ram=True,
-                                                      read_stages=2)
+                                                      read_stages=2 if p.pipelined else 0)
         m.submodules.out_credits = out_credits = Credits(results.capacity)
         # (a unit takes a credit only in its own mode: its ``credit`` input is gated)
         unit_take = requant.take_credit | log4.take_credit
@@ -299,8 +305,14 @@ class Accelerator(wiring.Component):
         as many cycles as it takes. Returns the rescaler, its output stream and the
         ReLU' and clip mask bits of each of its beats."""
         L = self._params.lanes
-        # Its accumulators in LUT RAM, or in flip-flops on an iCE40, which has no LUT RAM.
-        ring = "registers" if getattr(platform, "family", None) == "iCE40" else "ram"
+        # Its accumulators in LUT RAM, or in flip-flops on an iCE40, which has no LUT RAM;
+        # without the pipelining (the iCE40 profile) and with a ring of at least
+        # ICE40_RING_RAM_BEATS beats, in a memory there too: yosys folds the ring's
+        # read-address register into a block RAM's read port.
+        iCE40 = getattr(platform, "family", None) == "iCE40"
+        in_ram = not iCE40 or (not self._params.pipelined
+                               and self._params.beats_per_tile >= ICE40_RING_RAM_BEATS)
+        ring = "ram" if in_ram else "registers"
         m.submodules.rescaler = rescaler = TileRescaler(self._params, ring=ring)
         m.d.comb += [rescaler.psum_in.valid.eq(drain.beat.valid),
                      rescaler.psum_in.payload.eq(drain.beat.payload), rescaler.clear.eq(start("rescaler"))]
@@ -370,6 +382,17 @@ class Accelerator(wiring.Component):
         m.d.sync += [log4_valid.eq(acc.valid & fp4_mode), log4.acc_in.valid.eq(log4_valid)]
 
         return requant, log4
+
+    def _cut(self, m, name, shape, src, dst):
+        """Stream ``src`` into ``dst`` through a :class:`rtl.queue.RegisterSlice` called
+        ``name`` (both sides' valid, payload and ready from flip-flops), or straight
+        without ``NibbleParams.pipelined``."""
+        if not self._params.pipelined:
+            wiring.connect(m, src, dst)
+            return
+        m.submodules[name] = cut = RegisterSlice(shape)
+        wiring.connect(m, src, cut.w)
+        wiring.connect(m, cut.r, dst)
 
     @staticmethod
     def _lane_copies(m, bits, name):

@@ -58,7 +58,8 @@ class ExponentPrefetch(wiring.Component):
     s : Out(QueueRead(signed(S_BITS)))
         s_t, one per reduction tile, in tile order (the read side of a
         :class:`rtl.queue.Queue`, through a :class:`rtl.queue.RegisterSlice`: ``rdy``
-        and ``data`` are registers).
+        and ``data`` are registers; without ``NibbleParams.pipelined``, the queue's own
+        read side).
     out_exp : Out(QueueRead(signed(OUT_EXP_BITS)))
         out_exp, one per output tile, in tile order.
     fault : Out(1)
@@ -90,6 +91,9 @@ class ExponentPrefetch(wiring.Component):
         # Each queue's head leaves through a register slice (the queue's memory output is
         # slow, and its reader, the drain, may sit far away).
         for name, queue, port in (("s", s_queue, self.s), ("out_exp", oe_queue, self.out_exp)):
+            if not self._params.pipelined:       # (the slow-clock profile: no slice)
+                wiring.connect(m, queue.r, wiring.flipped(port))
+                continue
             m.submodules[f"{name}_slice"] = cut = RegisterSlice(queue.r.data.shape())
             m.d.comb += [cut.w.valid.eq(queue.r.rdy), cut.w.payload.eq(queue.r.data),
                          queue.r.en.eq(cut.w.ready & queue.r.rdy),

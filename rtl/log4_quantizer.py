@@ -394,9 +394,30 @@ class Log4Quantizer(wiring.Component):
                          first.eq(last)]
         # A tile's totals are in the running registers 2 + levels cycles after its last
         # beat came in; the finalize's last stage is _WRITE_STAGES + 1 + _FIN_STAGES.
-        for k in range(_WRITE_STAGES + 1 + _FIN_STAGES - (2 + levels)):
+        wait = _WRITE_STAGES + 1 + _FIN_STAGES - (2 + levels)
+        if not self._params.pipelined and 1 <= wait <= self._params.beats_per_tile:
+            return self._held_totals(m, valid & last, alpha, tile_max)
+        for k in range(wait):
             alpha, tile_max = stage(m, alpha, f"alpha_fin{k}"), stage(m, tile_max, f"max_fin{k}")
         return alpha, tile_max
+
+    @staticmethod
+    def _held_totals(m, ending, alpha, tile_max):
+        """A tile's alpha partial and maximum held in one register each from the cycle
+        after they are complete (``ending``: the running registers take the tile's last
+        beat now) until the next tile's are: instead of a delay line of ``wait``
+        registers, where a tile is ``beats_per_tile`` >= ``wait`` beats long (the next
+        tile's totals are complete R cycles later at the soonest), so the finalize,
+        ``wait`` cycles after the totals were complete, reads the same values. For a
+        slow clock (``NibbleParams.pipelined`` off), where each of those registers costs
+        a logic cell."""
+        done = Signal(name="sum_done")
+        held_alpha = Signal.like(alpha, name="alpha_held", reset_less=True)
+        held_max = Signal.like(tile_max, name="max_held", reset_less=True)
+        m.d.sync += done.eq(ending)
+        with m.If(done):
+            m.d.sync += [held_alpha.eq(alpha), held_max.eq(tile_max)]
+        return held_alpha, held_max
 
     def _finalize(self, m, bank, tile_or, tile_oexp, done, alpha, tile_max):
         """Five register stages from a tile's OR to its meta in the bank."""

@@ -47,11 +47,16 @@ def QueueRead(shape) -> wiring.Signature:
     return wiring.Signature({"rdy": Out(1), "en": In(1), "data": Out(shape)})
 
 
-def ram_attrs(width: int, depth: int, platform=None, *, lut_ram: bool = False) -> dict:
+def ram_attrs(width: int, depth: int, platform=None, *, lut_ram: bool = False,
+              registers: bool = False) -> dict:
     """Memory attributes for a ``width`` x ``depth`` memory elaborated for ``platform``:
     block RAM from :data:`BLOCK_RAM_BITS` up (LUT RAM instead with ``lut_ram``), and
     always on an iCE40, which has no distributed RAM (a small memory would become
-    flip-flops and multiplexers, the logic cells an iCE40 UP5K is shortest of)."""
+    flip-flops and multiplexers, the logic cells an iCE40 UP5K is shortest of), unless
+    ``registers`` asks for flip-flops (a memory of a few bits where the die's block RAMs
+    are all spoken for)."""
+    if registers:
+        return {"ram_style": "logic"}
     if getattr(platform, "family", None) == "iCE40":
         return {"ram_style": "block"}
     if lut_ram:
@@ -92,6 +97,8 @@ class Queue(wiring.Component):
         whose data is in the register behind it in a LUT delay, where a block RAM's
         clock-to-out takes most of a cycle. For shallow, wide queues. ``r.data`` is then
         an asynchronous read of the head (the same cycles as the registered read).
+    registers : bool
+        The memory in flip-flops on every family (:func:`ram_attrs`), the same cycles.
 
     Attributes
     ----------
@@ -105,10 +112,11 @@ class Queue(wiring.Component):
         Sticky: a write while full or a pop while empty (the access was ignored).
     """
 
-    def __init__(self, shape, depth: int, *, lut_ram: bool = False):
+    def __init__(self, shape, depth: int, *, lut_ram: bool = False, registers: bool = False):
         if depth < 1:
             raise ValueError(f"depth must be at least 1, got {depth}")
         self._shape, self._depth, self._lut_ram = shape, depth, lut_ram
+        self._registers = registers
         super().__init__({
             "w": In(stream.Signature(shape, always_ready=True)),
             "r": Out(QueueRead(shape)),
@@ -133,7 +141,8 @@ class Queue(wiring.Component):
             self._lut_ram_memory(m, platform, write, pop, consume1)
         else:
             m.submodules.mem = mem = Memory(shape=self._shape, depth=depth, init=[],
-                                            attrs=ram_attrs(width, depth, platform))
+                                            attrs=ram_attrs(width, depth, platform,
+                                                            registers=self._registers))
             wp = mem.write_port()
             # Never the slot being written: a write to the head's slot happens only when
             # the queue is empty, and the entry is not visible until a later read.
@@ -215,11 +224,18 @@ class StreamQueue(wiring.Component):
         False: ``w.ready`` (room in the memory, from a register) is the flow control.
     lut_ram : bool
         The memory in LUT RAM (see :class:`Queue`).
+    registers : bool
+        The memory in flip-flops (see :class:`Queue`).
     read_stages : int
         Registers between the memory and the ring, 1 or 2. A block RAM's clock-to-out
         takes most of a cycle; a second register lets the first sit by the RAM. Each
         one more adds a cycle to the credit loop (a credited queue needs
         ``depth >= 4 + read_stages`` for full rate) and a slot to the ring.
+        0: no ring at all, the queue's head is the stream (``r.valid`` is ``rdy``,
+        ``r.payload`` the memory's read data, ``r.ready`` pops it through the read
+        address's multiplexer): for a slow clock, where the ring's registers would cost
+        more than the path they cut (``NibbleParams.pipelined`` off). A credit then
+        returns 3 cycles after the write that spent it.
 
     Attributes
     ----------
@@ -231,10 +247,10 @@ class StreamQueue(wiring.Component):
         Credits for a producer that counts them: ``depth`` (a beat stays counted in the
         memory for a cycle after it moved on).
     slots : int
-        Registers in the ring: :attr:`SLOTS` + ``read_stages`` - 1.
+        Registers in the ring: :attr:`SLOTS` + ``read_stages`` - 1 (0 without a ring).
     held : int
         Beats it holds when the consumer stops taking them: ``depth`` in the memory and
-        ``slots - 1`` in the ring.
+        ``slots - 1`` in the ring (none without one).
     fault : Out(1)
         Sticky: a credited write found the memory full (the beat was lost).
     """
@@ -244,14 +260,14 @@ class StreamQueue(wiring.Component):
     HEAD_CHUNK = 32
 
     def __init__(self, shape, depth: int, *, credited: bool, lut_ram: bool = False,
-                 read_stages: int = 1):
-        if read_stages not in (1, 2):
-            raise ValueError(f"read_stages must be 1 or 2, got {read_stages!r}")
+                 read_stages: int = 1, registers: bool = False):
+        if read_stages not in (0, 1, 2):
+            raise ValueError(f"read_stages must be 0, 1 or 2, got {read_stages!r}")
         self._shape, self._depth, self._credited = shape, depth, credited
-        self._lut_ram, self._read_stages = lut_ram, read_stages
+        self._lut_ram, self._read_stages, self._registers = lut_ram, read_stages, registers
         self.capacity = depth
-        self.slots = self.SLOTS + read_stages - 1
-        self.held = depth + self.slots - 1
+        self.slots = self.SLOTS + read_stages - 1 if read_stages else 0
+        self.held = depth + max(self.slots - 1, 0)
         super().__init__({
             "w": In(stream.Signature(shape, always_ready=credited)),
             "r": Out(stream.Signature(shape)),
@@ -260,13 +276,18 @@ class StreamQueue(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.queue = queue = Queue(self._shape, self._depth, lut_ram=self._lut_ram)
+        m.submodules.queue = queue = Queue(self._shape, self._depth, lut_ram=self._lut_ram,
+                                           registers=self._registers)
         if self._credited:
             m.d.comb += queue.w.valid.eq(self.w.valid)
         else:
             m.d.comb += [self.w.ready.eq(queue.level != self._depth),
                          queue.w.valid.eq(self.w.valid & self.w.ready)]
         m.d.comb += [queue.w.payload.eq(self.w.payload), self.fault.eq(queue.fault)]
+        if not self._read_stages:
+            m.d.comb += [self.r.valid.eq(queue.r.rdy), self.r.payload.eq(queue.r.data),
+                         queue.r.en.eq(self.r.ready & queue.r.rdy)]
+            return m
 
         # The head, popped into ``moved`` (no enable: it loads every cycle; with two read
         # stages, through a second such register) and, one cycle later, into the ring

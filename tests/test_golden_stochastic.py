@@ -235,3 +235,27 @@ def test_bad_rounding_arguments_are_one_line_value_errors(kwargs, match):
 def test_int_kinds_take_no_stochastic_rounding():
     with pytest.raises(ValueError, match="fp kinds only"):
         quantize(np.ones((2, 2)), "int4", rounding="stochastic", seed=1)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=hnp.arrays(np.float64, (5, 6), elements=st.floats(-1e6, 1e6, width=64)),
+       seeds=st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=3),
+       phase=st.sampled_from([0, 1]))
+def test_stochastic_margins_decide_the_codes(data, seeds, phase):
+    """An element rounds up exactly when its margin is positive: the codes of the
+    margins' decisions are quantize's, seed by seed (words of many seeds at once)."""
+    from golden.formats import fp4_values, stochastic_margins
+
+    words = element_words(seeds, data.shape, 4)
+    assert words.shape == (len(seeds), 5, 6)
+    margins = stochastic_margins(data, 4, phase, phase_bits(words, phase))
+    for i, seed in enumerate(seeds):
+        assert (words[i] == element_words(seed, data.shape, 4)).all()
+        q = quantize(data, "fp4", tile=4, phase=phase, rounding="stochastic", seed=seed)
+        live = margins[i] != np.iinfo(np.int64).min
+        e = q.codes & 7
+        # a decided element is up (the larger of its two candidates) exactly when margin > 0
+        mag = np.abs(fp4_values(q.codes))
+        v = np.abs(data) * 2.0 ** -(np.repeat(np.repeat(q.exps, 4, 0), 4, 1)[:5, :6] + phase)
+        assert ((mag > v) == (margins[i] > 0))[live & (e < 7)].all()
+        assert not live[data == 0].any()

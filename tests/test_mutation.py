@@ -91,3 +91,32 @@ def test_equivalent_mutations_are_read_by_their_key_and_bad_files_refused(tmp_pa
         load_equivalent(path)
     with pytest.raises(ValueError, match="cannot read"):
         load_equivalent(tmp_path / "missing.json")
+
+
+TINY = """
+module unit(input clk, input [3:0] a, output reg y);
+  always @(posedge clk) y <= |a;
+endmodule
+module nibble_top(input clk, input [3:0] a, output y);
+  unit u(.clk(clk), .a(a), .y(y));
+endmodule
+"""
+
+
+def test_the_prover_proves_an_equivalent_mutant_and_refuses_a_killed_one(tmp_path):
+    """On a tiny design (an OR of four bits into a register): flipping one input bit of
+    the OR only while another is 1 leaves the OR 1, which the prover proves; inverting
+    the OR's output is visible, which it refuses."""
+    from verif.mutation import _yosys, prove_equivalent
+
+    (tmp_path / "nibble_top.v").write_text(TINY)
+    proc = _yosys("read_verilog nibble_top.v\nprep -top nibble_top -flatten\n"
+                  "mutate -list 200 -o list.txt -ctrl mutsel 8 1\n", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = (tmp_path / "list.txt").read_text().splitlines()
+    cnot = next(l for l in lines if "$reduce_or" in l and "-mode cnot1" in l and "-port A" in l)
+    inv = next(l for l in lines if "$reduce_or" in l and "-mode inv" in l and "-port Y" in l)
+    proof = prove_equivalent(_parse(cnot, 1), tmp_path)
+    assert proof["proven"] and proof["cut"] == "u", proof
+    refused = prove_equivalent(_parse(inv, 2), tmp_path)
+    assert not refused["proven"] and "not proven equal" in refused["detail"], refused

@@ -62,15 +62,20 @@ def training_jobs(rng, tile):
     ]
 
 
-@pytest.mark.parametrize("tile,lanes,out_lanes,acc_bits", [
-    (4, None, None, 32), (8, None, None, 32), (2, 1, None, 18), (4, 1, None, 32),
-    (8, 2, None, 20), (4, None, 1, 32), (8, None, 2, 20), (8, 4, 2, 32)])
-def test_training_gemms_match_golden(tile, lanes, out_lanes, acc_bits):
+@pytest.mark.parametrize("tile,lanes,out_lanes,acc_bits,pipelined", [
+    (4, None, None, 32, True), (8, None, None, 32, True), (2, 1, None, 18, True),
+    (4, 1, None, 32, True), (8, 2, None, 20, True), (4, None, 1, 32, True),
+    (8, None, 2, 20, True), (8, 4, 2, 32, True), (2, 1, None, 18, False),
+    (4, 1, None, 19, False), (4, None, None, 32, False)])
+def test_training_gemms_match_golden(tile, lanes, out_lanes, acc_bits, pipelined):
     """lanes < T: the narrow output path (psum rows, masks and results split into T / L
     beats inside the accelerator) gives the same bits, also with the narrowest
-    accumulators (T = 2, acc_bits 18 is the iCEBreaker build); out_lanes < lanes: the
-    output stages narrower still, behind the narrower."""
-    params = NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes, out_lanes=out_lanes)
+    accumulators (T = 2, acc_bits 18; T = 4, acc_bits 19 is the iCEBreaker profile);
+    out_lanes < lanes: the output stages narrower still, behind the narrower; not
+    ``pipelined`` (the iCE40 profile): without the queues' rings, the register slices
+    and the log4 unit's delay lines."""
+    params = NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes, out_lanes=out_lanes,
+                          pipelined=pipelined)
     rng = np.random.default_rng(tile)
     jobs = training_jobs(rng, tile)
     for job, got in zip(jobs, run_jobs(params, jobs, seed=tile)):
@@ -170,11 +175,14 @@ def test_reset_mid_gemm_then_clean_gemm():
     assert_matches(second, params, decode(second, params, got))
 
 
-@pytest.mark.parametrize("family,ring", [(None, "ram"), ("ecp5", "ram"),
-                                         ("iCE40", "registers")])
-def test_rescaler_ring_follows_the_platform(monkeypatch, family, ring):
+@pytest.mark.parametrize("family,pipelined,lanes,ring", [
+    (None, True, None, "ram"), ("ecp5", True, None, "ram"), ("iCE40", True, None, "registers"),
+    ("iCE40", True, 1, "registers"), ("iCE40", False, None, "registers"),
+    ("iCE40", False, 1, "ram")])
+def test_rescaler_ring_follows_the_platform(monkeypatch, family, pipelined, lanes, ring):
     """The rescaler keeps its accumulators in LUT RAM, except on an iCE40 (no LUT RAM),
-    where they are flip-flop rows."""
+    where they are flip-flop rows; without ``pipelined`` (the iCE40 profile) and a ring
+    of at least 16 beats (T = 4, one lane) in a memory there too (block RAM)."""
     made = []
 
     class Recording(TileRescaler):
@@ -184,5 +192,5 @@ def test_rescaler_ring_follows_the_platform(monkeypatch, family, ring):
 
     monkeypatch.setattr(accelerator, "TileRescaler", Recording)
     platform = None if family is None else SimpleNamespace(family=family)
-    Fragment.get(Accelerator(NibbleParams(tile=2)), platform)
+    Fragment.get(Accelerator(NibbleParams(tile=4, lanes=lanes, pipelined=pipelined)), platform)
     assert made == [ring]

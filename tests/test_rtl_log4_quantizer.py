@@ -357,14 +357,16 @@ def check_dual(params, tiles, got, rounding, ext, masks, seed=None):
 @pytest.mark.parametrize("rounding", ["log", "linear"])
 @pytest.mark.parametrize("tile,acc_bits,lanes", [(4, 32, None), (8, 32, None), (4, 53, None),
                                                  (2, 18, 1), (4, 32, 1), (8, 24, 2)])
-def test_dual_matches_golden(tile, acc_bits, lanes, rounding, stochastic_hw=True):
+def test_dual_matches_golden(tile, acc_bits, lanes, rounding, stochastic_hw=True,
+                            pipelined=True):
     """Dual mode against the gradient unit of golden: both phases from one exponent, the
     alpha partial over the clip mask (before the ReLU' mask), the masked tile maximum;
     every corner tile (all zero, most negative everywhere: the widest alpha partials,
     saturating and flushing exponents, rounding thresholds) under masks that keep or
     clip everything, nothing or some, with gaps and backpressure; also built without
     stochastic rounding."""
-    params = NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes, stochastic=stochastic_hw)
+    params = NibbleParams(tile=tile, acc_bits=acc_bits, lanes=lanes, stochastic=stochastic_hw,
+                          pipelined=pipelined)
     rng = random.Random(f"dual-{tile}-{acc_bits}-{lanes}-{rounding}")
     segments = build_segments(rng, tile, acc_bits, 0, rounding, n_random=6)
     for n, (ext, jobs) in enumerate(segments):
@@ -392,11 +394,14 @@ def test_dual_without_mask_en_sums_nothing_and_masks_nothing():
     check_dual(params, tiles, got, "log", None, None)
 
 
-@pytest.mark.parametrize("tile,lanes", [(4, None), (2, 1), (8, 2)])
-def test_dual_streams_without_bubbles(tile, lanes):
+@pytest.mark.parametrize("tile,lanes,pipelined", [(4, None, True), (2, 1, True), (8, 2, True),
+                                                 (4, 1, False), (8, 2, False)])
+def test_dual_streams_without_bubbles(tile, lanes, pipelined):
     """With every credit available the output is one beat per cycle: each tile's R code
-    beats and 2 T / L summary beats back to back, tile after tile."""
-    params = NibbleParams(tile=tile, lanes=lanes)
+    beats and 2 T / L summary beats back to back, tile after tile (without
+    ``pipelined``, with each tile's totals held in a register while the next tile's
+    beats come in right behind it)."""
+    params = NibbleParams(tile=tile, lanes=lanes, pipelined=pipelined)
     rng = random.Random(tile)
     tiles = [(random_tile(rng, tile, params.acc_bits), 0) for _ in range(5)]
     trace = {}
@@ -463,6 +468,26 @@ def test_without_stochastic_hw_matches_golden(tile, acc_bits, lanes, rounding):
     for phase in (0, 1):
         test_matches_golden(tile, acc_bits, lanes, phase, rounding, stochastic_hw=False)
     test_dual_matches_golden(tile, acc_bits, lanes, rounding, stochastic_hw=False)
+
+
+@pytest.mark.parametrize("tile,acc_bits,lanes", [(4, 19, 1), (8, 24, 2), (2, 18, 1)])
+def test_unpipelined_dual_matches_golden(tile, acc_bits, lanes):
+    """Not ``pipelined`` (the iCE40 profile): the tile totals held in one register each
+    where a tile is at least as many beats long as their delay line was (T = 4 with
+    one lane, T = 8 with two), the delay line kept where it is not (T = 2, one lane);
+    dual mode against golden, without stochastic rounding as on the iCEBreaker."""
+    test_dual_matches_golden(tile, acc_bits, lanes, "log", stochastic_hw=False, pipelined=False)
+
+
+def test_unpipelined_build_holds_the_totals():
+    """Without ``pipelined`` at T = 4 with one lane the alpha and maximum delay lines
+    (9 registers each) are one held register each."""
+    def registers(pipelined):
+        text = convert(Log4Quantizer(NibbleParams(tile=4, lanes=1, acc_bits=19,
+                                                  pipelined=pipelined)), "log4_quantizer")
+        return len(re.findall(r"reg .*(alpha|max)_(fin\d+|held)\b", text))
+    assert registers(True) == 18
+    assert registers(False) == 2
 
 
 def test_build_without_stochastic_rounding_is_smaller():

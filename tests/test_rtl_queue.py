@@ -68,7 +68,7 @@ async def queue_random_traffic(ctx, dut, depth, width, rng, cycles, stats):
 
 def test_ram_attrs_follow_the_family():
     """Block RAM from BLOCK_RAM_BITS up unless LUT RAM is asked for; an iCE40, which
-    has no LUT RAM, always gets block RAM."""
+    has no LUT RAM, gets block RAM unless flip-flops are asked for."""
     class Ice40:
         family = "iCE40"
 
@@ -79,6 +79,8 @@ def test_ram_attrs_follow_the_family():
     assert ram_attrs(8, 4, Ecp5()) == {}
     assert ram_attrs(8, 4, Ice40()) == {"ram_style": "block"}
     assert ram_attrs(520, 16, Ice40(), lut_ram=True) == {"ram_style": "block"}
+    assert ram_attrs(8, 4, Ice40(), registers=True) == {"ram_style": "logic"}
+    assert ram_attrs(8, 4, Ecp5(), registers=True) == {"ram_style": "logic"}
 
 
 @pytest.mark.parametrize("lut_ram", [False, True], ids=["ram", "lut_ram"])
@@ -254,7 +256,7 @@ def test_queue_reset_in_the_middle():
 # StreamQueue
 # ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("stages,lut_ram", [(1, False), (2, False), (1, True)])
+@pytest.mark.parametrize("stages,lut_ram", [(0, False), (1, False), (2, False), (1, True)])
 @pytest.mark.parametrize("p_stall", [0.5, 0.9])
 @pytest.mark.parametrize("depth", [1, 3, 8, 64])
 def test_stream_queue_credited_random_stalls(depth, p_stall, stages, lut_ram):
@@ -300,7 +302,8 @@ def test_stream_queue_credited_random_stalls(depth, p_stall, stages, lut_ram):
     assert stats["no_credit"] > 20
 
 
-@pytest.mark.parametrize("stages,depth,lut_ram", [(1, 5, False), (1, 8, False), (1, 64, False),
+@pytest.mark.parametrize("stages,depth,lut_ram", [(0, 3, False), (0, 16, False),
+                                                 (1, 5, False), (1, 8, False), (1, 64, False),
                                                  (2, 6, False), (2, 64, False), (1, 16, True)])
 def test_stream_queue_credited_full_rate(depth, stages, lut_ram):
     """Consumer always ready, producer sending whenever it holds a credit: after the fill
@@ -310,8 +313,10 @@ def test_stream_queue_credited_full_rate(depth, stages, lut_ram):
     popped into the ``moved`` register(s) (``stages`` of them) and from there into the
     ring, so on ``r`` in c + 3 + stages; its credit is back for the producer a cycle
     later. So a credit loop is 4 + stages cycles, ``capacity`` >= 4 + stages credits
-    cover it, and the first beat leaves at cycle <= 3 + stages. For n = 2000 beats the
-    rate from cycle 0 is then >= 2000 / 2005 > 0.997."""
+    cover it, and the first beat leaves at cycle <= 3 + stages. Without a ring
+    (``stages`` 0) the head is the stream: a beat is on ``r`` in c + 2 and its credit
+    back in c + 3, so 3 credits cover the loop. For n = 2000 beats the rate from cycle
+    0 is then >= 2000 / 2005 > 0.997."""
     n = 2000
     dut = StreamQueue(16, depth, credited=True, read_stages=stages, lut_ram=lut_ram)
 
@@ -342,7 +347,7 @@ def test_stream_queue_credited_full_rate(depth, stages, lut_ram):
     simulate(dut, bench)
 
 
-@pytest.mark.parametrize("stages", [1, 2])
+@pytest.mark.parametrize("stages", [0, 1, 2])
 @pytest.mark.parametrize("p_stall", [0.5, 0.9])
 @pytest.mark.parametrize("depth", [1, 2, 5, 16])
 def test_stream_queue_ready_flow_control(depth, p_stall, stages):
@@ -384,15 +389,15 @@ def test_stream_queue_ready_flow_control(depth, p_stall, stages):
     assert stats["refused"] > 20              # w.ready did push back
 
 
-@pytest.mark.parametrize("stages", [1, 2])
+@pytest.mark.parametrize("stages", [0, 1, 2])
 @pytest.mark.parametrize("depth", [1, 2, 5, 16])
 def test_stream_queue_holds_exactly_held_beats(depth, stages):
     """Non-credited, consumer never ready, producer always valid: exactly
     ``depth + slots - 1`` beats are accepted (``depth`` in the memory, ``slots - 1`` in
-    the ring, as documented for ``held``; slots = SLOTS + stages - 1), then ``w.ready``
-    stays low. When the consumer starts taking, those beats come out in order and the
-    stream goes on."""
-    expected = depth + StreamQueue.SLOTS + stages - 2
+    the ring, as documented for ``held``; slots = SLOTS + stages - 1; ``depth`` alone
+    without a ring), then ``w.ready`` stays low. When the consumer starts taking, those
+    beats come out in order and the stream goes on."""
+    expected = depth + (StreamQueue.SLOTS + stages - 2 if stages else 0)
     dut = StreamQueue(8, depth, credited=False, read_stages=stages)
     assert dut.held == expected
 
@@ -425,18 +430,17 @@ def test_stream_queue_holds_exactly_held_beats(depth, stages):
 
 
 def test_stream_queue_read_stages_checked():
-    with pytest.raises(ValueError, match="read_stages must be 1 or 2"):
+    with pytest.raises(ValueError, match="read_stages must be 0, 1 or 2"):
         StreamQueue(8, 4, credited=True, read_stages=3)
 
 
-@pytest.mark.parametrize("stages", [1, 2])
+@pytest.mark.parametrize("stages", [0, 1, 2])
 @pytest.mark.parametrize("depth", [1, 3, 8])
 def test_stream_queue_credited_overflow_faults(depth, stages):
     """Credited, consumer holding ``ready`` low. Beats written slowly (the ring fills
     between them): ``held`` of them fit with ``fault`` 0, the next one sets ``fault``
     (sticky) and is lost: when the consumer starts, exactly the first ``held`` come out.
-    Beats written back to back: ``capacity + slots`` beats, one more than ``held``,
-    always set ``fault``."""
+    Beats written back to back: ``held + 1`` beats always set ``fault``."""
     dut = StreamQueue(8, depth, credited=True, read_stages=stages)
 
     async def slow(ctx):
@@ -466,7 +470,7 @@ def test_stream_queue_credited_overflow_faults(depth, stages):
     async def fast(ctx):
         ctx.set(dut.r.ready, 0)
         ctx.set(dut.w.valid, 1)
-        for i in range(dut.capacity + dut.slots):
+        for i in range(dut.held + 1):
             ctx.set(dut.w.payload, i)
             await ctx.tick()
         ctx.set(dut.w.valid, 0)

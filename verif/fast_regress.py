@@ -13,7 +13,13 @@ runs directed GEMMs first, from a stimulus stream of their own: the edge shapes
 consumer (:func:`verif.stimulus.backpressure_jobs`, the result's ready 90 % low, so every
 queue and credit pool behind the array fills) and GEMMs on largest-magnitude operands in
 every role and output variant (:func:`verif.stimulus.extreme_jobs`) and large GEMMs in
-every stochastic-rounding variant (:func:`verif.stimulus.stochastic_jobs`), so shard ``s`` of a campaign and a lone run with ``--seed s`` draw
+every stochastic-rounding variant (:func:`verif.stimulus.stochastic_jobs`), and
+stochastic GEMMs whose seeds put rounding decisions on their thresholds
+(:func:`verif.stimulus.threshold_jobs`), GEMMs whose queued commands wait behind each
+other (:func:`verif.stimulus.queued_jobs`), tiles of near-equal elements with one maximum
+on the requantizer's exponent boundary at every shift (:func:`verif.stimulus.plateau_jobs`)
+and stochastic GEMMs whose elements are built to decisions on a threshold of every
+operand bit, below G_0 and in range (:func:`verif.stimulus.planted_jobs`), so shard ``s`` of a campaign and a lone run with ``--seed s`` draw
 the same random GEMMs: a failure's replay line is exact. Shards are independent and
 picklable: :func:`verif.campaign.run_tasks` runs them in this process, on a local dask
 cluster or on a remote one.
@@ -29,18 +35,24 @@ import numpy as np
 from golden.params import NibbleParams
 
 from .stimulus import (GEMM_ROLES, OUTPUT_VARIANTS, backpressure_jobs, edge_jobs,
-                       extreme_jobs, random_job, stochastic_jobs)
+                       extreme_jobs, planted_jobs, plateau_jobs, queued_jobs, random_job,
+                       stochastic_jobs, threshold_jobs)
 
 __all__ = ["FastShard", "plan_fast", "run_fast_shard", "STALL_PROBABILITY", "STALL_MODES",
-           "directed_jobs", "set_stalls"]
+           "directed_jobs", "set_stalls", "batches", "QUEUED"]
 
 #: Probability of a valid gap / ready stall per beat on every stream in a stalled GEMM
 #: (the cocotb bench's).
 STALL_PROBABILITY = 0.3
 #: Stall settings of the harness by name: (p_stall, p_result_stall). "backpressure" is a
-#: slow consumer: inputs at full rate, the result's ready low 90 % of the cycles.
+#: slow consumer: inputs at full rate, the result's ready low 90 % of the cycles;
+#: "queued" runs without stalls, back to back (:data:`QUEUED`).
 STALL_MODES = {"none": (0.0, None), "random": (STALL_PROBABILITY, None),
-               "backpressure": (0.0, 0.9)}
+               "backpressure": (0.0, 0.9), "queued": (0.0, None)}
+#: The stall mode of GEMMs that run back to back: consecutive "queued" GEMMs go to the
+#: harness in one call (:meth:`verif.fast_sim.FastAccelerator.run_many`), so each next
+#: command waits at the command port while the GEMM before it runs.
+QUEUED = "queued"
 #: Random GEMMs that are stalled once every bin has been visited (the cocotb bench's).
 STALLED_SHARE = 0.7
 
@@ -48,33 +60,41 @@ STALLED_SHARE = 0.7
 @dataclass(frozen=True)
 class FastShard:
     """``gemms`` random GEMMs at ``seed`` on a ``tile``-sized array; ``directed``: the
-    edge shapes first."""
+    edge shapes first; ``board``: at that board's profile (its lanes, output lanes,
+    stochastic rounding and pipelining, :meth:`fpga.boards.Board.params`), else the
+    defaults of :class:`golden.params.NibbleParams`."""
 
     tile: int
     acc_bits: int
     seed: int
     gemms: int
     directed: bool
+    board: str | None = None
 
     @property
     def params(self) -> NibbleParams:
-        return NibbleParams(tile=self.tile, acc_bits=self.acc_bits)
+        if self.board is None:
+            return NibbleParams(tile=self.tile, acc_bits=self.acc_bits)
+        from fpga.boards import get_board
+        return get_board(self.board).params(self.tile, self.acc_bits)
 
     def replay(self, gemms: int | None = None) -> str:
         """The command that runs this shard's first ``gemms`` GEMMs again, alone."""
-        return (f"nibble regress --size {self.tile} --acc-bits {self.acc_bits} --seed "
+        board = "" if self.board is None else f" --board {self.board}"
+        return (f"nibble regress --size {self.tile} --acc-bits {self.acc_bits}{board} --seed "
                 f"{self.seed} --gemms {self.gemms if gemms is None else gemms}")
 
 
 def plan_fast(sizes, *, acc_bits: int, seed: int, gemms: int,
-              shard_gemms: int = 2000) -> list[FastShard]:
+              shard_gemms: int = 2000, board: str | None = None) -> list[FastShard]:
     """``gemms`` random GEMMs per size in shards of at most ``shard_gemms``, with seeds
-    ``seed``, ``seed + 1``, ... (the same seeds at every size)."""
+    ``seed``, ``seed + 1``, ... (the same seeds at every size); ``board``: at its
+    profile (:class:`FastShard`)."""
     if shard_gemms < 1:
         raise ValueError(f"shard_gemms must be at least 1, got {shard_gemms}")
     count = -(-gemms // shard_gemms)
     per = [gemms // count + (s < gemms % count) for s in range(count)]
-    return [FastShard(tile, acc_bits, seed + s, n, s == 0)
+    return [FastShard(tile, acc_bits, seed + s, n, s == 0, board)
             for tile in sizes for s, n in enumerate(per)]
 
 
@@ -105,14 +125,17 @@ def run_fast_shard(shard: FastShard) -> dict:
         job, stalled = _random_gemm(rng, params, bins, i)
         work.append(("random", i, job, "random" if stalled else "none"))
     failure = ""
-    for test, index, job, stalls in work:
+    for batch in batches([stalls for *_, stalls in work]):
+        test, index, job, stalls = work[batch[0]]
         set_stalls(sim, stalls)
         stalled = stalls != "none"
         before, t0 = sim.cycles, time.perf_counter()
         try:
-            got = sim.run(job)
+            gots = sim.run_many([work[i][2] for i in batch])
             board.add_time(sim.cycles - before, time.perf_counter() - t0)
-            board.check(job, got, index, stalled)
+            for i, got in zip(batch, gots):
+                test, index, job, _ = work[i]
+                board.check(job, got, index, stalled)
         except (AssertionError, SimHang, RuntimeError) as exc:
             again = (f"nibble regress --size {params.tile} --acc-bits {params.acc_bits} "
                      f"--seed {shard.seed} --gemms 1 (the directed GEMMs run first)"
@@ -128,12 +151,32 @@ def run_fast_shard(shard: FastShard) -> dict:
 def directed_jobs(params: NibbleParams, seed: int) -> list:
     """[(job, stall mode)]: the edge shapes with random stalls, the backpressure GEMMs
     with a slow consumer, the largest-magnitude operands in every role and output
-    variant and large stochastic-rounding GEMMs, from a stimulus stream of their own."""
+    variant, large stochastic-rounding GEMMs, stochastic GEMMs with decisions on their
+    thresholds, GEMMs whose commands queue behind each other, plateau tiles (near-ties
+    at every shift, maxima on the exponent boundary) and stochastic GEMMs with decisions
+    planted on every operand bit's threshold, from a stimulus stream of their own (the
+    later families after the earlier ones, so adding one leaves those as they were)."""
     rng = np.random.default_rng([seed, 1])
     return ([(job, "random") for job in edge_jobs(rng, params.tile)]
             + [(job, "backpressure") for job in backpressure_jobs(rng, params)]
             + [(job, "none") for job in extreme_jobs(rng, params)]
-            + [(job, "none") for job in stochastic_jobs(rng, params)])
+            + [(job, "none") for job in stochastic_jobs(rng, params)]
+            + [(job, "none") for job in threshold_jobs(rng, params)]
+            + [(job, QUEUED) for job in queued_jobs(rng, params)]
+            + [(job, "none") for job in plateau_jobs(rng, params)]
+            + [(job, "none") for job in planted_jobs(rng, params)])
+
+
+def batches(modes) -> list:
+    """Indices of a list of stall modes grouped into the harness calls that run them:
+    each run of consecutive :data:`QUEUED` GEMMs in one call, every other GEMM alone."""
+    groups = []
+    for i, mode in enumerate(modes):
+        if mode == QUEUED and groups and modes[groups[-1][-1]] == QUEUED:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
 
 
 def set_stalls(sim, mode: str) -> None:

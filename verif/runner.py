@@ -82,7 +82,9 @@ def build_dir(params: NibbleParams) -> Path:
     lanes = "" if params.lanes == params.tile else f"_L{params.lanes}"
     out_lanes = "" if params.out_lanes == params.lanes else f"_Q{params.out_lanes}"
     stochastic = "" if params.stochastic else "_nosr"
-    return SIM_BUILD / f"T{params.tile}_acc{params.acc_bits}{lanes}{out_lanes}{stochastic}"
+    pipelined = "" if params.pipelined else "_lean"
+    return SIM_BUILD / (f"T{params.tile}_acc{params.acc_bits}{lanes}{out_lanes}{stochastic}"
+                        f"{pipelined}")
 
 
 def _ports_only_runner(control_file: Path):

@@ -18,7 +18,7 @@ def positive_int(text: str) -> int:
 
 
 def add_params(parser) -> None:
-    """The array parameters (``--size``, ``--acc-bits``, ``--lanes``) of the one
+    """The array parameters (``--size``, ``--acc-bits``, ``--lanes``, ...) of the one
     :class:`golden.params.NibbleParams` a command builds."""
     parser.add_argument("--size", "--tile", dest="tile", type=int, default=8, metavar="T",
                         help="tile edge T = array size, a power of two 2..64 (default 8)")
@@ -38,3 +38,8 @@ def add_params(parser) -> None:
                         help="build the log4 unit's stochastic rounding (default: yes; "
                              "synth: the board's default). --no-stochastic saves its "
                              "rounders and generators; stochastic jobs are then refused")
+    parser.add_argument("--pipelined", action=argparse.BooleanOptionalAction, default=None,
+                        help="build the register stages that only a fast clock needs "
+                             "(default: yes; synth: the board's default, no on the "
+                             "iCE40). --no-pipelined saves their logic cells; results "
+                             "are the same")

@@ -33,7 +33,8 @@ def run(args) -> int:
 
     params = NibbleParams(tile=args.tile, acc_bits=args.acc_bits, lanes=args.lanes,
                           out_lanes=args.out_lanes,
-                          stochastic=args.stochastic is not False)
+                          stochastic=args.stochastic is not False,
+                          pipelined=args.pipelined is not False)
     print(f"nibble generate: T={params.tile}, acc_bits={params.acc_bits}, lanes={params.lanes}, out_lanes={params.out_lanes} "
           f"-> {args.out}", flush=True)
     start = time.perf_counter()

@@ -38,6 +38,10 @@ def add_arguments(parser) -> None:
                         help="a JSON file {mutation: reason} of mutations shown equivalent to "
                              "the design (the yosys mutate command without its -ctrl part); "
                              "they count neither as killed nor against the score")
+    parser.add_argument("--prove", action="store_true",
+                        help="try to prove every survivor equivalent with yosys on its unit's "
+                             "cone (verif.mutation.prove_equivalent); a proven one counts as "
+                             "equivalent, the others keep the prover's answer in the report")
     parser.add_argument("--json", metavar="PATH", help="write the report as JSON")
 
 
@@ -48,7 +52,8 @@ def run(args) -> int:
     from golden.params import NibbleParams, check_tile
     from verif.campaign import run_tasks
     from verif.fast_sim import build_library
-    from verif.mutation import kill_chunk, killer_for, load_equivalent, sample, score
+    from verif.mutation import (kill_chunk, killer_for, load_equivalent, prove_equivalent,
+                                sample, score)
     from verif.runner import SIM_BUILD
 
     params = NibbleParams(tile=check_tile(args.tile), acc_bits=args.acc_bits)
@@ -86,19 +91,37 @@ def run(args) -> int:
                                        scheduler=args.scheduler, progress=progress)
                for r in part]
     reasons = load_equivalent(args.equivalent) if args.equivalent else {}
-    equivalent = {m.select: "equivalent" for m in mutations if m.key in reasons}
-    report = score(results, mutations, equivalent)
     killed = {r["select"]: r["killed"] for r in results}
-    report["equivalent"] = [{"select": m.select, "unit": m.unit, "command": m.command,
-                             "killed": killed[m.select], "reason": reasons[m.key]}
-                            for m in mutations if m.key in reasons]
+    proofs = {}
+    if args.prove:
+        live = [m for m in mutations if not killed[m.select]]
+        print(f"  proving {len(live)} survivors equivalent (yosys, per unit cone)...", flush=True)
+        for m in live:
+            proofs[m.select] = prove_equivalent(m, workdir)
+            print(f"  [{m.select}] {'proven' if proofs[m.select]['proven'] else 'not proven'}"
+                  f" ({proofs[m.select]['seconds']:.0f} s)", flush=True)
+    proven = {s for s, p in proofs.items() if p["proven"]}
+    equivalent = {m.select: "equivalent" for m in mutations
+                  if m.key in reasons or m.select in proven}
+    report = score(results, mutations, equivalent)
+    report["equivalent"] = [
+        {"select": m.select, "unit": m.unit, "command": m.command, "killed": killed[m.select],
+         "proof": "solver" if m.select in proven else "hand",
+         "reason": (f"proven by yosys: {proofs[m.select]['method']} on the cut of "
+                    f"{proofs[m.select]['cut']} ({proofs[m.select]['detail']})"
+                    if m.select in proven else reasons[m.key]),
+         **({"prover": proofs[m.select]} if m.select in proofs else {})}
+        for m in mutations if m.select in equivalent]
+    for s in report["survivors"]:
+        if s["select"] in proofs:
+            s["prover"] = proofs[s["select"]]
     wall = time.perf_counter() - start
     print("\n" + mutation_table(report))
     print(f"\nwall time {wall / 60:.1f} min on {args.jobs} job(s)")
     for s in report["survivors"]:
         print(f"  survived: [{s['unit']}] {s['command']}")
     for e in report["equivalent"]:
-        print(f"  equivalent: [{e['unit']}] {e['command']}: {e['reason']}"
+        print(f"  equivalent ({e['proof']}): [{e['unit']}] {e['command']}: {e['reason']}"
               + (" (but killed: the reason is wrong)" if e["killed"] else ""))
     if args.json:
         from ..results import measurement_stamp
@@ -109,6 +132,7 @@ def run(args) -> int:
                 kills[r["how"]] = kills.get(r["how"], 0) + 1
         doc = {"mutate": {"tile": params.tile, "acc_bits": params.acc_bits, "count": args.count,
                           "seed": args.seed, "random_gemms": args.random_gemms,
+                          "prove": args.prove,
                           "regression_gemms": baseline["gemms_run"], "jobs": args.jobs,
                           "wall_seconds": wall, "killed_by": kills, **report,
                           "results": results},

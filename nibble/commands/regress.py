@@ -28,6 +28,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--sizes", "--size", dest="sizes", type=int, nargs="+",
                         metavar="T", help="array sizes (default 4 8; with --long 4 8 16)")
     parser.add_argument("--acc-bits", type=int, default=32, metavar="N")
+    parser.add_argument("--board", metavar="BOARD",
+                        help="the fast harness at this board's profile (its lanes, output "
+                             "lanes, stochastic rounding and pipelining at each size, as "
+                             "nibble synth builds it)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument("--gemms", type=positive_int,
                         help="random GEMMs per size (default 1,000; --cocotb 40)")
@@ -64,6 +68,11 @@ def run(args) -> int:
     if args.cocotb and args.scheduler:
         raise ValueError("--scheduler runs the fast harness's shards; the cocotb bench "
                          "shards through pytest-xdist (-j)")
+    if args.cocotb and args.board:
+        raise ValueError("--board runs the fast harness at a board's profile; not with --cocotb")
+    if args.board:
+        from fpga.boards import get_board
+        get_board(args.board)                    # an unknown board: one line, exit 2
     if not args.cocotb and (args.waves or args.k):
         raise ValueError("--waves and -k are options of the cocotb bench: add --cocotb")
     sizes = [check_tile(t) for t in (args.sizes or ([4, 8, 16] if args.long else [4, 8]))]
@@ -127,10 +136,11 @@ def _run_fast(args, sizes, gemms) -> list:
     from verif.fast_sim import build_library
 
     shards = plan_fast(sizes, acc_bits=args.acc_bits, seed=args.seed, gemms=gemms,
-                       shard_gemms=args.shard_gemms)
+                       shard_gemms=args.shard_gemms, board=args.board)
     if not args.scheduler:            # remote workers build in their own checkouts
         for params in dict.fromkeys(s.params for s in shards):
-            print(f"building T={params.tile} acc_bits={params.acc_bits} (if needed)...",
+            print(f"building T={params.tile} acc_bits={params.acc_bits} lanes={params.lanes} "
+                  f"stochastic={params.stochastic} pipelined={params.pipelined} (if needed)...",
                   flush=True)
             build_library(params)
     done = []

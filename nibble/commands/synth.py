@@ -52,7 +52,8 @@ def run(args) -> int:
     if args.freq is not None and not args.freq > 0:
         raise ValueError(f"--freq must be a positive number of MHz, got {args.freq}")
     builds = [{"board": b, "params": get_board(b).params(t, args.acc_bits, args.lanes,
-                                                         args.out_lanes, args.stochastic),
+                                                         args.out_lanes, args.stochastic,
+                                                         args.pipelined),
                "seed": seed}
               for b in args.board for t in (args.sizes or [args.tile])
               for seed in (args.seeds or [args.seed])]

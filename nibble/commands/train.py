@@ -62,7 +62,8 @@ def run(args) -> int:
 
     params = NibbleParams(tile=args.tile, acc_bits=args.acc_bits, lanes=args.lanes,
                           out_lanes=args.out_lanes,
-                          stochastic=args.stochastic is not False)
+                          stochastic=args.stochastic is not False,
+                          pipelined=args.pipelined is not False)
     cnn = args.model == "cnn"
     config = TrainConfig(epochs=args.epochs or (10 if cnn else 20), batch=args.batch, lr=args.lr,
                          hidden=tuple(args.hidden), params=params)
