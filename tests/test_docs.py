@@ -47,6 +47,17 @@ def test_readme_set_up_is_what_ci_runs():
         assert command in ci, command
 
 
+def test_readme_register_list_is_the_register_map():
+    """The README's AXI4-Lite register list is wire.axi.REGISTERS, offsets and names in
+    order (the fields are in docs/axi.md, which test_rtl_axi_lite keeps equal)."""
+    import re
+
+    from wire.axi import REGISTERS
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    listed = re.findall(r"0x([0-9A-F]{2}) ([A-Z_]+)", readme)
+    assert listed == [(f"{r.offset:02X}", r.name) for r in REGISTERS]
+
+
 # ---- links ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
