@@ -96,7 +96,8 @@ from golden.params import NibbleParams
 from .pll import ECP5PLL, ICE40PLL, ecp5_pll_config, ice40_pll_config
 
 __all__ = ["Board", "BOARDS", "get_board", "estimate_luts", "EARLY_MARGIN", "clock_config",
-           "BoardTop", "UnitProbeTop", "DEFAULT_BAUD", "global_buffer"]
+           "BoardTop", "UnitProbeTop", "probe_ports", "probe_flops", "DEFAULT_BAUD",
+           "global_buffer"]
 
 #: UART speed of the host bridge on every board.
 DEFAULT_BAUD = 115200
@@ -387,6 +388,33 @@ def global_buffer(m, board: Board, net: Value) -> Value:
 _CLOCK_PORTS = {("aclk",): lambda: ClockSignal("sync"), ("aresetn",): lambda: ~ResetSignal("sync")}
 
 
+def probe_ports(unit):
+    """A unit's ports as :class:`UnitProbeTop` drives them: (input signals, output signals,
+    [(path, signal)] of its clock and reset ports); constant members are left out."""
+    inputs, outputs, clocks = [], [], []
+    for path, member, value in unit.signature.flatten(unit):
+        value = Value.cast(value)
+        if not isinstance(value, Signal):
+            continue                       # a constant member (always-ready stream)
+        if path in _CLOCK_PORTS:
+            clocks.append((path, value))
+        else:
+            (inputs if member.flow == In else outputs).append(value)
+    return inputs, outputs, clocks
+
+
+def probe_flops(unit) -> int:
+    """Flip-flops :class:`UnitProbeTop` adds around ``unit``: one per input bit (the
+    chain), one per output bit, and the registers of the XOR folding (4 into 1 per level)."""
+    inputs, outputs, _ = probe_ports(unit)
+    n_in, n_out = sum(len(v) for v in inputs), sum(len(v) for v in outputs)
+    folds, level = 0, n_out
+    while level > 1:
+        level = -(-level // 4)
+        folds += level
+    return max(1, n_in) + max(1, n_out) + folds
+
+
 class UnitProbeTop(BoardTop):
     """One unit alone on a board, between registers, for its own timing.
 
@@ -414,15 +442,9 @@ class UnitProbeTop(BoardTop):
         # domain propagation, so a unit with clock ports has it renamed.
         m.submodules.unit = DomainRenamer({"sync": "unit"})(unit) if clocked else unit
         rx, tx, led = self._uart_and_led(m, platform)
-        inputs, outputs = [], []
-        for path, member, value in unit.signature.flatten(unit):
-            value = Value.cast(value)
-            if not isinstance(value, Signal):
-                continue                       # a constant member (always-ready stream)
-            if path in _CLOCK_PORTS:           # a unit with its own clock and reset ports
-                m.d.comb += value.eq(_CLOCK_PORTS[path]())
-                continue
-            (inputs if member.flow == In else outputs).append(value)
+        inputs, outputs, clocks = probe_ports(unit)
+        for path, value in clocks:             # a unit with its own clock and reset ports
+            m.d.comb += value.eq(_CLOCK_PORTS[path]())
         chain = Signal(max(1, sum(len(v) for v in inputs)), reset_less=True)
         m.d.sync += chain.eq(Cat(rx, chain[:-1]))
         at = 0

@@ -212,6 +212,30 @@ def test_axi_bench_places_both_tops(monkeypatch, tmp_path):
     row = bench.axi_bench(2, progress=None, pnr_dir=tmp_path)
     assert built == [("ulx3s", "nibble_top_t2", "nibble_top", 2),
                      ("ulx3s", "nibble_axi_t2", "nibble_axi", 2)]
+    probe = {top: row["pnr"][top]["probe_ffs"] for top in ("nibble_top", "nibble_axi")}
+    assert probe["nibble_axi"] > probe["nibble_top"] > 0    # the AXI top has more port bits
     table = bench.format_axi([row])
-    assert "| 2 | nibble_axi | 20,500 | 19,500 | 9 | 101.5 MHz | 100 MHz | met |" in table
-    assert "| 2 | extra | +500 (+2.5 %) | +500 | +0 | | | |" in table
+    assert (f"| 2 | nibble_axi | 20,500 | 19,500 | {probe['nibble_axi']:,} | 9 | 101.5 MHz | "
+            "100 MHz | met |") in table
+    extra = probe["nibble_axi"] - probe["nibble_top"]
+    assert f"| 2 | extra | +500 (+2.5 %) | +500 | {extra:+,} | +0 | | | |" in table
+
+
+def test_probe_flops_counts_the_probe_registers():
+    """One flip-flop per input and output bit, plus the XOR folding: 4 -> 1 per level."""
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    from fpga.boards import probe_flops
+
+    class Unit(wiring.Component):
+        def __init__(self):
+            super().__init__({"a": In(10), "b": In(3), "y": Out(17), "z": Out(3)})
+
+        def elaborate(self, platform):
+            raise NotImplementedError
+
+    unit = Unit()
+    unit._MustUse__silence = True
+    # 13 chain bits, 20 output bits; folds 20 -> 5 -> 2 -> 1
+    assert probe_flops(unit) == 13 + 20 + 5 + 2 + 1
