@@ -58,6 +58,22 @@ def test_readme_register_list_is_the_register_map():
     assert listed == [(f"{r.offset:02X}", r.name) for r in REGISTERS]
 
 
+def test_readme_mutation_row_is_the_campaigns():
+    """The README's mutation table is docs/mutate_t4.json's (killed of non-equivalent
+    per unit, the total and its score, the equivalent count)."""
+    import re
+    m = json.loads((ROOT / "docs" / "mutate_t4.json").read_text())["mutate"]
+    readme = (ROOT / "README.md").read_text()
+    units = ("PE", "array", "controller", "log4 unit", "requantizer", "rescaler")
+    assert f"  | {' | '.join(units)} | total |" in readme
+    cells = [f"{u['killed']}/{u['sampled'] - u['equivalent']}" for u in
+             (m["units"][name] for name in units)]
+    t = m["total"]
+    total = (f"{t['killed']}/{t['sampled'] - t['equivalent']} = {100 * t['score']:.1f} % "
+             f"({t['equivalent']} equivalent)")
+    assert f"  | {' | '.join(cells)} | {total} |" in readme, re.findall(r"  \| \d+/.*", readme)
+
+
 # ---- links ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
