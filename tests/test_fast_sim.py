@@ -312,6 +312,31 @@ def test_a_slow_consumer_fills_the_queues_and_stays_exact(acc):
         acc.p_result_stall = 1.0
 
 
+def test_a_burst_consumer_takes_results_only_in_its_bursts(acc):
+    """result_burst = (low, high): the result's ready low ``low`` cycles, then high
+    ``high``, repeating from each call's first cycle, whatever the seed. With one-cycle
+    bursts every result beat costs a whole period, so a GEMM of R beats takes at least
+    R periods (and not much more); a long burst drains at full rate; both exact."""
+    job = random_job(np.random.default_rng(5), T4, (0, 1, False), shape=(16, 4, 16))
+    beats = 16 * 4
+    acc.p_stall, acc.p_result_stall = 0.0, 0.9       # ignored while result_burst is set
+    cycles = {}
+    for burst in ((7, 1), (7, 1), (2, 40)):
+        acc.reseed(len(cycles))
+        acc.result_burst = burst
+        before = acc.cycles
+        got = acc.run(job)
+        cycles.setdefault(burst, []).append(acc.cycles - before)
+        assert first_mismatch(job, got, expected(job, T4)) is None
+    slow, = set(cycles[(7, 1)])                       # the same cycles at either seed
+    assert beats * 8 - 8 <= slow <= beats * 8 + 100     # (+ the first result's latency)
+    assert cycles[(2, 40)][0] < beats + 100
+    acc.result_burst, acc.p_result_stall = None, None
+    for bad in ((0, 3), (3, 0), (3,)):
+        with pytest.raises(ValueError, match="result_burst"):
+            acc.result_burst = bad
+
+
 def test_reseed_restarts_the_stall_pattern(acc):
     """After reseed(s) a run stalls exactly as after any other reseed(s): the cycle
     count of a stalled GEMM does not depend on what ran before."""
