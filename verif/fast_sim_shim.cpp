@@ -218,6 +218,9 @@ int nb_run(void* handle, const uint32_t* const* beats, const uint64_t* counts,
     sim->got = 0;
     sim->stall_q32 = stall_q32;
     sim->result_stall_q32 = result_stall_q32;
+    sim->burst_low = burst_low;
+    sim->burst_high = burst_high;
+    sim->burst_phase = 0;
     sim->status = OK;
     uint64_t idle = 0;
     while (sim->got < n_result && sim->status == OK) {
