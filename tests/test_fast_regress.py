@@ -287,3 +287,22 @@ def test_planted_jobs_put_decisions_on_every_low_bit_threshold_in_every_lane():
                     assert ((m > 0) & (m <= width) & region).any(), (setting, lane, bit)
                     assert ((m > -width) & (m <= 0) & region).any(), (setting, lane, bit)
     assert planted_jobs(np.random.default_rng(1), NibbleParams(tile=4, stochastic=False)) == []
+
+
+def test_burst_jobs_run_last_with_the_burst_consumer_in_every_output_mode():
+    import numpy as np
+
+    from golden.params import NibbleParams
+    from verif.fast_regress import STALL_MODES, directed_jobs
+    from verif.stimulus import burst_jobs
+
+    params = NibbleParams(tile=4)
+    jobs = burst_jobs(np.random.default_rng(1), params)
+    assert {(j.out.mode, j.out.dual) for j in jobs} == {("raw", False), ("int", False),
+                                                       ("fp4", False), ("fp4", True)}
+    assert all(j.shape == (32, 4, 32) for j in jobs)
+    low, high = STALL_MODES["burst"][2]
+    assert high % 2 and low > 16               # every slot; a fill longer than the queue
+    directed = directed_jobs(params, seed=1)
+    assert [mode for _, mode in directed[-len(jobs):]] == ["burst"] * len(jobs)
+    assert "burst" not in [mode for _, mode in directed[:-len(jobs)]]

@@ -122,8 +122,8 @@ def test_command_packing_is_the_layout():
 
 @pytest.mark.parametrize("tile", [4, 16])
 def test_decode_matches_const_unpacking(tile):
-    """Random result beats (in-range exponents, 'last' on the final beat) decode to
-    the fields an Amaranth Const of the result layout gives."""
+    """Random result beats (in-range exponents, one per tile, 'last' on the final beat)
+    decode to the fields an Amaranth Const of the result layout gives."""
     params = NibbleParams(tile=tile, acc_bits=max(32, psum_bits(tile)))
     rng = np.random.default_rng(tile)
     layout = result_layout(params)
@@ -132,7 +132,8 @@ def test_decode_matches_const_unpacking(tile):
         n = encode(job, params).result_beats
         beats = [int.from_bytes(rng.bytes(layout.size // 8 + 1), "little")
                  & ((1 << layout["exp"].offset) - 1) for _ in range(n)]
-        exps = rng.integers(-128, 128, size=n)
+        # (every row of a tile repeats its exponent, or the beats do not decode)
+        exps = np.repeat(rng.integers(-128, 128, size=n // tile), tile)
         beats = [w | ((int(e) & 0x3FF) << layout["exp"].offset)
                  | (int(rng.integers(2)) << layout["saturated"].offset)
                  | (int(i == n - 1) << layout["last"].offset)
@@ -310,6 +311,33 @@ def test_a_slow_consumer_fills_the_queues_and_stays_exact(acc):
     acc.p_result_stall = None
     with pytest.raises(ValueError, match="p_result_stall"):
         acc.p_result_stall = 1.0
+
+
+def test_a_burst_consumer_takes_results_only_in_its_bursts(acc):
+    """result_burst = (low, high): the result's ready low ``low`` cycles, then high
+    ``high``, repeating from each call's first cycle, whatever the seed. With one-cycle
+    bursts every result beat costs a whole period, so a GEMM of R beats takes at least
+    R periods (and not much more); a long burst drains at full rate; both exact."""
+    job = random_job(np.random.default_rng(5), T4, (0, 1, False), shape=(16, 4, 16))
+    beats = 16 * 4
+    acc.p_stall, acc.p_result_stall = 0.0, 0.9       # ignored while result_burst is set
+    cycles = {}
+    for burst in ((7, 1), (7, 1), (2, 40)):
+        acc.reset()                                   # each from the same state
+        acc.reseed(len(cycles))
+        acc.result_burst = burst
+        before = acc.cycles
+        got = acc.run(job)
+        cycles.setdefault(burst, []).append(acc.cycles - before)
+        assert first_mismatch(job, got, expected(job, T4)) is None
+    slow, again = cycles[(7, 1)]
+    assert slow == again                              # the same cycles at either seed
+    assert beats * 8 - 8 <= slow <= beats * 8 + 100     # (+ the first result's latency)
+    assert cycles[(2, 40)][0] < beats + 100
+    acc.result_burst, acc.p_result_stall = None, None
+    for bad in ((0, 3), (3, 0), (3,)):
+        with pytest.raises(ValueError, match="result_burst"):
+            acc.result_burst = bad
 
 
 def test_reseed_restarts_the_stall_pattern(acc):

@@ -232,3 +232,21 @@ def test_result_words_decode_to_what_they_pack(out):
     else:
         assert np.array_equal(got.codes.codes, want.codes.codes)
         assert got.codes.phase == 1
+
+
+@pytest.mark.parametrize("out", [OutputSpec("raw"), OutputSpec("int", kind="int4"),
+                                 OutputSpec("fp4", dual=True)])
+def test_a_row_whose_exp_differs_from_its_tiles_is_refused(out):
+    """Every beat of a tile repeats its exponent (wire.streams): a code row (or raw
+    row) of tile (0, 1) carrying another exp does not decode, in every mode."""
+    params = NibbleParams(tile=4, acc_bits=24)
+    rng = np.random.default_rng(4)
+    job = _backward_job(params, rng, (7, 5, 6), extreme=True)
+    job = GemmJob(job.a, job.b, b_trans=True, out=out)
+    words = result_words(job, params, expected(job, params))
+    exp = streams.result(params)["exp"]
+    per_tile = streams.tile_result_beats(params, out.dual)
+    bad = list(words)
+    bad[per_tile + 2] ^= 1 << exp.offset            # tile (0, 1), row 2
+    with pytest.raises(ValueError, match=r"tile \(0, 1\): row 2 carries exp"):
+        decode(job, params, bad)

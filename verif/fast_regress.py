@@ -19,7 +19,8 @@ stochastic GEMMs whose seeds put rounding decisions on their thresholds
 other (:func:`verif.stimulus.queued_jobs`), tiles of near-equal elements with one maximum
 on the requantizer's exponent boundary at every shift (:func:`verif.stimulus.plateau_jobs`)
 and stochastic GEMMs whose elements are built to decisions on a threshold of every
-operand bit, below G_0 and in range (:func:`verif.stimulus.planted_jobs`), so shard ``s`` of a campaign and a lone run with ``--seed s`` draw
+operand bit, below G_0 and in range (:func:`verif.stimulus.planted_jobs`) and GEMMs whose
+result a burst consumer drains from full (:func:`verif.stimulus.burst_jobs`), so shard ``s`` of a campaign and a lone run with ``--seed s`` draw
 the same random GEMMs: a failure's replay line is exact. Shards are independent and
 picklable: :func:`verif.campaign.run_tasks` runs them in this process, on a local dask
 cluster or on a remote one.
@@ -34,7 +35,7 @@ import numpy as np
 
 from golden.params import NibbleParams
 
-from .stimulus import (GEMM_ROLES, OUTPUT_VARIANTS, backpressure_jobs, edge_jobs,
+from .stimulus import (GEMM_ROLES, OUTPUT_VARIANTS, backpressure_jobs, burst_jobs, edge_jobs,
                        extreme_jobs, planted_jobs, plateau_jobs, queued_jobs, random_job,
                        stochastic_jobs, threshold_jobs)
 
@@ -44,11 +45,15 @@ __all__ = ["FastShard", "plan_fast", "run_fast_shard", "STALL_PROBABILITY", "STA
 #: Probability of a valid gap / ready stall per beat on every stream in a stalled GEMM
 #: (the cocotb bench's).
 STALL_PROBABILITY = 0.3
-#: Stall settings of the harness by name: (p_stall, p_result_stall). "backpressure" is a
-#: slow consumer: inputs at full rate, the result's ready low 90 % of the cycles;
-#: "queued" runs without stalls, back to back (:data:`QUEUED`).
-STALL_MODES = {"none": (0.0, None), "random": (STALL_PROBABILITY, None),
-               "backpressure": (0.0, 0.9), "queued": (0.0, None)}
+#: Stall settings of the harness by name: (p_stall, p_result_stall, result_burst).
+#: "backpressure" is a slow consumer: inputs at full rate, the result's ready low 90 % of
+#: the cycles; "burst" a burst consumer (:attr:`verif.fast_sim.FastAccelerator.result_burst`):
+#: ready low 30 cycles, long enough for every queue and credit behind the result to fill,
+#: then high 13 (odd: each fill ends 13 beats further on, so over 16 bursts at every slot
+#: of the result queue); "queued" runs without stalls, back to back (:data:`QUEUED`).
+STALL_MODES = {"none": (0.0, None, None), "random": (STALL_PROBABILITY, None, None),
+               "backpressure": (0.0, 0.9, None), "burst": (0.0, None, (30, 13)),
+               "queued": (0.0, None, None)}
 #: The stall mode of GEMMs that run back to back: consecutive "queued" GEMMs go to the
 #: harness in one call (:meth:`verif.fast_sim.FastAccelerator.run_many`), so each next
 #: command waits at the command port while the GEMM before it runs.
@@ -136,7 +141,7 @@ def run_fast_shard(shard: FastShard) -> dict:
             for i, got in zip(batch, gots):
                 test, index, job, _ = work[i]
                 board.check(job, got, index, stalled)
-        except (AssertionError, SimHang, RuntimeError) as exc:
+        except (AssertionError, SimHang, RuntimeError, ValueError) as exc:
             again = (f"nibble regress --size {params.tile} --acc-bits {params.acc_bits} "
                      f"--seed {shard.seed} --gemms 1 (the directed GEMMs run first)"
                      if test == "directed" else shard.replay(index + 1))
@@ -154,7 +159,7 @@ def directed_jobs(params: NibbleParams, seed: int) -> list:
     variant, large stochastic-rounding GEMMs, stochastic GEMMs with decisions on their
     thresholds, GEMMs whose commands queue behind each other, plateau tiles (near-ties
     at every shift, maxima on the exponent boundary) and stochastic GEMMs with decisions
-    planted on every operand bit's threshold, from a stimulus stream of their own (the
+    planted on every operand bit's threshold, GEMMs drained by a burst consumer, from a stimulus stream of their own (the
     later families after the earlier ones, so adding one leaves those as they were)."""
     rng = np.random.default_rng([seed, 1])
     return ([(job, "random") for job in edge_jobs(rng, params.tile)]
@@ -164,7 +169,8 @@ def directed_jobs(params: NibbleParams, seed: int) -> list:
             + [(job, "none") for job in threshold_jobs(rng, params)]
             + [(job, QUEUED) for job in queued_jobs(rng, params)]
             + [(job, "none") for job in plateau_jobs(rng, params)]
-            + [(job, "none") for job in planted_jobs(rng, params)])
+            + [(job, "none") for job in planted_jobs(rng, params)]
+            + [(job, "burst") for job in burst_jobs(rng, params)])
 
 
 def batches(modes) -> list:
@@ -180,8 +186,8 @@ def batches(modes) -> list:
 
 
 def set_stalls(sim, mode: str) -> None:
-    """Set the harness's stall probabilities to :data:`STALL_MODES` ``mode``."""
-    sim.p_stall, sim.p_result_stall = STALL_MODES[mode]
+    """Set the harness's stall settings to :data:`STALL_MODES` ``mode``."""
+    sim.p_stall, sim.p_result_stall, sim.result_burst = STALL_MODES[mode]
 
 
 def _random_gemm(rng, params, bins, i):

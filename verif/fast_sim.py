@@ -14,7 +14,9 @@ the Verilog, the wrapper, the shim or the build options changed.
 Streams follow the rules of the cocotb drivers: an input beat, once valid, stays valid
 and unchanged until taken; with ``p_stall`` > 0 every input idles before each beat for a
 random number of cycles and the result's ready drops at random, and a stalled result
-beat must stay valid and unchanged (checked).
+beat must stay valid and unchanged (checked). ``result_burst`` = (low, high) makes the
+result's consumer a burst consumer instead: ready low for ``low`` cycles, then high for
+``high``, repeating.
 
 Examples
 --------
@@ -307,7 +309,7 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.nb_result_words.restype, lib.nb_result_words.argtypes = i, []
     lib.nb_run.restype = i
     lib.nb_run.argtypes = [vp, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(u64), vp, u64,
-                           u64, u64, u64, ctypes.POINTER(u64)]
+                           u64, u64, u64, u64, u64, ctypes.POINTER(u64)]
     return lib
 
 
@@ -347,6 +349,12 @@ class FastAccelerator:
         The result stream's ready-stall probability alone, if not ``p_stall`` (e.g. 0.9
         with ``p_stall`` 0: a slow consumer, so every queue and credit behind the result
         fills up).
+    result_burst : (int, int) or None
+        A burst consumer instead of the random result stalls: the result's ready low for
+        ``low`` cycles, then high for ``high`` (both >= 1), repeating from the first cycle
+        of each call. With ``low`` long enough for every queue and credit behind the
+        result to fill, each burst drains them at full rate from full: ``high`` beats
+        leave back to back, and the next fill ends ``high`` beats further on.
     hang_cycles : int
         Cycles without any handshake after which a run raises :class:`SimHang`.
     verilog : str, optional
@@ -364,7 +372,7 @@ class FastAccelerator:
         GEMMs completed so far.
     busy : bool
         The accelerator's ``busy`` output.
-    p_stall, p_result_stall, hang_cycles
+    p_stall, p_result_stall, result_burst, hang_cycles
         As above; may be changed between runs.
 
     Notes
@@ -376,7 +384,8 @@ class FastAccelerator:
     """
 
     def __init__(self, params: NibbleParams, *, seed=None, p_stall: float = 0.0,
-                 p_result_stall: float | None = None, hang_cycles: int = 10_000,
+                 p_result_stall: float | None = None, result_burst: tuple | None = None,
+                 hang_cycles: int = 10_000,
                  verilog: str | None = None, top: str = TOP):
         if hang_cycles < 1:
             raise ValueError(f"hang_cycles must be positive, got {hang_cycles}")
@@ -384,6 +393,7 @@ class FastAccelerator:
         self.seed = secrets.randbits(63) if seed is None else int(seed)
         self.p_stall = p_stall
         self.p_result_stall = p_result_stall
+        self.result_burst = result_burst
         self.hang_cycles = int(hang_cycles)
         self.gemms = 0
         self._lib = _load(build_library(params, verilog, top))
@@ -416,6 +426,19 @@ class FastAccelerator:
         if value is not None and not 0.0 <= value < 1.0:
             raise ValueError(f"p_result_stall must lie in [0, 1) or be None, got {value}")
         self._p_result_stall = None if value is None else float(value)
+
+    @property
+    def result_burst(self) -> tuple | None:
+        return self._result_burst
+
+    @result_burst.setter
+    def result_burst(self, value: tuple | None) -> None:
+        if value is not None:
+            value = tuple(int(v) for v in value)
+            if len(value) != 2 or min(value) < 1:
+                raise ValueError("result_burst is (low cycles, high cycles), both at least 1, "
+                                 f"or None; got {value}")
+        self._result_burst = value
 
     @property
     def cycles(self) -> int:
@@ -509,9 +532,10 @@ class FastAccelerator:
         left = (ctypes.c_uint64 * (len(INPUTS) + 1))()
         start = self.cycles
         result_stall = self.p_stall if self.p_result_stall is None else self.p_result_stall
+        low, high = self.result_burst or (0, 0)
         status = self._lib.nb_run(self._sim, pointers, counts, result.ctypes.data, n_result,
                                   int(self.p_stall * 2**32), int(result_stall * 2**32),
-                                  self.hang_cycles, left)
+                                  low, high, self.hang_cycles, left)
         waiting = {name: left[i] for i, name in enumerate(INPUTS) if left[i]}
         if status == 1:
             raise SimHang(f"no handshake for {self.hang_cycles} cycles (cycle {self.cycles}, "

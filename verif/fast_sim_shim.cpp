@@ -40,6 +40,10 @@ struct Sim {
     uint64_t n_result = 0, got = 0;
     int rst_left = 0;
     uint64_t stall_q32 = 0, result_stall_q32 = 0;
+    // A burst consumer (burst_high > 0): the result's ready low for burst_low cycles,
+    // then high for burst_high, repeating from the start of each run (phase: the cycle
+    // within the period).
+    uint64_t burst_low = 0, burst_high = 0, burst_phase = 0;
     bool moved = false, holding = false, dirty = false;
     int status = OK;
     uint32_t held[NB_RESULT_WORDS] = {};
@@ -113,7 +117,11 @@ int nb_mutsel() { return (int)current->mutant; }
 
 svBit nb_result_ready() {
     Sim* sim = current;
-    return sim->beats && !stalled(sim, sim->result_stall_q32);
+    if (!sim->beats) return 0;
+    if (!sim->burst_high) return !stalled(sim, sim->result_stall_q32);
+    bool high = sim->burst_phase >= sim->burst_low;
+    sim->burst_phase = (sim->burst_phase + 1) % (sim->burst_low + sim->burst_high);
+    return high;
 }
 
 // The result handshake of the ending cycle; a beat stalled in the cycle before must be
@@ -188,13 +196,16 @@ void nb_reset(void* handle, int cycles) {
 
 // Stream beats[s][0 .. counts[s]) on every input stream and collect n_result result
 // beats into `result`. stall_q32 is p_stall * 2**32 (the inputs' valid gaps),
-// result_stall_q32 that of the result's ready stalls. Returns a Status; HANG if no beat
+// result_stall_q32 that of the result's ready stalls, unless burst_high > 0: then the
+// result's ready is low for burst_low cycles and high for burst_high, repeating from the
+// call's first cycle (a consumer that lets every queue fill, then drains at full rate).
+// Returns a Status; HANG if no beat
 // moved for hang_cycles cycles. left[s] gets the beats of stream s not taken,
 // left[NB_STREAMS] the results received. After an error only a reset clears the
 // wrapper's registered beats (NEEDS_RESET until then).
 int nb_run(void* handle, const uint32_t* const* beats, const uint64_t* counts,
            uint32_t* result, uint64_t n_result, uint64_t stall_q32, uint64_t result_stall_q32,
-           uint64_t hang_cycles, uint64_t* left) {
+           uint64_t burst_low, uint64_t burst_high, uint64_t hang_cycles, uint64_t* left) {
     Sim* sim = static_cast<Sim*>(handle);
     for (int s = 0; s < NB_STREAMS; s++) left[s] = counts[s];
     left[NB_STREAMS] = 0;
@@ -207,6 +218,9 @@ int nb_run(void* handle, const uint32_t* const* beats, const uint64_t* counts,
     sim->got = 0;
     sim->stall_q32 = stall_q32;
     sim->result_stall_q32 = result_stall_q32;
+    sim->burst_low = burst_low;
+    sim->burst_high = burst_high;
+    sim->burst_phase = 0;
     sim->status = OK;
     uint64_t idle = 0;
     while (sim->got < n_result && sim->status == OK) {

@@ -25,6 +25,7 @@ __all__ = ["Role", "ROLES", "GEMM_ROLES", "forward_job", "backward_job", "weight
            "OUTPUT_VARIANTS", "EXTREME_EXPS", "random_operand", "with_tile_exps",
            "random_role_job", "random_job", "edge_jobs", "backpressure_jobs", "extreme_jobs",
            "stochastic_jobs", "threshold_jobs", "planted_jobs", "queued_jobs", "plateau_jobs",
+           "burst_jobs",
            "throughput_jobs",
            "quantizer_tiles", "rescaler_steps"]
 
@@ -211,6 +212,16 @@ def backpressure_jobs(rng: np.random.Generator, params: NibbleParams) -> list[Ge
             job = replace(job, out=replace(job.out, mask=rng.random((4 * t, 4 * t)) < 0.7))
         jobs.append(job)
     return jobs
+
+
+def burst_jobs(rng: np.random.Generator, params: NibbleParams) -> list[GemmJob]:
+    """GEMMs of 8 x 8 output tiles of one reduction tile in the raw, int, fp4 and dual
+    modes, long enough (8T rows of 8 tiles) for a burst consumer
+    (:data:`verif.fast_regress.STALL_MODES` "burst") to let the result queue and its
+    credits fill and drain many times, each fill ending at another slot."""
+    t = params.tile
+    return [random_job(rng, params, (role, variant, False), shape=(8 * t, t, 8 * t))
+            for role, variant in ((0, 0), (0, 1), (1, 2), (1, 8))]
 
 
 def stochastic_jobs(rng: np.random.Generator, params: NibbleParams, count: int = 60) -> list:

@@ -366,6 +366,20 @@ def _elements(bits: np.ndarray, tile: int, width: int) -> np.ndarray:
     return elems @ (np.int64(1) << np.arange(width, dtype=np.int64))
 
 
+def _tile_exps(rows: np.ndarray, exp_field, mt: int, nt: int, T: int) -> np.ndarray:
+    """The (Mt, Nt) tile exponents of ``rows`` (bit matrix, T rows per tile, tiles in
+    stream order), checked to be the same on every row of a tile, as
+    :mod:`wire.streams` has it (every beat of a tile repeats its exponent)."""
+    exps = _field_values(rows, exp_field).reshape(mt, nt, T)
+    bad = np.argwhere(exps != exps[:, :, -1:])
+    if len(bad):
+        i, j, row = bad[0]
+        raise ValueError(f"tile ({i}, {j}): row {row} carries exp "
+                         f"{_signed(exps[i, j, row], exp_field.width)}, the tile's last row "
+                         f"{_signed(exps[i, j, -1], exp_field.width)}")
+    return _signed(exps[:, :, -1], exp_field.width)
+
+
 def decode(job: GemmJob, params: NibbleParams, beats: list) -> GemmOutput:
     """Unpack the result beats of ``job`` (packed integers) into golden objects."""
     T, acc_bits = params.tile, params.acc_bits
@@ -383,7 +397,7 @@ def decode(job: GemmJob, params: NibbleParams, beats: list) -> GemmOutput:
     width = acc_bits if out.mode == "raw" else CODE_BITS
     rows = _elements(bits, T, width)
     values = rows.reshape(mt, nt, T, T).transpose(0, 2, 1, 3).reshape(mt * T, nt * T)
-    exps = _signed(_field_values(bits, exp_field).reshape(mt, nt, T)[:, :, -1], exp_field.width)
+    exps = _tile_exps(bits, exp_field, mt, nt, T)
     values = values[:m, :n]
     if out.mode == "raw":
         acc = _signed(values, acc_bits)
@@ -403,7 +417,7 @@ def _decode_dual(job: GemmJob, params: NibbleParams, bits: np.ndarray, layout,
     m, _, n = job.shape
     exp_field = layout["exp"]
     rows = bits[:, :, :T].reshape(mt * nt * T, -1)
-    exps = _signed(_field_values(rows, exp_field).reshape(mt, nt, T)[:, :, -1], exp_field.width)
+    exps = _tile_exps(rows, exp_field, mt, nt, T)
     codes = []
     for p in (0, 1):           # phase 0 in the low 4T bits, phase 1 in the next 4T
         half = _elements(rows[:, p * T * CODE_BITS:], T, CODE_BITS)
