@@ -234,6 +234,14 @@ def axi_bench(tile: int, acc_bits: int = 32, progress=print, pnr_dir=None,
     return row
 
 
+def _path_cell(path) -> str:
+    """A report's critical path as "start -> end (ns, routing ns)", or "-"."""
+    if not path:
+        return "-"
+    ends = [name.rsplit("_TRELLIS", 1)[0] for name in (path["start"], path["end"])]
+    return f"{ends[0]} -> {ends[1]} ({path['ns']:.1f}, {path['routing_ns']:.1f})"
+
+
 def format_axi(rows) -> str:
     """Markdown table of :func:`axi_bench` rows."""
     out = ["| T | GEMMs | bare cycles | AXI cycles | AXI / bare throughput | bare LUTs | AXI LUTs "
@@ -251,17 +259,18 @@ def format_axi(rows) -> str:
                 f"(`nibble synth --unit`, {placed[0]['pnr']['board']}, seed "
                 f"{placed[0]['pnr']['nibble_top']['seed']}):", "",
                 "| T | top | logic cells | FFs | of them the probe's | BRAMs | Fmax | target "
-                "| timing |",
-                "|---|---|---|---|---|---|---|---|---|"]
+                "| timing | worst path (ns, routing ns) |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for r in placed:
             for top in ("nibble_top", "nibble_axi"):
                 b = r["pnr"][top]
                 out.append(f"| {r['tile']} | {top} | {b['luts']:,} | {b['ffs']:,} | "
                            f"{b['probe_ffs']:,} | {b['brams']} | {b['fmax_mhz']:.1f} MHz | "
-                           f"{b['target_mhz']:.0f} MHz | {'met' if b['timing_met'] else 'missed'} |")
+                           f"{b['target_mhz']:.0f} MHz | {'met' if b['timing_met'] else 'missed'} | "
+                           f"{_path_cell(b['critical_path'])} |")
             bare, axi = r["pnr"]["nibble_top"], r["pnr"]["nibble_axi"]
             out.append(f"| {r['tile']} | extra | {axi['luts'] - bare['luts']:+,} "
                        f"({100 * (axi['luts'] - bare['luts']) / bare['luts']:+.1f} %) | "
                        f"{axi['ffs'] - bare['ffs']:+,} | {axi['probe_ffs'] - bare['probe_ffs']:+,} "
-                       f"| {axi['brams'] - bare['brams']:+} | | | |")
+                       f"| {axi['brams'] - bare['brams']:+} | | | | |")
     return "\n".join(out)

@@ -318,8 +318,7 @@ registers.
         "probe registers (a shift register from one pin drives every input port, every "
         "output port is registered and XOR-folded into one pin; `nibble synth --unit`). "
         "Between probes neither top meets 100 MHz (the same 8×8 core does in the UART board "
-        "top, [boards.md](boards.md)); both worst paths are inside the core (bare: the gather "
-        "into the result slice; AXI: the drain's credit decision), with 10 ns of routing.",
+        "top, [boards.md](boards.md)); the table names each worst path.",
         (Source("axi_bench.json", "nibble bench axi --sizes 8 --pnr DIR --json docs/axi_bench.json",
                 _axi),)),
     Section(

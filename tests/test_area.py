@@ -216,9 +216,13 @@ def test_axi_bench_places_both_tops(monkeypatch, tmp_path):
     assert probe["nibble_axi"] > probe["nibble_top"] > 0    # the AXI top has more port bits
     table = bench.format_axi([row])
     assert (f"| 2 | nibble_axi | 20,500 | 19,500 | {probe['nibble_axi']:,} | 9 | 101.5 MHz | "
-            "100 MHz | met |") in table
+            "100 MHz | met | - |") in table
     extra = probe["nibble_axi"] - probe["nibble_top"]
-    assert f"| 2 | extra | +500 (+2.5 %) | +500 | {extra:+,} | +0 | | | |" in table
+    assert f"| 2 | extra | +500 (+2.5 %) | +500 | {extra:+,} | +0 | | | | |" in table
+    row["pnr"]["nibble_axi"]["critical_path"] = {
+        "start": "unit.a_TRELLIS_FF_Q", "end": "unit.b_TRELLIS_FF_Q", "ns": 11.46,
+        "routing_ns": 9.8}
+    assert "| met | unit.a -> unit.b (11.5, 9.8) |" in bench.format_axi([row])
 
 
 def test_probe_flops_counts_the_probe_registers():
