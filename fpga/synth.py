@@ -62,7 +62,8 @@ from .area import ECP5_LUTRAM_SITES
 from .boards import (DEFAULT_BAUD, EARLY_MARGIN, BoardTop, UnitProbeTop, estimate_luts, get_board,
                      global_buffer)
 
-__all__ = ["SynthError", "synth", "check_fit", "format_report", "REPORT_FIELDS"]
+__all__ = ["SynthError", "synth", "pack", "check_fit", "format_report", "format_pack_report",
+           "REPORT_FIELDS"]
 
 #: Fields every report has (more may follow).
 REPORT_FIELDS = ("board", "device", "size", "acc_bits", "lanes", "luts", "luts_available", "ffs",
@@ -194,13 +195,9 @@ def _overfull(log: Path):
     available, placed) for the first over-full line of its "Device utilisation" table
     (placed False: the packer refused), or, when the placer found no legal placement,
     for the fullest logic cell type (placed True)."""
-    import re
-    try:
-        text = log.read_text(errors="replace")
-    except OSError:
+    usage = _log_utilisation(log)
+    if usage is None:
         return None
-    usage = [(cell, int(used), int(avail)) for cell, used, avail in
-             re.findall(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text, re.M)]
     for cell, used, avail in usage:
         if used > avail:
             return cell, used, avail, False
@@ -209,6 +206,18 @@ def _overfull(log: Path):
         if logic:
             return (*max(logic, key=lambda u: u[1] / u[2]), True)
     return None
+
+
+def _log_utilisation(log: Path):
+    """nextpnr's "Device utilisation" table from its log: [(cell type, used, available)],
+    or None if the log cannot be read."""
+    import re
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return None
+    return [(cell, int(used), int(avail)) for cell, used, avail in
+            re.findall(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text, re.M)]
 
 
 def _run_stage(stage: str, argv: list, cwd: Path, log: Path, progress, heartbeat: float) -> float:
@@ -393,6 +402,106 @@ def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None =
     pnr.pop("detailed_net_timings", None)
     (out / "report_pnr.json").write_text(json.dumps(pnr) + "\n")
     return report
+
+
+#: nextpnr options that name an output of place and route (dropped for ``--pack-only``),
+#: and flags that only matter to it.
+_PNR_OUTPUTS, _PNR_FLAGS = ("--asc", "--textcfg", "--report"), ("--detailed-timing-report",)
+
+
+def pack(params: NibbleParams, board: str, out_dir, *,
+         progress=functools.partial(print, flush=True), heartbeat: float = 30.0,
+         unit: str | None = None) -> dict:
+    """Synthesize the board top (or ``unit`` alone) and run nextpnr's packer only: how
+    many logic cells the design takes and where they go, per unit
+    (:mod:`fpga.packing`), also for a design too big for the device (nothing is
+    refused: there is no fit check, no placement, no timing, no bitstream).
+
+    Writes ``out_dir/packed.json`` (nextpnr's packed netlist) and ``out_dir/report.json``:
+    the build's parameters, ``pack_only`` True, ``luts`` (packed logic cells),
+    ``luts_available``, ``ffs``, ``brams``, ``dsps`` (of the packed netlist), ``fits``
+    (every count within the device), ``cells_by_unit`` (:func:`fpga.packing.cells_by_unit`),
+    ``utilization`` (nextpnr's own table, from its log ``top.tim``), ``stage_seconds``, ``total_seconds``, ``netlist_cells`` (yosys). Raises SynthError
+    (one line) for an unknown board or unit, or a failing tool."""
+    from .packing import cells_by_unit
+
+    progress = progress or (lambda line: None)
+    t_all = time.perf_counter()
+    try:
+        b = get_board(board)
+    except ValueError as e:
+        raise SynthError(str(e)) from None
+    top = _make_top(params, b, None, DEFAULT_BAUD, unit)
+    out = Path(out_dir).resolve()
+    progress(_headline(params, b, top, unit, 1, out).replace("nibble synth:", "nibble synth --pack-only:"))
+    _fresh_dir(out, b)
+    (out / "packed.json").unlink(missing_ok=True)
+    stage_seconds = {}
+    t0 = time.perf_counter()
+    commands = _elaborate(top, b, out, 1)
+    stage_seconds["elaborate"] = time.perf_counter() - t0
+    progress(f"  {'elaborate':<12} {stage_seconds['elaborate']:6.1f} s")
+    cells = {}
+    for argv in commands:
+        name = argv[0]
+        if name == "yosys":
+            stage_seconds["synthesis"] = _run_stage("synthesis", [*tool_argv(name), *argv[1:]], out,
+                                                    out / "synthesis.log", progress, heartbeat)
+            cells = _cells_from_stat(json.loads((out / "top_stat.json").read_text()))
+            progress(f"  {'synthesis':<12} {stage_seconds['synthesis']:6.1f} s")
+        elif name.startswith("nextpnr-"):
+            args, skip = [], False
+            for arg in argv[1:]:
+                if skip or arg in _PNR_FLAGS:
+                    skip = False
+                    continue
+                if arg in _PNR_OUTPUTS:
+                    skip = True
+                    continue
+                args.append(arg)
+            stage_seconds["pack"] = _run_stage(
+                "pack", [*tool_argv(name), *args, "--pack-only", "--write", "packed.json"], out,
+                out / "pack.log", progress, heartbeat)
+            progress(f"  {'pack':<12} {stage_seconds['pack']:6.1f} s")
+    packed = json.loads((out / "packed.json").read_text())
+    units = cells_by_unit(packed, b.family)
+    total = units[-1]
+    usage = {"luts": total["cells"],
+             "ffs": (total["paired"] + total["ff_only"]) if b.family == "ice40" else total["ffs"],
+             "brams": total["brams"], "dsps": total["dsps"]}
+    capacity = {"luts": b.luts, "ffs": b.ffs, "brams": b.brams, "dsps": b.dsps}
+    report = {
+        "board": b.name, "unit": unit, "device": b.device, "size": params.tile,
+        "acc_bits": params.acc_bits, "lanes": params.lanes, "out_lanes": params.out_lanes,
+        "stochastic": params.stochastic, "pipelined": params.pipelined, "pack_only": True,
+        "luts": usage["luts"], "luts_available": b.luts, "ffs": usage["ffs"],
+        "brams": usage["brams"], "dsps": usage["dsps"],
+        "fits": all(usage[k] <= capacity[k] for k in usage),
+        "cells_by_unit": units,
+        "utilization": {cell: {"used": used, "available": avail}
+                        for cell, used, avail in _log_utilisation(out / "top.tim") or ()},
+        "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
+        "total_seconds": round(time.perf_counter() - t_all, 1),
+        "netlist_cells": cells,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def format_pack_report(report: dict) -> str:
+    """A ``pack_only`` report: one line of totals against the device, then the cells per
+    unit (:func:`fpga.packing.format_cells_by_unit`)."""
+    from .packing import format_cells_by_unit
+
+    family = "ice40" if "paired" in report["cells_by_unit"][-1] else "ecp5"
+    used, avail = report["luts"], report["luts_available"]
+    verdict = "fits" if report["fits"] else "does NOT fit"
+    head = (f"{report['board']} ({report['device']}), T={report['size']}, "
+            f"acc_bits={report['acc_bits']}, lanes={_lanes_text(report)}"
+            + ("" if report.get("pipelined", True) else ", not pipelined")
+            + f": nextpnr packs {used:,} logic cells of {avail:,} ({100 * used / avail:.0f} %), "
+            f"{report['ffs']:,} FFs, {report['brams']} BRAMs, {report['dsps']} DSPs: {verdict}")
+    return head + "\n\n" + format_cells_by_unit(report["cells_by_unit"], family)
 
 
 #: The order of report.json's fields.

@@ -1,6 +1,7 @@
 """``nibble synth`` board builds: the quick refusals, and a small real build (T=4 on one
 ECP5 board) whose report must be complete and whose bitstream must exist. No size fits
-the iCE40 board yet (issue 16): its build is refused in one line."""
+the iCE40 board yet (issue 16): its build is refused in one line, and ``--pack-only``
+runs the iCE40 tools as far as the packer."""
 
 import json
 import subprocess
@@ -68,6 +69,52 @@ def test_build_ice40_cli(tmp_path):
     assert "lanes=1" in proc.stdout and "not pipelined" in proc.stdout
     assert "stochastic rounding left out" in proc.stdout
     assert "synthesis" not in proc.stdout and not out.exists()
+
+
+def test_ice40_pack_only_cli(tmp_path):
+    """``--pack-only`` on the iCEBreaker's T=2 profile, as a user runs it: yosys and
+    nextpnr's packer on the real board top (the CI's run of the iCE40 tools, since no
+    size fits the UP5K yet), nothing refused, and the cells per unit add up to what
+    nextpnr's own log counts."""
+    out = tmp_path / "pack"
+    proc = subprocess.run([sys.executable, "-m", "nibble", "synth", "--board", "icebreaker",
+                           "--size", "2", "--acc-bits", "18", "--pack-only", "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["pack_only"] is True and report["board"] == "icebreaker"
+    assert (report["size"], report["acc_bits"], report["lanes"]) == (2, 18, 1)
+    assert report["pipelined"] is False and report["measured"]["date"]
+    rows = report["cells_by_unit"]
+    total = rows[-1]
+    assert total["unit"] == "total"
+    # the table against nextpnr's own utilisation lines (an independent count)
+    assert total["cells"] == report["luts"] == report["utilization"]["ICESTORM_LC"]["used"]
+    assert total["brams"] == report["brams"] == report["utilization"]["ICESTORM_RAM"]["used"]
+    assert sum(row["cells"] for row in rows[:-1]) == total["cells"]
+    for row in rows:
+        assert row["paired"] + row["lut_only"] + row["ff_only"] + row["carry_only"] == row["cells"]
+    units = {row["unit"]: row for row in rows}
+    for unit in ("array", "requant", "log4", "rescaler", "receiver", "inlet_a_codes"):
+        assert units[unit]["cells"] > 0, unit
+    assert units["array"]["brams"] == 0 and units.get("unnamed", {"cells": 0})["cells"] < 10
+    assert report["fits"] == (report["luts"] <= 5280 and report["brams"] <= 30)
+    assert ("fits" if report["fits"] else "does NOT fit") in proc.stdout
+    assert f"| **total** | {total['cells']:,} |" in proc.stdout
+    assert (out / "packed.json").is_file() and not (out / "top.bin").exists()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--seeds", "1", "2"], "--pack-only builds one design"),
+    (["--freq", "30"], "--pack-only does not place"),
+])
+def test_pack_only_refuses_what_it_cannot_do(extra, message, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "nibble", "synth", "--board", "icebreaker",
+                           "--size", "2", "--pack-only", "--out", str(tmp_path / "x"), *extra],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_ice40_netlist_overflow_is_one_line_error(tmp_path, monkeypatch):

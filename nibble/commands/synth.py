@@ -23,7 +23,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--board", required=True, nargs="+", metavar="BOARD",
                         help="ulx3s (ECP5-85F), orangecrab (ECP5-25F) or icebreaker "
                              "(iCE40UP5K: no size fits it since the output path was "
-                             "pipelined; see docs/boards.md)")
+                             "pipelined; --pack-only shows where the cells go; see "
+                             "docs/boards.md)")
     parser.add_argument("--out", required=True, metavar="DIR", help="build directory")
     parser.add_argument("--freq", type=float, metavar="MHZ",
                         help="clock target in MHz (default: the board's)")
@@ -43,6 +44,11 @@ def add_arguments(parser) -> None:
                              "top, to see its own critical path (nibble_top, systolic_array, "
                              "tile_rescaler, log4_quantizer, requantizer, pe; nibble_axi, the "
                              "AXI top, out of context)")
+    parser.add_argument("--pack-only", action="store_true",
+                        help="stop after nextpnr's packer and show where the logic cells go, "
+                             "per unit, also for a design too big for the board (no "
+                             "placement, Fmax or bitstream; DIR/report.json and "
+                             "DIR/packed.json)")
     add_params(parser)
 
 
@@ -57,10 +63,34 @@ def run(args) -> int:
                "seed": seed}
               for b in args.board for t in (args.sizes or [args.tile])
               for seed in (args.seeds or [args.seed])]
+    if args.pack_only:
+        if len(builds) != 1 or args.sizes or args.seeds or args.jobs != 1 or args.scheduler:
+            raise ValueError("--pack-only builds one design: one --board and --size, "
+                             "no --sizes, --seeds, -j or --scheduler")
+        if args.freq is not None or args.seed != 1:
+            raise ValueError("--pack-only does not place: --freq and --seed do not apply")
+        return _pack(builds[0], args)
     if len(builds) == 1 and not (args.sizes or args.seeds):
         build = builds[0]
         return _report(_build({**build, "out": args.out, "freq": args.freq, "unit": args.unit}))
     return _sweep(args, builds)
+
+
+def _pack(build, args) -> int:
+    from fpga.synth import SynthError, format_pack_report, pack
+    from nibble.results import measurement_stamp
+
+    stamp = measurement_stamp()
+    try:
+        report = pack(build["params"], build["board"], args.out, unit=args.unit)
+    except SynthError as exc:
+        print(f"nibble synth: error: {exc}", file=sys.stderr)
+        return 2
+    report["measured"] = stamp
+    (Path(args.out) / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print()
+    print(format_pack_report(report))
+    return 0
 
 
 def _build(task) -> dict:
