@@ -195,9 +195,11 @@ def _overfull(log: Path):
     available, placed) for the first over-full line of its "Device utilisation" table
     (placed False: the packer refused), or, when the placer found no legal placement,
     for the fullest logic cell type (placed True)."""
-    usage = _log_utilisation(log)
-    if usage is None:
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
         return None
+    usage = _log_utilisation(text)
     for cell, used, avail in usage:
         if used > avail:
             return cell, used, avail, False
@@ -208,14 +210,10 @@ def _overfull(log: Path):
     return None
 
 
-def _log_utilisation(log: Path):
-    """nextpnr's "Device utilisation" table from its log: [(cell type, used, available)],
-    or None if the log cannot be read."""
+def _log_utilisation(text: str) -> list:
+    """nextpnr's "Device utilisation" table from the text of its log: [(cell type, used,
+    available)]."""
     import re
-    try:
-        text = log.read_text(errors="replace")
-    except OSError:
-        return None
     return [(cell, int(used), int(avail)) for cell, used, avail in
             re.findall(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text, re.M)]
 
@@ -373,11 +371,7 @@ def synth(params: NibbleParams, board: str, out_dir, *, freq_mhz: float | None =
     """
     progress = progress or (lambda line: None)
     t_all = time.perf_counter()
-    try:
-        b = get_board(board)
-    except ValueError as e:
-        raise SynthError(str(e)) from None
-    top = _make_top(params, b, freq_mhz, baud, unit)
+    b, top = _board_top(params, board, freq_mhz, baud, unit)
     target = b.default_mhz if freq_mhz is None else float(freq_mhz)
     out = Path(out_dir).resolve()
     # (the profile first, so a refused build says which one it was)
@@ -421,19 +415,18 @@ def pack(params: NibbleParams, board: str, out_dir, *,
     the build's parameters, ``pack_only`` True, ``luts`` (packed logic cells),
     ``luts_available``, ``ffs``, ``brams``, ``dsps`` (of the packed netlist), ``fits``
     (every count within the device), ``cells_by_unit`` (:func:`fpga.packing.cells_by_unit`),
-    ``utilization`` (nextpnr's own table, from its log ``top.tim``), ``stage_seconds``, ``total_seconds``, ``netlist_cells`` (yosys). Raises SynthError
-    (one line) for an unknown board or unit, or a failing tool."""
+    ``utilization`` (nextpnr's own table, from its log ``top.tim``), ``stage_seconds``,
+    ``total_seconds``, ``netlist_cells`` (yosys). Raises SynthError (one line) for an
+    unknown board or unit, or a failing tool."""
     from .packing import cells_by_unit
 
     progress = progress or (lambda line: None)
     t_all = time.perf_counter()
-    try:
-        b = get_board(board)
-    except ValueError as e:
-        raise SynthError(str(e)) from None
-    top = _make_top(params, b, None, DEFAULT_BAUD, unit)
+    b, top = _board_top(params, board, None, DEFAULT_BAUD, unit)
     out = Path(out_dir).resolve()
-    progress(_headline(params, b, top, unit, 1, out).replace("nibble synth:", "nibble synth --pack-only:"))
+    headline = _headline(params, b, top, unit, 1, out)
+    progress("nibble synth --pack-only:" + headline[len("nibble synth:"):headline.index(", clock ")]
+             + f" -> {out}")
     _fresh_dir(out, b)
     (out / "packed.json").unlink(missing_ok=True)
     stage_seconds = {}
@@ -479,7 +472,8 @@ def pack(params: NibbleParams, board: str, out_dir, *,
         "fits": all(usage[k] <= capacity[k] for k in usage),
         "cells_by_unit": units,
         "utilization": {cell: {"used": used, "available": avail}
-                        for cell, used, avail in _log_utilisation(out / "top.tim") or ()},
+                        for cell, used, avail in
+                        _log_utilisation((out / "top.tim").read_text(errors="replace"))},
         "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
         "total_seconds": round(time.perf_counter() - t_all, 1),
         "netlist_cells": cells,
@@ -550,6 +544,15 @@ def _report(params: NibbleParams, b, top, unit, pnr: dict, cells: dict, *, targe
         "netlist_cells": cells,
     }
     return {key: report[key] for key in _REPORT_ORDER}
+
+
+def _board_top(params: NibbleParams, board: str, freq_mhz, baud: int, unit):
+    """(the board, the design to build on it); SynthError for an unknown board or unit."""
+    try:
+        b = get_board(board)
+    except ValueError as e:
+        raise SynthError(str(e)) from None
+    return b, _make_top(params, b, freq_mhz, baud, unit)
 
 
 def _make_top(params: NibbleParams, b, freq_mhz, baud: int, unit):

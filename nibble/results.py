@@ -149,6 +149,12 @@ def _boards(docs):
     return board_table([doc for _, doc in docs])
 
 
+def _pack(docs):
+    from fpga.synth import format_pack_report
+
+    return "\n\n".join(format_pack_report(doc) for _, doc in docs)
+
+
 def _regress(docs):
     from .commands.regress import regress_table
 
@@ -328,6 +334,19 @@ registers.
         "limits Fmax: [boards.md](boards.md).",
         (Source("builds/*.json", "nibble bench boards --reports docs/builds/*.json",
                 _boards),)),
+    Section(
+        "iCEBreaker: where the logic cells go",
+        "`nibble synth --pack-only` on the iCEBreaker board top at the board's profile (one "
+        "lane, no stochastic rounding, not pipelined): yosys and nextpnr's packer only, since "
+        "no size fits the UP5K yet (issue 16), and the packed logic cells per unit "
+        "(`fpga/packing.py`): a cell holds one LUT4 (with its carry) and one flip-flop; "
+        "*LUT+FF* cells pair a LUT with the flip-flop it alone feeds, *FF only* cells hold a "
+        "flip-flop fed by another flip-flop or by a LUT that also drives other cells, *carry "
+        "only* cells a carry whose LUT is unused (comparators, chain ends). What a 4×4 would "
+        "need: [boards.md](boards.md).",
+        (Source("pack/icebreaker_t*.json",
+                "nibble synth --board icebreaker --size T --acc-bits N --pack-only --out DIR "
+                "(DIR/report.json copied)", _pack),)),
     Section(
         "Regression",
         "`nibble regress --long`: coverage-driven random GEMMs over T = 4, 8, 16 on the "
