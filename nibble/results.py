@@ -303,7 +303,7 @@ GEMMs (the ULX3S 16×16 build has 4 output lanes).
         "+ rescaler against an FP16 × FP16 → FP32 MAC (`fpga/fp16_mac.py`); how the "
         "synthesis runs and how LUTs are counted: the docstring of `fpga/area.py`.",
         (Source("area.json", "nibble bench area --sizes 4 8 16 --json docs/area.json", _area,
-                "about 50 minutes of yosys"),),
+                "about 10 minutes of yosys"),),
         after="""\
 Per MAC at T = 16 (array + rescaler): ECP5 118.0 LUTs, **12.2×** against the FP16 MAC
 (the PE alone 85 LUTs, 17.0×); iCE40 109.3 LUTs, 8.6× (PE 79, 11.9×). Issue 16's targets
