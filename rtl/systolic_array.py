@@ -63,7 +63,7 @@ from amaranth.lib.wiring import In, Out
 from golden.params import NibbleParams
 from rtl.layouts import operand_row_layout, psum_row_layout
 from rtl.pe import PE, OperandA, OperandB, encode_a, encode_b, encode_swapped
-from rtl.pipeline import REPLICA_SUFFIX, stage
+from rtl.pipeline import REPLICA_SUFFIX, delays, stage
 
 __all__ = ["SystolicArray", "drain_levels", "array_latency"]
 
@@ -245,7 +245,9 @@ class SystolicArray(wiring.Component):
                                      reset_less=True) for col in range(size)]
                 m.d.sync += [gates[col].eq(Mux(masks[row][col], pes[row][col].psum, 0))
                              for col in range(size)]
-                parts.append((gates, stage(m, ready[row], f"row_ready_gated{row}")))
+                # (the ready bit with a reset, as every level's: a row in flight at a
+                # reset must not come out)
+                parts.append((gates, delays(m, ready[row], 1, f"row_ready_gated{row}_")[-1]))
         else:
             parts = [([Mux(masks[row][col], pes[row][col].psum, 0) for col in range(size)],
                       ready[row]) for row in range(size)]
