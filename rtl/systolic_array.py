@@ -34,10 +34,8 @@ Timing (every cycle is a step; see :attr:`SystolicArray.latency`)
       in cycle s + m + n, :attr:`rtl.pe.PE.LATENCY` = 3) and holds it from cycle
       s + m + n + 4 until cycle s + T + m + n + 3 at least, so all of row m is held in
       cycle s + T + m + 3 (with back-to-back tiles, only then). The row is sampled then.
-    * Each column picks the sampled row out of its T PEs: a gate register per PE (the
-      sum or 0; an AND gate instead for the slow-clock profile, ``pipelined`` off), then
-      an OR tree of 4-input groups, one register per level (``drain_levels`` =
-      1 + ceil(log4 T) levels, or ceil(log4 T) without the gate registers).
+    * Each column picks the sampled row out of its T PEs with an AND-OR tree of 4-input
+      groups, one register per level (``drain_levels`` = ceil(log4 T) levels).
     * Row m is on ``psum`` (``valid`` high for exactly one cycle) in cycle
       s + T + m + 3 + ``drain_levels``: a tile whose first k-step is in cycle c gives its
       row 0 in cycle c + ``latency`` = c + 2T + 2 + ``drain_levels`` and its row T - 1
@@ -63,7 +61,7 @@ from amaranth.lib.wiring import In, Out
 from golden.params import NibbleParams
 from rtl.layouts import operand_row_layout, psum_row_layout
 from rtl.pe import PE, OperandA, OperandB, encode_a, encode_b, encode_swapped
-from rtl.pipeline import REPLICA_SUFFIX, delays, stage
+from rtl.pipeline import REPLICA_SUFFIX, stage
 
 __all__ = ["SystolicArray", "drain_levels", "array_latency"]
 
@@ -73,20 +71,18 @@ DRAIN_FAN_IN = 4
 ROW_READY_GROUP = 4
 
 
-def drain_levels(tile: int, gated: bool = True) -> int:
-    """Register levels of the drain for T = ``tile``: the OR tree's ceil(log4 T), at
-    least 1, and with ``gated`` the gate registers in front of it (see
-    :meth:`SystolicArray._drain`)."""
+def drain_levels(tile: int) -> int:
+    """Register levels of the drain tree for T = ``tile``: ceil(log4 T), at least 1."""
     levels, rows = 1, -(-tile // DRAIN_FAN_IN)
     while rows > 1:
         levels, rows = levels + 1, -(-rows // DRAIN_FAN_IN)
-    return levels + int(gated)
+    return levels
 
 
-def array_latency(tile: int, gated: bool = True) -> int:
-    """Cycles from a tile's first k-step to its row 0 on ``psum``: 2T + 2 +
-    drain_levels(T, gated) (2T - 1 + the PE's :attr:`rtl.pe.PE.LATENCY` + drain_levels)."""
-    return 2 * tile - 1 + PE.LATENCY + drain_levels(tile, gated)
+def array_latency(tile: int) -> int:
+    """Cycles from a tile's first k-step to its row 0 on ``psum``: 2T + 2 + drain_levels(T)
+    (2T - 1 + the PE's :attr:`rtl.pe.PE.LATENCY` + drain_levels)."""
+    return 2 * tile - 1 + PE.LATENCY + drain_levels(tile)
 
 
 class SystolicArray(wiring.Component):
@@ -125,13 +121,13 @@ class SystolicArray(wiring.Component):
         units (no tile exponents, no phase).
     latency : int
         Cycles from a tile's first k-step to its row 0 on ``psum``: 2T + 2 +
-        ``drain_levels(T, params.pipelined)``.
+        ``drain_levels(T)``.
     """
 
     def __init__(self, params: NibbleParams):
         self._params = params
         self.psum_bits = params.psum_bits
-        self.latency = array_latency(params.tile, params.pipelined)
+        self.latency = array_latency(params.tile)
         super().__init__({
             "valid": In(1),
             "last": In(1),
@@ -207,14 +203,12 @@ class SystolicArray(wiring.Component):
         """Row m is held by all its PEs in the cycle after its last column captured
         (see Timing); a one-hot ``ready`` bit per row picks it there, and each column
         ORs its rows' masked sums through a tree of 4-input groups, one register per
-        level. The mask is a gate register per PE whose synchronous reset is the ready
-        copy (no LUT: 10 LUTs fewer per PE at T = 16 than AND gates, for 21 flip-flops
-        more), except in the slow-clock profile. A shift chain through the drain registers cannot work: the captures
+        level. A shift chain through the drain registers cannot work: the captures
         sweep the array as a skewed wavefront that would overwrite values still in
         flight, and deskewing the columns would cost T(T-1)/2 more psum-wide
         registers.
 
-        Each row's ready bit reaches the T columns' gates through a flip-flop copy
+        Each row's ready bit reaches the T columns' AND gates through a flip-flop copy
         per column (a single register per row, by the last column, drove T x psum_bits
         gates across the row). The copies are loaded from the captures of the column
         before the last, a cycle ahead (row m's PE in column T - 2 captures one cycle
@@ -232,25 +226,10 @@ class SystolicArray(wiring.Component):
                       for col in range(size)] for row in range(size)]
         else:
             masks = [self._row_ready_copies(m, pes, row, ready[row]) for row in range(size)]
-        # Every row, masked by its ready bit: with ``pipelined``, through a gate register
-        # per PE that is the sum in the cycle after its copy of the ready bit and 0
-        # otherwise (the mask is the flip-flops' synchronous reset: no LUT, one level of
-        # latency); for the slow-clock profile, where a flip-flop fed by a flip-flop takes
-        # a logic cell of its own, through AND gates. Each level then ORs groups of
+        # Level 0: every row, masked by its ready bit; each level ORs groups of
         # DRAIN_FAN_IN into one register (the rows are one-hot, so OR picks the one).
-        if self._params.pipelined:
-            parts = []
-            for row in range(size):
-                gates = [Signal.like(pes[0][0].psum, name=f"drain_gate{row}_{col}",
-                                     reset_less=True) for col in range(size)]
-                m.d.sync += [gates[col].eq(Mux(masks[row][col], pes[row][col].psum, 0))
-                             for col in range(size)]
-                # (the ready bit with a reset, as every level's: a row in flight at a
-                # reset must not come out)
-                parts.append((gates, delays(m, ready[row], 1, f"row_ready_gated{row}_")[-1]))
-        else:
-            parts = [([Mux(masks[row][col], pes[row][col].psum, 0) for col in range(size)],
-                      ready[row]) for row in range(size)]
+        parts = [([Mux(masks[row][col], pes[row][col].psum, 0) for col in range(size)],
+                  ready[row]) for row in range(size)]
         level = 0
         while True:
             groups = [parts[i:i + DRAIN_FAN_IN] for i in range(0, len(parts), DRAIN_FAN_IN)]

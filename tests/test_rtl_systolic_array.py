@@ -65,13 +65,12 @@ class Schedule:
     beats: list = field(default_factory=list)
 
 
-def make_schedule(tiles, size, rng, *, p_bubble=0.0, flush=None, pipelined=True) -> Schedule:
+def make_schedule(tiles, size, rng, *, p_bubble=0.0, flush=None) -> Schedule:
     """Plan the cycles for ``tiles`` back to back, with random bubbles (``valid`` low,
     ``last``, modes and codes random), then ``flush`` idle cycles (default: until the last
-    row has left, plus T cycles that must stay silent); ``pipelined`` as the array's
-    params (its drain's latency)."""
+    row has left, plus T cycles that must stay silent)."""
     sched = Schedule()
-    delay = array_latency(size, pipelined) - (size - 1)
+    delay = array_latency(size) - (size - 1)
 
     def garbage():
         return (0, int(rng.integers(0, 2)), int(rng.integers(0, 2)), int(rng.integers(0, 2)),
@@ -109,10 +108,10 @@ def extreme_tiles(size, mode) -> list:
     return tiles
 
 
-def run_array(size, sched: Schedule, *, reset_at=None, pipelined=True):
+def run_array(size, sched: Schedule, *, reset_at=None):
     """Play ``sched`` into a SystolicArray (its reset high in the cycles of ``reset_at``,
     a range) and return every ``psum`` beat: [(cycle, row), ...]."""
-    dut = SystolicArray(NibbleParams(tile=size, pipelined=pipelined))
+    dut = SystolicArray(NibbleParams(tile=size))
     rst = Signal()
     top = ResetInserter({"sync": rst})(dut)
     seen = []
@@ -197,24 +196,6 @@ def test_full_utilization(size):
     assert [c for c, _ in seen] == list(range(latency, latency + n_tiles * size))
 
 
-@pytest.mark.parametrize("size", [2, 4])
-def test_slow_clock_profile_drain(size):
-    """Without ``pipelined`` (the iCEBreaker's profile) the drain masks the sums with AND
-    gates instead of gate registers: the same rows, gap-free, one cycle sooner, and
-    bubbles, mixed modes and extreme tiles still exact."""
-    rng = np.random.default_rng(11)
-    tiles = [random_tile(size, mode, rng) for mode in MODES for _ in range(2)]
-    tiles += extreme_tiles(size, (1, 1)) + extreme_tiles(size, (0, 1))
-    sched = make_schedule(tiles, size, rng, pipelined=False)
-    seen = run_array(size, sched, pipelined=False)
-    check(seen, sched, size)
-    latency = array_latency(size, False)
-    assert latency == array_latency(size) - 1
-    assert [c for c, _ in seen] == list(range(latency, latency + len(tiles) * size))
-    bubbly = make_schedule(tiles[:4], size, rng, p_bubble=0.3, pipelined=False)
-    check(run_array(size, bubbly, pipelined=False), bubbly, size)
-
-
 def test_flush_time():
     """The last row of a tile leaves latency + T - 1 cycles after its first k-step; with
     bubbles only the position of the last k-step counts."""
@@ -259,24 +240,22 @@ def test_reset_mid_tile(size):
     assert all(c >= cut for c, _ in seen), "a row of the tiles cut short came out"
 
 
-@pytest.mark.parametrize("pipelined", [True, False])
 @pytest.mark.parametrize("size", [2, 4])
-def test_reset_while_rows_drain(size, pipelined):
+def test_reset_while_rows_drain(size):
     """A one-cycle reset in every cycle of a tile's drain: the rows up to its cycle came
     out exact, no beat comes out after it (not even one whose valid bit sat in a register
     without reset), and the next tiles are exact in their documented cycles."""
     rng = np.random.default_rng(40 + size)
-    latency = array_latency(size, pipelined)
+    latency = array_latency(size)
     for at in range(latency - 2, latency + size + 1):
-        before = make_schedule([random_tile(size, (1, 1), rng)], size, rng, flush=at + 1,
-                               pipelined=pipelined)
+        before = make_schedule([random_tile(size, (1, 1), rng)], size, rng, flush=at + 1)
         cut = at + 1
         after = make_schedule([random_tile(size, mode, rng) for mode in list(MODES)[:2]],
-                              size, rng, pipelined=pipelined)
+                              size, rng)
         sched = Schedule(before.cycles[:cut] + after.cycles,
                          [(c, row) for c, row in before.beats if c <= at]
                          + [(c + cut, row) for c, row in after.beats])
-        seen = run_array(size, sched, reset_at=range(at, at + 1), pipelined=pipelined)
+        seen = run_array(size, sched, reset_at=range(at, at + 1))
         check(seen, sched, size)
 
 
