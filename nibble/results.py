@@ -305,15 +305,16 @@ GEMMs (the ULX3S 16×16 build has 4 output lanes).
         (Source("area.json", "nibble bench area --sizes 4 8 16 --json docs/area.json", _area,
                 "about 10 minutes of yosys"),),
         after="""\
-Per MAC at T = 16 (array + rescaler): ECP5 118.0 LUTs, **12.2×** against the FP16 MAC
-(the PE alone 85 LUTs, 17.0×); iCE40 109.3 LUTs, 8.6× (PE 79, 11.9×). Issue 16's targets
-are ≥ 12× on ECP5 (met) and ≥ 10× on iCE40 (not met: it needs about 94 LUTs per MAC,
-and the rescaler alone takes 23.6 of them). What bought what, from the study before
-(ECP5 143.5, iCE40 132.8 LUTs per MAC): the PE's sign xor in its product stage (ECP5
-−9, iCE40 −5 LUTs per PE), the FP4 powers 4**0 and 4**1 through the int4 multiplier
-(−7, −9) and the drain's gate registers in place of AND gates (about −10 per MAC, for
-21 flip-flops more per PE). FF counts are not compared: the baseline MAC has only its
-32-bit accumulator, no operand registers.
+Per MAC at T = 16 (array + rescaler): ECP5 128.4 LUTs, **11.2×** against the FP16 MAC
+(the PE alone 85 LUTs, 17.0×); iCE40 119.7 LUTs, 7.8× (PE 79, 11.9×). Issue 16's targets
+are ≥ 12× on ECP5 and ≥ 10× on iCE40: neither is met. What bought what, from the study
+before (ECP5 143.5, iCE40 132.8 LUTs per MAC): the PE's sign xor in its product stage
+(ECP5 −9, iCE40 −5 LUTs per PE) and the FP4 powers 4**0 and 4**1 through the int4
+multiplier (−7, −9). Masking the drain with gate registers instead of AND gates measured
+118.0 LUTs per MAC on ECP5 (12.2×) and 109.3 on iCE40 (8.6×), but its 16×16 did not get
+through nextpnr's placer in this stop's time, so it did not land (branch
+`s30-gated-drain`). FF counts are not compared: the baseline MAC has only its 32-bit
+accumulator, no operand registers.
 """),
     Section(
         "AXI top",
