@@ -305,16 +305,19 @@ GEMMs (the ULX3S 16×16 build has 4 output lanes).
         (Source("area.json", "nibble bench area --sizes 4 8 16 --json docs/area.json", _area,
                 "about 10 minutes of yosys"),),
         after="""\
-Per MAC at T = 16 (array + rescaler): ECP5 128.4 LUTs, **11.2×** against the FP16 MAC
-(the PE alone 85 LUTs, 17.0×); iCE40 119.7 LUTs, 7.8× (PE 79, 11.9×). Issue 16's targets
-are ≥ 12× on ECP5 and ≥ 10× on iCE40: neither is met. What bought what, from the study
-before (ECP5 143.5, iCE40 132.8 LUTs per MAC): the PE's sign xor in its product stage
-(ECP5 −9, iCE40 −5 LUTs per PE) and the FP4 powers 4**0 and 4**1 through the int4
-multiplier (−7, −9). Masking the drain with gate registers instead of AND gates measured
-118.0 LUTs per MAC on ECP5 (12.2×) and 109.3 on iCE40 (8.6×), but its 16×16 did not get
-through nextpnr's placer in this stop's time, so it did not land (branch
-`s30-gated-drain`). FF counts are not compared: the baseline MAC has only its 32-bit
-accumulator, no operand registers.
+Per MAC at T = 16 (array + rescaler): ECP5 143.5 LUTs, **10.1×** against the FP16 MAC
+(the PE alone 101 LUTs, 14.3×); iCE40 132.8 LUTs, 7.1× (PE 93, 10.1×). Issue 16's
+targets are ≥ 12× on ECP5 and ≥ 10× on iCE40: the PE alone takes most of the budget
+(94 LUTs per MAC for 10× on iCE40). Against the study of 2026-11-29 (137.0 / 126.1 LUTs
+per MAC at T = 16, then 10.5× / 7.4×), the array that never stalls and the pipelined
+rescaler of issue 12 cost about 6.5 LUTs per MAC on ECP5 and 6.7 on iCE40. FF counts
+are not compared: the baseline MAC has only its 32-bit accumulator, no operand
+registers.
+Tried in stop 30 and not landed: a leaner PE (the sign xor in the product stage, the FP4
+powers 4**0 and 4**1 through the int4 multiplier: PE 85 / 79 LUTs, 128.4 / 119.7 per MAC,
+11.2× / 7.8×) whose ULX3S 16×16 fell to 74.3 MHz at seed 1 with every late path in a PE's
+product stage, and drain gate registers on top of it (118.0 / 109.3, 12.2× / 8.6×) that
+kept the 16×16 in nextpnr's placer; branch `s30-gated-drain` has both.
 """),
     Section(
         "AXI top",

@@ -25,9 +25,7 @@ Why the operands are re-encoded at the array edge
       change at any step.
 
     The product's sign s = sign(a) xor sign(b) is applied as ``acc + (t xor s) + s`` (a
-    conditional two's-complement negation folded into the accumulator's carry-in; the
-    xor is taken in the product's own last logic level, so the accumulator's carry chain
-    adds a register directly: 5 LUTs fewer per PE on iCE40, 9 on ECP5), and
+    conditional two's-complement negation folded into the accumulator's carry-in), and
     the int4 multiply |a| * |b| (|b| <= 8) is one 7-bit addition X + Y with
     X in {0, 4|a|, 8|a|} and Y in {0, |a|, 2|a|, -|a|}: 3 = 4 - 1, 5 = 4 + 1,
     6 = 4 + 2, 7 = 8 - 1. This keeps a full PE near the size of a bare shift-MAC.
@@ -49,10 +47,6 @@ __all__ = ["OperandA", "OperandB", "Decoded", "PE", "add_with_carry", "encode_a"
 PRODUCT_BITS = 17
 #: First magnitude code of the FP4 range: code = FP4_CODE_BASE + e for e = 1..7.
 FP4_CODE_BASE = 8
-#: The FP4 powers 4**k below this take the int4 multiplier (X + Y) path, 1 and 4 being
-#: int4 multipliers too; the rest a one-hot shift. Bits 0..3 of a product then never
-#: OR two paths: 9 LUTs fewer per PE on iCE40, 7 on ECP5.
-FP4_SHIFT_FROM = 2
 
 
 class OperandA(data.Struct):
@@ -179,8 +173,7 @@ class PE(wiring.Component):
     b moves down). Three pipeline stages follow, each a few levels of logic, so that a
     PE closes timing however far the router takes its wires: (1) the operands are
     decoded (:func:`decode_operands`), (2) the product's magnitude is formed
-    (:func:`product_magnitude`) and inverted where it is negative, (3) it is added to the
-    accumulator, with the sign as the carry-in. A
+    (:func:`product_magnitude`), (3) it is added to the accumulator with its sign. A
     step whose ``valid`` bit is 0 is a bubble: the accumulator holds. When the flag
     says a product is the tile's last, the sum goes to ``psum`` and the accumulator
     clears. (Decode and product in one stage saved 18 flip-flops per PE, but that
@@ -271,19 +264,17 @@ class PE(wiring.Component):
         valid1 = Signal(name=f"valid1{REPLICA_SUFFIX}")
         last1 = Signal(name=f"last1{REPLICA_SUFFIX}")
         m.d.sync += [valid1.eq(valid), last1.eq(last)]
-        # Stage 2: the product's magnitude (one 7-bit add, or a one-hot shift), xor its
-        # sign (in the same LUTs: the xor adds one input to each bit's last level).
-        term = stage(m, product_magnitude(m, dec) ^ dec.neg.replicate(PRODUCT_BITS - 1), "term")
+        # Stage 2: the product's magnitude (one 7-bit add, or a one-hot shift).
+        term = stage(m, product_magnitude(m, dec), "term")
         neg2 = stage(m, dec.neg, "neg2")
         valid2 = Signal(name=f"valid2{REPLICA_SUFFIX}")
         last2 = Signal(name=f"last2{REPLICA_SUFFIX}")
         m.d.sync += [valid2.eq(valid1), last2.eq(last1)]
 
-        # Stage 3: acc + (|product| xor neg) + neg = acc +- |product|; the carry chain
-        # adds the registers as they are.
+        # Stage 3: acc + (|product| xor neg) + neg = acc +- |product|.
         acc = Signal(signed(width), reset_less=True)
         term_wide = Signal(signed(width))
-        m.d.comb += term_wide.eq(Cat(term, neg2).as_signed())
+        m.d.comb += term_wide.eq(Cat(term ^ neg2.replicate(PRODUCT_BITS - 1), neg2).as_signed())
         total = add_with_carry(m, acc, term_wide, neg2, width)
         # The capture and the clear share one condition, which maps onto the flip-flops'
         # synchronous reset (one LUT per PE, none per bit).
@@ -308,18 +299,17 @@ class Decoded(data.Struct):
     -------
     mag : unsigned(4)
         |a| (or, swapped, |b|).
-    sel : unsigned(5)
-        One-hot FP4 power from 4**2 on: bit i set for 4**(i + 2) (code 11 + i); 0 for
-        int4 and for the FP4 powers 4**0 and 4**1, which take the int4 path.
+    sel : unsigned(7)
+        One-hot FP4 exponent: bit k set for the power 4**k (code 9 + k); 0 for int4.
     x4, x8, y1, y0 : unsigned(1)
         The int4 multiply as X + Y: X = 4|a| (x4) or 8|a| (x8), Y = |a| (y0), 2|a| (y1)
-        or -|a| (both); also the FP4 powers 4**0 (Y = |a|) and 4**1 (X = 4|a|).
+        or -|a| (both).
     neg : unsigned(1)
         The product is negative (a's sign xor b's).
     """
 
     mag: unsigned(4)
-    sel: unsigned(7 - FP4_SHIFT_FROM)
+    sel: unsigned(7)
     x4: unsigned(1)
     x8: unsigned(1)
     y1: unsigned(1)
@@ -331,14 +321,13 @@ def decode_operands(m: Module, a: Value, b: Value) -> Value:
     """:class:`Decoded` bits of registered operands ``a`` (:class:`OperandA`) and ``b``
     (:class:`OperandB`): two levels of logic (the swap multiplexer, the decode)."""
     code = Mux(a.swap, a.mag, b.code)
-    power = [code == FP4_CODE_BASE + 1 + k for k in range(7)]     # FP4 4**k
     return Cat(
         Mux(a.swap, b.code, a.mag),
-        Cat(*power[FP4_SHIFT_FROM:]),
-        ((code >= 3) & (code <= 6)) | power[1],      # X = 4|a|: |b| = 3..6, and 4**1
+        Cat(*(code == FP4_CODE_BASE + 1 + k for k in range(7))),
+        (code >= 3) & (code <= 6),                   # X = 4|a| for |b| = 3..6
         (code == 7) | (code == 8),                   # X = 8|a| for |b| = 7, 8
         code[1] & ~code[3],                          # Y = 2|a| (y = 2) or -|a| (y = 3)
-        (code[0] & ~code[3]) | power[0],             # Y = |a|: y = 1 or 3, and 4**0
+        code[0] & ~code[3],                          # Y = |a| (y = 1) or -|a| (y = 3)
         a.neg ^ b.neg,
     )
 
@@ -346,10 +335,8 @@ def decode_operands(m: Module, a: Value, b: Value) -> Value:
 def product_magnitude(m: Module, dec) -> Value:
     """|a * b| (PRODUCT_BITS - 1 bits) from :class:`Decoded` operands: the int4 product
     as one 7-bit addition X + Y (|b| <= 8: 3 = 4 - 1, 5 = 4 + 1, 6 = 4 + 2, 7 = 8 - 1),
-    ORed with the FP4 product |a| << 2k, a one-hot select per power 4**k from
-    :data:`FP4_SHIFT_FROM` on (at most two candidate magnitude bits per product bit, no
-    barrel shifter); one of the two is 0. The powers 4**0 and 4**1 are int4
-    multipliers (1 and 4), so the low product bits have no one-hot candidates at all."""
+    ORed with the FP4 product |a| << 2(e-1), a one-hot select per exponent (at most two
+    candidate magnitude bits per product bit, no barrel shifter); one of them is 0."""
     mag7 = Cat(dec.mag, C(0, 3))
     x = Signal(7)
     y = Signal(7)
@@ -362,9 +349,9 @@ def product_magnitude(m: Module, dec) -> Value:
     bits = []
     for j in range(PRODUCT_BITS - 1):
         bit = 0
-        for k in range(FP4_SHIFT_FROM, 7):
+        for k in range(7):
             if 0 <= j - 2 * k < 4:
-                bit = bit | (dec.sel[k - FP4_SHIFT_FROM] & dec.mag[j - 2 * k])
+                bit = bit | (dec.sel[k] & dec.mag[j - 2 * k])
         if j < 7:
             bit = bit | product_int[j]           # 0 for FP4 codes, as every sel is for int4
         bits.append(bit)
