@@ -424,9 +424,7 @@ def pack(params: NibbleParams, board: str, out_dir, *,
     t_all = time.perf_counter()
     b, top = _board_top(params, board, None, DEFAULT_BAUD, unit)
     out = Path(out_dir).resolve()
-    headline = _headline(params, b, top, unit, 1, out)
-    progress("nibble synth --pack-only:" + headline[len("nibble synth:"):headline.index(", clock ")]
-             + f" -> {out}")
+    progress(_headline(params, b, top, unit, None, out))
     _fresh_dir(out, b)
     (out / "packed.json").unlink(missing_ok=True)
     stage_seconds = {}
@@ -487,7 +485,7 @@ def format_pack_report(report: dict) -> str:
     unit (:func:`fpga.packing.format_cells_by_unit`)."""
     from .packing import format_cells_by_unit
 
-    family = "ice40" if "paired" in report["cells_by_unit"][-1] else "ecp5"
+    family = get_board(report["board"]).family
     used, avail = report["luts"], report["luts_available"]
     verdict = "fits" if report["fits"] else "does NOT fit"
     head = (f"{report['board']} ({report['device']}), T={report['size']}, "
@@ -507,15 +505,18 @@ _REPORT_ORDER = ("board", "unit", "device", "size", "acc_bits", "lanes", "out_la
                  "pll", "stage_seconds", "total_seconds", "utilization", "netlist_cells")
 
 
-def _headline(params: NibbleParams, b, top, unit, seed: int, out: Path) -> str:
-    """The first progress line: what is built, on which clock, into which directory."""
+def _headline(params: NibbleParams, b, top, unit, seed: int | None, out: Path) -> str:
+    """The first progress line: what is built, on which clock and seed (``seed`` None:
+    packed only, neither applies), into which directory."""
     clock_text = (f"{top.clock_mhz:g} MHz (board oscillator)" if top.pll is None else
                   f"{top.clock_mhz:g} MHz (PLL from {b.osc_mhz:g} MHz)")
     what = "" if unit is None else f"unit {unit} alone, "
-    return (f"nibble synth: {what}{b.name} ({b.device}), T={params.tile}, acc_bits={params.acc_bits}, "
+    placed = "" if seed is None else f", clock {clock_text}, seed {seed}"
+    return (f"nibble synth{'' if seed is not None else ' --pack-only'}: {what}{b.name} "
+            f"({b.device}), T={params.tile}, acc_bits={params.acc_bits}, "
             f"lanes={params.lanes}, out_lanes={params.out_lanes}, stochastic rounding {'built' if params.stochastic else 'left out'}, "
-            f"{'pipelined' if params.pipelined else 'not pipelined (slow-clock profile)'}, "
-            f"clock {clock_text}, seed {seed} -> {out}")
+            f"{'pipelined' if params.pipelined else 'not pipelined (slow-clock profile)'}"
+            f"{placed} -> {out}")
 
 
 def _report(params: NibbleParams, b, top, unit, pnr: dict, cells: dict, *, target: float,
